@@ -1,0 +1,167 @@
+"""`fersweep`: run a sweep, run one trial without Ray, list what a config can name, inspect a data source.
+
+User errors (bad files, configs, sweeps) print one line and exit with status 2; tracebacks are for bugs only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from fercore.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"fersweep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fersweep: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fersweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a sweep file with Ray Tune")
+    run.add_argument("sweep", help="a sweep file, e.g. sweeps/quickstart.yaml (or just its name)")
+    run.add_argument("--storage", default="results", help="results folder (default ./results)")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    run.add_argument("--num-samples", type=int, default=None, help="number of trials (default: the sweep file's)")
+    run.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
+    run.add_argument("--smoke", action="store_true", help="a few tiny trials, to check the sweep end to end")
+    run.set_defaults(func=_cmd_run)
+
+    trial = sub.add_parser("trial", help="run one trial in this process, without Ray; prints its metrics as JSON")
+    trial.add_argument("assignments", nargs="*", metavar="KEY=VALUE", help="config values, e.g. classifier.backbone=cnn3")
+    trial.add_argument("--data", default=None, help="data source (overrides data.source)")
+    trial.add_argument("--storage", default=None, help="also write the trial's row to DIR/trials.parquet")
+    trial.set_defaults(func=_cmd_trial)
+
+    lst = sub.add_parser("list", help="every name a config can use, and the keys each declares")
+    lst.set_defaults(func=_cmd_list)
+
+    data = sub.add_parser("data", help="inspect a data source")
+    data_sub = data.add_subparsers(required=True, metavar="ACTION")
+    for name, helptext, func in (("info", "image count per class and split", _cmd_data_info),
+                                 ("preview", "a PNG grid of examples per class", _cmd_data_preview)):
+        d = data_sub.add_parser(name, help=helptext)
+        d.add_argument("source", help="'procedural', a FER2013 .csv, or an image folder")
+        d.add_argument("--scale", type=float, default=0.1, help="procedural set size, times FER2013's counts")
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--image-size", type=int, default=48)
+        if name == "preview":
+            d.add_argument("--out", default="grid.png", help="PNG file to write")
+            d.add_argument("--per-class", type=int, default=10, help="examples per class")
+        d.set_defaults(func=func)
+    return p
+
+
+def _cmd_run(args) -> int:
+    from fercore.sweepfile import load_sweep
+
+    spec = load_sweep(args.sweep)  # Validate before Ray is imported or started.
+    from fercore.sweep import run_sweep
+
+    run_sweep(spec, args.storage, address=args.address, num_samples=args.num_samples,
+              max_concurrent=args.max_concurrent, smoke=args.smoke)
+    return 0
+
+
+def _cmd_trial(args) -> int:
+    from fercore import config as cfg
+    from fercore.data import load
+    from fercore.trial import run
+
+    flat = cfg.parse_assignments(args.assignments)
+    if args.data:
+        flat["data.source"] = args.data
+    resolved = cfg.resolve(flat)
+    d = resolved.data
+    data = load(d.source, image_size=d.image_size, scale=d.scale, seed=d.seed, val_fraction=d.val_fraction)
+    print(f"data: {data.source}, {len(data.images)} images", flush=True)
+    result = run(resolved, data)
+    if args.storage:
+        from fercore.results import ResultsStore
+
+        store = ResultsStore(Path(args.storage))
+        trial_id = f"trial_{len(store.trials):05d}"
+        store.add_trial({"trial_id": trial_id, **result.row})
+        for e in result.epochs:
+            store.add_epoch(trial_id, e)
+        store.flush()
+        print(f"wrote {Path(args.storage) / 'trials.parquet'}", flush=True)
+    metrics = {k: v for k, v in result.row.items() if k.startswith(("val_", "test_")) or k in (
+        "status", "best_epoch", "train_seconds", "n_train_real", "n_train_synthetic")}
+    print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}))
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from fercore import config as cfg
+    from fercore.sweepfile import list_search_spaces, list_sweeps
+
+    for section, (selector, _, _, default) in cfg.SELECTORS.items():
+        reg = cfg.registry(section)
+        print(f"{section}.{selector} (default {default}):")
+        for name, entry in reg.items():
+            own = ", ".join(f"{section}.{p.name}={p.default}" for p in getattr(entry, "params", ()))
+            print(f"  {name:<14} {getattr(entry, 'help', '')}" + (f"  [{own}]" if own else ""))
+    print("common keys:")
+    print("  seed=0  " + "  ".join(f"{s}.{p.name}={p.default}" for s, ps in cfg.COMMON.items() for p in ps))
+    print("search spaces: " + ", ".join(list_search_spaces()))
+    print("sweeps: " + ", ".join(list_sweeps()))
+    return 0
+
+
+def _load_for_inspection(args):
+    from fercore.data import load
+
+    return load(args.source, image_size=args.image_size, scale=args.scale, seed=args.seed)
+
+
+def _cmd_data_info(args) -> int:
+    from fercore.labels import CLASSES
+
+    data = _load_for_inspection(args)
+    counts = data.counts()
+    print(f"{data.source}: {len(data.images)} images of {data.image_size}x{data.image_size}, "
+          f"fingerprint {data.fingerprint}")
+    print(f"{'class':<10}" + "".join(f"{s:>8}" for s in counts))
+    for i, name in enumerate(CLASSES):
+        print(f"{name:<10}" + "".join(f"{counts[s][i]:>8}" for s in counts))
+    print(f"{'total':<10}" + "".join(f"{sum(counts[s]):>8}" for s in counts))
+    return 0
+
+
+def _cmd_data_preview(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from fercore.labels import CLASSES
+
+    data = _load_for_inspection(args)
+    x, y = data.split("train")
+    rng = np.random.default_rng(args.seed)
+    size, k = data.image_size, args.per_class
+    canvas = np.full((len(CLASSES) * size, k * size), 255, np.uint8)
+    for c in range(len(CLASSES)):
+        idx = np.flatnonzero(y == c)
+        for j, i in enumerate(rng.choice(idx, size=min(k, len(idx)), replace=False)):
+            canvas[c * size:(c + 1) * size, j * size:(j + 1) * size] = x[i]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(out)
+    print(f"wrote {out}: {len(CLASSES)} rows ({', '.join(CLASSES)}) x {k} training examples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

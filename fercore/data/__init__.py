@@ -1,0 +1,90 @@
+"""Data sources: files (FER2013 CSV, class-per-folder trees, RAF-DB) or the built-in procedural faces -> one FaceSet.
+
+`load(source, ...)` picks the reader from what SOURCE is and caches the converted result on disk.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fercore.data.cache import cache_key, load_or_build
+from fercore.data.faceset import SPLITS, FaceSet, make_faceset
+from fercore.errors import DataError
+
+__all__ = ["FaceSet", "SPLITS", "load", "make_faceset", "describe_source"]
+
+PROCEDURAL = "procedural"
+
+
+def describe_source(source: str) -> str:
+    """Which reader handles SOURCE: 'procedural', 'fer2013_csv', 'rafdb' or 'folders'."""
+    if source == PROCEDURAL:
+        return "procedural"
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{source}: no such file or folder (expected 'procedural', a FER2013 .csv file or an image folder)")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "fer2013_csv"
+        if path.name == "list_patition_label.txt":
+            return "rafdb"
+        raise DataError(f"{source}: unknown file type (expected a FER2013 .csv or RAF-DB list_patition_label.txt)")
+    from fercore.data.rafdb import find_label_file
+
+    return "rafdb" if find_label_file(path) is not None else "folders"
+
+
+def load(source: str = PROCEDURAL, *, image_size: int = 48, scale: float = 0.1, seed: int = 0,
+         val_fraction: float = 0.1, cache_dir: Path | None = None, use_cache: bool = True) -> FaceSet:
+    """Read SOURCE into a FaceSet of uint8 image_size x image_size faces, using the on-disk cache when allowed.
+
+    scale and seed shape the procedural set; seed and val_fraction shape the validation split carved from
+    the training part where a layout has none.
+    """
+    kind = describe_source(source)
+    if kind == "procedural":
+        from fercore.data.procedural import draw_procedural
+
+        identity = dict(kind=kind, scale=scale, seed=seed, image_size=image_size)
+        build = lambda: draw_procedural(scale=scale, seed=seed, image_size=image_size)  # noqa: E731
+    else:
+        path = Path(source).resolve()
+        stat = path.stat()
+        identity = dict(kind=kind, path=str(path), size=stat.st_size, mtime=stat.st_mtime_ns,
+                        image_size=image_size, seed=seed, val_fraction=val_fraction)
+        if path.is_dir():
+            # A folder's identity is its listing: any added, removed or rewritten file changes the key.
+            identity["listing"] = _listing_signature(path)
+        elif kind == "rafdb":
+            # The images live around the label file, so a rewritten image must change the key as well.
+            from fercore.data.rafdb import dataset_root
+
+            identity["listing"] = _listing_signature(dataset_root(path))
+        build = lambda: _read_files(kind, path, image_size, seed, val_fraction)  # noqa: E731
+    if not use_cache:
+        return build()
+    return load_or_build(cache_key(**identity), build, cache_dir)
+
+
+def _read_files(kind: str, path: Path, image_size: int, seed: int, val_fraction: float) -> FaceSet:
+    if kind == "fer2013_csv":
+        from fercore.data.fer2013 import read_fer2013_csv
+
+        return read_fer2013_csv(path, image_size=image_size)
+    if kind == "rafdb":
+        from fercore.data.rafdb import read_rafdb
+
+        return read_rafdb(path, image_size=image_size, seed=seed, val_fraction=val_fraction)
+    from fercore.data.folders import read_image_folders
+
+    return read_image_folders(path, image_size=image_size, seed=seed, val_fraction=val_fraction)
+
+
+def _listing_signature(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()

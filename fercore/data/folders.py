@@ -1,0 +1,165 @@
+"""Reader for class-per-folder image trees (the Kaggle FER2013 image release and its look-alikes) -> FaceSet.
+
+Also home of `read_images`, the threaded image loader the RAF-DB reader shares.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fercore.data.faceset import SPLIT_INDEX, FaceSet, make_faceset
+from fercore.data.splitting import stratified_holdout
+from fercore.errors import DataError
+from fercore.labels import CLASS_INDEX, CLASSES, canonical_class
+
+SPLIT_NAMES = {"train": "train", "training": "train",
+               "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+# Where no test folder exists, this share of each class's training images becomes the test split. Fixed,
+# not the caller's seed or val_fraction, so every trial of every sweep is scored on the same held-out faces.
+TEST_FRACTION = 0.1
+TEST_SEED = 20130
+_JUNK_FILES = {"thumbs.db", "desktop.ini"}
+LAYOUTS = ("ROOT/train/<class>/*, with ROOT/test/<class>/* and/or ROOT/val/<class>/* (Kaggle FER2013 images)",
+           "ROOT/images/train/<class>/* and ROOT/images/validation/<class>/* (Kaggle face-expression-recognition)",
+           "ROOT/<class>/* (one folder per class, no splits)")
+
+
+def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_fraction: float = 0.1) -> FaceSet:
+    """Read ROOT/<split>/<class>/<image>, or ROOT/images/<split>/<class>/<image>, or ROOT/<class>/<image>.
+
+    Split folders (case-insensitive): train/training -> train, val/valid/validation -> val, test/testing -> test;
+    class folders map through `canonical_class`, so aliases such as anger, happiness or sadness work. Images
+    (png, jpg, bmp, anything PIL reads; hidden files are skipped) become grayscale image_size x image_size.
+
+    Missing splits are carved out of train with seeded stratified hold-outs. The test split must exist and stay
+    untouched by tuning, so a missing test split is carved first, with a fixed seed and TEST_FRACTION that do not
+    depend on `seed` or `val_fraction`: every sweep and every trial sees the same test faces. A missing val split
+    is then carved from what remains, val_fraction of each class, using `seed`.
+    """
+    root = Path(root)
+    split_dirs = _find_split_dirs(root)
+    paths, labels, splits = [], [], []
+    seen_in = {}  # class id -> a folder it appeared in, to name it if it turns out to have no training image
+    for split, dirs in split_dirs.items():
+        for split_dir in dirs:
+            for class_dir in _visible(split_dir):
+                if not class_dir.is_dir():
+                    continue  # A stray README or zip next to the class folders is not data.
+                cls = canonical_class(class_dir.name)
+                if cls is None:
+                    raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; expected one of "
+                                    f"{', '.join(CLASSES)} (or an alias such as anger, happiness, sadness)")
+                seen_in.setdefault(CLASS_INDEX[cls], class_dir)
+                files = sorted(p for p in _walk_files(class_dir))
+                paths += files
+                labels += [CLASS_INDEX[cls]] * len(files)
+                splits += [SPLIT_INDEX[split]] * len(files)
+    if not paths:
+        raise DataError(f"{root}: no images found in the class folders")
+    labels = np.asarray(labels, dtype=np.int64)
+    splits = np.asarray(splits, dtype=np.uint8)
+    train = SPLIT_INDEX["train"]
+    for cls, folder in sorted(seen_in.items()):
+        if not np.any((labels == cls) & (splits == train)):
+            raise DataError(f"{root}: class {CLASSES[cls]!r} has no training image (it appears in {folder}); "
+                            "every class that appears must have at least one image in the training folder")
+
+    if "test" not in split_dirs:
+        _carve(labels, splits, "test", TEST_FRACTION, TEST_SEED)
+    if "val" not in split_dirs:
+        _carve(labels, splits, "val", val_fraction, seed)
+    images = read_images(paths, image_size)
+    return make_faceset(images, labels, splits, source=str(root))
+
+
+def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float, seed: int) -> None:
+    """Move a stratified share of the current training images to split `target`, in place."""
+    train_idx = np.flatnonzero(splits == SPLIT_INDEX["train"])
+    held = stratified_holdout(labels[train_idx], fraction, seed)
+    splits[train_idx[held]] = SPLIT_INDEX[target]
+
+
+def _find_split_dirs(root: Path) -> dict[str, list[Path]]:
+    """{split: [folders]} for the first of ROOT and ROOT/images that holds split folders, else the flat layout."""
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; expected one of these layouts: {'; '.join(LAYOUTS)}")
+    candidates = [root] + [d for d in _visible(root) if d.is_dir() and d.name.lower() == "images"]
+    for base in candidates:
+        found: dict[str, list[Path]] = {}
+        for d in _visible(base):
+            if d.is_dir() and d.name.lower() in SPLIT_NAMES:
+                found.setdefault(SPLIT_NAMES[d.name.lower()], []).append(d)
+        if found:
+            if "train" not in found:
+                names = ", ".join(str(d) for dirs in found.values() for d in dirs)
+                raise DataError(f"{base}: has {names} but no train/training folder; expected one of these "
+                                f"layouts: {'; '.join(LAYOUTS)}")
+            return found
+    if any(d.is_dir() and canonical_class(d.name) is not None for d in _visible(root)):
+        return {"train": [root]}
+    raise DataError(f"{root}: no recognisable image-folder layout; expected one of: {'; '.join(LAYOUTS)}")
+
+
+def _visible(folder: Path) -> list[Path]:
+    """Entries of FOLDER, sorted, without hidden or OS bookkeeping ones (.DS_Store, __MACOSX, Thumbs.db)."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith((".", "__")) and p.name.lower() not in _JUNK_FILES)
+
+
+def _walk_files(folder: Path):
+    """Every visible file under FOLDER, subfolders included (some archives nest one level deeper)."""
+    for entry in _visible(folder):
+        if entry.is_dir():
+            yield from _walk_files(entry)
+        else:
+            yield entry
+
+
+# ------------------------------------------------------------------------------------------- image loading
+
+def read_images(paths: list[Path], image_size: int) -> np.ndarray:
+    """Load PATHS as grayscale image_size x image_size uint8 faces, N x H x W, in order.
+
+    Threads overlap the file reads and PIL's decoding (which releases the GIL); the first unreadable image in
+    list order is the one reported.
+    """
+    out = np.empty((len(paths), image_size, image_size), np.uint8)
+    if not paths:
+        return out
+    step = 256
+
+    def load_range(start: int) -> None:
+        for i in range(start, min(start + step, len(paths))):
+            out[i] = load_gray(paths[i], image_size)
+
+    workers = min(16, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(load_range, s) for s in range(0, len(paths), step)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()  # Fail now rather than after decoding the rest of the set.
+            raise
+    return out
+
+
+def load_gray(path: Path, image_size: int) -> np.ndarray:
+    """One image as a grayscale image_size x image_size uint8 array; non-square images are stretched."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            if im.size != (image_size, image_size):
+                # PIL's bilinear filter widens its support when shrinking, so it averages like an area filter.
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: image not found") from e
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file; all mean the same to the user.
+        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e

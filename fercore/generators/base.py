@@ -1,0 +1,100 @@
+"""The generator interface every type implements, and the pieces all types share (image scaling, safe save/load)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fercore.config import Param
+
+StepHook = Callable[[int, dict[str, float]], None]  # (step, losses) -> None
+
+
+class Diverged(RuntimeError):
+    """Training produced NaN or infinite losses, or collapsed; carries the step where it happened."""
+
+    def __init__(self, step: int, why: str):
+        super().__init__(f"diverged at step {step}: {why}")
+        self.step = step
+        self.why = why
+
+
+class Generator(ABC):
+    """Trained on the training split only; draws uint8 images of the data set's size for a given class."""
+
+    params: ClassVar[tuple[Param, ...]] = ()
+    help: ClassVar[str] = ""
+
+    def __init__(self, values: dict[str, Any], image_size: int, num_classes: int, device: torch.device):
+        self.values = dict(values)  # the resolved generator.* section, stored beside the weights
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.device = device
+
+    @abstractmethod
+    def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
+        """Train on uint8 N x H x W images with int labels."""
+
+    @abstractmethod
+    def sample(self, n: int, label: int, seed: int) -> np.ndarray:
+        """Draw n uint8 images (n x H x W) of class LABEL; the same seed gives the same images."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that, with `values`, restore this generator."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def save(self, folder: Path) -> None:
+        """Write weights.pt and config.json into FOLDER, each atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(folder / "weights.pt", lambda f: torch.save(self.state_dict(), f))
+        meta = {"values": self.values, "image_size": self.image_size, "num_classes": self.num_classes}
+        _atomic_write(folder / "config.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+
+    def load(self, folder: Path) -> None:
+        # weights_only: a weights file from elsewhere cannot run code when it is read.
+        state = torch.load(Path(folder) / "weights.pt", map_location=self.device, weights_only=True)
+        self.load_state_dict(state)
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_unit_range(images_u8: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 B x H x W -> float B x 1 x size x size in [-1, 1], resized for architectures that need a power of two."""
+    x = images_u8.float().unsqueeze(1).div_(127.5).sub_(1.0)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def to_uint8(x: torch.Tensor, size: int) -> np.ndarray:
+    """float B x 1 x S x S in [-1, 1] -> uint8 B x size x size numpy images."""
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = x.squeeze(1).add(1.0).mul(127.5).round().clamp(0, 255)
+    return x.to(torch.uint8).cpu().numpy()
+
+
+def check_finite(step: int, losses: dict[str, float]) -> None:
+    for name, value in losses.items():
+        if not np.isfinite(value):
+            raise Diverged(step, f"{name} is {value}")

@@ -1,0 +1,82 @@
+"""A small sweep on a real local Ray instance, its Parquet tables read back with pyarrow and its event files with
+TensorBoard's own reader."""
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fercore.labels import CLASSES
+from fercore.sweepfile import load_sweep
+from tests.conftest import TINY_TRIAL
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+def write_sweep(tmp_path, **overrides):
+    fixed = {k: v for k, v in TINY_TRIAL.items() if not k.startswith("data.") and k != "classifier.width"}
+    sweep = {"name": "tiny", "data": {"source": "procedural", "scale": 0.01}, "space": "quickstart",
+             "fixed": fixed, "sampler": "tpe", "metric": "val_macro_f1", "mode": "max",
+             "scheduler": {"type": "asha", "grace_period": 1}, "num_samples": 3, "max_concurrent": 2,
+             "resources": {"cpu": 1}, **overrides}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, local_ray):
+    from fercore.sweep import run_sweep
+
+    out = run_sweep(load_sweep(write_sweep(tmp_path)), tmp_path / "results")
+    assert out == (tmp_path / "results" / "tiny").resolve()
+
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(trials) == 3 and len({r["trial_id"] for r in trials}) == 3
+    for row in trials:
+        assert row["status"] in ("completed", "stopped"), row["reason"]
+        for key in ("generator.type", "classifier.backbone", "augment.policy", "classifier.lr", "seed",
+                    "val_macro_f1", "train_seconds"):
+            assert row.get(key) is not None, key
+        assert row["classifier.epochs"] == 2  # the sweep's fixed value reached the trial
+    completed = [r for r in trials if r["status"] == "completed"]
+    assert completed, "ASHA cannot stop every trial of three"
+    for row in completed:
+        assert 0 <= row["test_accuracy"] <= 1 and 0 <= row["test_macro_f1"] <= 1
+        assert all(0 <= row[f"test_recall_{c}"] <= 1 for c in CLASSES)
+
+    epochs = pq.read_table(out / "epochs.parquet").to_pylist()
+    assert {r["trial_id"] for r in epochs} == {r["trial_id"] for r in trials}
+    assert all(r["val_macro_f1"] is not None for r in epochs)
+
+    for row in trials:
+        ea = EventAccumulator(str(out / "tb" / row["trial_id"]))
+        ea.Reload()
+        steps = [s.step for s in ea.Scalars("val/macro_f1")]
+        assert steps[0] == 1 and len(steps) >= row["epochs_run"] if row["status"] == "completed" else steps
+        assert "hparams" in ea.PluginTagToContent("hparams") or ea.PluginTagToContent("hparams")
+        if row["status"] == "completed" and row["n_train_synthetic"]:
+            assert ea.Images("samples/per_class_rows")
+
+
+def test_sweep_file_problems_are_reported_together(tmp_path):
+    from fercore.sweepfile import SweepError
+
+    path = write_sweep(tmp_path, space="nope", sampler="bayes", fixed={"classifier.backbone": "vgg99"}, extra=1)
+    with pytest.raises(SweepError) as e:
+        load_sweep(path)
+    text = str(e.value)
+    assert str(path) in text
+    for expected in ("extra: unknown sweep key", "sampler: expected one of tpe, random", "space: no search space 'nope'",
+                     "classifier.backbone: unknown backbone 'vgg99'"):
+        assert expected in text
+
+
+def test_quickstart_sweep_file_is_valid():
+    spec = load_sweep("sweeps/quickstart.yaml")
+    assert spec.space == "quickstart" and spec.num_samples >= 4
