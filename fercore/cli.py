@@ -87,7 +87,13 @@ def _cmd_trial(args) -> int:
     d = resolved.data
     data = load(d.source, image_size=d.image_size, scale=d.scale, seed=d.seed, val_fraction=d.val_fraction)
     print(f"data: {data.source}, {len(data.images)} images", flush=True)
-    result = run(resolved, data)
+    from fercore.generators import Diverged
+
+    try:
+        result = run(resolved, data)
+    except Diverged as e:
+        print(json.dumps({"status": "diverged", "reason": str(e), "step": e.step}))
+        return 1
     if args.storage:
         from fercore.results import ResultsStore
 

@@ -84,13 +84,9 @@ DATA = (
     Param("image_size", 48, 16, 256, help="side of the square grayscale images, pixels"),
     Param("val_fraction", 0.1, 0.01, 0.5, help="share of training images carved out for validation where a layout has none"),
 )
-GENERATOR = (
+GENERATOR = (  # Every type has a budget and a batch; the rest (learning rates, latent size, ...) each type declares.
     Param("epochs", 5, 0, 10_000, help="generator training budget, passes over the training split"),
     Param("batch_size", 64, 2, 4096),
-    Param("lr_g", 2e-4, 1e-6, 1.0, help="generator learning rate (Adam)"),
-    Param("lr_d", 2e-4, 1e-6, 1.0, help="discriminator learning rate (Adam)"),
-    Param("beta1", 0.5, 0.0, 0.999),
-    Param("beta2", 0.999, 0.0, 0.9999),
 )
 AUGMENT = ()
 CLASSIFIER = (

@@ -112,7 +112,9 @@ class ResultsCallback(tune.Callback):
         self._finish(trial, status, reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "error", _error_line(trial))
+        line = _error_line(trial)
+        # A generator that diverged is a finding about its config, not a crash: record it as such.
+        self._finish(trial, "diverged" if "Diverged" in line.split(":")[0] else "error", line)
 
     def _finish(self, trial, status: str, reason: str) -> None:
         try:

@@ -15,7 +15,15 @@ def build_generator(values: dict[str, Any], image_size: int, num_classes: int, d
     return GENERATORS.get(values["type"])(values, image_size, num_classes, device)
 
 
-# Register the built-in types.
-from fercore.generators import cgan as _cgan  # noqa: E402,F401
+def _register_builtin_types() -> None:
+    """Import every module of this package, so each type registers itself; a new type needs no edit here."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_builtin_types()
 
 __all__ = ["GENERATORS", "Diverged", "Generator", "build_generator"]

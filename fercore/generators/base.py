@@ -14,6 +14,19 @@ import torch.nn.functional as F
 
 from fercore.config import Param
 
+# Hyperparameters every adversarial type shares; each GAN class lists them in its own `params`.
+GAN_PARAMS = (
+    Param("lr_g", 2e-4, 1e-6, 1.0, help="generator learning rate (Adam)"),
+    Param("lr_d", 2e-4, 1e-6, 1.0, help="discriminator learning rate (Adam)"),
+    Param("beta1", 0.5, 0.0, 0.999, help="Adam beta1 of both networks"),
+    Param("beta2", 0.999, 0.0, 0.9999, help="Adam beta2 of both networks"),
+    Param("d_steps", 1, 1, 10, help="discriminator steps per generator step"),
+    Param("augment", "none", choices=("none", "diffaugment", "ada"), help="what D sees: plain, DiffAugment or ADA"),
+    Param("ada_target", 0.6, 0.0, 1.0, help="ADA: target of E[sign(D(real))]"),
+    Param("ada_kimg", 10.0, 0.1, 1000.0, help="ADA: thousands of images for p to move from 0 to 1"),
+    Param("ema", 0.0, 0.0, 0.9999, help="decay of the generator's exponential moving average; 0 turns it off"),
+)
+
 StepHook = Callable[[int, dict[str, float]], None]  # (step, losses) -> None
 
 
@@ -46,12 +59,18 @@ class Generator(ABC):
     def sample(self, n: int, label: int, seed: int) -> np.ndarray:
         """Draw n uint8 images (n x H x W) of class LABEL; the same seed gives the same images."""
 
-    @abstractmethod
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The modules whose weights make up this generator, by name; types with other state override the two below."""
+        return {}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors that, with `values`, restore this generator."""
+        return {f"{name}.{k}": t for name, m in self.networks().items() for k, t in m.state_dict().items()}
 
-    @abstractmethod
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, m in self.networks().items():
+            prefix = f"{name}."
+            m.load_state_dict({k[len(prefix):]: t for k, t in state.items() if k.startswith(prefix)})
 
     def save(self, folder: Path) -> None:
         """Write weights.pt and config.json into FOLDER, each atomically."""
@@ -94,7 +113,3 @@ def to_uint8(x: torch.Tensor, size: int) -> np.ndarray:
     return x.to(torch.uint8).cpu().numpy()
 
 
-def check_finite(step: int, losses: dict[str, float]) -> None:
-    for name, value in losses.items():
-        if not np.isfinite(value):
-            raise Diverged(step, f"{name} is {value}")

@@ -16,7 +16,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from fercore.config import Param
 from fercore.generators import GENERATORS
-from fercore.generators.base import Generator, StepHook, check_finite, to_uint8, to_unit_range
+from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
+from fercore.generators.base import GAN_PARAMS, Generator, StepHook, to_uint8
 
 RESOLUTION = 64
 
@@ -58,7 +59,7 @@ class CGANDiscriminator(nn.Module):
 @GENERATORS.register("cgan")
 class CGAN(Generator):
     help = "conditional DCGAN with spectral-norm discriminator and label mask channels (001)"
-    params = (
+    params = GAN_PARAMS + (
         Param("latent_dim", 100, 2, 1024, help="noise vector length (001 used 150)"),
         Param("width", 16, 4, 128, help="base channel count w (001 used 64)"),
     )
@@ -67,59 +68,27 @@ class CGAN(Generator):
         super().__init__(values, image_size, num_classes, device)
         self.g = CGANGenerator(values["latent_dim"], num_classes, values["width"]).to(device)
         self.d = CGANDiscriminator(num_classes, values["width"]).to(device)
+        self.g_ema = make_ema(self.g, values)
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
-        v = self.values
-        gen = torch.Generator(device="cpu").manual_seed(seed)
         torch.manual_seed(seed)
-        x_all = torch.from_numpy(images).to(self.device)
-        y_all = torch.from_numpy(labels).long().to(self.device)
-        opt_g = torch.optim.Adam(self.g.parameters(), lr=v["lr_g"], betas=(v["beta1"], v["beta2"]))
-        opt_d = torch.optim.Adam(self.d.parameters(), lr=v["lr_d"], betas=(v["beta1"], v["beta2"]))
-        bce = nn.BCEWithLogitsLoss()
-        n, bs = len(x_all), min(v["batch_size"], len(x_all))
-        step = 0
-        self.g.train(), self.d.train()
-        for _ in range(v["epochs"]):
-            order = torch.randperm(n, generator=gen).to(self.device)
-            for start in range(0, n - bs + 1, bs):  # Drop the ragged last batch: batch norm dislikes tiny batches.
-                idx = order[start:start + bs]
-                real, y = to_unit_range(x_all[idx], RESOLUTION), y_all[idx]
-                z = torch.randn(bs, self.g.latent_dim, device=self.device)
-                fake = self.g(z, y)
-                # Discriminator step: real -> 1, fake -> 0.
-                d_loss = bce(self.d(real, y), torch.ones(bs, device=self.device)) + \
-                    bce(self.d(fake.detach(), y), torch.zeros(bs, device=self.device))
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                # Generator step: make D call the fakes real.
-                g_loss = bce(self.d(fake, y), torch.ones(bs, device=self.device))
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_g.step()
-                losses = {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
-                check_finite(step, losses)
-                if on_step is not None:
-                    on_step(step, losses)
-                step += 1
+        self.g_ema = make_ema(self.g, self.values)
+        setup = AdversarialSetup(self.g, self.d, self.values["latent_dim"], RESOLUTION)
+        self.steps_done = train_adversarial(setup, images, labels, self.values, self.device, seed, on_step,
+                                            g_ema=self.g_ema)
 
     @torch.no_grad()
     def sample(self, n: int, label: int, seed: int) -> np.ndarray:
-        self.g.eval()
+        g = self.g_ema if self.g_ema is not None else self.g
+        g.eval()
         gen = torch.Generator(device="cpu").manual_seed(seed)
         out = []
         for start in range(0, n, 512):
             m = min(512, n - start)
             z = torch.randn(m, self.g.latent_dim, generator=gen).to(self.device)
             y = torch.full((m,), label, dtype=torch.long, device=self.device)
-            out.append(to_uint8(self.g(z, y), self.image_size))
+            out.append(to_uint8(g(z, y), self.image_size))
         return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.uint8)
 
-    def state_dict(self):
-        return {**{f"g.{k}": t for k, t in self.g.state_dict().items()},
-                **{f"d.{k}": t for k, t in self.d.state_dict().items()}}
-
-    def load_state_dict(self, state):
-        self.g.load_state_dict({k[2:]: t for k, t in state.items() if k.startswith("g.")})
-        self.d.load_state_dict({k[2:]: t for k, t in state.items() if k.startswith("d.")})
+    def networks(self) -> dict[str, nn.Module]:
+        return {"g": self.g, "d": self.d, **({"g_ema": self.g_ema} if self.g_ema is not None else {})}

@@ -1,0 +1,143 @@
+"""Every generator type on the built-in faces for a fixed CPU budget: training speed, sampling speed and quality.
+
+Quality is judged in the feature space of a cnn3 trained on the real training split only (fercore.metrics.quality):
+Frechet distance to the real training images (lower is better) and conditional accuracy (the share of generated
+images the reference classifier assigns to the class they were drawn for). Three reference rows, measured in the
+same run, bracket the figures:
+- real validation images: the floor a perfect generator would reach;
+- per-class mean image plus noise: a generator that learnt only the average face of each class;
+- real training images with shuffled labels: perfect images, no class information.
+
+Usage: python benchmarks/generators.py [--budget SECONDS] [--scale 0.1] [--types cgan,stylegan,...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fercore.config import resolve
+from fercore.data import load
+from fercore.generators import GENERATORS, build_generator
+from fercore.labels import CLASSES
+from fercore.metrics.quality import generator_quality, train_reference_classifier
+
+SAMPLES_PER_CLASS = 1000 // len(CLASSES) + 1  # ~1,000 images in all, for the speed and quality figures
+# Small, CPU-sized settings per type; the budget sets the epochs.
+SETTINGS = {
+    "gan": {},
+    "dcgan": {"generator.augment": "diffaugment"},
+    "cgan": {"generator.augment": "diffaugment"},
+    "stylegan": {"generator.augment": "ada", "generator.conditioning": "label"},
+    "diffusion": {},
+    "folder": {},
+}
+
+
+def write_folder_tree(root: Path, scale: float) -> Path:
+    """Images 'made elsewhere': procedural faces of another seed, one folder per class, as PNG files."""
+    from PIL import Image
+
+    other = load("procedural", scale=scale, seed=1234)
+    x, y = other.split("train")
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(x[y == c][:200]):
+            Image.fromarray(img).save(root / name / f"{i:04d}.png")
+    return root
+
+
+def values_for(gtype: str, epochs: int, extra: dict) -> dict:
+    return dict(resolve({"generator.type": gtype, "generator.epochs": epochs, **SETTINGS.get(gtype, {}), **extra},
+                        drop_inapplicable=True).generator.values)
+
+
+def sample_all(gen, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    t0 = time.perf_counter()
+    xs = [gen.sample(SAMPLES_PER_CLASS, c, seed=seed + c) for c in range(len(CLASSES))]
+    seconds = time.perf_counter() - t0
+    labels = np.repeat(np.arange(len(CLASSES)), SAMPLES_PER_CLASS)
+    return np.concatenate(xs), labels, seconds * 1000 / len(labels)
+
+
+def run_type(gtype: str, data, budget: float, device, extra: dict) -> dict:
+    train_x, train_y = data.split("train")
+    # Time one epoch on a throw-away instance, then train a fresh one for as many epochs as the budget holds.
+    probe = build_generator(values_for(gtype, 1, extra), data.image_size, len(CLASSES), device)
+    t0 = time.perf_counter()
+    probe.fit(train_x, train_y, seed=0)
+    per_epoch = max(time.perf_counter() - t0, 1e-3)
+    epochs = max(1, int(budget / per_epoch)) if gtype != "folder" else 1
+    gen = build_generator(values_for(gtype, epochs, extra), data.image_size, len(CLASSES), device)
+    t0 = time.perf_counter()
+    gen.fit(train_x, train_y, seed=0)
+    train_seconds = time.perf_counter() - t0
+    x, y, sec_per_1000 = sample_all(gen)
+    return {"epochs": epochs, "train_img_s": epochs * len(train_x) / train_seconds if gtype != "folder" else float("nan"),
+            "train_s": train_seconds, "sample_s_per_1000": sec_per_1000, "images": (x, y)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=float, default=120.0, help="training seconds per type (CPU)")
+    p.add_argument("--scale", type=float, default=0.1)
+    p.add_argument("--types", default=",".join(t for t in SETTINGS if t in GENERATORS))
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load("procedural", scale=args.scale, seed=0)
+    train_x, train_y = data.split("train")
+    val_x, val_y = data.split("val")
+    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    print(f"data: {data.source}, {len(train_x)} training images; device: {machine}; budget {args.budget:.0f} s per type",
+          flush=True)
+
+    t0 = time.perf_counter()
+    ref = train_reference_classifier(data, seed=0, epochs=8, device=device)
+    _, p_val = ref.features_and_proba(val_x)
+    print(f"reference cnn3: {time.perf_counter() - t0:.0f} s, validation accuracy "
+          f"{(p_val.argmax(1) == val_y).mean():.3f}\n", flush=True)
+
+    rng = np.random.default_rng(0)
+    rows = []
+    # Reference rows.
+    rows.append(("real validation images (floor)", np.nan, np.nan, np.nan,
+                 generator_quality(ref, (train_x, train_y), (val_x, val_y), CLASSES)))
+    means = np.stack([train_x[train_y == c].mean(0) for c in range(len(CLASSES))])
+    mean_y = np.repeat(np.arange(len(CLASSES)), SAMPLES_PER_CLASS)
+    mean_x = np.clip(means[mean_y] + rng.normal(0, 20, (len(mean_y), *means.shape[1:])), 0, 255).astype(np.uint8)
+    rows.append(("class mean image + noise", np.nan, np.nan, np.nan,
+                 generator_quality(ref, (train_x, train_y), (mean_x, mean_y), CLASSES)))
+    idx = rng.choice(len(train_x), size=min(len(train_x), len(mean_y)), replace=False)
+    rows.append(("real images, shuffled labels", np.nan, np.nan, np.nan,
+                 generator_quality(ref, (train_x, train_y), (train_x[idx], rng.permutation(train_y[idx])), CLASSES)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        extra_by_type = {"folder": {"generator.path": str(write_folder_tree(Path(tmp) / "folder", args.scale))}}
+        for gtype in [t for t in args.types.split(",") if t]:
+            print(f"training {gtype} ...", flush=True)
+            r = run_type(gtype, data, args.budget, device, extra_by_type.get(gtype, {}))
+            q = generator_quality(ref, (train_x, train_y), r["images"], CLASSES)
+            rows.append((f"{gtype} ({r['epochs']} epochs, {r['train_s']:.0f} s)", r["train_img_s"],
+                         r["sample_s_per_1000"], r["epochs"], q))
+            print(f"  {gtype}: FID {q['gen_fid']:.1f}, conditional accuracy {q['gen_conditional_accuracy']:.3f}",
+                  flush=True)
+
+    print(f"\n{'row':<40}{'train img/s':>12}{'s / 1000 smp':>13}{'FID':>9}{'cond acc':>10}")
+    for name, img_s, smp, _, q in rows:
+        fmt = lambda v, f: (f"{v:{f}}" if np.isfinite(v) else "-")  # noqa: E731
+        print(f"{name:<40}{fmt(img_s, '12.0f'):>12}{fmt(smp, '13.2f'):>13}{q['gen_fid']:9.1f}"
+              f"{q['gen_conditional_accuracy']:10.3f}")
+    print("\nFID: Frechet distance in the reference cnn3's penultimate features (256-d), ~1,000 generated vs all real "
+          "training images; lower is better. cond acc: chance is 1/7 = 0.143.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
