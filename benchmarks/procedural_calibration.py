@@ -1,6 +1,6 @@
 """Calibration of the procedural faces: is the default data set learnable but not trivial?
 
-Draws the default set (and times drawing it at scale=1), trains the 3-conv baseline CNN (CNN3) briefly on CPU and
+Draws the default set (and times drawing it at scale=1), trains the 3-conv baseline CNN (cnn3) briefly on CPU through fercore's own trial and
 prints a one-screen summary: test accuracy, macro-F1, per-class recall and the confusion matrix. The data set is
 calibrated when the CNN lands clearly above chance (1/7) and clearly below 100 % (roughly 55-80 %), with disgust
 (the rarest class, close to angry) recalled clearly worse than happy.
@@ -16,49 +16,10 @@ import time
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score
 
-from fercore.classifiers.simple import CNN3
 from fercore.data.procedural import draw_procedural
 from fercore.labels import CLASSES
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images).float().unsqueeze(1) / 255.0
-    return (x - 0.5) / 0.5
-
-
-def train_cnn3(xtr, ytr, epochs, batch, lr, seed, image_size):
-    torch.manual_seed(seed)
-    model = CNN3(image_size=image_size)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
-    n = len(xtr)
-    for epoch in range(epochs):
-        model.train()
-        t0, total, correct, seen = time.time(), 0.0, 0, 0
-        for idx in torch.randperm(n, generator=gen).split(batch):
-            xb, yb = xtr[idx], ytr[idx]
-            flip = torch.rand(len(xb), generator=gen) < 0.5
-            xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(xb)
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(xb)
-        print(f"  epoch {epoch + 1}/{epochs}: loss {total / seen:.3f}  train acc {correct / seen:.3f}  "
-              f"({time.time() - t0:.1f}s)")
-    return model
-
-
-@torch.no_grad()
-def predict(model, x, batch=512):
-    model.eval()
-    return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)]).numpy()
+from fercore.trial import run
 
 
 def write_preview(fs, path, per_class=10, upscale=3):
@@ -99,21 +60,21 @@ def main() -> None:
         write_preview(fs, args.preview)
         print(f"preview: {args.preview}")
 
-    xtr, ytr = fs.split("train")
-    xte, yte = fs.split("test")
-    xtr_t, ytr_t = to_tensor(xtr), torch.from_numpy(ytr)
-    print(f"train CNN3: {len(xtr)} images, {args.epochs} epochs, batch {args.batch}, Adam lr {args.lr}, "
-          f"{torch.get_num_threads()} threads")
+    # Through fercore's own trial (real images only): the same trainer and metrics a sweep uses.
+    config = {"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.epochs": args.epochs,
+              "classifier.batch_size": args.batch, "classifier.lr": args.lr, "seed": args.seed,
+              "data.scale": args.scale, "data.image_size": args.image_size}
+    print(f"train CNN3 via fercore.trial: {int((fs.splits == 0).sum())} images, {args.epochs} epochs, "
+          f"batch {args.batch}, Adam lr {args.lr}, {torch.get_num_threads()} threads")
     t0 = time.perf_counter()
-    model = train_cnn3(xtr_t, ytr_t, args.epochs, args.batch, args.lr, args.seed, args.image_size)
+    result = run(config, fs)
     t_train = time.perf_counter() - t0
-    pred = predict(model, to_tensor(xte))
+    yte = fs.split("test")[1]
+    cm = np.asarray(result.artifacts["confusion"])
+    acc, macro_f1 = result.row["test_accuracy"], result.row["test_macro_f1"]
 
     k = len(CLASSES)
-    cm = confusion_matrix(yte, pred, labels=list(range(k)))
     recall = cm.diagonal() / np.maximum(cm.sum(1), 1)
-    acc = float((pred == yte).mean())
-    macro_f1 = f1_score(yte, pred, labels=list(range(k)), average="macro", zero_division=0)
     print(f"\ntest ({len(yte)} images, chance {1 / k:.3f}): accuracy {acc:.3f}  macro-F1 {macro_f1:.3f}  "
           f"(training {t_train:.0f}s)")
     print("recall   " + "  ".join(f"{c[:8]:>8s}" for c in CLASSES))

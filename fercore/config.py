@@ -95,10 +95,23 @@ CLASSIFIER = (
     Param("batch_size", 64, 2, 8192),
     Param("weight_decay", 0.0, 0.0, 1.0),
     Param("dropout", 0.5, 0.0, 0.95, help="dropout before the classifier head"),
+    Param("optimizer", "adam", choices=("adam", "adamw", "sgd"), help="sgd uses classifier.momentum"),
+    Param("momentum", 0.9, 0.0, 0.999, help="SGD momentum"),
+    Param("schedule", "none", choices=("none", "cosine", "onecycle", "plateau"),
+          help="learning-rate schedule; plateau halves it when validation loss stalls for 2 epochs (002)"),
+    Param("label_smoothing", 0.0, 0.0, 0.5),
+    Param("class_weights", False, help="weight the loss by w_c = (1/n_c) / sum_k(1/n_k) * K (003)"),
+    Param("patience", 0, 0, 1000, help="stop after this many epochs without improvement; 0 never stops early"),
+    Param("early_stop", "val_macro_f1", choices=("val_macro_f1", "val_loss"),
+          help="what early stopping and the kept epoch are judged by"),
 )
 TRAIN = (
     Param("flip", 0.5, 0.0, 1.0, help="probability of a horizontal flip per training image"),
     Param("translate", 2, 0, 16, help="largest random shift per training image, pixels"),
+    Param("rotate", 0.0, 0.0, 45.0, help="largest random rotation, degrees either way (003 used 15)"),
+    Param("crop", 0.0, 0.0, 0.9, help="random resized crop: up to this share of the area is cut away"),
+    Param("erase", 0.0, 0.0, 1.0, help="probability of erasing one random rectangle per image"),
+    Param("compile", False, help="torch.compile the classifier (worth it on a GPU for long trials)"),
     Param("device", "auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present, else CPU"),
     Param("threads", 0, 0, 256, help="torch CPU threads; 0 leaves torch's default"),
 )

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fercore.atomic import atomic_write
 from fercore.labels import CLASSES
 
 TRIALS = "trials.parquet"
@@ -28,14 +27,7 @@ def write_table_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         columns.update(dict.fromkeys(row))
     table = pa.table({c: pa.array([row.get(c) for row in rows]) for c in columns}) if rows else pa.table({})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 class ResultsStore:

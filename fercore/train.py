@@ -1,27 +1,29 @@
 """The classifier training loop: the whole training set lives on the device as uint8; batches are indexed,
-normalised and augmented there. One epoch at a time is yielded to the caller, who reports it; the weights of the
-best validation epoch are kept so the caller can restore them before the one read of the test split."""
+normalised and augmented there. One epoch at a time is yielded to the caller, who reports it. The weights of the
+best validation epoch are kept, so the caller can restore them before the one read of the test split, and the whole
+trainer state can be saved and restored so a paused or restarted trial resumes exactly where it stopped."""
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fercore.augment.batch import augment, normalise
+from fercore.atomic import atomic_write
+from fercore.augment.batch import Strengths, augment, normalise
 from fercore.config import Section
-from fercore.metrics import classification_metrics
+from fercore.metrics.classification import class_weights, classification_metrics
 
 
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based
-    metrics: dict[str, float]  # train_loss, val_loss, val_accuracy, val_macro_f1, ...
-    last: bool  # no epoch follows
+    metrics: dict[str, float]  # train_loss, lr, val_loss, val_accuracy, val_macro_f1, ...
+    last: bool  # no epoch follows: the budget is spent or early stopping ended training
 
 
 def pick_device(name: str) -> torch.device:
@@ -30,33 +32,78 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _optimizer(model: nn.Module, cfg: Section) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]  # Frozen stages take no optimizer state.
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: Section, steps_per_epoch: int):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=2)
+    return None
+
+
 class Trainer:
     def __init__(self, model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                 classifier: Section, train_cfg: Section, seed: int, device: torch.device):
-        self.model = model.to(device)
+                 classifier: Section, train_cfg: Section, seed: int, device: torch.device, num_classes: int = 7):
         self.device = device
-        self.cfg, self.train_cfg = classifier, train_cfg
+        self.cuda = device.type == "cuda"
+        self.model = model.to(device)
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # Compile only the forward pass; state dicts stay those of the plain module.
+        self.forward = torch.compile(self.model) if train_cfg.compile else self.model
+        self.cfg, self.strengths = classifier, Strengths.from_section(train_cfg)
         self.x = torch.from_numpy(np.ascontiguousarray(train[0])).to(device)
-        self.y = torch.from_numpy(train[1]).long().to(device)
+        self.y = torch.from_numpy(np.asarray(train[1])).long().to(device)
         self.val_x = torch.from_numpy(np.ascontiguousarray(val[0])).to(device)
-        self.val_y = val[1]
+        self.val_y = np.asarray(val[1])
+        self.num_classes = num_classes
+        torch.manual_seed(seed)  # Dropout draws from the global generator; its state is saved with the trainer.
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=classifier.lr, weight_decay=classifier.weight_decay)
+        weight = torch.tensor(class_weights(train[1], num_classes), dtype=torch.float32, device=device) \
+            if classifier.class_weights else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=classifier.label_smoothing)
+        self.steps_per_epoch = max(1, len(self.x) // classifier.batch_size + (len(self.x) % classifier.batch_size >= 2))
+        self.opt = _optimizer(self.model, classifier)
+        self.sched = _scheduler(self.opt, classifier, self.steps_per_epoch)
+        self.epoch = 0
         self.best_score = -np.inf
+        self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        self.stopped = False
+
+    def _autocast(self):
+        # bf16 on CUDA keeps fp32's range, so no loss scaling is needed; the CPU stays in fp32.
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
 
     def epochs(self) -> Iterator[EpochResult]:
-        total = self.cfg.epochs
-        for epoch in range(1, total + 1):
+        while self.epoch < self.cfg.epochs and not self.stopped:
             train_loss = self._train_one_epoch()
-            metrics = {"train_loss": train_loss, **self.evaluate(self.val_x, self.val_y, "val")}
-            if metrics["val_macro_f1"] > self.best_score:
-                self.best_score = metrics["val_macro_f1"]
+            val = self.evaluate(self.val_x, self.val_y, "val")
+            self.epoch += 1
+            score = val["val_macro_f1"] if self.cfg.early_stop == "val_macro_f1" else -val["val_loss"]
+            if score > self.best_score:
+                self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
                 self.best_state = copy.deepcopy(self.model.state_dict())
-            yield EpochResult(epoch, metrics, last=epoch == total)
+            else:
+                self.bad_epochs += 1
+            if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.sched.step(val["val_loss"])
+            self.stopped = 0 < self.cfg.patience <= self.bad_epochs
+            metrics = {"train_loss": train_loss, "lr": self.opt.param_groups[0]["lr"], **val}
+            yield EpochResult(self.epoch, metrics, last=self.stopped or self.epoch == self.cfg.epochs)
 
     def restore_best(self) -> None:
-        """Load the weights of the epoch with the best validation macro-F1."""
+        """Load the weights of the epoch that early stopping judged best."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
 
@@ -64,35 +111,76 @@ class Trainer:
         self.model.train()
         n, bs = len(self.x), self.cfg.batch_size
         order = torch.randperm(n, generator=self.gen, device=self.device)
-        total, seen = 0.0, 0
+        total = torch.zeros((), device=self.device)  # Summed on the device: no sync per batch.
+        seen = 0
         for start in range(0, n, bs):
             idx = order[start:start + bs]
             if len(idx) < 2:  # Batch norm cannot train on a single image.
                 continue
-            xb = augment(normalise(self.x[idx]), self.train_cfg.flip, self.train_cfg.translate, self.gen)
-            loss = F.cross_entropy(self.model(xb), self.y[idx])
+            xb = augment(normalise(self.x[idx]), self.strengths, self.gen)
+            if self.cuda:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                loss = self.loss_fn(self.forward(xb), self.y[idx])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            total += loss.item() * len(idx)
+            if self.sched is not None and not isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.sched.step()
+            total += loss.detach() * len(idx)
             seen += len(idx)
-        return total / max(seen, 1)
+        return float(total) / max(seen, 1)
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
         self.model.eval()
-        out = [F.softmax(self.model(normalise(images[i:i + batch_size])), dim=1).float().cpu()
-               for i in range(0, len(images), batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, 7), np.float32)
+        out = []
+        for i in range(0, len(images), batch_size):
+            xb = normalise(images[i:i + batch_size])
+            if self.cuda:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out.append(F.softmax(self.forward(xb).float(), dim=1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.num_classes), np.float32)
 
     def evaluate(self, images: torch.Tensor | np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
         return metrics_from_proba(self.predict_proba(images), labels, split)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed trainer needs to continue exactly: weights, optimizer, schedule, RNGs, counters."""
+        return {
+            "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict() if self.sched is not None else {},
+            "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.cuda else torch.zeros(0, dtype=torch.uint8),
+            "epoch": self.epoch, "best_score": float(self.best_score), "best_epoch": self.best_epoch,
+            "best_state": self.best_state or {}, "bad_epochs": self.bad_epochs, "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        if self.sched is not None and state["sched"]:
+            self.sched.load_state_dict(state["sched"])
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.cuda and len(state["cuda_rng"]):
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        self.epoch, self.best_score, self.best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
+        self.best_state = state["best_state"] or None
+        self.bad_epochs, self.stopped = state["bad_epochs"], state["stopped"]
+
+    def save(self, path) -> None:
+        atomic_write(path, lambda f: torch.save(self.state_dict(), f))
+
+    def load(self, path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
 
 def metrics_from_proba(proba: np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
     """Cross-entropy and the classification metrics of predicted class probabilities."""
     eps = 1e-12  # A probability of exactly 0 for the true class would make the loss infinite.
     loss = float(-np.mean(np.log(proba[np.arange(len(labels)), labels] + eps))) if len(labels) else float("nan")
-    return {f"{split}_loss": loss, **classification_metrics(labels, proba.argmax(1), split)}
+    return {f"{split}_loss": loss, **classification_metrics(labels, proba.argmax(1), split, proba=proba)}

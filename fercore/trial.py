@@ -20,6 +20,7 @@ from fercore.data import FaceSet
 from fercore.errors import ConfigError
 from fercore.generators import build_generator
 from fercore.metrics import confusion
+from fercore.metrics.classification import bootstrap_intervals
 from fercore.train import Trainer, metrics_from_proba, pick_device
 
 # report(epoch, metrics, artifacts): metrics are flat scalars; artifacts (only with the last epoch) hold the
@@ -73,14 +74,12 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
     # Train the classifier; validation picks the epoch, the test split is read once at the end.
     t0 = time.perf_counter()
     model = build_classifier(cfg.classifier, data.image_size, num_classes)
-    trainer = Trainer(model, (mixed_x, mixed_y), data.split("val"), cfg.classifier, cfg.train, cfg.seed, device)
+    trainer = Trainer(model, (mixed_x, mixed_y), data.split("val"), cfg.classifier, cfg.train, cfg.seed, device,
+                      num_classes)
     epochs: list[dict[str, float]] = []
-    best: dict[str, float] = {}
     final: dict[str, Any] = {}
     for result in trainer.epochs():
         metrics = {"epoch": result.epoch, **result.metrics}
-        if not best or metrics["val_macro_f1"] > best["val_macro_f1"]:
-            best = metrics
         epochs.append(metrics)
         if result.last:
             trainer.restore_best()
@@ -89,11 +88,13 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
             artifacts["confusion"] = confusion(test_y, proba.argmax(1), num_classes).tolist()
             # The last report carries the whole result: the best epoch's validation metrics, the test metrics of
             # its weights, and the bookkeeping, so a driver can build the row from the report stream alone.
+            kept = epochs[trainer.best_epoch - 1] if trainer.best_epoch else metrics
             final = {
-                **{k: v for k, v in best.items() if k.startswith("val_")},
+                **{k: v for k, v in kept.items() if k.startswith("val_")},
                 **metrics_from_proba(proba, test_y, "test"),
+                **bootstrap_intervals(test_y, proba.argmax(1), "test", num_classes, seed=cfg.seed),
                 "status": "completed", "reason": "",
-                "best_epoch": int(best["epoch"]), "epochs_run": len(epochs),
+                "best_epoch": trainer.best_epoch, "epochs_run": len(epochs),
                 "n_train_real": int((~is_synthetic).sum()), "n_train_synthetic": int(is_synthetic.sum()),
                 "generator_seconds": generator_seconds, "classifier_seconds": time.perf_counter() - t0,
                 "train_seconds": time.perf_counter() - started, "device": str(device),

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from fercore.config import Param, Section
+from fercore.errors import ConfigError
 from fercore.registry import Registry
 
 
@@ -29,7 +31,23 @@ def register(name: str, params: tuple[Param, ...] = (), help: str = ""):
 
 
 def build_classifier(cfg: Section, image_size: int, num_classes: int) -> nn.Module:
-    return CLASSIFIERS.get(cfg.backbone).build(cfg, image_size, num_classes)
+    """The network CFG names, checked by one forward pass of a blank image: a backbone that downsamples an image of
+    this size to nothing is a ConfigError, not a failure in the first training step."""
+    model = CLASSIFIERS.get(cfg.backbone).build(cfg, image_size, num_classes)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 1, image_size, image_size))
+    except RuntimeError as e:
+        hint = " (classifier.small_stem=true downsamples less)" if getattr(cfg, "small_stem", True) is False else ""
+        raise ConfigError(f"data.image_size={image_size} is too small for classifier.backbone={cfg.backbone}{hint}: "
+                          f"{str(e).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (1, num_classes):
+        raise RuntimeError(f"classifier.backbone={cfg.backbone} gave outputs of shape {tuple(out.shape)}")
+    return model
 
 
 # Register the built-in backbones.

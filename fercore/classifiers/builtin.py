@@ -1,24 +1,59 @@
-"""Registration of the built-in backbones: the small networks of the reports and torchvision adapters."""
+"""Registration of the built-in backbones: the small networks of the reports, ResEmoteNet and torchvision adapters.
+
+Every entry declares classifier.weights (a local state-dict file, see weights.py); the torchvision ones also declare
+small_stem and freeze_stages, ResEmoteNet freeze_stages and width. classifier.dropout (common) is the dropout before
+each network's final Linear.
+"""
 from __future__ import annotations
 
 from fercore.classifiers import register
+from fercore.classifiers import resemotenet as ren
+from fercore.classifiers import torchvision_adapters as tv
+from fercore.classifiers.common import SMALL_STEM, WEIGHTS, freeze_param, freeze_stages
 from fercore.classifiers.simple import CNN3, LinearClassifier
-from fercore.classifiers.torchvision_adapters import resnet
+from fercore.classifiers.weights import load_weights
 from fercore.config import Param
 
 
-@register("linear", help="flattened pixels -> 7 logits (000)")
+@register("linear", params=(WEIGHTS,), help="flattened pixels -> 7 logits, the baseline of report 000")
 def _linear(cfg, image_size, num_classes):
-    return LinearClassifier(image_size, num_classes, dropout=cfg.dropout)
+    model = LinearClassifier(image_size, num_classes, dropout=cfg.dropout)
+    if cfg.weights:
+        load_weights(model, cfg.weights, "linear")
+    return model
 
 
-@register("cnn3", params=(Param("width", 32, 4, 256, help="channels of the first conv; doubled twice"),),
-          help="3-conv baseline CNN (003, table 1)")
+@register("cnn3", params=(Param("width", 32, 4, 256, help="channels of the first conv; doubled twice"), WEIGHTS),
+          help="3-conv baseline CNN (report 003, table 1)")
 def _cnn3(cfg, image_size, num_classes):
-    return CNN3(image_size, num_classes, dropout=cfg.dropout, width=cfg.width)
+    model = CNN3(image_size, num_classes, dropout=cfg.dropout, width=cfg.width)
+    if cfg.weights:
+        load_weights(model, cfg.weights, "cnn3", first_conv="features.0", head="head.4")
+    return model
 
 
-@register("resnet18", params=(Param("small_stem", False, help="3x3 stride-1 stem without max-pool, for small images"),),
-          help="torchvision ResNet-18 adapted to one-channel input and 7 classes")
-def _resnet18(cfg, image_size, num_classes):
-    return resnet("resnet18", num_classes, dropout=cfg.dropout, small_stem=cfg.small_stem)
+@register("resemotenet", params=(
+    Param("width", 64, 4, 128, help="channels of the first conv (64: the published 80M-parameter network); "
+                                    "the blocks have 1, 2, 4, 8, 16, 32 times as many"),
+    freeze_param(6, "the 3 conv blocks, the 3rd with its SE block, then the 3 residual blocks"), WEIGHTS),
+    help="ResEmoteNet: conv blocks, squeeze-excitation, 3 residual blocks (report 002)")
+def _resemotenet(cfg, image_size, num_classes):
+    model = ren.ResEmoteNet(num_classes, dropout=cfg.dropout, width=cfg.width)
+    if cfg.weights:
+        load_weights(model, cfg.weights, "resemotenet", first_conv=ren.FIRST_CONV, head=ren.HEAD)
+    freeze_stages(model, ren.STAGES, cfg.freeze_stages)
+    return model
+
+
+def _register_torchvision(name: str, arch: tv.Arch) -> None:
+    stage_text = tv.FAMILIES[arch.family].stage_text
+    params = (SMALL_STEM, freeze_param(arch.n_stages, stage_text), WEIGHTS)
+
+    @register(name, params=params, help=arch.help)
+    def _build(cfg, image_size, num_classes):
+        return tv.build(name, num_classes, dropout=cfg.dropout, small_stem=cfg.small_stem,
+                        freeze=cfg.freeze_stages, weights=cfg.weights)
+
+
+for _name, _arch in tv.ARCHS.items():
+    _register_torchvision(_name, _arch)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from fercore.atomic import atomic_write
 from fercore.data.faceset import FaceSet
 
 # Bump when a reader's output for the same file changes, so old cache entries are not reused.
@@ -54,12 +54,6 @@ def _read(path: Path) -> FaceSet:
 def _write_atomic(path: Path, faceset: FaceSet) -> None:
     meta = json.dumps({"source": faceset.source, "fingerprint": faceset.fingerprint,
                        "class_names": list(faceset.class_names)})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # Uncompressed, so a warm load is a plain read of ~80 MB at FER2013 size.
-            np.savez(f, images=faceset.images, labels=faceset.labels, splits=faceset.splits, meta=np.array(meta))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Uncompressed, so a warm load is a plain read of ~80 MB at FER2013 size.
+    atomic_write(path, lambda f: np.savez(f, images=faceset.images, labels=faceset.labels, splits=faceset.splits,
+                                          meta=np.array(meta)))

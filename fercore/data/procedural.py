@@ -65,43 +65,50 @@ PARAMS = ("brow_raise", "brow_inner", "brow_squeeze", "eye_open", "mouth_corner"
           "mouth_width", "lip_press", "teeth", "nose_wrinkle", "cheek_fold")
 
 EXPRESSIONS: dict[str, dict[str, float]] = {
-    #          brow_raise brow_inner brow_squeeze eye_open mouth_corner mouth_open upper_lip mouth_width lip_press teeth nose_wrinkle cheek_fold open_chance
-    "angry":    dict(brow_raise=-0.050, brow_inner=-0.080, brow_squeeze=0.050, eye_open=-0.45, mouth_corner=-0.015,
-                     mouth_open=0.000, upper_lip=0.000, mouth_width=-0.12, lip_press=0.8, teeth=0.0,
-                     nose_wrinkle=0.15, cheek_fold=0.15, open_chance=0.0),
-    "disgust":  dict(brow_raise=-0.040, brow_inner=-0.030, brow_squeeze=0.030, eye_open=-0.45, mouth_corner=-0.025,
-                     mouth_open=0.010, upper_lip=0.045, mouth_width=0.00, lip_press=0.2, teeth=0.6,
-                     nose_wrinkle=1.00, cheek_fold=0.60, open_chance=0.6),
-    "fear":     dict(brow_raise=0.060, brow_inner=0.040, brow_squeeze=0.035, eye_open=0.50, mouth_corner=-0.020,
-                     mouth_open=0.040, upper_lip=0.010, mouth_width=0.20, lip_press=0.0, teeth=0.5,
-                     nose_wrinkle=0.00, cheek_fold=0.10, open_chance=0.7),
-    "happy":    dict(brow_raise=0.010, brow_inner=0.000, brow_squeeze=0.000, eye_open=-0.30, mouth_corner=0.110,
-                     mouth_open=0.060, upper_lip=0.010, mouth_width=0.20, lip_press=0.0, teeth=0.9,
-                     nose_wrinkle=0.00, cheek_fold=0.80, open_chance=0.5),
-    "sad":      dict(brow_raise=0.000, brow_inner=0.080, brow_squeeze=0.020, eye_open=-0.20, mouth_corner=-0.070,
-                     mouth_open=0.000, upper_lip=0.000, mouth_width=-0.05, lip_press=0.3, teeth=0.0,
-                     nose_wrinkle=0.00, cheek_fold=0.00, open_chance=0.0),
-    "surprise": dict(brow_raise=0.110, brow_inner=0.015, brow_squeeze=0.000, eye_open=0.65, mouth_corner=0.000,
-                     mouth_open=0.120, upper_lip=0.020, mouth_width=-0.35, lip_press=0.0, teeth=0.1,
-                     nose_wrinkle=0.00, cheek_fold=0.00, open_chance=0.9),
+    #           brow_raise  brow_inner  brow_squeeze  eye_open  mouth_corner  mouth_open  upper_lip  mouth_width
+    #           lip_press  teeth  nose_wrinkle  cheek_fold  open_chance
+    "angry":    dict(brow_raise=-0.060, brow_inner=-0.100, brow_squeeze=0.060, eye_open=-0.55, mouth_corner=-0.020,
+                     mouth_open=0.000, upper_lip=0.000, mouth_width=-0.15,
+                     lip_press=0.8, teeth=0.0, nose_wrinkle=0.15, cheek_fold=0.15, open_chance=0.0),
+    "disgust":  dict(brow_raise=-0.050, brow_inner=-0.040, brow_squeeze=0.040, eye_open=-0.55, mouth_corner=-0.030,
+                     mouth_open=0.012, upper_lip=0.055, mouth_width=0.00,
+                     lip_press=0.2, teeth=0.6, nose_wrinkle=1.00, cheek_fold=0.60, open_chance=0.6),
+    "fear":     dict(brow_raise=0.090, brow_inner=0.050, brow_squeeze=0.045, eye_open=0.65, mouth_corner=-0.025,
+                     mouth_open=0.070, upper_lip=0.012, mouth_width=0.18,
+                     lip_press=0.0, teeth=0.5, nose_wrinkle=0.00, cheek_fold=0.10, open_chance=0.7),
+    "happy":    dict(brow_raise=0.012, brow_inner=0.000, brow_squeeze=0.000, eye_open=-0.35, mouth_corner=0.135,
+                     mouth_open=0.075, upper_lip=0.012, mouth_width=0.25,
+                     lip_press=0.0, teeth=0.9, nose_wrinkle=0.00, cheek_fold=0.80, open_chance=0.5),
+    "sad":      dict(brow_raise=0.000, brow_inner=0.100, brow_squeeze=0.025, eye_open=-0.25, mouth_corner=-0.085,
+                     mouth_open=0.000, upper_lip=0.000, mouth_width=-0.06,
+                     lip_press=0.3, teeth=0.0, nose_wrinkle=0.00, cheek_fold=0.00, open_chance=0.0),
+    "surprise": dict(brow_raise=0.135, brow_inner=0.020, brow_squeeze=0.000, eye_open=0.80, mouth_corner=0.000,
+                     mouth_open=0.150, upper_lip=0.025, mouth_width=-0.40,
+                     lip_press=0.0, teeth=0.1, nose_wrinkle=0.00, cheek_fold=0.00, open_chance=0.9),
     "neutral":  dict(brow_raise=0.000, brow_inner=0.000, brow_squeeze=0.000, eye_open=0.00, mouth_corner=0.000,
-                     mouth_open=0.000, upper_lip=0.000, mouth_width=0.00, lip_press=0.0, teeth=0.0,
-                     nose_wrinkle=0.00, cheek_fold=0.00, open_chance=0.0),
+                     mouth_open=0.000, upper_lip=0.000, mouth_width=0.00,
+                     lip_press=0.0, teeth=0.0, nose_wrinkle=0.00, cheek_fold=0.00, open_chance=0.0),
 }
 
 # Per-image "resting face" noise (standard deviations), added whatever the class: what makes classes overlap.
 PERSON_NOISE: dict[str, float] = dict(
-    brow_raise=0.022, brow_inner=0.020, brow_squeeze=0.012, eye_open=0.18, mouth_corner=0.022, mouth_open=0.008,
-    upper_lip=0.006, mouth_width=0.08, lip_press=0.15, teeth=0.0, nose_wrinkle=0.10, cheek_fold=0.15,
+    brow_raise=0.028, brow_inner=0.025, brow_squeeze=0.015, eye_open=0.22, mouth_corner=0.028, mouth_open=0.010,
+    upper_lip=0.008, mouth_width=0.10, lip_press=0.15, teeth=0.0, nose_wrinkle=0.10, cheek_fold=0.15,
 )
 
 K_MIN = 0.25  # weakest expression intensity; k ~ K_MIN + (1 - K_MIN) * U^0.8
+
+# Each face mixes in a share m ~ max_share * U^MIX_POWER of its class's look-alike (m = 0.5: a coin toss).
+CONFUSER: dict[str, tuple[str, float]] = dict(  # class -> (look-alike, max_share)
+    angry=("disgust", 0.45), disgust=("angry", 0.45), fear=("surprise", 0.45), surprise=("fear", 0.45),
+    sad=("neutral", 0.45), neutral=("sad", 0.25), happy=("neutral", 0.45))
+MIX_POWER = 1.5
 
 # FER2013 Training-split class counts, canonical order; validation/test each get this ratio of the train count.
 FER2013_TRAIN = (3995, 436, 4097, 7215, 4830, 3171, 4965)
 EVAL_RATIO = 3589 / 28709
 
-_CHUNK = 512  # images rendered at once (bounds memory: ~40 float32 B x H x W temporaries)
+_CHUNK = 64  # images rendered at once (small arrays stay in cache; bounds memory)
 
 
 def split_counts(scale: float) -> dict[str, list[int]]:
@@ -150,9 +157,11 @@ def _draw_params(rng: np.random.Generator, labels: np.ndarray) -> dict[str, np.n
     table = np.array([[EXPRESSIONS[c][name] for name in PARAMS] for c in CLASSES])  # 7 x P
     chance = np.array([EXPRESSIONS[c]["open_chance"] for c in CLASSES])
     k = K_MIN + (1 - K_MIN) * rng.random(n) ** 0.8
+    mix = np.array([CONFUSER[c][1] for c in CLASSES])[labels] * rng.random(n) ** MIX_POWER
+    other = np.array([CLASSES.index(CONFUSER[c][0]) for c in CLASSES])[labels]
     opened = rng.random(n) < chance[labels]
     for j, name in enumerate(PARAMS):
-        delta = table[labels, j] * k
+        delta = ((1 - mix) * table[labels, j] + mix * table[other, j]) * k
         if name in ("mouth_open", "upper_lip", "teeth"):
             delta = np.where(opened, delta, 0.25 * delta if name == "upper_lip" else 0.0)
         p[name] = delta + N(PERSON_NOISE[name]) if PERSON_NOISE[name] else delta
@@ -162,10 +171,10 @@ def _draw_params(rng: np.random.Generator, labels: np.ndarray) -> dict[str, np.n
     p["corner_asym"] = N(0.012)  # lopsided mouth
 
     # Head geometry and pose (image units: the image spans [-1, 1]).
-    p["scale"] = U(0.88, 1.08)
-    p["cx"] = N(0.05)
-    p["cy"] = 0.02 + N(0.05)
-    p["rot"] = np.clip(N(0.10), -0.21, 0.21)
+    p["scale"] = U(1.00, 1.18)
+    p["cx"] = N(0.04)
+    p["cy"] = 0.02 + N(0.04)
+    p["rot"] = np.clip(N(0.06), -0.21, 0.21)
     p["yaw"] = np.clip(N(0.035), -0.08, 0.08)
     p["face_a"] = U(0.62, 0.74)
     p["face_b"] = U(0.86, 0.96)
@@ -176,29 +185,29 @@ def _draw_params(rng: np.random.Generator, labels: np.ndarray) -> dict[str, np.n
     p["eye_h"] = U(0.045, 0.062)
     p["gaze"] = N(0.02)
     p["brow_gap"] = U(0.16, 0.21)  # brow height above the eye centre at rest
-    p["brow_th"] = U(0.022, 0.038)
+    p["brow_th"] = U(0.025, 0.040)
     p["brow_arch"] = U(0.0, 0.04)
-    p["brow_dark"] = U(0.40, 0.75)
+    p["brow_dark"] = U(0.60, 0.90)
     p["nose_y"] = 0.22 + N(0.015)
     p["mouth_y"] = 0.48 + N(0.025)
-    p["mouth_w"] = U(0.17, 0.24)
-    p["lip_dark"] = U(0.12, 0.35)
+    p["mouth_w"] = U(0.19, 0.25)
+    p["lip_dark"] = U(0.15, 0.35)
 
     # Appearance.
-    p["skin"] = U(0.40, 0.88)
-    p["bg"] = U(0.05, 0.95)
-    p["bg_grad"] = N(0.15)
-    light = U(0.0, 0.35)
+    p["skin"] = U(0.50, 0.85)
+    p["bg"] = U(0.15, 0.85)
+    p["bg_grad"] = N(0.10)
+    light = U(0.0, 0.25)
     ang = U(0, 2 * np.pi)
     p["light_x"], p["light_y"] = light * np.cos(ang), light * np.sin(ang)
     p["shade"] = U(0.10, 0.40)
     dark_hair = B(0.8)
-    p["hair"] = np.where(dark_hair, U(0.04, 0.30), U(0.40, 0.85))
+    p["hair"] = np.where(dark_hair, U(0.08, 0.30), U(0.45, 0.80))
     p["hairline"] = U(-0.80, -0.50)
     p["hair_vol"] = U(0.02, 0.16)
     p["hair_long"] = np.where(B(0.4), U(0.4, 1.3), U(-0.15, 0.15))  # long hair or down to the ears
     p["collar"] = U(1.15, 1.45)
-    p["clothes"] = U(0.05, 0.90)
+    p["clothes"] = U(0.15, 0.85)
     p["bald"] = B(0.06)
     p["glasses"] = B(0.10)
     p["sunglasses"] = B(0.03)
@@ -206,9 +215,9 @@ def _draw_params(rng: np.random.Generator, labels: np.ndarray) -> dict[str, np.n
     p["hand_x"] = U(-0.55, 0.55)
     p["hand_y"] = U(0.25, 1.00)
     p["hand_tone"] = U(0.85, 1.10)
-    p["contrast"] = U(0.75, 1.25)
-    p["blur"] = U(0.0, 1.0) ** 2 * 1.2  # 0 .. 1.2 passes of a [1 2 1] blur
-    p["noise"] = U(0.0, 0.04)
+    p["contrast"] = U(0.80, 1.20)
+    p["blur"] = U(0.0, 1.0) ** 2 * 1.0  # 0 .. 1 pass of a [1 2 1] blur
+    p["noise"] = U(0.0, 0.03)
     return {name: np.asarray(v, dtype=np.float32) for name, v in p.items()}
 
 
@@ -425,7 +434,7 @@ def _lower_features(img, fr, p):
     teeth_h = p["teeth"] * np.minimum(0.6 * (y_lo - y_up), 0.05)
     a_teeth = soft(v - (y_up + teeth_h)) * (teeth_h > 0.004)
     img += (0.10 + (0.75 * p["skin"] + 0.15) * a_teeth - img) * a_open
-    img *= 1.0 - 0.55 * soft(np.maximum(np.abs(v - y_mid) - 0.012, inside_w)) * (1 - a_open)
+    img *= 1.0 - 0.7 * soft(np.maximum(np.abs(v - y_mid) - 0.012, inside_w)) * (1 - a_open)
     return img
 
 

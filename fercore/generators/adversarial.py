@@ -48,6 +48,8 @@ def train_adversarial(setup: AdversarialSetup, images: np.ndarray, labels: np.nd
     watchdog = watchdog or Watchdog()
     x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     y_all = torch.from_numpy(np.asarray(labels)).long().to(device)
+    if len(x_all) == 1:  # A batch of one breaks batch norm in training mode; a class with one image trains on two.
+        x_all, y_all = x_all.repeat(2, 1, 1), y_all.repeat(2)
     betas = (values["beta1"], values["beta2"])
     opt_g = torch.optim.Adam(g.parameters(), lr=values["lr_g"], betas=betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=values["lr_d"], betas=betas)
@@ -111,3 +113,27 @@ def make_ema(g: nn.Module, values: dict) -> nn.Module | None:
     ema = copy.deepcopy(g).eval()
     ema.requires_grad_(False)
     return ema
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(g: nn.Module, latent_dim: int, device: torch.device, seed: int, num_classes: int = 1,
+                           batches: int = 4, batch_size: int = 128) -> None:
+    """Replace G's batch-norm running statistics with those of its final weights (an exact average over a few
+    batches of noise), so eval-mode sampling matches what D saw in training rather than the lagging moving average."""
+    norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    was_training = g.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(batch_size, latent_dim, generator=gen).to(device)
+        y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
+        g(z, y)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    g.train(was_training)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -12,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fercore.atomic import atomic_write
 from fercore.config import Param
 
 # Hyperparameters every adversarial type shares; each GAN class lists them in its own `params`.
@@ -76,25 +75,14 @@ class Generator(ABC):
         """Write weights.pt and config.json into FOLDER, each atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / "weights.pt", lambda f: torch.save(self.state_dict(), f))
+        atomic_write(folder / "weights.pt", lambda f: torch.save(self.state_dict(), f))
         meta = {"values": self.values, "image_size": self.image_size, "num_classes": self.num_classes}
-        _atomic_write(folder / "config.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        atomic_write(folder / "config.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
     def load(self, folder: Path) -> None:
         # weights_only: a weights file from elsewhere cannot run code when it is read.
         state = torch.load(Path(folder) / "weights.pt", map_location=self.device, weights_only=True)
         self.load_state_dict(state)
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_unit_range(images_u8: torch.Tensor, size: int) -> torch.Tensor:

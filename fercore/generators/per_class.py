@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fercore.generators.base import Generator, StepHook
+from fercore.generators.base import Diverged, Generator, StepHook
 
 
 class PerClass(Generator):
@@ -32,8 +32,12 @@ class PerClass(Generator):
                 if on_step is not None:
                     on_step(offset + step, {**losses, "class": float(c)})
 
-            model.fit(images[mask], np.zeros(int(mask.sum()), np.int64), seed=seed * 100 + c, on_step=hook)
+            try:
+                model.fit(images[mask], np.zeros(int(mask.sum()), np.int64), seed=seed * 100 + c, on_step=hook)
+            except Diverged as e:  # Report the step on the same count on_step uses, and which class went wrong.
+                raise Diverged(offset + e.step, f"class {c}: {e.why}") from e
             offset += getattr(model, "steps_done", 0)
+        self.steps_done = offset
 
     def sample(self, n: int, label: int, seed: int) -> np.ndarray:
         return self.models[label].sample(n, 0, seed)
