@@ -15,6 +15,7 @@ from torch import nn
 
 from fercore.atomic import atomic_write
 from fercore.augment.batch import Strengths, augment, normalise
+from fercore.classifiers import memory_format
 from fercore.config import Section
 from fercore.metrics.classification import class_weights, classification_metrics
 
@@ -55,9 +56,8 @@ class Trainer:
                  classifier: Section, train_cfg: Section, seed: int, device: torch.device, num_classes: int = 7):
         self.device = device
         self.cuda = device.type == "cuda"
-        self.model = model.to(device)
-        if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.layout = memory_format(classifier.backbone, device)
+        self.model = model.to(device, memory_format=self.layout)
         # Compile only the forward pass; state dicts stay those of the plain module.
         self.forward = torch.compile(self.model) if train_cfg.compile else self.model
         self.cfg, self.strengths = classifier, Strengths.from_section(train_cfg)
@@ -117,9 +117,7 @@ class Trainer:
             idx = order[start:start + bs]
             if len(idx) < 2:  # Batch norm cannot train on a single image.
                 continue
-            xb = augment(normalise(self.x[idx]), self.strengths, self.gen)
-            if self.cuda:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = augment(normalise(self.x[idx]), self.strengths, self.gen).contiguous(memory_format=self.layout)
             with self._autocast():
                 loss = self.loss_fn(self.forward(xb), self.y[idx])
             self.opt.zero_grad(set_to_none=True)
@@ -136,9 +134,7 @@ class Trainer:
         self.model.eval()
         out = []
         for i in range(0, len(images), batch_size):
-            xb = normalise(images[i:i + batch_size])
-            if self.cuda:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = normalise(images[i:i + batch_size]).contiguous(memory_format=self.layout)
             with self._autocast():
                 out.append(F.softmax(self.forward(xb).float(), dim=1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.num_classes), np.float32)

@@ -310,3 +310,20 @@ def test_params_are_declared_and_validated(kind):
         gen_values(kind, augment="mixup")
     defaults = dict(resolve({"generator.type": kind}).generator.values)
     assert defaults["latent_dim"] == 100 and defaults["width"] <= 32
+
+
+def test_diverged_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(Diverged(12, "loss_d is nan")))
+    assert isinstance(err, Diverged) and err.step == 12 and err.why == "loss_d is nan"
+    assert str(err) == "diverged at step 12: loss_d is nan"
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_cgan_resolution_sets_what_d_sees_and_output_stays_data_size(small, resolution):
+    g = build("cgan", resolution=resolution)
+    assert g.g(torch.randn(2, 16), torch.tensor([0, 3])).shape == (2, 1, resolution, resolution)
+    g.fit(*small, seed=0)
+    images = g.sample(5, 3, seed=1)
+    assert images.shape == (5, SIZE, SIZE) and images.dtype == np.uint8

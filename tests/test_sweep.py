@@ -80,3 +80,29 @@ def test_sweep_file_problems_are_reported_together(tmp_path):
 def test_quickstart_sweep_file_is_valid():
     spec = load_sweep("sweeps/quickstart.yaml")
     assert spec.space == "quickstart" and spec.num_samples >= 4
+
+
+def test_a_diverged_generator_is_recorded_and_the_sweep_goes_on(tmp_path, local_ray):
+    """G barely learns (lr_g at its minimum) while D learns fast: D soon wins completely and the watchdog stops the
+    generator after collapse_steps such steps. That trial is recorded as diverged; real-only trials still complete."""
+    from fercore.sweep import run_sweep
+
+    spaces = tmp_path / "search_spaces"
+    spaces.mkdir()
+    (spaces / "policy_only.py").write_text(
+        "def space(trial):\n    trial.suggest_categorical('augment.policy', ['balance', 'none'])\n")
+    (tmp_path / "sweeps").mkdir()
+    fixed = {"generator.type": "cgan", "generator.width": 4, "generator.resolution": 32, "generator.epochs": 30,
+             "generator.batch_size": 32, "generator.lr_g": 1e-6, "generator.lr_d": 2e-3,
+             "generator.collapse_steps": 20, "classifier.epochs": 1, "classifier.batch_size": 32}
+    sweep = write_sweep(tmp_path / "sweeps", name="diverge", space="policy_only", fixed=fixed, sampler="random",
+                        scheduler={"type": "none"}, num_samples=4, max_concurrent=2, seed=2)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(rows) == 4
+    by_policy = {p: [r for r in rows if r["augment.policy"] == p] for p in ("balance", "none")}
+    assert by_policy["balance"] and by_policy["none"], "Optuna's RandomSampler(seed=2) draws balance, balance, balance, none"
+    for r in by_policy["balance"]:
+        assert r["status"] == "diverged" and "collapsed" in r["reason"] and "diverged at step" in r["reason"], r
+    for r in by_policy["none"]:
+        assert r["status"] == "completed" and 0 <= r["test_macro_f1"] <= 1

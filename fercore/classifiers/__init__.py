@@ -17,17 +17,28 @@ class ClassifierEntry:
     build: Callable[[Section, int, int], nn.Module]  # (classifier section, image size, number of classes) -> network
     params: tuple[Param, ...] = ()
     help: str = ""
+    # oneDNN's CPU convolutions ran 15-25 % faster on channels_last tensors for most backbones here (training steps
+    # at batch 128, 48x48, 2 cores); ConvNeXt's permutes and LayerNorm made it ~7 % slower instead.
+    channels_last_cpu: bool = True
 
 
 CLASSIFIERS: Registry[ClassifierEntry] = Registry("backbone", "classifier.backbone")
 
 
-def register(name: str, params: tuple[Param, ...] = (), help: str = ""):
+def register(name: str, params: tuple[Param, ...] = (), help: str = "", channels_last_cpu: bool = True):
     def add(build):
-        CLASSIFIERS.register(name)(ClassifierEntry(build, params, help))
+        CLASSIFIERS.register(name)(ClassifierEntry(build, params, help, channels_last_cpu))
         return build
 
     return add
+
+
+def memory_format(backbone: str, device: torch.device) -> torch.memory_format:
+    """The layout the backbone trains fastest in on DEVICE: channels_last on CUDA (bf16 tensor cores) and on the
+    CPU where the entry says so, the default contiguous layout otherwise."""
+    if device.type == "cuda" or CLASSIFIERS.get(backbone).channels_last_cpu:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def build_classifier(cfg: Section, image_size: int, num_classes: int) -> nn.Module:

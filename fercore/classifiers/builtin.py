@@ -49,7 +49,7 @@ def _register_torchvision(name: str, arch: tv.Arch) -> None:
     stage_text = tv.FAMILIES[arch.family].stage_text
     params = (SMALL_STEM, freeze_param(arch.n_stages, stage_text), WEIGHTS)
 
-    @register(name, params=params, help=arch.help)
+    @register(name, params=params, help=arch.help, channels_last_cpu=arch.family != "convnext")
     def _build(cfg, image_size, num_classes):
         return tv.build(name, num_classes, dropout=cfg.dropout, small_stem=cfg.small_stem,
                         freeze=cfg.freeze_stages, weights=cfg.weights)

@@ -37,7 +37,8 @@ def train_adversarial(setup: AdversarialSetup, images: np.ndarray, labels: np.nd
                       watchdog: Watchdog | None = None) -> int:
     """Train setup.g and setup.d in place for values["epochs"] passes over IMAGES; returns the steps taken.
 
-    values: the generator.* section (lr_g, lr_d, beta1, beta2, batch_size, epochs, d_steps, augment, ada_*, ema).
+    values: the generator.* section (lr_g, lr_d, beta1, beta2, batch_size, epochs, d_steps, augment, ada_*, ema,
+    collapse_steps).
     g_ema, when given, tracks an exponential moving average of g's weights with decay values["ema"].
     """
     g, d = setup.g, setup.d
@@ -45,7 +46,7 @@ def train_adversarial(setup: AdversarialSetup, images: np.ndarray, labels: np.nd
     order_gen = torch.Generator(device="cpu").manual_seed(seed)
     augment = augment or DAugment(values.get("augment", "none"), values.get("ada_target", 0.6),
                                   values.get("ada_kimg", 10.0)).to(device)
-    watchdog = watchdog or Watchdog()
+    watchdog = watchdog or Watchdog(collapse_steps=values.get("collapse_steps", 200))
     x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     y_all = torch.from_numpy(np.asarray(labels)).long().to(device)
     if len(x_all) == 1:  # A batch of one breaks batch norm in training mode; a class with one image trains on two.

@@ -24,6 +24,8 @@ GAN_PARAMS = (
     Param("ada_target", 0.6, 0.0, 1.0, help="ADA: target of E[sign(D(real))]"),
     Param("ada_kimg", 10.0, 0.1, 1000.0, help="ADA: thousands of images for p to move from 0 to 1"),
     Param("ema", 0.0, 0.0, 0.9999, help="decay of the generator's exponential moving average; 0 turns it off"),
+    Param("collapse_steps", 200, 5, 1_000_000, help="steps in a row that D wins completely (D(real) >= 0.99, "
+                                                     "D(fake) <= 0.01) before the run is stopped as collapsed"),
 )
 
 StepHook = Callable[[int, dict[str, float]], None]  # (step, losses) -> None
@@ -36,6 +38,10 @@ class Diverged(RuntimeError):
         super().__init__(f"diverged at step {step}: {why}")
         self.step = step
         self.why = why
+
+    def __reduce__(self):
+        # Rebuilt from (step, why), not from the message: Ray pickles a trial's exception back to the driver.
+        return type(self), (self.step, self.why)
 
 
 class Generator(ABC):

@@ -4,7 +4,8 @@ Generator: latent + one-hot label -> dense 8x8x(8w) -> transposed convs 4w, 2w, 
 LeakyReLU 0.4) -> 64x64 -> transposed conv to 1 channel (4x4, stride 1) -> tanh. The report's width w is 64; the
 default here is smaller so a CPU trial stays quick. Discriminator: the image plus 7 label-mask channels ->
 spectral-norm convs w, 2w, 4w, 8w (4x4, stride 2, LeakyReLU 0.4) -> dense -> one logit. BCE, Adam (2e-4, beta1 0.5).
-Images are generated at 64x64 and resized to the data set's size.
+Images are generated at 64x64 (the report's size) and resized to the data set's size; `resolution: 32` starts the
+generator at 4x4 instead, the same layers at a quarter of the pixels, for CPU budgets.
 """
 from __future__ import annotations
 
@@ -19,15 +20,13 @@ from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, to_uint8
 
-RESOLUTION = 64
-
-
 class CGANGenerator(nn.Module):
-    def __init__(self, latent_dim: int, num_classes: int, width: int):
+    def __init__(self, latent_dim: int, num_classes: int, width: int, resolution: int = 64):
         super().__init__()
         self.latent_dim, self.num_classes, self.width = latent_dim, num_classes, width
-        self.dense = nn.Sequential(nn.Linear(latent_dim + num_classes, 8 * 8 * 8 * width), nn.BatchNorm1d(8 * 8 * 8 * width),
-                                   nn.LeakyReLU(0.4))
+        self.start = resolution // 8  # three stride-2 transposed convs follow the dense layer
+        cells = self.start * self.start * 8 * width
+        self.dense = nn.Sequential(nn.Linear(latent_dim + num_classes, cells), nn.BatchNorm1d(cells), nn.LeakyReLU(0.4))
         blocks = []
         for c_in, c_out in ((8 * width, 4 * width), (4 * width, 2 * width), (2 * width, width)):
             blocks += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.4)]
@@ -37,11 +36,11 @@ class CGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.dense(torch.cat([z, F.one_hot(labels, self.num_classes).float()], dim=1))
-        return self.out(self.up(h.view(-1, 8 * self.width, 8, 8)))
+        return self.out(self.up(h.view(-1, 8 * self.width, self.start, self.start)))
 
 
 class CGANDiscriminator(nn.Module):
-    def __init__(self, num_classes: int, width: int):
+    def __init__(self, num_classes: int, width: int, resolution: int = 64):
         super().__init__()
         self.num_classes = num_classes
         layers: list[nn.Module] = []
@@ -49,7 +48,7 @@ class CGANDiscriminator(nn.Module):
         for c_in, c_out in zip(chans, chans[1:]):
             layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.4)]
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(8 * width * (RESOLUTION // 16) ** 2, 1)
+        self.head = nn.Linear(8 * width * (resolution // 16) ** 2, 1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         masks = F.one_hot(labels, self.num_classes).float()[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
@@ -62,18 +61,19 @@ class CGAN(Generator):
     params = GAN_PARAMS + (
         Param("latent_dim", 100, 2, 1024, help="noise vector length (001 used 150)"),
         Param("width", 16, 4, 128, help="base channel count w (001 used 64)"),
+        Param("resolution", 64, choices=(32, 64), help="side G draws and D sees (001: 64); images are resized to the data's"),
     )
 
     def __init__(self, values, image_size, num_classes, device):
         super().__init__(values, image_size, num_classes, device)
-        self.g = CGANGenerator(values["latent_dim"], num_classes, values["width"]).to(device)
-        self.d = CGANDiscriminator(num_classes, values["width"]).to(device)
+        self.g = CGANGenerator(values["latent_dim"], num_classes, values["width"], values["resolution"]).to(device)
+        self.d = CGANDiscriminator(num_classes, values["width"], values["resolution"]).to(device)
         self.g_ema = make_ema(self.g, values)
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
         torch.manual_seed(seed)
         self.g_ema = make_ema(self.g, self.values)
-        setup = AdversarialSetup(self.g, self.d, self.values["latent_dim"], RESOLUTION)
+        setup = AdversarialSetup(self.g, self.d, self.values["latent_dim"], self.values["resolution"])
         self.steps_done = train_adversarial(setup, images, labels, self.values, self.device, seed, on_step,
                                             g_ema=self.g_ema)
 
