@@ -20,6 +20,7 @@ from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, to_uint8
 
+
 class CGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, num_classes: int, width: int, resolution: int = 64):
         super().__init__()
