@@ -327,3 +327,15 @@ def test_cgan_resolution_sets_what_d_sees_and_output_stays_data_size(small, reso
     g.fit(*small, seed=0)
     images = g.sample(5, 3, seed=1)
     assert images.shape == (5, SIZE, SIZE) and images.dtype == np.uint8
+
+
+def test_cgan_projection_discriminator_sees_the_image_alone_and_uses_the_label(small):
+    g = build("cgan", resolution=32, conditioning="projection")
+    assert g.d.features[0].in_channels == 1  # no label mask channels
+    x = torch.randn(2, 1, 32, 32)
+    g.d.eval()
+    same_image = torch.cat([x[:1], x[:1]])
+    logits = g.d(same_image, torch.tensor([0, 5]))
+    assert logits.shape == (2,) and not torch.allclose(logits[0], logits[1])  # the label changes D's verdict
+    g.fit(*small, seed=0)
+    assert g.sample(3, 5, seed=0).shape == (3, SIZE, SIZE)

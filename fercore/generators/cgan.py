@@ -41,17 +41,25 @@ class CGANGenerator(nn.Module):
 
 
 class CGANDiscriminator(nn.Module):
-    def __init__(self, num_classes: int, width: int, resolution: int = 64):
+    """mask (001): the label enters as one-hot mask channels beside the image. projection (Miyato & Koyama 2018):
+    the image alone goes through the convs, and the label's learnt embedding is dotted with the features."""
+
+    def __init__(self, num_classes: int, width: int, resolution: int = 64, conditioning: str = "mask"):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.projection = num_classes, conditioning == "projection"
         layers: list[nn.Module] = []
-        chans = [1 + num_classes, width, 2 * width, 4 * width, 8 * width]
+        chans = [1 if self.projection else 1 + num_classes, width, 2 * width, 4 * width, 8 * width]
         for c_in, c_out in zip(chans, chans[1:]):
             layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.4)]
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(8 * width * (resolution // 16) ** 2, 1)
+        features = 8 * width * (resolution // 16) ** 2
+        self.head = nn.Linear(features, 1)
+        self.embed = spectral_norm(nn.Embedding(num_classes, features)) if self.projection else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.projection:
+            h = self.features(x).flatten(1)
+            return self.head(h).squeeze(1) + (self.embed(labels) * h).sum(1)
         masks = F.one_hot(labels, self.num_classes).float()[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
         return self.head(self.features(torch.cat([x, masks], dim=1)).flatten(1)).squeeze(1)
 
@@ -63,12 +71,14 @@ class CGAN(Generator):
         Param("latent_dim", 100, 2, 1024, help="noise vector length (001 used 150)"),
         Param("width", 16, 4, 128, help="base channel count w (001 used 64)"),
         Param("resolution", 64, choices=(32, 64), help="side G draws and D sees (001: 64); images are resized to the data's"),
+        Param("conditioning", "mask", choices=("mask", "projection"),
+              help="how D sees the label: one-hot mask channels (001) or a projection of a label embedding"),
     )
 
     def __init__(self, values, image_size, num_classes, device):
         super().__init__(values, image_size, num_classes, device)
         self.g = CGANGenerator(values["latent_dim"], num_classes, values["width"], values["resolution"]).to(device)
-        self.d = CGANDiscriminator(num_classes, values["width"], values["resolution"]).to(device)
+        self.d = CGANDiscriminator(num_classes, values["width"], values["resolution"], values["conditioning"]).to(device)
         self.g_ema = make_ema(self.g, values)
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
