@@ -16,6 +16,18 @@ def _private_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny networks and batches: on a shared 2-core machine two torch threads ran them up to 10x
+    slower than one. A module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    kept = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(kept)
+
+
 @pytest.fixture(scope="session")
 def tiny_faces():
     """A procedural set of ~360 faces: enough for every class in every split, seconds to train on."""

@@ -21,13 +21,7 @@ HEAVY = {"resnet50", "densenet121", "convnext_tiny"}
 SMALL = {"resemotenet": {"width": 8}}  # extra config keeping a test quick
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These batches are tiny: one thread beats two on a shared two-core machine, by far when it is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(name, size=48, **kw):

@@ -20,14 +20,7 @@ TINY = {"generator.type": "diffusion", "generator.epochs": 1, "generator.batch_s
         "generator.noise_steps": 20, "generator.sampling_steps": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads spin-waiting on each other made these tests 5-10x
-    slower, and the tiny networks here gain nothing from a second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make(overrides=None, size=SIZE):

@@ -18,13 +18,7 @@ SIZE, CLASSES = 48, 7
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: on a shared 2-core machine two torch threads ran them up to 10x slower than one."""
-    kept = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(kept)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gen_values(kind: str, **overrides) -> dict:

@@ -13,13 +13,7 @@ CPU = torch.device("cpu")
 TINY = {"generator.epochs": 1, "generator.width": 4, "generator.latent_dim": 16, "generator.batch_size": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convs on a shared 2-core machine run many times faster on one thread than on two competing ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
