@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     trial = sub.add_parser("trial", help="run one trial in this process, without Ray; prints its metrics as JSON")
     trial.add_argument("assignments", nargs="*", metavar="KEY=VALUE", help="config values, e.g. classifier.backbone=cnn3")
     trial.add_argument("--data", default=None, help="data source (overrides data.source)")
-    trial.add_argument("--storage", default=None, help="also write the trial's row to DIR/trials.parquet")
+    trial.add_argument("--storage", default=None, help="also write the trial's row to DIR/trials.parquet and keep what "
+                                                         "it trained in DIR/cache for later trials")
     trial.set_defaults(func=_cmd_trial)
 
     lst = sub.add_parser("list", help="every name a config can use, and the keys each declares")
@@ -78,6 +79,7 @@ def _cmd_run(args) -> int:
 def _cmd_trial(args) -> int:
     from fercore import config as cfg
     from fercore.data import load
+    from fercore.cache import CacheStore
     from fercore.trial import run
 
     flat = cfg.parse_assignments(args.assignments)
@@ -90,7 +92,9 @@ def _cmd_trial(args) -> int:
     from fercore.generators import Diverged
 
     try:
-        result = run(resolved, data)
+        # With --storage, trained generators, pools and baselines are kept under DIR/cache for the next trial.
+        cache = CacheStore(Path(args.storage) / "cache") if args.storage else None
+        result = run(resolved, data, cache=cache)
     except Diverged as e:
         print(json.dumps({"status": "diverged", "reason": str(e), "step": e.step}))
         return 1

@@ -88,7 +88,15 @@ GENERATOR = (  # Every type has a budget and a batch; the rest (learning rates, 
     Param("epochs", 5, 0, 10_000, help="generator training budget, passes over the training split"),
     Param("batch_size", 64, 2, 4096),
 )
-AUGMENT = ()
+AUGMENT = (  # The policy (augment.policy) says how many synthetic images; the filter, which ones are good enough.
+    Param("filter", "none", choices=("none", "classifier_confidence", "discriminator"),
+          help="quality filter for synthetic images: the reference classifier's confidence in the conditioned class, "
+               "or the generator's discriminator; rejected images are replaced by over-generating"),
+    Param("filter_tau", 0.5, 0.0, 1.0, help="a synthetic image is kept when its filter score is >= this"),
+    Param("filter_rounds", 5, 1, 50, help="over-generation rounds per class before a short class is an error"),
+    Param("paired_baseline", True, help="pair a trial that uses synthetic images with the real-only baseline of the "
+                                        "same classifier config and seed (cached), and record the uplift over it"),
+)
 CLASSIFIER = (
     Param("lr", 1e-3, 1e-6, 1.0, help="classifier learning rate"),
     Param("epochs", 5, 1, 1000, help="classifier training epochs"),

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 from fercore import config as cfg
+from fercore.cache import CacheStore
 from fercore.data import FaceSet, load
 from fercore.errors import UserError
 from fercore.sweepfile import SweepSpec, load_space
@@ -19,6 +21,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.result import AUTO_RESULT_KEYS  # noqa: E402
+from ray.tune.search.repeater import TRIAL_INDEX  # noqa: E402
 
 from fercore.results import ResultsStore, TensorBoardWriter  # noqa: E402
 
@@ -65,12 +68,21 @@ class FixedSpace:
         return {**returned, **self.fixed}
 
 
-def _trainable(config: dict[str, Any], data: FaceSet | None = None) -> None:
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's flat config as Ray hands it over, without Ray's own keys; a repeat of a sampled config (sweep key
+    `seeds`) gets its own seed: the config's seed plus the repeat's index."""
+    flat = {k: v for k, v in config.items() if k != TRIAL_INDEX}
+    if config.get(TRIAL_INDEX):
+        flat["seed"] = int(flat.get("seed", 0)) + int(config[TRIAL_INDEX])
+    return flat
+
+
+def _trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheStore | None = None) -> None:
     import torch
 
     from fercore import trial
 
-    resolved = cfg.resolve(config, drop_inapplicable=True)
+    resolved = cfg.resolve(trial_config(config), drop_inapplicable=True)
     if not resolved.train.threads:
         # Each trial gets its share of the node's cores, not torch's default of all of them.
         cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
@@ -79,7 +91,7 @@ def _trainable(config: dict[str, Any], data: FaceSet | None = None) -> None:
     def report(epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
         tune.report({**metrics, "artifacts": artifacts} if artifacts else dict(metrics))
 
-    trial.run(resolved, data, report)
+    trial.run(resolved, data, report, cache)
 
 
 class ResultsCallback(tune.Callback):
@@ -118,9 +130,9 @@ class ResultsCallback(tune.Callback):
 
     def _finish(self, trial, status: str, reason: str) -> None:
         try:
-            config = cfg.resolve(trial.config, drop_inapplicable=True).flat()
+            config = cfg.resolve(trial_config(trial.config), drop_inapplicable=True).flat()
         except UserError:
-            config = dict(trial.config)
+            config = trial_config(trial.config)
         last = self._last.pop(trial.trial_id, {})
         artifacts = self._artifacts.pop(trial.trial_id, {})
         # A completed trial sent its whole row; a stopped or failed one has only its last epoch's metrics.
@@ -169,6 +181,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/."""
     from optuna.samplers import RandomSampler, TPESampler
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
 
     started = time.time()
@@ -193,6 +206,9 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     sampler = TPESampler(seed=spec.seed) if spec.sampler == "tpe" else RandomSampler(seed=spec.seed)
     searcher = OptunaSearch(space=FixedSpace(spec.space, spec.path, fixed), sampler=sampler,
                             metric=spec.metric, mode=spec.mode)
+    if spec.seeds > 1:  # Optuna sees one trial per sampled config, scored by the mean over its seeds.
+        searcher = Repeater(searcher, repeat=spec.seeds)
+        n *= spec.seeds
     scheduler = None
     if spec.scheduler.get("type", "asha") == "asha":
         max_t = max(1, spec.scheduler.get("max_t", int(fixed.get("classifier.epochs", 100))))
@@ -204,7 +220,8 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
                  logging_level="WARNING")
     resources = {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)}
-    trainable = tune.with_resources(tune.with_parameters(_trainable, data=data), resources)
+    cache = CacheStore(out / "cache", enabled=spec.cache)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, cache=cache), resources)
     callback = ResultsCallback(out, n)
     tuner = tune.Tuner(
         trainable,
@@ -216,11 +233,11 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     print(f"Running {n} trials of sweep {spec.name!r} (space {spec.space}, sampler {spec.sampler}, "
           f"scheduler {spec.scheduler.get('type', 'asha')}) ...", flush=True)
     tuner.fit()
-    _summary(out, callback.store, spec, time.time() - started)
+    _summary(out, callback.store, spec, time.time() - started, cache)
     return out
 
 
-def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float) -> None:
+def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore) -> None:
     rows = list(store.trials.values())
     by_status: dict[str, int] = {}
     for r in rows:
@@ -235,5 +252,11 @@ def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float) ->
               f"test_accuracy={best.get('test_accuracy', float('nan')):.4f})")
         print("  " + ", ".join(f"{k}={best[k]}" for k in ("classifier.backbone", "augment.policy", "generator.type")
                                if k in best))
+    # Kinds are generator-v1, pool-v1, reference-v1, baseline-v1: what the cache saved this sweep.
+    counts = Counter((e["key"].rsplit("-", 1)[0], e["event"]) for e in cache.events())
+    kinds = sorted({kind for kind, _ in counts})
+    if kinds:
+        print("Cache: " + ", ".join(f"{k} built {counts[k, 'built']}, reused {counts[k, 'hit']}" for k in kinds)
+              + f" ({cache.root})")
     print(f"Results: {out}/trials.parquet, {out}/epochs.parquet")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "none")
 TOP_KEYS = {"name", "description", "data", "space", "fixed", "sampler", "metric", "mode", "scheduler",
-            "num_samples", "max_concurrent", "resources", "seed"}
+            "num_samples", "max_concurrent", "resources", "seed", "seeds", "cache"}
 
 
 class SweepError(UserError):
@@ -43,6 +43,8 @@ class SweepSpec:
     max_concurrent: int = 2
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     seed: int = 0
+    seeds: int = 1  # each sampled config runs this many times, with seeds seed, seed+1, ...; the searcher sees the mean
+    cache: bool = True  # reuse trained generators, pools, the reference classifier and baselines across trials
     description: str = ""
 
     def base_config(self) -> dict[str, Any]:
@@ -127,7 +129,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
                 errors.append(f"{key}: expected a mapping, got {raw[key]!r}")
             else:
                 setattr(spec, key, dict(raw[key]))
-    for key, kind in (("num_samples", int), ("max_concurrent", int), ("seed", int)):
+    for key, kind in (("num_samples", int), ("max_concurrent", int), ("seed", int), ("seeds", int)):
         if key in raw:
             if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (0 if key == "seed" else 1):
                 errors.append(f"{key}: expected a positive integer, got {raw[key]!r}")
@@ -139,6 +141,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
                 errors.append(f"{key}: expected one of {', '.join(choices)}, got {raw[key]!r}")
             else:
                 setattr(spec, key, raw[key])
+    if "cache" in raw:
+        if not isinstance(raw["cache"], bool):
+            errors.append(f"cache: expected true or false, got {raw['cache']!r}")
+        else:
+            spec.cache = raw["cache"]
     if "metric" in raw:
         spec.metric = str(raw["metric"])
     if spec.scheduler.get("type", "asha") not in SCHEDULERS:

@@ -1,9 +1,16 @@
+"""Mixing policies: each one's promised class counts, on count vectors with empty and single-image classes, and the
+validation of their config keys."""
 import numpy as np
 import pytest
 
-from fercore.augment.policies import mix, plan_mix
+from fercore.augment.policies import POLICIES, mix, plan_mix
+from fercore.config import COMMON, all_keys, resolve, section_params
+from fercore.errors import ConfigError
+from fercore.labels import CLASSES
 
 COUNTS = np.array([40, 4, 41, 72, 48, 32, 50])
+# FER2013-like, a class with 0 and one with 1 image, all ones, all empty.
+COUNT_VECTORS = [COUNTS, np.array([0, 1, 5, 1000, 3, 0, 2]), np.ones(7, np.int64), np.zeros(7, np.int64)]
 
 
 def test_none_keeps_real_only():
@@ -36,3 +43,86 @@ def test_mix_draws_the_planned_images_and_flags_synthetic_ones():
     assert (x[synthetic] == (255 - y[synthetic])[:, None, None]).all()
     x2, _, _ = mix(images, labels, plan, pool, seed=1)
     assert (x == x2).all()  # seeded
+
+
+def augment_values(policy: str, **overrides) -> dict:
+    """The resolved augment section, as the trial passes it to plan_mix."""
+    flat = {"augment.policy": policy, **{f"augment.{k}": v for k, v in overrides.items()}}
+    return dict(resolve(flat).augment.values)
+
+
+@pytest.mark.parametrize("counts", COUNT_VECTORS)
+@pytest.mark.parametrize("target", [1, 3, 50, 1000])
+def test_per_class_tops_every_class_up_to_n_and_keeps_larger_ones(counts, target):
+    plan = plan_mix("per_class", counts, augment_values("per_class", per_class_target=target))
+    assert plan.real.tolist() == counts.tolist()
+    assert (plan.real + plan.synthetic).tolist() == np.maximum(counts, target).tolist()
+
+
+@pytest.mark.parametrize("counts", COUNT_VECTORS)
+def test_minority_tops_up_only_the_named_classes_to_the_largest_class_by_default(counts):
+    plan = plan_mix("minority", counts, augment_values("minority"))
+    assert plan.real.tolist() == counts.tolist()
+    named = [CLASSES.index(n) for n in ("disgust", "fear", "surprise")]
+    for c in range(7):
+        assert plan.synthetic[c] == (counts.max() - counts[c] if c in named else 0)
+
+
+@pytest.mark.parametrize("counts", COUNT_VECTORS)
+@pytest.mark.parametrize("target", [1, 4, 60])
+def test_minority_target_is_a_floor_for_the_named_classes(counts, target):
+    plan = plan_mix("minority", counts, augment_values("minority", minority_classes="angry, Happy",
+                                                       minority_target=target))
+    expected = [max(n, target) if CLASSES[c] in ("angry", "happy") else n for c, n in enumerate(counts)]
+    assert (plan.real + plan.synthetic).tolist() == expected and plan.real.tolist() == counts.tolist()
+
+
+@pytest.mark.parametrize("counts", COUNT_VECTORS)
+@pytest.mark.parametrize("k", [0.0, 0.5, 1.0, 2.5, 20.0])
+def test_multiply_adds_k_synthetic_per_real_image_rounded_per_class(counts, k):
+    plan = plan_mix("multiply", counts, augment_values("multiply", multiply_k=k))
+    assert plan.real.tolist() == counts.tolist()
+    assert plan.synthetic.tolist() == [int(np.floor(k * n + 0.5)) for n in counts]
+
+
+def test_multiply_rounds_halves_up():
+    plan = plan_mix("multiply", np.array([1, 3, 5, 0, 2, 7, 9]), {"multiply_k": 0.5})
+    assert plan.synthetic.tolist() == [1, 2, 3, 0, 1, 4, 5]
+
+
+def test_minority_classes_are_normalised_when_resolved():
+    assert augment_values("minority", minority_classes=" Surprise,fear ,fear")["minority_classes"] == "fear,surprise"
+
+
+@pytest.mark.parametrize("bad", ["disgust,joyful", "", " , "])
+def test_bad_minority_class_names_are_config_errors_naming_the_key_and_the_valid_names(bad):
+    with pytest.raises(ConfigError) as err:
+        resolve({"augment.policy": "minority", "augment.minority_classes": bad})
+    message = str(err.value)
+    assert message.startswith("augment.minority_classes:") and all(name in message for name in CLASSES)
+    if bad.startswith("disgust"):
+        assert "'joyful'" in message
+    with pytest.raises(ConfigError, match="augment.minority_classes"):  # also when the values skipped resolve()
+        plan_mix("minority", COUNTS, {"minority_classes": bad, "minority_target": 0})
+
+
+@pytest.mark.parametrize("key, value", [("per_class_target", 0), ("minority_target", -1), ("multiply_k", 21.0),
+                                        ("multiply_k", "many")])
+def test_out_of_range_policy_params_are_config_errors_naming_the_key(key, value):
+    policy = {"per_class_target": "per_class", "minority_target": "minority", "multiply_k": "multiply"}[key]
+    with pytest.raises(ConfigError, match=f"augment.{key}"):
+        resolve({"augment.policy": policy, f"augment.{key}": value})
+
+
+def test_a_policys_key_does_not_apply_to_another_policy():
+    with pytest.raises(ConfigError, match="augment.multiply_k: does not apply to augment.policy=balance"):
+        resolve({"augment.policy": "balance", "augment.multiply_k": 2})
+    assert all_keys()["augment.minority_classes"] == ["minority"]
+
+
+def test_augment_param_names_are_unique_across_the_section():
+    """All policies' params share one section: a name declared twice would mean different things per policy."""
+    names = [p.name for p in COMMON["augment"]] + [p.name for _, e in POLICIES.items() for p in e.params]
+    assert len(names) == len(set(names)), names
+    for name, _ in POLICIES.items():
+        assert {"filter", "filter_tau", "filter_rounds"} <= {p.name for p in section_params("augment", name)}

@@ -8,6 +8,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fercore.config import Param
+from fercore.errors import ConfigError
+from fercore.labels import CLASS_INDEX, CLASSES
 from fercore.registry import Registry
 
 
@@ -50,6 +52,54 @@ def _balance(counts, values):
 def _real_ratio(counts, values):
     real = np.round(counts * values["real_ratio"]).astype(np.int64)
     return MixPlan(real, counts - real)
+
+
+@register("per_class", params=(Param("per_class_target", 1000, 1, 1_000_000,
+                                     help="images per class after topping up (002: 10,000-15,000 on FER2013)"),),
+          help="top every class up to N images; a class already above N keeps its real images and gets none (002)")
+def _per_class(counts, values):
+    return MixPlan(counts.copy(), np.maximum(values["per_class_target"] - counts, 0))
+
+
+@dataclass(frozen=True)
+class ClassListParam(Param):
+    """A comma-separated list of class names, checked against fercore.labels.CLASSES when the config is resolved."""
+
+    def valid_text(self) -> str:
+        return "comma-separated class names from " + ", ".join(CLASSES)
+
+    def coerce(self, key: str, value: Any) -> str:
+        return ",".join(CLASSES[c] for c in class_ids(key, value))
+
+
+def class_ids(key: str, text: Any) -> tuple[int, ...]:
+    """Class ids of a comma-separated list of names (any case, spaces allowed), in label order, without repeats."""
+    names = [n.strip().lower() for n in str(text).split(",") if n.strip()]
+    unknown = [n for n in names if n not in CLASS_INDEX]
+    if unknown or not names:
+        got = f"unknown class {', '.join(map(repr, unknown))}" if unknown else "no class names"
+        raise ConfigError(f"{key}: {got}; expected comma-separated class names from {', '.join(CLASSES)}")
+    return tuple(sorted({CLASS_INDEX[n] for n in names}))
+
+
+@register("minority", params=(
+    ClassListParam("minority_classes", "disgust,fear,surprise", help="classes to top up, comma-separated"),
+    Param("minority_target", 0, 0, 1_000_000, help="images per named class after topping up; 0: the largest class's"),
+), help="top up only the named classes (default disgust, fear, surprise) to a target count; others stay real")
+def _minority(counts, values):
+    # Validated again here: plan_mix may get values that never went through resolve().
+    chosen = [c for c in class_ids("augment.minority_classes", values["minority_classes"]) if c < len(counts)]
+    target = values["minority_target"] or int(counts.max(initial=0))
+    synthetic = np.zeros_like(counts)
+    synthetic[chosen] = np.maximum(target - counts[chosen], 0)
+    return MixPlan(counts.copy(), synthetic)
+
+
+@register("multiply", params=(Param("multiply_k", 1.0, 0.0, 20.0, help="synthetic images per real image"),),
+          help="add k synthetic images per real image of every class (k * n_c, half rounded up), proportions kept")
+def _multiply(counts, values):
+    # floor(x + 0.5) rather than np.round: halves go up, not to the nearest even count.
+    return MixPlan(counts.copy(), np.floor(counts * values["multiply_k"] + 0.5).astype(np.int64))
 
 
 def plan_mix(policy: str, counts: np.ndarray, values: dict[str, Any]) -> MixPlan:

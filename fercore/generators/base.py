@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from fercore.atomic import atomic_write
 from fercore.config import Param
+from fercore.errors import ConfigError
 
 # Hyperparameters every adversarial type shares; each GAN class lists them in its own `params`.
 GAN_PARAMS = (
@@ -64,6 +65,14 @@ class Generator(ABC):
     def sample(self, n: int, label: int, seed: int) -> np.ndarray:
         """Draw n uint8 images (n x H x W) of class LABEL; the same seed gives the same images."""
 
+    def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
+        """The trained discriminator's probability that each uint8 image (N x H x W) is a real image of class LABEL.
+
+        For augment.filter=discriminator; only adversarial types have a discriminator to ask.
+        """
+        raise ConfigError(f"augment.filter=discriminator needs a generator with a discriminator; "
+                          f"generator.type {self.values.get('type', type(self).__name__)} has none")
+
     def networks(self) -> dict[str, torch.nn.Module]:
         """The modules whose weights make up this generator, by name; types with other state override the two below."""
         return {}
@@ -97,6 +106,28 @@ def to_unit_range(images_u8: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x
+
+
+@torch.no_grad()
+def d_scores(d: torch.nn.Module, images: np.ndarray, label: int, resolution: int, device: torch.device,
+             batch_size: int = 512) -> np.ndarray:
+    """sigmoid(D(x, label)) for uint8 N x H x W images, as float64 probabilities in [0, 1].
+
+    D runs in eval mode (batch norm on running statistics, spectral norm without a power-iteration step, so scoring
+    changes no state) and is put back in the mode it was in. StyleGAN's D mixes statistics across a batch, so scores
+    depend on the batching; fixed batches keep them deterministic.
+    """
+    was_training = d.training
+    d.eval()
+    try:
+        out = [torch.zeros(0, dtype=torch.float64)]
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+            y = torch.full((len(x),), label, dtype=torch.long, device=device)
+            out.append(torch.sigmoid(d(to_unit_range(x, resolution), y)).double().cpu())
+    finally:
+        d.train(was_training)
+    return torch.cat(out).numpy()
 
 
 def to_uint8(x: torch.Tensor, size: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from fercore.config import Param
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
-from fercore.generators.base import GAN_PARAMS, Generator, StepHook, to_uint8
+from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
 
 
 class CGANGenerator(nn.Module):
@@ -100,6 +100,9 @@ class CGAN(Generator):
             y = torch.full((m,), label, dtype=torch.long, device=self.device)
             out.append(to_uint8(g(z, y), self.image_size))
         return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.uint8)
+
+    def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
+        return d_scores(self.d, images, label, self.values["resolution"], self.device)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"g": self.g, "d": self.d, **({"g_ema": self.g_ema} if self.g_ema is not None else {})}

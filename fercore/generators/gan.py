@@ -19,7 +19,7 @@ from torch import nn
 from fercore.config import Param
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, recalibrate_batch_norm, train_adversarial
-from fercore.generators.base import GAN_PARAMS, Generator, StepHook, to_uint8
+from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
 from fercore.generators.per_class import PerClass
 
 
@@ -66,6 +66,9 @@ class UnconditionalGAN(Generator):
             z = torch.randn(min(512, n - start), self.latent_dim, generator=gen).to(self.device)
             out.append(to_uint8(g(z), self.image_size))
         return np.concatenate(out)
+
+    def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
+        return d_scores(self.d, images, label, self.resolution or self.image_size, self.device)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"g": self.g, "d": self.d, **({"g_ema": self.g_ema} if self.g_ema is not None else {})}

@@ -42,6 +42,9 @@ class PerClass(Generator):
     def sample(self, n: int, label: int, seed: int) -> np.ndarray:
         return self.models[label].sample(n, 0, seed)
 
+    def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
+        return self.models[label].discriminator_scores(images, 0)  # Each class's D was trained on label 0.
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"class{c}.{k}": t for c, m in enumerate(self.models) for k, t in m.state_dict().items()}
 

@@ -23,7 +23,7 @@ from torch import nn
 from fercore.config import Param
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
-from fercore.generators.base import GAN_PARAMS, Generator, StepHook, to_uint8
+from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
 from fercore.generators.d_augment import DAugment
 from fercore.generators.per_class import PerClass
 from fercore.generators.stylegan_networks import StyleDiscriminator, StyleGenerator
@@ -39,7 +39,7 @@ class StyleGANModel(Generator):
         classes = num_classes if values["conditioning"] == "label" else 0
         self.resolution = values["resolution"]
         self.g = StyleGenerator(values["latent_dim"], self.resolution, values["width"], values["mapping_layers"],
-                                classes).to(device)
+                                classes, values["mapping_lr_mul"]).to(device)
         self.d = StyleDiscriminator(self.resolution, values["width"], classes).to(device)
         self.g_ema = make_ema(self.g, values)
         self.augment = self._new_augment()
@@ -83,6 +83,9 @@ class StyleGANModel(Generator):
             out.append(to_uint8(g(z, y, noise_gen=gen), self.image_size))
         return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.uint8)
 
+    def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
+        return d_scores(self.d, images, label, self.resolution, self.device)
+
     def networks(self) -> dict[str, nn.Module]:
         # augment holds ADA's p (a buffer): saved so a loaded model reports where ADA ended.
         nets = {"g": self.g, "d": self.d, "augment": self.augment}
@@ -115,6 +118,8 @@ class StyleGAN(Generator):
                    for p in GAN_PARAMS) + (
         Param("latent_dim", 64, 8, 512, help="size of z and w"),
         Param("mapping_layers", 2, 1, 8, help="FC layers of the mapping network z -> w (StyleGAN2 uses 8)"),
+        Param("mapping_lr_mul", 0.01, 1e-3, 1.0, help="mapping network's learning-rate multiplier; StyleGAN2's 0.01 suits "
+                                                                "millions of images, CPU budgets of ~1,000 steps want ~1"),
         Param("width", 8, 4, 128, help="channels at 64 px, doubling per halving up to 8x (StyleGAN2-ADA: 256-512)"),
         Param("resolution", 32, choices=(32, 64), help="side the networks work at; output is resized to the data's"),
         Param("r1_gamma", 0.1, 0.0, 100.0, help="R1 penalty weight on real images (lazy, every 4 D steps); 0: off"),
@@ -144,3 +149,6 @@ class StyleGAN(Generator):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.impl.load_state_dict(state)
+
+    def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
+        return self.impl.discriminator_scores(images, label)

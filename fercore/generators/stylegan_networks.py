@@ -61,14 +61,14 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class MappingNetwork(nn.Module):
-    """z (and a class) -> w. The mapping layers learn 100x slower than the rest (lr_mul 0.01), as in StyleGAN2."""
+    """z (and a class) -> w. The mapping layers learn lr_mul times as fast as the rest (StyleGAN2: 0.01, 100x slower)."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_layers: int, num_classes: int = 0):
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int, num_classes: int = 0, lr_mul: float = 0.01):
         super().__init__()
         self.num_classes = num_classes
         self.embed = EqualLinear(num_classes, w_dim) if num_classes else None
         dims = [z_dim + (w_dim if num_classes else 0)] + [w_dim] * num_layers
-        self.layers = nn.Sequential(*[EqualLinear(a, b, act=True, lr_mul=0.01) for a, b in zip(dims, dims[1:])])
+        self.layers = nn.Sequential(*[EqualLinear(a, b, act=True, lr_mul=lr_mul) for a, b in zip(dims, dims[1:])])
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = _normalize(z)
@@ -158,10 +158,11 @@ class StyleGenerator(nn.Module):
     num_classes 0: unconditional (labels ignored); otherwise the class enters through the mapping network.
     """
 
-    def __init__(self, latent_dim: int, resolution: int, width: int, mapping_layers: int, num_classes: int = 0):
+    def __init__(self, latent_dim: int, resolution: int, width: int, mapping_layers: int, num_classes: int = 0,
+                 mapping_lr_mul: float = 0.01):
         super().__init__()
         self.latent_dim, self.resolution = latent_dim, resolution
-        self.mapping = MappingNetwork(latent_dim, latent_dim, mapping_layers, num_classes)
+        self.mapping = MappingNetwork(latent_dim, latent_dim, mapping_layers, num_classes, mapping_lr_mul)
         self.const = nn.Parameter(torch.randn(channels(4, width), 4, 4))
         resolutions = [2 ** k for k in range(2, int(math.log2(resolution)) + 1)]
         self.blocks = nn.ModuleList(

@@ -8,18 +8,38 @@ penultimate layer of a `cnn3` trained on the real training split. On that space:
 """
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import linalg
 from torch import nn
 
+from fercore.atomic import atomic_write
 from fercore.augment.batch import normalise
 from fercore.classifiers.simple import CNN3
 from fercore.config import resolve
 from fercore.data import FaceSet
+from fercore.metrics.embedding import embedding_jsd_rows
 from fercore.train import Trainer
+
+
+class PenultimateFeatures(nn.Module):
+    """uint8 B x H x W -> float64 B x F penultimate features of a cnn3: the FID feature space as a module, so that
+    torchmetrics' FrechetInceptionDistance(feature=...) can cross-check `frechet_distance` (it reads `num_features`
+    instead of probing the module with a 3 x 299 x 299 dummy image)."""
+
+    def __init__(self, model: CNN3):
+        super().__init__()
+        self.model = model
+        self.num_features = model.head[1].out_features
+
+    def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
+        penultimate = nn.Sequential(*list(self.model.head.children())[:3])  # Flatten, Linear, ReLU
+        return penultimate(self.model.features(normalise(images_u8))).double()
 
 
 @dataclass
@@ -43,6 +63,27 @@ class ReferenceClassifier:
             return np.zeros((0, self.model.head[1].out_features)), np.zeros((0, 7))
         return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
+    def save(self, folder: Path) -> None:
+        """weights.pt (the cnn3's state) and config.json (what rebuilds it), each written atomically."""
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "weights.pt", lambda f: torch.save(self.model.state_dict(), f))
+        meta = {"backbone": "cnn3", "width": self.model.features[0].out_channels, "dropout": self.model.head[3].p}
+        atomic_write(folder / "config.json", lambda f: f.write(json.dumps(meta).encode()))
+
+    def feature_module(self) -> PenultimateFeatures:
+        """The features of `features_and_proba` as an eval-mode module on the classifier's device."""
+        self.model.eval()
+        return PenultimateFeatures(self.model).eval()
+
+
+def load_reference_classifier(folder: Path, image_size: int, num_classes: int,
+                              device: torch.device) -> ReferenceClassifier:
+    """A reference classifier written by `ReferenceClassifier.save`, loaded without running code from the file."""
+    meta = json.loads((folder / "config.json").read_text())
+    model = CNN3(image_size, num_classes, dropout=meta["dropout"], width=meta["width"])
+    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    return ReferenceClassifier(model.to(device).eval(), device)
+
 
 def train_reference_classifier(data: FaceSet, seed: int = 0, epochs: int = 6,
                                device: torch.device | None = None) -> ReferenceClassifier:
@@ -63,7 +104,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (rows are samples)."""
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    with warnings.catch_warnings():
+        # A class with fewer images than feature dimensions has a singular covariance: SciPy warns, yet the square
+        # root it returns is what the reference FID code (and torchmetrics) use; non-finite results are handled below.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)  # `disp=False` is deprecated in SciPy 1.16 and gone in 1.18
     if not np.isfinite(covmean).all():
         # Near-singular covariances (few samples): regularise the product as the reference FID code does.
         eps = np.eye(len(cov_a)) * 1e-6
@@ -73,8 +118,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def generator_quality(ref: ReferenceClassifier, real: tuple[np.ndarray, np.ndarray],
-                      synthetic: tuple[np.ndarray, np.ndarray], class_names: tuple[str, ...]) -> dict[str, float]:
-    """FID in the reference feature space (overall and per class) and conditional accuracy, as result-row keys."""
+                      synthetic: tuple[np.ndarray, np.ndarray], class_names: tuple[str, ...],
+                      embedding: bool = False) -> dict[str, float]:
+    """FID in the reference feature space (overall and per class) and conditional accuracy, as result-row keys;
+    with EMBEDDING also the Jensen-Shannon distance of the two sets' embeddings (fercore.metrics.embedding)."""
     real_f, _ = ref.features_and_proba(real[0])
     syn_f, syn_p = ref.features_and_proba(synthetic[0])
     out = {"gen_fid": frechet_distance(real_f, syn_f),
@@ -82,4 +129,6 @@ def generator_quality(ref: ReferenceClassifier, real: tuple[np.ndarray, np.ndarr
     for c, name in enumerate(class_names):
         r, s = real_f[real[1] == c], syn_f[synthetic[1] == c]
         out[f"gen_fid_{name}"] = frechet_distance(r, s) if len(r) > 1 and len(s) > 1 else float("nan")
+    if embedding:
+        out.update(embedding_jsd_rows((real_f, real[1]), (syn_f, synthetic[1]), class_names))
     return out

@@ -1,0 +1,166 @@
+"""Quality filters for synthetic images, registered by name (`augment.filter`), and `fill_pool`, which over-generates
+until every class has exactly the synthetic images its mixing policy promised.
+
+A filter scores each image in [0, 1]; images scoring >= augment.filter_tau are kept. Scores:
+- classifier_confidence: the reference classifier's probability of the conditioned class (metrics.quality's
+  conditional accuracy, made per image): drops faces that do not show their expression.
+- discriminator: sigmoid of the trained discriminator's logit: drops faces D finds unrealistic.
+Rejected images are replaced by drawing more: each round draws what the acceptance observed so far says is missing,
+with a margin; after augment.filter_rounds rounds a class still short is an error, since the policy's counts are a
+promise that the result row's n_train_synthetic reports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from fercore.errors import UserError
+from fercore.labels import CLASSES
+from fercore.registry import Registry
+
+if TYPE_CHECKING:  # Imported for annotations only: this module stays free of torch and the metrics stack.
+    from fercore.generators.base import Generator
+    from fercore.metrics.quality import ReferenceClassifier
+
+SampleFn = Callable[[int, int, int], np.ndarray]  # (n, label, seed) -> uint8 n x H x W, as Generator.sample
+ScoreFn = Callable[[np.ndarray, int], np.ndarray]  # (images, label) -> one score in [0, 1] per image
+
+MARGIN = 1.2  # Draw 20% more than the observed acceptance says is missing, so a class rarely needs another round.
+FLOOR = 0.05  # Acceptance assumed at least this, which caps one round's draw at remaining / FLOOR * MARGIN (24x).
+MIN_DRAW = 64  # A handful of missing images is not worth a round of its own: draw at least this many.
+CHUNK = 2048  # Images drawn and scored at a time: memory stays bounded however low the acceptance.
+
+
+class FilterShortfall(UserError):
+    """A class got fewer accepted synthetic images than its mixing policy needs within augment.filter_rounds."""
+
+
+@dataclass(frozen=True)
+class FilterEntry:
+    # (trained generator, reference classifier builder) -> score function, or None for no filtering. The reference
+    # classifier comes as a function so only the filter that needs one pays for training it.
+    scorer: Callable[[Generator, Callable[[], ReferenceClassifier]], ScoreFn | None]
+    help: str = ""
+
+
+FILTERS: Registry[FilterEntry] = Registry("quality filter", "augment.filter")
+
+
+def register(name: str, help: str = ""):
+    def add(scorer):
+        FILTERS.register(name)(FilterEntry(scorer, help))
+        return scorer
+
+    return add
+
+
+@register("none", help="keep every synthetic image")
+def _none(generator, reference):
+    return None
+
+
+@register("classifier_confidence", help="keep images the reference classifier gives their class >= tau")
+def _classifier_confidence(generator, reference):
+    return confidence_scorer(reference())
+
+
+@register("discriminator", help="keep images the generator's discriminator finds real with probability >= tau")
+def _discriminator(generator, reference):
+    return discriminator_scorer(generator)
+
+
+def build_scorer(name: str, generator: Generator, reference: Callable[[], ReferenceClassifier]) -> ScoreFn | None:
+    """The score function of filter NAME (None for `none`); fails at once when the generator cannot serve it."""
+    return FILTERS.get(name).scorer(generator, reference)
+
+
+def confidence_scorer(ref: ReferenceClassifier) -> ScoreFn:
+    def score(images: np.ndarray, label: int) -> np.ndarray:
+        return ref.features_and_proba(images)[1][:, label].astype(np.float64)
+
+    return score
+
+
+def discriminator_scorer(generator: Generator) -> ScoreFn:
+    """generator.discriminator_scores; asked once with no images first, so a type without a discriminator raises its
+    ConfigError here (also before training) rather than in the middle of drawing."""
+    size = generator.image_size
+    generator.discriminator_scores(np.zeros((0, size, size), np.uint8), 0)
+    return generator.discriminator_scores
+
+
+def fill_pool(sample_fn: SampleFn, needed: np.ndarray, score_fn: ScoreFn | None = None, tau: float = 0.5,
+              rounds: int = 5, seed: int = 0) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+    """Exactly needed[c] synthetic images of each class c whose score is >= tau.
+
+    Returns (pool: class -> images, acceptance per class: accepted / generated, nan where nothing was generated,
+    generated per class). Without a score function each class is one draw of needed[c] images with seed `seed + c`,
+    what an unfiltered trial draws; with one, every draw gets its own seed derived from (seed, class, round, chunk),
+    so a class's pool depends on neither the other classes nor the order they are filled in.
+    Raises FilterShortfall when a class is still short after `rounds` rounds.
+    """
+    needed = np.asarray(needed, dtype=np.int64)
+    if score_fn is None:
+        pool = {c: sample_fn(int(n), c, seed + c) for c, n in enumerate(needed)}
+        return pool, _ratio(needed, needed), needed.copy()
+    pool: dict[int, np.ndarray] = {}
+    accepted, generated = np.zeros_like(needed), np.zeros_like(needed)
+    for c, n in enumerate(needed):
+        pool[c], accepted[c], generated[c] = _fill_class(sample_fn, score_fn, c, int(n), tau, rounds, seed)
+    return pool, _ratio(accepted, generated), generated
+
+
+def _fill_class(sample_fn: SampleFn, score_fn: ScoreFn, label: int, needed: int, tau: float, rounds: int,
+                seed: int) -> tuple[np.ndarray, int, int]:
+    """(the first `needed` accepted images, images accepted, images generated) of one class."""
+    if needed == 0:
+        return sample_fn(0, label, seed + label), 0, 0  # An empty array of the generator's image shape.
+    kept, accepted, generated = [], 0, 0
+    for r in range(rounds):
+        if accepted >= needed:
+            break
+        for k, size in enumerate(_chunks(draw_size(needed - accepted, accepted, generated))):
+            images = sample_fn(size, label, draw_seed(seed, label, r, k))
+            ok = _checked(score_fn(images, label), len(images)) >= tau
+            kept.append(images[ok])
+            accepted, generated = accepted + int(ok.sum()), generated + len(images)
+            if accepted >= needed:  # Met mid-round: the rest of the round's draw would be thrown away.
+                break
+    if accepted < needed:
+        name = CLASSES[label] if label < len(CLASSES) else str(label)
+        raise FilterShortfall(
+            f"augment.filter: class {name!r} got {accepted} of the {needed} synthetic images its mixing policy needs "
+            f"after {rounds} rounds ({accepted} of {generated} generated scored >= augment.filter_tau={tau}); "
+            f"lower augment.filter_tau or raise augment.filter_rounds")
+    return np.concatenate(kept)[:needed], accepted, generated
+
+
+def draw_size(remaining: int, accepted: int, generated: int) -> int:
+    """Images to draw in a round: what the acceptance so far (1 before any draw, at least FLOOR) says is missing,
+    times MARGIN, at least MIN_DRAW."""
+    rate = max(accepted / generated if generated else 1.0, FLOOR)
+    return max(int(np.ceil(remaining / rate * MARGIN)), MIN_DRAW)
+
+
+def draw_seed(seed: int, label: int, round_: int, chunk: int) -> int:
+    """A seed per (trial seed, class, round, chunk): distinct draws, the same ones for the same seed."""
+    return int(np.random.SeedSequence([seed, label, round_, chunk]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _chunks(n: int) -> list[int]:
+    return [min(CHUNK, n - start) for start in range(0, n, CHUNK)]
+
+
+def _checked(scores: np.ndarray, n: int) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (n,):
+        raise ValueError(f"a filter's score function must return one score per image: {n}, got shape {scores.shape}")
+    if not ((scores >= 0) & (scores <= 1)).all():  # NaN fails too
+        raise ValueError(f"filter scores must lie in [0, 1], got values in [{scores.min()}, {scores.max()}]")
+    return scores
+
+
+def _ratio(accepted: np.ndarray, generated: np.ndarray) -> np.ndarray:
+    return np.where(generated > 0, accepted / np.maximum(generated, 1), np.nan)

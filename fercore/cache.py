@@ -1,0 +1,187 @@
+"""A content-addressed store of expensive, reusable results: trained generators with their synthetic pools, the
+reference classifier, real-only baselines.
+
+An entry is the folder `<root>/<key>/`, where the key is a hash of everything that determines its content (config
+values, data fingerprint, split definition, seed, a kind/version string), so trials that need the same thing share one
+copy and a change to any input gives a new key. The root is given by the caller, usually `<storage>/cache`, so a
+sweep's entries live beside its results.
+
+Several processes (Ray trials) may ask for the same missing entry at once: exactly one builds it under an exclusive
+`fcntl.flock` on `<root>/<key>.lock` while the others wait, then reuse it. The OS drops the lock when its holder dies,
+even by SIGKILL, so a waiter takes over. A build writes into a temporary folder that is renamed into place only when
+complete, so a crashed or failed build never leaves a folder that looks like an entry.
+
+Layout of a root:
+    <key>/                      an entry: what the build wrote, plus meta.json (parts, created, built_by, build_seconds)
+    <key>.lock                  the lock file; left in place (removing a lock file others may hold is racy)
+    .tmp-<key>-<pid>-<random>/  a build in progress, or the remains of a crashed one (removed by the next builder)
+    .uncached/                  builds made with enabled=False, one fresh folder per call, never reused
+    events.jsonl                one line per hit / built / waited / failed, for counting (tests, benchmarks)
+
+Scope: processes on one machine, or on several machines only where the root is on a shared file system whose
+`flock` is honoured across hosts (local disks are not shared; NFS locking depends on the mount). A build that forks
+long-lived children hands them the lock too (flock belongs to the open file, which fork shares), so a child that
+outlives a killed builder keeps others waiting until it exits.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON that is the same for equal values in any process: sorted keys, no spaces, floats by repr (shortest
+    round-trip, so 1e-3 and 0.001 agree), tuples as lists; anything without a stable text form is an error."""
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def content_key(kind: str, parts: Mapping[str, Any]) -> str:
+    """`<kind>-<16 hex>`: sha256 of the canonical JSON of kind and parts. Put a version in `kind` (or in parts) and
+    bump it when the builder's output for the same parts changes, so old entries are not reused."""
+    if not _NAME.fullmatch(kind):
+        raise ValueError(f"cache kind {kind!r} must be letters, digits, '_', '-', '.'")
+    digest = hashlib.sha256(canonical_json({"kind": kind, "parts": parts}).encode()).hexdigest()
+    return f"{kind}-{digest[:16]}"
+
+
+def _plain(value: Any) -> Any:
+    # Only types whose JSON form is exact; str() of an arbitrary object may hold a memory address or lose digits.
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:  # json would turn 1 into "1" and make {1: x} and {"1": x} collide.
+            raise TypeError(f"cache key parts need string keys, got {bad[0]!r}")
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain(v) for v in value), key=canonical_json)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # numpy scalars and arrays, without importing it
+        return _plain(value.tolist())
+    raise TypeError(f"cache key parts cannot hold {type(value).__name__} ({value!r}); use plain JSON values")
+
+
+class CacheStore:
+    """Entries under `root`; `enabled=False` builds every time into a fresh private folder (for benchmarks)."""
+
+    def __init__(self, root: str | Path, enabled: bool = True):
+        self.root = Path(root)
+        self.enabled = enabled
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def lookup(self, key: str) -> Path | None:
+        """The entry's folder if complete, else None; the folder only ever appears by rename of a finished build."""
+        path = self.root / _check_key(key)
+        return path if path.is_dir() else None
+
+    def get_or_create(self, key: str, build: Callable[[Path], None],
+                      parts: Mapping[str, Any] | None = None) -> tuple[Path, bool]:
+        """Return (entry folder, hit). On a miss, call build(folder) with an empty folder to fill; `parts` (the
+        key's inputs) are saved in meta.json for whoever wonders later what the entry is. A build that raises
+        leaves no entry and the exception propagates; the next caller builds again."""
+        _check_key(key)
+        if not self.enabled:
+            uncached = self.root / ".uncached"
+            uncached.mkdir(exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f"{key}-{os.getpid()}-", dir=uncached))
+            self._build(key, build, parts, folder)
+            self._record(key, "built")
+            return folder, False
+        if (entry := self.lookup(key)) is not None:
+            self._record(key, "hit")
+            return entry, True
+        fd = os.open(self.root / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._record(key, "waited")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another process may have finished it while we waited for the lock.
+            if (entry := self.lookup(key)) is not None:
+                self._record(key, "hit")
+                return entry, True
+            self._remove_stale_temps(key)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{os.getpid()}-", dir=self.root))
+            self._build(key, build, parts, tmp)
+            try:
+                os.rename(tmp, self.root / key)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self._record(key, "failed")
+                raise
+            self._record(key, "built")
+            return self.root / key, False
+        finally:
+            os.close(fd)  # Closing the last descriptor releases the lock.
+
+    def _build(self, key: str, build: Callable[[Path], None], parts: Mapping[str, Any] | None, folder: Path) -> None:
+        start = time.time()
+        try:
+            build(folder)
+            if (folder / "meta.json").exists():
+                raise ValueError(f"the build for {key} wrote meta.json, which the cache reserves for itself")
+            meta = {"key": key, "parts": _plain(parts) if parts is not None else None,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "built_by": {"host": socket.gethostname(), "pid": os.getpid()},
+                    "build_seconds": round(time.time() - start, 3)}
+            (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            self._record(key, "failed")
+            raise
+
+    def _remove_stale_temps(self, key: str) -> None:
+        # Only the lock holder builds a key, so every other temp folder of this key belongs to a dead builder.
+        for tmp in self.root.glob(f".tmp-{key}-*"):
+            if tmp.name.rsplit("-", 2)[0] == f".tmp-{key}":  # Not a longer key that shares this prefix.
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _record(self, key: str, event: str) -> None:
+        line = json.dumps({"key": key, "event": event, "pid": os.getpid(), "time": time.time()}) + "\n"
+        # One small write to an O_APPEND file lands whole at the end, so concurrent processes never interleave lines.
+        fd = os.open(self.root / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def events(self) -> list[dict]:
+        """Every recorded event, oldest first: {"key", "event", "pid", "time"}."""
+        try:
+            text = (self.root / "events.jsonl").read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def stats(self) -> dict[str, dict]:
+        """{"total": {event: n}, "by_key": {key: {event: n}}}."""
+        total: Counter = Counter()
+        by_key: dict[str, Counter] = {}
+        for e in self.events():
+            total[e["event"]] += 1
+            by_key.setdefault(e["key"], Counter())[e["event"]] += 1
+        return {"total": dict(total), "by_key": {k: dict(c) for k, c in by_key.items()}}
+
+
+def _check_key(key: str) -> str:
+    # A key becomes a folder name; nothing that could climb out of root or hide as a dot file.
+    if not _NAME.fullmatch(key):
+        raise ValueError(f"cache key {key!r} must be letters, digits, '_', '-', '.' and not start with '.'")
+    return key

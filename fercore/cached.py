@@ -1,0 +1,130 @@
+"""What a trial keeps in the content-addressed cache (fercore.cache), so a sweep never trains the same thing twice:
+the trained generator, its filtered synthetic pool, the reference classifier that judges synthetic images, and the
+real-only baseline each augmented trial is paired with.
+
+Each key holds everything that decides the entry's content and nothing else: a generator's key is its config, the
+data set's fingerprint (which fixes the images, labels and the training split) and the seed, so 004's grid of
+7 backbones x 3 generator settings x 5 ratios trains 3 generators. The `-vN` suffix of a kind is bumped when what
+an entry holds, or how it is made, changes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fercore.atomic import atomic_write
+from fercore.cache import CacheStore, content_key
+from fercore.config import TrialConfig
+from fercore.data import FaceSet
+from fercore.generators import build_generator
+from fercore.generators.base import Generator
+from fercore.metrics.quality import ReferenceClassifier, load_reference_classifier, train_reference_classifier
+
+REFERENCE_EPOCHS = 6  # The judge of every trial in a sweep; fixed so all trials are judged by the same model.
+REFERENCE_SEED = 0
+
+
+@dataclass
+class Cached:
+    """An entry in use: where it lives, its key, and whether this trial found it (hit) or made it."""
+    folder: Path
+    key: str
+    hit: bool
+
+
+def generator(cfg: TrialConfig, data: FaceSet, store: CacheStore, device: torch.device) -> tuple[Generator, Cached]:
+    """The trained generator of CFG on DATA's training split: loaded from the cache, or trained and stored there.
+
+    A generator that diverges raises fercore.generators.Diverged and leaves nothing in the cache.
+    """
+    values = dict(cfg.generator.values)
+    parts = {"generator": values, "data": data.fingerprint, "image_size": data.image_size, "seed": cfg.seed}
+    if values.get("path"):  # Images made elsewhere (folder): the files, not only their folder's name, are the input.
+        parts["files"] = _tree_fingerprint(Path(values["path"]))
+    key = content_key("generator-v1", parts)
+    num_classes = len(data.class_names)
+
+    def build(folder: Path) -> None:
+        gen = build_generator(values, data.image_size, num_classes, device)
+        gen.fit(*data.split("train"), seed=cfg.seed)  # The training split only: val and test never reach it.
+        gen.save(folder)
+
+    folder, hit = store.get_or_create(key, build, parts)
+    gen = build_generator(values, data.image_size, num_classes, device)
+    gen.load(folder)  # Also after building here: every trial samples from the same stored weights.
+    return gen, Cached(folder, key, hit)
+
+
+def reference(data: FaceSet, store: CacheStore, device: torch.device) -> tuple[ReferenceClassifier, Cached]:
+    """The cnn3 trained on the real training split (validation picks its epoch) that judges synthetic images."""
+    parts = {"data": data.fingerprint, "image_size": data.image_size, "epochs": REFERENCE_EPOCHS,
+             "seed": REFERENCE_SEED}
+    key = content_key("reference-v1", parts)
+
+    def build(folder: Path) -> None:
+        train_reference_classifier(data, seed=REFERENCE_SEED, epochs=REFERENCE_EPOCHS, device=device).save(folder)
+
+    folder, hit = store.get_or_create(key, build, parts)
+    return load_reference_classifier(folder, data.image_size, len(data.class_names), device), Cached(folder, key, hit)
+
+
+def pool(parts: dict[str, Any], store: CacheStore,
+         make: Callable[[], tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]]
+         ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, Cached]:
+    """A synthetic pool (images per class, acceptance and generated counts per class) under a key made of PARTS:
+    the generator's key, the counts needed, the filter and its settings, and the sampling seed."""
+    key = content_key("pool-v1", parts)
+
+    def build(folder: Path) -> None:
+        images, acceptance, generated = make()
+        arrays = {f"class{c}": x for c, x in images.items()}
+        atomic_write(folder / "pool.npz", lambda f: np.savez(f, acceptance=acceptance, generated=generated, **arrays))
+
+    folder, hit = store.get_or_create(key, build, parts)
+    with np.load(folder / "pool.npz") as z:
+        images = {int(k[5:]): z[k] for k in z.files if k.startswith("class")}
+        return images, z["acceptance"], z["generated"], Cached(folder, key, hit)
+
+
+def baseline_key(cfg: TrialConfig, data: FaceSet) -> tuple[str, dict[str, Any]]:
+    """The real-only baseline of a trial: same backbone, classifier and training config, data and seed."""
+    parts = {"classifier": dict(cfg.classifier.values), "train": _train_values(cfg), "data": data.fingerprint,
+             "seed": cfg.seed}
+    return content_key("baseline-v1", parts), parts
+
+
+def baseline(cfg: TrialConfig, data: FaceSet, store: CacheStore,
+             make: Callable[[], tuple[np.ndarray, dict[str, Any]]]) -> tuple[np.ndarray, dict[str, Any], Cached]:
+    """Test-set class probabilities and result metrics of the baseline; MAKE trains it when the cache has none.
+
+    A trial with augment.policy=none stores its own outcome here (its make returns what it already computed), so a
+    later augmented trial with the same classifier config pairs with it instead of training another."""
+    key, parts = baseline_key(cfg, data)
+
+    def build(folder: Path) -> None:
+        proba, metrics = make()
+        atomic_write(folder / "test_proba.npy", lambda f: np.save(f, proba))
+        atomic_write(folder / "metrics.json", lambda f: f.write(json.dumps(metrics, default=float).encode()))
+
+    folder, hit = store.get_or_create(key, build, parts)
+    proba = np.load(folder / "test_proba.npy")
+    return proba, json.loads((folder / "metrics.json").read_text()), Cached(folder, key, hit)
+
+
+def _tree_fingerprint(root: Path) -> str:
+    """Names, sizes and modification times of every file under ROOT: changes when an image is added or replaced."""
+    if not root.is_dir():
+        return ""  # The generator's own check reports the missing folder, with its key.
+    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in root.rglob("*") if p.is_file())
+    return content_key("files", {"entries": entries})
+
+
+def _train_values(cfg: TrialConfig) -> dict[str, Any]:
+    # Threads and device change speed, not the result a baseline stands for.
+    return {k: v for k, v in cfg.train.values.items() if k not in ("threads", "device", "compile")}

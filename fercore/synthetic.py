@@ -1,0 +1,85 @@
+"""The synthetic half of a trial: the trained generator (cached), a pool holding exactly the counts the mixing policy
+needs after the quality filter (cached), and that pool's quality as the reference classifier sees it.
+
+Everything here sees the training split only; the reference classifier was trained on it, with validation picking
+its epoch. The row keys this adds: generator_key / generator_cache_hit, pool_key / pool_cache_hit, reference_key /
+reference_cache_hit (when a reference was needed), filter_acceptance[_<class>] and filter_generated, and the gen_*
+quality figures (FID overall and per class, conditional accuracy, embedding Jensen-Shannon distance).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fercore import cached
+from fercore.augment.filters import build_scorer, fill_pool
+from fercore.cache import CacheStore
+from fercore.config import TrialConfig
+from fercore.data import FaceSet
+from fercore.metrics.quality import ReferenceClassifier, generator_quality
+
+GRID_COLUMNS = 8  # samples per class in the trial's image grid
+
+
+@dataclass
+class SyntheticPool:
+    images: dict[int, np.ndarray]  # class -> uint8 n x H x W, exactly the policy's count
+    grid: np.ndarray  # classes x GRID_COLUMNS x H x W, unfiltered samples for TensorBoard
+    row: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _Reference:
+    """The reference classifier, fetched (or trained) on first use only: a trial with no filter still needs it for
+    its quality figures, but a failed generator never does."""
+
+    def __init__(self, data: FaceSet, store: CacheStore, device: torch.device):
+        self.data, self.store, self.device = data, store, device
+        self.model: ReferenceClassifier | None = None
+        self.entry: cached.Cached | None = None
+
+    def __call__(self) -> ReferenceClassifier:
+        if self.model is None:
+            self.model, self.entry = cached.reference(self.data, self.store, self.device)
+        return self.model
+
+
+def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheStore,
+              device: torch.device) -> SyntheticPool:
+    """The generator of CFG (trained once per content key), and NEEDED[c] accepted synthetic images of class c."""
+    t0 = time.perf_counter()
+    names = data.class_names
+    gen, gen_entry = cached.generator(cfg, data, store, device)
+    reference = _Reference(data, store, device)
+    aug = cfg.augment
+    scorer = build_scorer(aug.filter, gen, reference)
+    parts = {"generator": gen_entry.key, "needed": [int(n) for n in needed], "filter": aug.filter,
+             "seed": cfg.seed}
+    if aug.filter != "none":
+        parts |= {"tau": aug.filter_tau, "rounds": aug.filter_rounds}
+    # Seeds cfg.seed * 1000 + c per class, as before filters existed: filter=none keeps earlier trials' images.
+    images, acceptance, generated, pool_entry = cached.pool(
+        parts, store, lambda: fill_pool(gen.sample, needed, scorer, aug.filter_tau, aug.filter_rounds,
+                                        seed=cfg.seed * 1000))
+    grid = np.stack([gen.sample(GRID_COLUMNS, c, seed=cfg.seed * 1000 + 500 + c) for c in range(len(names))])
+
+    row: dict[str, Any] = {"generator_key": gen_entry.key, "generator_cache_hit": gen_entry.hit,
+                           "pool_key": pool_entry.key, "pool_cache_hit": pool_entry.hit}
+    accepted = np.nan_to_num(acceptance * generated)  # acceptance is nan where a class drew nothing
+    row["filter_acceptance"] = float(accepted.sum() / generated.sum()) if generated.sum() else float("nan")
+    row["filter_generated"] = int(generated.sum())
+    row |= {f"filter_acceptance_{name}": float(acceptance[c]) for c, name in enumerate(names)}
+
+    # Quality of what the classifier will train on, against the real training images.
+    train_x, train_y = data.split("train")
+    syn_y = np.concatenate([np.full(len(images[c]), c) for c in sorted(images)])
+    if len(syn_y) > 1:
+        syn_x = np.concatenate([images[c] for c in sorted(images)])
+        row |= generator_quality(reference(), (train_x, train_y), (syn_x, syn_y), names, embedding=True)
+    if reference.entry is not None:
+        row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit}
+    return SyntheticPool(images, grid, row, time.perf_counter() - t0)

@@ -1,0 +1,98 @@
+"""A trial that uses synthetic images: cached generator, pool, reference classifier and baseline; its quality,
+leakage and paired-uplift keys; each checked through the cache's recorded events, not by timing."""
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fercore import trial
+from fercore.cache import CacheStore
+from fercore.labels import CLASSES
+from tests.conftest import TINY_TRIAL
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+AUGMENTED = {**TINY_TRIAL, "augment.policy": "balance", "classifier.epochs": 1}
+
+
+def built_and_hit(store: CacheStore) -> Counter:
+    """(kind, event) -> count, kind being generator-v1, pool-v1, reference-v1 or baseline-v1."""
+    return Counter((e["key"].rsplit("-", 1)[0], e["event"]) for e in store.events())
+
+
+def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path):
+    store = CacheStore(tmp_path / "cache")
+    row = trial.run(AUGMENTED, tiny_faces, lambda *a: None, store).row
+    assert row["generator_cache_hit"] is False and row["generator_key"].startswith("generator-v1-")
+    assert row["baseline_cache_hit"] is False and row["reference_cache_hit"] is False
+    assert np.isfinite(row["gen_fid"]) and 0 <= row["gen_conditional_accuracy"] <= 1
+    assert 0 <= row["gen_embedding_jsd"] <= 1
+    assert row["filter_acceptance"] == 1.0  # no filter: every drawn image is kept
+    assert row["leak_synthetic_test"] == 0 and row["leak_real_test"] == 0
+    for key in ("uplift_test_accuracy", "uplift_test_macro_f1", *(f"uplift_test_recall_{c}" for c in CLASSES)):
+        assert -1 <= row[key] <= 1, key
+    assert row["uplift_test_macro_f1_low"] <= row["uplift_test_macro_f1"] <= row["uplift_test_macro_f1_high"]
+
+    again = trial.run(AUGMENTED, tiny_faces, lambda *a: None, store).row
+    assert again["generator_cache_hit"] and again["pool_cache_hit"] and again["baseline_cache_hit"]
+    assert again["generator_key"] == row["generator_key"]
+    # Same config and seed, generator loaded instead of trained: the same trial.
+    assert again["test_macro_f1"] == row["test_macro_f1"] and again["gen_fid"] == row["gen_fid"]
+    events = built_and_hit(store)
+    for kind in ("generator-v1", "pool-v1", "reference-v1", "baseline-v1"):
+        assert events[kind, "built"] == 1 and events[kind, "hit"] == 1, (kind, events)
+
+
+def test_a_real_only_trial_is_the_baseline_augmented_trials_pair_with(tiny_faces, tmp_path):
+    store = CacheStore(tmp_path / "cache")
+    real = trial.run({**AUGMENTED, "augment.policy": "none"}, tiny_faces, lambda *a: None, store).row
+    assert real["baseline_cache_hit"] is False and "generator_key" not in real
+    augmented = trial.run(AUGMENTED, tiny_faces, lambda *a: None, store).row
+    assert augmented["baseline_cache_hit"] is True and augmented["baseline_key"] == real["baseline_key"]
+    assert augmented["uplift_test_macro_f1"] == pytest.approx(augmented["test_macro_f1"] - real["test_macro_f1"])
+    assert built_and_hit(store)["baseline-v1", "built"] == 1
+
+
+def test_without_paired_baseline_no_uplift_is_recorded(tiny_faces):
+    row = trial.run({**AUGMENTED, "augment.paired_baseline": False}, tiny_faces, lambda *a: None).row
+    assert "uplift_test_macro_f1" not in row and "baseline_key" not in row
+
+
+def write_folder(root, images, labels):
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i, img in enumerate(images[labels == c]):
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return str(root)
+
+
+MADE_ELSEWHERE = {k: v for k, v in AUGMENTED.items() if not k.startswith("generator.")}  # no training keys
+
+
+def test_synthetic_images_that_copy_test_images_are_counted(tiny_faces, tmp_path):
+    """A `folder` generator whose images are the test split: every synthetic image the trial mixes in is a copy."""
+    path = write_folder(tmp_path / "made", *tiny_faces.split("test"))
+    row = trial.run({**MADE_ELSEWHERE, "generator.type": "folder", "generator.path": path,
+                     "augment.policy": "real_ratio", "augment.real_ratio": 0.5, "augment.paired_baseline": False},
+                    tiny_faces, lambda *a: None).row
+    assert row["n_train_synthetic"] > 0
+    assert row["leak_synthetic_test"] == row["n_train_synthetic"]
+    assert row["leak_real_test"] == 0
+
+
+def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
+    """Real training images as the 'synthetic' source: the reference classifier is confident on many, not all.
+    Only happy, the class a reference trained on ~300 images learns first, is topped up."""
+    store = CacheStore(tmp_path / "cache")
+    path = write_folder(tmp_path / "made", *tiny_faces.split("train"))
+    row = trial.run({**MADE_ELSEWHERE, "generator.type": "folder", "generator.path": path,
+                     "augment.policy": "minority", "augment.minority_classes": "happy",
+                     "augment.minority_target": 200,
+                     "augment.filter": "classifier_confidence", "augment.filter_tau": 0.3,
+                     "augment.filter_rounds": 10, "augment.paired_baseline": False},
+                    tiny_faces, lambda *a: None, store).row
+    assert 0 < row["filter_acceptance"] < 1 and row["filter_generated"] > row["n_train_synthetic"]
+    assert row["filter_acceptance_happy"] == row["filter_acceptance"]
+    assert all(np.isnan(row[f"filter_acceptance_{name}"]) for name in CLASSES if name != "happy")
+    # The filter used the same cached reference classifier that judges the pool's quality.
+    assert built_and_hit(store)["reference-v1", "built"] == 1 and row["reference_cache_hit"] is False
