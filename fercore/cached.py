@@ -60,11 +60,15 @@ def generator(cfg: TrialConfig, data: FaceSet, store: CacheStore, device: torch.
     return gen, Cached(folder, key, hit)
 
 
-def reference(data: FaceSet, store: CacheStore, device: torch.device) -> tuple[ReferenceClassifier, Cached]:
-    """The cnn3 trained on the real training split (validation picks its epoch) that judges synthetic images."""
+def reference_key(data: FaceSet) -> tuple[str, dict[str, Any]]:
     parts = {"data": data.fingerprint, "image_size": data.image_size, "epochs": REFERENCE_EPOCHS,
              "seed": REFERENCE_SEED}
-    key = content_key("reference-v1", parts)
+    return content_key("reference-v1", parts), parts
+
+
+def reference(data: FaceSet, store: CacheStore, device: torch.device) -> tuple[ReferenceClassifier, Cached]:
+    """The cnn3 trained on the real training split (validation picks its epoch) that judges synthetic images."""
+    key, parts = reference_key(data)
 
     def build(folder: Path) -> None:
         train_reference_classifier(data, seed=REFERENCE_SEED, epochs=REFERENCE_EPOCHS, device=device).save(folder)

@@ -61,6 +61,8 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
              "seed": cfg.seed}
     if aug.filter != "none":
         parts |= {"tau": aug.filter_tau, "rounds": aug.filter_rounds}
+    if aug.filter == "classifier_confidence":  # The judge decides which images are kept.
+        parts["reference"] = cached.reference_key(data)[0]
     # Seeds cfg.seed * 1000 + c per class, as before filters existed: filter=none keeps earlier trials' images.
     images, acceptance, generated, pool_entry = cached.pool(
         parts, store, lambda: fill_pool(gen.sample, needed, scorer, aug.filter_tau, aug.filter_rounds,
