@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--num-samples", type=int, default=None, help="number of trials (default: the sweep file's)")
     run.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
     run.add_argument("--smoke", action="store_true", help="a few tiny trials, to check the sweep end to end")
+    run.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
+                     help="GPUs per trial, overriding resources.gpu: a fraction in (0, 1] packs trials onto one GPU, "
+                          "a whole number gives each trial that many")
     run.set_defaults(func=_cmd_run)
 
     trial = sub.add_parser("trial", help="run one trial in this process, without Ray; prints its metrics as JSON")
@@ -66,9 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from fercore.sweepfile import load_sweep
+    from fercore.sweepfile import load_sweep, set_gpus_per_trial
 
     spec = load_sweep(args.sweep)  # Validate before Ray is imported or started.
+    if args.gpus_per_trial is not None:
+        set_gpus_per_trial(spec, args.gpus_per_trial)
     from fercore.sweep import run_sweep
 
     run_sweep(spec, args.storage, address=args.address, num_samples=args.num_samples,

@@ -1,19 +1,28 @@
 """The sweep layer, the only code that imports Ray: a validated SweepSpec becomes a Ray Tune run in which
-OptunaSearch samples the define-by-run space, ASHA stops weak trials on the validation metric, and a driver-side
-callback writes the Parquet tables and TensorBoard events as trials report and finish."""
+OptunaSearch samples the define-by-run space (TPE, random, NSGA-II, or every point of a grid), ASHA stops weak trials
+on the validation metric, and a driver-side callback writes the Parquet tables and TensorBoard events as trials
+report and finish. A crashed trial is retried (max_failures); one that diverged or whose config cannot run reports
+that as its result and ends, since a retry would end the same way."""
 from __future__ import annotations
 
+import math
 import os
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESampler
 
 from fercore import config as cfg
+from fercore import pareto
 from fercore.cache import CacheStore
 from fercore.data import FaceSet, load
 from fercore.errors import UserError
-from fercore.sweepfile import SweepSpec, load_space
+from fercore.sweepfile import FixedSpace, SweepSpec, flat_config
 
 # We write our own tables and event files; Ray's JSON/CSV/TensorBoard loggers would duplicate them per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -21,6 +30,8 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.result import AUTO_RESULT_KEYS  # noqa: E402
+from ray.tune.search import Repeater  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 from ray.tune.search.repeater import TRIAL_INDEX  # noqa: E402
 
 from fercore.results import ResultsStore, TensorBoardWriter  # noqa: E402
@@ -30,115 +41,160 @@ RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "shoul
 SMOKE = {"classifier.epochs": 2, "generator.epochs": 1}
 
 
-class _FixedTrial:
-    """An Optuna trial whose suggest_* calls return the fixed value for fixed keys instead of asking Optuna."""
-
-    def __init__(self, trial, fixed: dict[str, Any]):
-        self._trial, self._fixed = trial, fixed
-
-    def __getattr__(self, name):
-        attr = getattr(self._trial, name)
-        if not name.startswith("suggest_"):
-            return attr
-
-        def suggest(key, *args, **kwargs):
-            return self._fixed[key] if key in self._fixed else attr(key, *args, **kwargs)
-
-        return suggest
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class FixedSpace:
-    """The sweep's define-by-run space with its fixed values laid over it.
+class _Search(OptunaSearch):
+    """Ray's OptunaSearch, closing every Optuna trial: a trial without a finite value of every objective (it
+    diverged, failed, was cut off, or never reported one) is told FAIL. Ray's would tell None or NaN as a COMPLETE
+    value, which Optuna refuses, leaving the trial RUNNING in the study (and in optuna-dashboard)."""
 
-    A class, not a closure, because Ray pickles the searcher (and this with it) into the experiment checkpoint;
-    it pickles as the space's name and file, and loads the function again where it is unpickled.
-    """
+    def on_trial_result(self, trial_id: str, result: dict):
+        if isinstance(self.metric, str) and not _finite(result.get(self.metric)):
+            return  # An objective measured only at the end, or a trial's report that it failed.
+        super().on_trial_result(trial_id, result)
 
-    def __init__(self, space: str, sweep_path: Path | None, fixed: dict[str, Any]):
-        self.space, self.sweep_path, self.fixed = space, sweep_path, dict(fixed)
-        self._fn: Callable | None = None
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        if trial_id in self._completed_trials or all(_finite((result or {}).get(m)) for m in metrics):
+            return super().on_trial_complete(trial_id, result, error)
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+        self._completed_trials.add(trial_id)
 
-    def __getstate__(self):
-        return {**self.__dict__, "_fn": None}
 
-    def __call__(self, trial) -> dict[str, Any]:
-        if self._fn is None:
-            self._fn = load_space(self.space, self.sweep_path)
-        returned = self._fn(_FixedTrial(trial, self.fixed)) or {}
-        return {**returned, **self.fixed}
+class _Repeater(Repeater):
+    """Ray's Repeater (sweep key `seeds`), averaging each of several objectives over a config's seeds; a seed
+    without a value is left out of the mean (Ray's takes one metric and fails on a missing value)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs):
+        metrics = self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
+        group = self._trial_id_to_group[trial_id]
+        group.report(trial_id, [float(v) if _finite(v := (result or {}).get(m)) else math.nan for m in metrics])
+        if group.finished_reporting():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # every seed failed: the mean is NaN, told as FAIL
+                means = np.nanmean(np.array(group.scores(), dtype=float), axis=0)
+            self.searcher.on_trial_complete(group.primary_trial_id, result=dict(zip(metrics, means.tolist())),
+                                            **kwargs)
+
+
+class _Grid(GridSampler):
+    """Optuna's GridSampler without its own stop: it calls study.stop() after the last point, which raises outside
+    study.optimize(); Ray runs exactly as many trials as the grid has points."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's flat config as Ray hands it over, without Ray's own keys; a repeat of a sampled config (sweep key
-    `seeds`) gets its own seed: the config's seed plus the repeat's index."""
-    flat = {k: v for k, v in config.items() if k != TRIAL_INDEX}
+    """A trial's flat config as Ray hands it over, without Ray's own keys and with suggestion names as config keys
+    (`augment.filter@no_discriminator` sets augment.filter); a repeat of a sampled config (sweep key `seeds`) gets
+    its own seed: the config's seed plus the repeat's index."""
+    flat = flat_config({k: v for k, v in config.items() if k != TRIAL_INDEX})
     if config.get(TRIAL_INDEX):
         flat["seed"] = int(flat.get("seed", 0)) + int(config[TRIAL_INDEX])
     return flat
 
 
-def _trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheStore | None = None) -> None:
+def _trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheStore | None = None,
+               objectives: tuple[str, ...] = ()) -> None:
     import torch
 
     from fercore import trial
+    from fercore.generators import Diverged
 
-    resolved = cfg.resolve(trial_config(config), drop_inapplicable=True)
-    if not resolved.train.threads:
-        # Each trial gets its share of the node's cores, not torch's default of all of them.
-        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-        torch.set_num_threads(max(1, int(cpus)))
+    # Several nodes of one machine share an IP address (a local test cluster); the node id tells them apart.
+    node_id = ray.get_runtime_context().get_node_id()
+    # Ray wants the searcher's metrics in every result: an objective measured only at the end (train_seconds) is
+    # None until then.
+    unmeasured = dict.fromkeys(objectives)
 
     def report(epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
-        tune.report({**metrics, "artifacts": artifacts} if artifacts else dict(metrics))
+        metrics = {**unmeasured, **metrics, "node_id": node_id}
+        tune.report({**metrics, "artifacts": artifacts} if artifacts else metrics)
 
-    trial.run(resolved, data, report, cache)
+    try:
+        resolved = cfg.resolve(trial_config(config), drop_inapplicable=True)
+        if not resolved.train.threads:
+            # Each trial gets its share of the node's cores, not torch's default of all of them.
+            cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+            torch.set_num_threads(max(1, int(cpus)))
+        trial.run(resolved, data, report, cache)
+    except (Diverged, UserError) as e:
+        # An outcome of this config and seed, not a crash: a retry would end the same way. Reported as the trial's
+        # last result (without an epoch), so the trial ends normally and FailureConfig does not retry it.
+        reason = str(e) if isinstance(e, Diverged) else f"{type(e).__name__}: {e}"
+        tune.report({**unmeasured, "status": "diverged" if isinstance(e, Diverged) else "error", "reason": reason,
+                     "node_id": node_id})
 
 
 class ResultsCallback(tune.Callback):
     """Driver side: each reported epoch -> epochs.parquet and TensorBoard; each finished trial -> trials.parquet."""
 
-    def __init__(self, folder: Path, total: int):
+    def __init__(self, folder: Path, total: int, time_budget_s: float | None = None):
         self.store = ResultsStore(folder)
         self.tb = TensorBoardWriter(folder / "tb")
         self.total = total
+        self.time_budget_s = time_budget_s
         self.finished = len(self.store.trials)
         self._last: dict[str, dict[str, Any]] = {}
         self._artifacts: dict[str, dict] = {}
+        self._outcome: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason) the trial reported itself
+        self._running: set[str] = set()  # started and not yet recorded
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._running.add(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        metrics = {k: v for k, v in result.items() if k not in RAY_KEYS}
+        where = {"node_ip": result.get("node_ip", ""), "node_id": result.get("node_id", "")}
+        if "epoch" not in result:  # The trial's own account of its end: it diverged, or its config cannot run.
+            self._outcome[trial.trial_id] = (result.get("status", "error"), result.get("reason", ""))
+            self._last.setdefault(trial.trial_id, where)
+            return
+        metrics = {k: v for k, v in result.items() if k not in RAY_KEYS and v is not None}
         if result.get("artifacts"):
             self._artifacts[trial.trial_id] = result["artifacts"]
-        metrics["node_ip"] = result.get("node_ip", "")
+        metrics["node_ip"] = where["node_ip"]
         metrics["time_total_s"] = result.get("time_total_s")
         self._last[trial.trial_id] = metrics
         self.store.add_epoch(trial.trial_id, {k: v for k, v in metrics.items() if k != "time_total_s"})
         self.tb.epoch(trial.trial_id, int(metrics.get("epoch", result.get("training_iteration", 0))), metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if "row" in self._artifacts.get(trial.trial_id, {}):
+        if trial.trial_id in self._outcome:
+            status, reason = self._outcome.pop(trial.trial_id)
+        elif "row" in self._artifacts.get(trial.trial_id, {}):
             status, reason = "completed", ""
         else:
             epoch = self._last.get(trial.trial_id, {}).get("epoch", 0)
             status, reason = "stopped", f"stopped early by the scheduler after epoch {epoch}"
         self._finish(trial, status, reason)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        print(f"[retry] trial {trial.trial_id} crashed ({_error_line(trial)}); starting attempt "
+              f"{trial.num_failures + 1}", flush=True)
+
     def on_trial_error(self, iteration, trials, trial, **info):
         line = _error_line(trial)
-        # A generator that diverged is a finding about its config, not a crash: record it as such.
-        self._finish(trial, "diverged" if "Diverged" in line.split(":")[0] else "error", line)
+        attempts = f" (after {trial.num_failures} attempts)" if trial.num_failures > 1 else ""
+        self._finish(trial, _failure_status(line), line + attempts, attempts=trial.num_failures)
 
-    def _finish(self, trial, status: str, reason: str) -> None:
+    def _finish(self, trial, status: str, reason: str, attempts: int | None = None) -> None:
         try:
             config = cfg.resolve(trial_config(trial.config), drop_inapplicable=True).flat()
         except UserError:
             config = trial_config(trial.config)
         last = self._last.pop(trial.trial_id, {})
         artifacts = self._artifacts.pop(trial.trial_id, {})
+        self._running.discard(trial.trial_id)
         # A completed trial sent its whole row; a stopped or failed one has only its last epoch's metrics.
         summary = artifacts.get("row") or {k: v for k, v in last.items() if k.startswith(("val_", "train_loss"))}
         row = {"trial_id": trial.trial_id, **config, **summary, "status": status, "reason": reason,
                "epochs_run": last.get("epoch", 0), "node_ip": last.get("node_ip", ""),
+               "node_id": last.get("node_id", ""),
+               # Runs of this trial: a crash (not a divergence) is retried up to the sweep's max_failures times.
+               "attempts": attempts if attempts is not None else trial.num_failures + 1,
                "train_seconds": summary.get("train_seconds", last.get("time_total_s"))}
         self.store.add_trial(row)
         self.store.flush()
@@ -148,8 +204,26 @@ class ResultsCallback(tune.Callback):
         print(f"[{self.finished}/{self.total}] trial {trial.trial_id} {status} {metric} {reason}".rstrip(), flush=True)
 
     def on_experiment_end(self, trials, **info):
+        # Trials still running when the sweep ends (its time budget ran out) get no completion call from Ray.
+        for trial in trials:
+            if trial.trial_id in self._running:
+                epoch = self._last.get(trial.trial_id, {}).get("epoch", 0)
+                why = (f"the sweep's time budget (time_budget_s={self.time_budget_s}) ran out"
+                       if self.time_budget_s else "the sweep ended")
+                self._finish(trial, "stopped", f"{why} after epoch {epoch}")
         self.store.flush()
         self.tb.close()
+
+
+def _failure_status(line: str) -> str:
+    """What a failed trial's last error line says it was: diverged, oom (torch's or Ray's out-of-memory error,
+    recorded after the retries), or error."""
+    exception = line.split(":")[0]
+    if "Diverged" in exception:
+        return "diverged"
+    if "OutOfMemoryError" in exception or "out of memory" in line.lower():
+        return "oom"
+    return "error"
 
 
 def _error_line(trial) -> str:
@@ -169,8 +243,6 @@ def _trial_dirname(trial) -> str:
 def _quiet_libraries() -> None:
     import logging
 
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # With Ray's own loggers off, the result grid warns that it finds no result.json; our tables are the results.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -179,10 +251,7 @@ def _quiet_libraries() -> None:
 def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str | None = None,
               num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False) -> Path:
     """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/."""
-    from optuna.samplers import RandomSampler, TPESampler
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
 
     started = time.time()
     _quiet_libraries()
@@ -190,11 +259,21 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     out.mkdir(parents=True, exist_ok=True)
     fixed = spec.base_config()
     n = num_samples or spec.num_samples
+    if spec.sampler == "grid" and n > spec.grid_size:
+        print(f"The grid has {spec.grid_size} points: running {spec.grid_size} trials, not {n}.", flush=True)
+        n = spec.grid_size
     if smoke:
         fixed.update(SMOKE)
         if fixed.get("data.source", "procedural") == "procedural":
             fixed["data.scale"] = min(float(fixed.get("data.scale", 0.1)), 0.03)
         n = min(n, 2)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
+                 logging_level="WARNING")
+    resources = {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)}
+    if resources["gpu"] and address is None and not ray.cluster_resources().get("GPU"):
+        raise UserError(f"resources.gpu: each trial asks for {resources['gpu']} GPU but this Ray instance has none; "
+                        f"set resources.gpu: 0 (or --gpus-per-trial) or run where CUDA is present")
     data_cfg = cfg.resolve(fixed, drop_inapplicable=True).data
     print(f"Loading data: {data_cfg.source}", flush=True)
     data = load(data_cfg.source, image_size=data_cfg.image_size, scale=data_cfg.scale, seed=data_cfg.seed,
@@ -203,55 +282,108 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     print(f"  {len(data.images)} images: train {sum(counts['train'])}, val {sum(counts['val'])}, "
           f"test {sum(counts['test'])}", flush=True)
 
-    sampler = TPESampler(seed=spec.seed) if spec.sampler == "tpe" else RandomSampler(seed=spec.seed)
-    searcher = OptunaSearch(space=FixedSpace(spec.space, spec.path, fixed), sampler=sampler,
-                            metric=spec.metric, mode=spec.mode)
+    study_storage = _optuna_storage(spec, out)
+    searcher = _Search(space=FixedSpace(spec.space, spec.path, fixed, spec.grid), sampler=_sampler(spec),
+                       metric=spec.metrics if spec.multi_objective else spec.metric,
+                       mode=spec.modes if spec.multi_objective else spec.mode,
+                       study_name=spec.name, storage=study_storage)
     if spec.seeds > 1:  # Optuna sees one trial per sampled config, scored by the mean over its seeds.
-        searcher = Repeater(searcher, repeat=spec.seeds)
+        searcher = _Repeater(searcher, repeat=spec.seeds)
         n *= spec.seeds
     scheduler = None
-    if spec.scheduler.get("type", "asha") == "asha":
-        max_t = max(1, spec.scheduler.get("max_t", int(fixed.get("classifier.epochs", 100))))
+    if spec.scheduler.get("type", "asha") == "asha":  # One objective, reported every epoch (validated in sweepfile).
+        max_t = max(1, int(spec.scheduler.get("max_t", int(fixed.get("classifier.epochs", 100)))))
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, metric=spec.metric, mode=spec.mode,
-                                  grace_period=min(max_t, spec.scheduler.get("grace_period", 1)),
+                                  grace_period=min(max_t, int(spec.scheduler.get("grace_period", 1))),
                                   reduction_factor=spec.scheduler.get("reduction_factor", 2))
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
-                 logging_level="WARNING")
-    resources = {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)}
     cache = CacheStore(out / "cache", enabled=spec.cache)
-    trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, cache=cache), resources)
-    callback = ResultsCallback(out, n)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, data=data, cache=cache, objectives=tuple(spec.metrics)), resources)
+    callback = ResultsCallback(out, n, spec.time_budget_s)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=n, max_concurrent_trials=max_concurrent or spec.max_concurrent,
-                                    trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name="tune", storage_path=str(out), callbacks=[callback], verbose=0),
+                                    time_budget_s=spec.time_budget_s, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(name="tune", storage_path=str(out), callbacks=[callback], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
-    print(f"Running {n} trials of sweep {spec.name!r} (space {spec.space}, sampler {spec.sampler}, "
-          f"scheduler {spec.scheduler.get('type', 'asha')}) ...", flush=True)
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metrics, spec.modes))
+    print(f"Running {n} trials of sweep {spec.name!r} ({f'space {spec.space}' if spec.space else 'a grid'}, sampler "
+          f"{spec.sampler}, scheduler {spec.scheduler.get('type', 'asha')}, objectives {objectives}) ...", flush=True)
     tuner.fit()
-    _summary(out, callback.store, spec, time.time() - started, cache)
+    if study_storage is not None and spec.time_budget_s:  # Trials the budget cut off are still RUNNING there.
+        study = optuna.load_study(study_name=spec.name, storage=study_storage)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    if spec.multi_objective:  # The front, over every completed row (a resumed sweep's earlier ones too).
+        rows = list(callback.store.trials.values())
+        for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):
+            callback.store.add_trial({**row, "pareto": on})
+        callback.store.flush()
+    _summary(out, callback.store, spec, time.time() - started, cache, spec.storage_url(out))
     return out
 
 
-def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore) -> None:
+def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    if spec.sampler == "grid":
+        return _Grid(spec.grid, seed=spec.seed)
+    if spec.sampler == "nsga2":
+        return NSGAIISampler(seed=spec.seed)
+    if spec.sampler == "random":
+        return RandomSampler(seed=spec.seed)
+    return TPESampler(seed=spec.seed)
+
+
+def _optuna_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | None:
+    """The sweep's `optuna_storage` opened; a study of the sweep's name already there continues, so it must have the
+    same objectives."""
+    url = spec.storage_url(out)
+    if url is None:
+        return None
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        study_id = storage.get_study_id_from_name(spec.name)
+    except KeyError:
+        return storage
+    wanted = [optuna.study.StudyDirection.MAXIMIZE if m == "max" else optuna.study.StudyDirection.MINIMIZE
+              for m in spec.modes]
+    if storage.get_study_directions(study_id) != wanted:
+        raise UserError(f"optuna_storage: {url} holds a study {spec.name!r} with other objectives than this sweep's "
+                        f"{', '.join(spec.metrics)} ({', '.join(spec.modes)}); give this sweep another file")
+    return storage
+
+
+def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore,
+             study_url: str | None = None) -> None:
     rows = list(store.trials.values())
     by_status: dict[str, int] = {}
     for r in rows:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     print(f"\nSweep {spec.name!r} finished in {seconds:.0f} s: "
           + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())))
-    done = [r for r in rows if r["status"] == "completed" and r.get(spec.metric) is not None]
-    if done:
-        best = (max if spec.mode == "max" else min)(done, key=lambda r: r[spec.metric])
+    done = [r for r in rows if r["status"] == "completed"]
+    for m in spec.metrics:
+        if done and not any(_finite(r.get(m)) for r in done):
+            print(f"Note: no completed trial has a value of {m}; is the sweep's metric spelt as the rows' columns?")
+    described = ("classifier.backbone", "augment.policy", "generator.type")
+    if spec.multi_objective:
+        front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[spec.metric], reverse=spec.mode == "max")
+        print(f"Pareto front over {', '.join(f'{m} ({d})' for m, d in zip(spec.metrics, spec.modes))}: "
+              f"{len(front)} of {len(done)} completed trials (column 'pareto' in trials.parquet)")
+        for r in front:
+            print(f"  trial {r['trial_id']}: " + ", ".join(f"{m}={r[m]:.4g}" for m in spec.metrics) + "; "
+                  + ", ".join(f"{k}={r[k]}" for k in described if k in r))
+    elif any(_finite(r.get(spec.metric)) for r in done):
+        best = (max if spec.mode == "max" else min)((r for r in done if _finite(r.get(spec.metric))),
+                                                    key=lambda r: r[spec.metric])
         print(f"Best by {spec.metric}: trial {best['trial_id']} ({spec.metric}={best[spec.metric]:.4f}, "
               f"test_macro_f1={best.get('test_macro_f1', float('nan')):.4f}, "
               f"test_accuracy={best.get('test_accuracy', float('nan')):.4f})")
-        print("  " + ", ".join(f"{k}={best[k]}" for k in ("classifier.backbone", "augment.policy", "generator.type")
-                               if k in best))
+        print("  " + ", ".join(f"{k}={best[k]}" for k in described if k in best))
     # Kinds are generator-v1, pool-v1, reference-v1, baseline-v1: what the cache saved this sweep.
     counts = Counter((e["key"].rsplit("-", 1)[0], e["event"]) for e in cache.events())
     kinds = sorted({kind for kind, _ in counts})
@@ -260,3 +392,5 @@ def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, ca
               + f" ({cache.root})")
     print(f"Results: {out}/trials.parquet, {out}/epochs.parquet")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")
+    if study_url:
+        print(f"Optuna study {spec.name!r}: optuna-dashboard {study_url}")

@@ -100,6 +100,8 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
                 "status": "completed", "reason": "",
                 "best_epoch": trainer.best_epoch, "epochs_run": len(epochs),
                 "n_train_real": int((~is_synthetic).sum()), "n_train_synthetic": int(is_synthetic.sum()),
+                **{f"n_train_real_{name}": int(n) for name, n in zip(data.class_names, plan.real)},
+                **{f"n_train_synthetic_{name}": int(n) for name, n in zip(data.class_names, plan.synthetic)},
                 "generator_seconds": pool.seconds if pool else 0.0, "classifier_seconds": time.perf_counter() - t0,
                 "device": str(device), "data_fingerprint": data.fingerprint,
                 **synthetic_row,

@@ -104,6 +104,7 @@ def test_a_diverged_generator_is_recorded_and_the_sweep_goes_on(tmp_path, local_
     assert by_policy["balance"] and by_policy["none"], "Optuna's RandomSampler(seed=2) draws balance, balance, balance, none"
     for r in by_policy["balance"]:
         assert r["status"] == "diverged" and "collapsed" in r["reason"] and "diverged at step" in r["reason"], r
+        assert r["attempts"] == 1  # A divergence is an outcome, not a crash: not retried (max_failures is 1).
     for r in by_policy["none"]:
         assert r["status"] == "completed" and 0 <= r["test_macro_f1"] <= 1
 
@@ -155,3 +156,121 @@ def test_seeds_repeat_each_sampled_config(tmp_path, local_ray):
     assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
     assert rows[0]["classifier.lr"] == rows[1]["classifier.lr"]
     assert sorted(r["seed"] for r in rows) == [0, 1]
+
+
+# The sweep engine at scale: samplers, several objectives, the Optuna study on disk, retries, the time budget.
+REAL_ONLY = {"augment.policy": "none", "classifier.epochs": 1, "classifier.batch_size": 32, "classifier.width": 8}
+
+
+def test_a_grid_sweep_runs_every_point_once_and_keeps_its_study_in_sqlite(tmp_path, local_ray, capsys):
+    import optuna
+
+    from fercore.sweep import run_sweep
+
+    grid = {"classifier.backbone": ["linear", "cnn3"], "classifier.lr": [0.001, 0.002]}
+    sweep = write_sweep(tmp_path, name="grid", space=None, sampler="grid", grid=grid, fixed=REAL_ONLY,
+                        scheduler={"type": "none"}, optuna_storage=True, max_concurrent=2)
+    raw = yaml.safe_load(sweep.read_text())
+    del raw["num_samples"]  # It defaults to the grid's size.
+    sweep.write_text(yaml.safe_dump(raw))
+    spec = load_sweep(sweep)
+    assert spec.num_samples == 4
+    out = run_sweep(spec, tmp_path / "results")
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(rows) == 4 and all(r["status"] == "completed" for r in rows), [r["reason"] for r in rows]
+    assert sorted((r["classifier.backbone"], r["classifier.lr"]) for r in rows) == sorted(
+        (b, lr) for b in grid["classifier.backbone"] for lr in grid["classifier.lr"])
+    assert all(r["attempts"] == 1 for r in rows)
+
+    url = f"sqlite:///{out / 'optuna.db'}"
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage=url)] == ["grid"]
+    trials = optuna.load_study(study_name="grid", storage=url).trials
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.system_attrs["grid_id"] for t in trials) == [0, 1, 2, 3]
+    for t in trials:
+        row = next(r for r in rows if (r["classifier.backbone"], r["classifier.lr"]) == (
+            t.params["classifier.backbone"], t.params["classifier.lr"]))
+        assert t.value == pytest.approx(row["val_macro_f1"])
+    assert f"optuna-dashboard {url}" in capsys.readouterr().out
+
+
+def test_several_objectives_mark_the_pareto_front(tmp_path, local_ray, capsys):
+    """NSGA-II on (val_macro_f1 max, train_seconds min), two seeds per config: Optuna is told each config's mean
+    of both objectives, and trials.parquet marks the completed rows no other row beats on both."""
+    import optuna
+
+    from fercore.sweep import run_sweep
+
+    _space(tmp_path, "lr_only", "trial.suggest_float('classifier.lr', 1e-3, 3e-3)")
+    fixed = {**REAL_ONLY, "classifier.backbone": "linear"}
+    sweep = write_sweep(tmp_path / "sweeps", name="multi", space="lr_only", fixed=fixed, sampler="nsga2",
+                        metric=["val_macro_f1", "train_seconds"], mode=["max", "min"], scheduler={"type": "none"},
+                        num_samples=2, seeds=2, optuna_storage=True)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(rows) == 4 and all(r["status"] == "completed" for r in rows), [r["reason"] for r in rows]
+
+    def beaten(r):
+        return any(o["val_macro_f1"] >= r["val_macro_f1"] and o["train_seconds"] <= r["train_seconds"]
+                   and (o["val_macro_f1"] > r["val_macro_f1"] or o["train_seconds"] < r["train_seconds"])
+                   for o in rows)
+
+    assert [r["pareto"] for r in rows] == [not beaten(r) for r in rows] and any(r["pareto"] for r in rows)
+    printed = capsys.readouterr().out
+    assert "Pareto front over val_macro_f1 (max), train_seconds (min)" in printed
+    assert all(f"trial {r['trial_id']}:" in printed for r in rows if r["pareto"])
+
+    study = optuna.load_study(study_name="multi", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for t in study.trials:
+        seeds = [r for r in rows if r["classifier.lr"] == t.params["classifier.lr"]]
+        assert sorted(r["seed"] for r in seeds) == [0, 1]
+        assert t.values == pytest.approx([sum(r[m] for r in seeds) / 2 for m in ("val_macro_f1", "train_seconds")])
+
+
+def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path, local_ray, capsys):
+    """train.device=cuda on a machine without CUDA: torch raises (a crash, not a user error fercore catches), so
+    Ray runs the trial again (max_failures=1) and it is recorded as an error after its two attempts; the grid's
+    CPU point completes."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA, where train.device=cuda crashes")
+    from fercore.sweep import run_sweep
+
+    sweep = write_sweep(tmp_path, name="crash", space=None, sampler="grid", grid={"train.device": ["cuda", "cpu"]},
+                        fixed={**REAL_ONLY, "classifier.backbone": "linear"}, scheduler={"type": "none"},
+                        num_samples=2, max_concurrent=1)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = {r["train.device"]: r for r in pq.read_table(out / "trials.parquet").to_pylist()}
+    assert rows["cpu"]["status"] == "completed" and rows["cpu"]["attempts"] == 1
+    assert rows["cuda"]["status"] == "error" and rows["cuda"]["attempts"] == 2, rows["cuda"]
+    assert rows["cuda"]["reason"].endswith("(after 2 attempts)")
+    assert f"[retry] trial {rows['cuda']['trial_id']} crashed" in capsys.readouterr().out
+
+
+def test_the_time_budget_ends_the_sweep_and_records_the_trial_it_cut_short(tmp_path, local_ray):
+    """Trials of 1000 epochs, 50 of them, one at a time, in a 15 s budget: the sweep ends with the running trial
+    recorded as stopped by the budget (no trial can finish 1000 epochs of Ray reports in that time)."""
+    from fercore.sweep import run_sweep
+
+    _space(tmp_path, "lr_only", "trial.suggest_float('classifier.lr', 1e-3, 2e-3)")
+    fixed = {**REAL_ONLY, "classifier.backbone": "linear", "classifier.epochs": 1000}
+    sweep = write_sweep(tmp_path / "sweeps", name="budget", space="lr_only", fixed=fixed, sampler="random",
+                        scheduler={"type": "none"}, num_samples=50, max_concurrent=1, time_budget_s=15)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert 1 <= len(rows) < 50
+    stopped = [r for r in rows if r["status"] == "stopped"]
+    assert stopped and all("time budget (time_budget_s=15) ran out after epoch" in r["reason"] for r in stopped)
+    assert all(r["epochs_run"] < 1000 for r in stopped)
+
+
+def test_failed_trials_are_labelled_by_their_last_error_line():
+    from fercore.sweep import _failure_status
+
+    assert _failure_status("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB") == "oom"
+    assert _failure_status("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low") == "oom"
+    assert _failure_status("fercore.generators.base.Diverged: diverged at step 3: loss_g is nan") == "diverged"
+    assert _failure_status("RuntimeError: Found no NVIDIA driver on your system.") == "error"
