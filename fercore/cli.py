@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--num-samples", type=int, default=None, help="number of trials (default: the sweep file's)")
     run.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
     run.add_argument("--smoke", action="store_true", help="a few tiny trials, to check the sweep end to end")
+    run.add_argument("--resume", action="store_true",
+                     help="finish the sweep in --storage whose driver stopped; finished trials are not run again")
     run.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
                      help="GPUs per trial, overriding resources.gpu: a fraction in (0, 1] packs trials onto one GPU, "
                           "a whole number gives each trial that many")
@@ -77,7 +79,7 @@ def _cmd_run(args) -> int:
     from fercore.sweep import run_sweep
 
     run_sweep(spec, args.storage, address=args.address, num_samples=args.num_samples,
-              max_concurrent=args.max_concurrent, smoke=args.smoke)
+              max_concurrent=args.max_concurrent, smoke=args.smoke, resume=args.resume)
     return 0
 
 

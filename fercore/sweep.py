@@ -38,6 +38,12 @@ from fercore.results import ResultsStore, TensorBoardWriter  # noqa: E402
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
                                     "time_this_iter_s", "timesteps_total", "episodes_total"}
+TUNE_DIR = "tune"  # Ray Tune's experiment state, under the sweep's results folder
+RESUMED = "resumed"  # result key of a finished trial that a resumed sweep re-reports instead of running
+# Ray saves its experiment state (trials, searcher) at most this often. At Ray's default (10 s or more) a trial can
+# start and finish unseen by the last save, and a resumed sweep then runs one trial too many; 0 saves at every step
+# of Ray's loop (benchmarks/sweep_overhead.py measures what that costs).
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
 SMOKE = {"classifier.epochs": 2, "generator.epochs": 1}
 
 
@@ -53,14 +59,24 @@ class _Search(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict):
         if isinstance(self.metric, str) and not _finite(result.get(self.metric)):
             return  # An objective measured only at the end, or a trial's report that it failed.
+        if result.get(RESUMED):
+            return  # A finished trial's recorded values, re-reported after a resume: told on completion.
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        if trial_id in self._ot_trials and self._already_told(self._ot_trials[trial_id]):
+            # Resumed with a persistent study (optuna_storage): it was told before the driver stopped.
+            self._completed_trials.add(trial_id)
+            return
         if trial_id in self._completed_trials or all(_finite((result or {}).get(m)) for m in metrics):
             return super().on_trial_complete(trial_id, result, error)
         self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
         self._completed_trials.add(trial_id)
+
+
+    def _already_told(self, ot_trial) -> bool:
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
 
 class _Repeater(Repeater):
@@ -98,7 +114,7 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheStore | None = None,
-               objectives: tuple[str, ...] = ()) -> None:
+               objectives: tuple[str, ...] = (), finished: dict[str, dict] | None = None) -> None:
     import torch
 
     from fercore import trial
@@ -109,6 +125,12 @@ def _trainable(config: dict[str, Any], data: FaceSet | None = None, cache: Cache
     # Ray wants the searcher's metrics in every result: an objective measured only at the end (train_seconds) is
     # None until then.
     unmeasured = dict.fromkeys(objectives)
+    recorded = (finished or {}).get(tune.get_context().get_trial_id())
+    if recorded is not None:
+        # Resumed: this trial finished (its row is in trials.parquet) after Ray's last experiment checkpoint, so Ray
+        # restarts it. It is not run again: its recorded objectives go back to the searcher.
+        tune.report({**unmeasured, **{m: recorded.get(m) for m in objectives}, RESUMED: True})
+        return
 
     def report(epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
         metrics = {**unmeasured, **metrics, "node_id": node_id}
@@ -133,20 +155,38 @@ class ResultsCallback(tune.Callback):
     """Driver side: each reported epoch -> epochs.parquet and TensorBoard; each finished trial -> trials.parquet."""
 
     def __init__(self, folder: Path, total: int, time_budget_s: float | None = None):
-        self.store = ResultsStore(folder)
-        self.tb = TensorBoardWriter(folder / "tb")
+        self.folder = folder
         self.total = total
         self.time_budget_s = time_budget_s
-        self.finished = len(self.store.trials)
+        self._open()
         self._last: dict[str, dict[str, Any]] = {}
         self._artifacts: dict[str, dict] = {}
         self._outcome: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason) the trial reported itself
         self._running: set[str] = set()  # started and not yet recorded
 
+    def _open(self) -> None:
+        self.store = ResultsStore(self.folder)  # rows of earlier runs into this folder (a resumed sweep's) included
+        self.tb = TensorBoardWriter(self.folder / "tb")
+        self.finished = len(self.store.trials)
+        self._recorded = set(self.store.trials)
+
+    def setup(self, **info):
+        # Tuner.restore unpickles this callback as it was when the sweep started: read the tables as they are now.
+        self._open()
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("store", "tb")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._open()
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._running.add(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.trial_id in self._recorded:  # a resumed sweep's finished trial, re-reporting to the searcher
+            return
         where = {"node_ip": result.get("node_ip", ""), "node_id": result.get("node_id", "")}
         if "epoch" not in result:  # The trial's own account of its end: it diverged, or its config cannot run.
             self._outcome[trial.trial_id] = (result.get("status", "error"), result.get("reason", ""))
@@ -181,6 +221,9 @@ class ResultsCallback(tune.Callback):
         self._finish(trial, _failure_status(line), line + attempts, attempts=trial.num_failures)
 
     def _finish(self, trial, status: str, reason: str, attempts: int | None = None) -> None:
+        if trial.trial_id in self._recorded:  # recorded before the sweep was resumed: exactly once
+            self._running.discard(trial.trial_id)
+            return
         try:
             config = cfg.resolve(trial_config(trial.config), drop_inapplicable=True).flat()
         except UserError:
@@ -249,13 +292,23 @@ def _quiet_libraries() -> None:
 
 
 def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str | None = None,
-              num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False) -> Path:
-    """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/."""
+              num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False,
+              resume: bool = False, trainable: Callable | None = None, reuse_actors: bool = True) -> Path:
+    """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/.
+
+    resume: finish the sweep whose driver stopped (even by SIGKILL): Ray restores its trials and the searcher's
+    state from storage/<name>/tune; trials already in trials.parquet are not run again.
+    trainable: a stand-in for the trial function with _trainable's signature (benchmarks of the sweep layer).
+    reuse_actors: run a trial in a finished trial's worker process when it needs the same resources; False starts
+    a fresh process per trial (~1.5 s each on 2 CPU cores; benchmarks/sweep_overhead.py compares).
+    """
     from ray.tune.schedulers import ASHAScheduler
 
     started = time.time()
     _quiet_libraries()
     out = Path(storage).resolve() / spec.name
+    if resume and not tune.Tuner.can_restore(str(out / TUNE_DIR)):
+        raise UserError(f"--resume: {out / TUNE_DIR} holds no sweep to resume; run without --resume to start it")
     out.mkdir(parents=True, exist_ok=True)
     fixed = spec.base_config()
     n = num_samples or spec.num_samples
@@ -298,31 +351,47 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
                                   reduction_factor=spec.scheduler.get("reduction_factor", 2))
 
     cache = CacheStore(out / "cache", enabled=spec.cache)
+    finished = {}
+    if resume:  # Ray may not know these finished: its experiment state is saved every few seconds, not per event.
+        finished = {tid: {m: row.get(m) for m in spec.metrics} for tid, row in ResultsStore(out).trials.items()}
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, data=data, cache=cache, objectives=tuple(spec.metrics)), resources)
+        tune.with_parameters(trainable or _trainable, data=data, cache=cache, objectives=tuple(spec.metrics),
+                             finished=finished), resources)
+    if resume:
+        tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        print(f"Resuming sweep {spec.name!r}: {len(finished)} trials already recorded", flush=True)
+        tuner.fit()
+        return _finish_sweep(spec, out, ResultsStore(out), study_storage, cache, started)
     callback = ResultsCallback(out, n, spec.time_budget_s)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=n, max_concurrent_trials=max_concurrent or spec.max_concurrent,
-                                    time_budget_s=spec.time_budget_s, trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name="tune", storage_path=str(out), callbacks=[callback], verbose=0,
+                                    time_budget_s=spec.time_budget_s, trial_dirname_creator=_trial_dirname,
+                                    reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(out), callbacks=[callback], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
     objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metrics, spec.modes))
     print(f"Running {n} trials of sweep {spec.name!r} ({f'space {spec.space}' if spec.space else 'a grid'}, sampler "
           f"{spec.sampler}, scheduler {spec.scheduler.get('type', 'asha')}, objectives {objectives}) ...", flush=True)
     tuner.fit()
+    return _finish_sweep(spec, out, callback.store, study_storage, cache, started)
+
+
+def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage, cache: CacheStore,
+                  started: float) -> Path:
     if study_storage is not None and spec.time_budget_s:  # Trials the budget cut off are still RUNNING there.
         study = optuna.load_study(study_name=spec.name, storage=study_storage)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     if spec.multi_objective:  # The front, over every completed row (a resumed sweep's earlier ones too).
-        rows = list(callback.store.trials.values())
+        rows = list(store.trials.values())
         for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):
-            callback.store.add_trial({**row, "pareto": on})
-        callback.store.flush()
-    _summary(out, callback.store, spec, time.time() - started, cache, spec.storage_url(out))
+            store.add_trial({**row, "pareto": on})
+        store.flush()
+    _summary(out, store, spec, time.time() - started, cache, spec.storage_url(out))
     return out
 
 

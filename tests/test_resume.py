@@ -1,0 +1,86 @@
+"""Kill a sweep's driver with SIGKILL mid-sweep, then `fersweep run --resume`: the sweep finishes, every trial is in
+trials.parquet exactly once, the trials recorded before the kill were not run again, and Optuna's study (the
+searcher's state) holds exactly the sweep's trials."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import yaml
+
+FERSWEEP = Path(sys.executable).parent / "fersweep"
+TRIALS = 6
+
+
+def write_sweep(tmp_path: Path) -> Path:
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "lr.py").write_text(
+        "def space(trial):\n    trial.suggest_float('classifier.lr', 1e-3, 1e-2, log=True)\n")
+    (tmp_path / "sweeps").mkdir()
+    sweep = {"name": "resumable", "data": {"source": "procedural", "scale": 0.01}, "space": "lr",
+             "fixed": {"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.width": 8,
+                       "classifier.epochs": 3, "classifier.batch_size": 32},
+             "sampler": "tpe", "scheduler": {"type": "none"}, "num_samples": TRIALS, "max_concurrent": 1,
+             "resources": {"cpu": 1}, "optuna_storage": True}
+    path = tmp_path / "sweeps" / "resumable.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def rows(out: Path) -> list[dict]:
+    try:
+        return pq.read_table(out / "trials.parquet").to_pylist()
+    except (FileNotFoundError, OSError):
+        return []
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    sweep = write_sweep(tmp_path)
+    storage = tmp_path / "results"
+    out = storage / "resumable"
+    env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray instance, not one a test left running
+    driver = subprocess.Popen([str(FERSWEEP), "run", str(sweep), "--storage", str(storage)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(rows(out)) < 2:  # two trials recorded: the kill lands mid-sweep
+            assert driver.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial finished within 5 minutes"
+            time.sleep(0.5)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        # The driver's local Ray processes share its session; a killed driver leaves them to be stopped.
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = {r["trial_id"]: r for r in rows(out)}
+    assert 2 <= len(before) < TRIALS
+
+    resumed = subprocess.run([str(FERSWEEP), "run", str(sweep), "--storage", str(storage), "--resume"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = rows(out)
+    ids = [r["trial_id"] for r in after]
+    assert len(ids) == TRIALS and len(set(ids)) == TRIALS, Counter(ids)
+    assert all(r["status"] == "completed" for r in after), [r["reason"] for r in after]
+    # The trials recorded before the kill kept their rows: not run again (a rerun rewrites its row's timings).
+    by_id = {r["trial_id"]: r for r in after}
+    for tid, row in before.items():
+        assert by_id[tid]["train_seconds"] == row["train_seconds"] and by_id[tid]["test_macro_f1"] == row["test_macro_f1"]
+    # Nor trained again: a real-only trial stores its outcome as a baseline; a rerun would have found it cached.
+    hits = {e["key"] for e in map(json.loads, (out / "cache" / "events.jsonl").read_text().splitlines())
+            if e["event"] == "hit"}
+    assert not hits & {row["baseline_key"] for row in before.values()}
+    # The searcher's state survived: Optuna's study holds the sweep's trials, each told its result once.
+    study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{out / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == TRIALS
+    assert sorted(t.params["classifier.lr"] for t in complete) == sorted(r["classifier.lr"] for r in after)
