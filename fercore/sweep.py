@@ -324,7 +324,10 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
                  logging_level="WARNING")
     resources = {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)}
-    if resources["gpu"] and address is None and not ray.cluster_resources().get("GPU"):
+    # Only a local instance started here is known to lack GPUs; a cluster (--address, or a Ray job's RAY_ADDRESS)
+    # may add GPU nodes once trials ask for them.
+    if resources["gpu"] and address is None and not os.environ.get("RAY_ADDRESS") \
+            and not ray.cluster_resources().get("GPU"):
         raise UserError(f"resources.gpu: each trial asks for {resources['gpu']} GPU but this Ray instance has none; "
                         f"set resources.gpu: 0 (or --gpus-per-trial) or run where CUDA is present")
     data_cfg = cfg.resolve(fixed, drop_inapplicable=True).data

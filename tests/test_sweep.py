@@ -274,3 +274,14 @@ def test_failed_trials_are_labelled_by_their_last_error_line():
     assert _failure_status("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low") == "oom"
     assert _failure_status("fercore.generators.base.Diverged: diverged at step 3: loss_g is nan") == "diverged"
     assert _failure_status("RuntimeError: Found no NVIDIA driver on your system.") == "error"
+
+
+def test_a_gpu_sweep_on_a_local_instance_without_gpus_is_a_clear_error(tmp_path, local_ray, monkeypatch):
+    from fercore.errors import UserError
+    from fercore.sweep import run_sweep
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    spec = load_sweep(write_sweep(tmp_path, resources={"cpu": 1, "gpu": 0.5}))
+    with pytest.raises(UserError, match=r"resources.gpu: each trial asks for 0.5 GPU"):
+        run_sweep(spec, tmp_path / "results")
+    assert not (tmp_path / "results" / "tiny" / "trials.parquet").exists()
