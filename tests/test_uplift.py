@@ -6,7 +6,8 @@ from sklearn.metrics import f1_score
 from fercore.labels import CLASSES
 from fercore.metrics.classification import classification_metrics
 from fercore.metrics import uplift
-from fercore.metrics.uplift import macro_f1_from_confusion, paired_bootstrap_macro_f1, uplift_metrics
+from fercore.metrics.classification import macro_f1_from_confusion
+from fercore.metrics.uplift import paired_bootstrap_macro_f1, uplift_metrics
 
 LABELS = np.arange(len(CLASSES))
 

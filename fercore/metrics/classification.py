@@ -44,6 +44,15 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLA
     return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
+def macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Macro-F1 of confusion matrices (..., K, K), rows true, columns predicted; a class with no true and no
+    predicted image scores 0, as scikit-learn's f1_score(labels=range(K), zero_division=0)."""
+    k = cm.shape[-1]
+    tp = cm[..., np.arange(k), np.arange(k)]
+    denom = cm.sum(-1) + cm.sum(-2)  # (tp + fn) + (tp + fp)
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean(-1)
+
+
 def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, split: str, num_classes: int = len(CLASSES),
                         resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
     """Percentile bootstrap intervals for accuracy and macro-F1: the test images are resampled with replacement.
@@ -60,11 +69,7 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, split: str, num_
     acc = (t == p).mean(1)
     k = num_classes
     flat = (t * k + p) + (np.arange(resamples)[:, None] * k * k)
-    cm = np.bincount(flat.ravel(), minlength=resamples * k * k).reshape(resamples, k, k)
-    tp = cm[:, np.arange(k), np.arange(k)]
-    denom = cm.sum(1) + cm.sum(2)  # (tp + fn) + (tp + fp)
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    macro = f1.mean(1)  # sklearn's macro over all labels with zero_division=0
+    macro = macro_f1_from_confusion(np.bincount(flat.ravel(), minlength=resamples * k * k).reshape(resamples, k, k))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return {f"{split}_accuracy_ci_low": float(np.percentile(acc, lo)), f"{split}_accuracy_ci_high": float(np.percentile(acc, hi)),
             f"{split}_macro_f1_ci_low": float(np.percentile(macro, lo)),

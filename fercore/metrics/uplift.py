@@ -17,18 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from fercore.labels import CLASSES
-from fercore.metrics.classification import classification_metrics
+from fercore.metrics.classification import classification_metrics, macro_f1_from_confusion
 
 RESAMPLES_PER_CHUNK = 100  # bounds memory: 100 x n indices at a time
-
-
-def macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
-    """Macro-F1 of confusion matrices (..., K, K), rows true, columns predicted; a class with no true and no
-    predicted image scores 0, as scikit-learn's f1_score(labels=range(K), zero_division=0)."""
-    k = cm.shape[-1]
-    tp = cm[..., np.arange(k), np.arange(k)]
-    denom = cm.sum(-1) + cm.sum(-2)  # (tp + fn) + (tp + fp)
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean(-1)
 
 
 def paired_bootstrap_macro_f1(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, num_classes: int,
