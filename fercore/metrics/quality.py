@@ -37,9 +37,15 @@ class PenultimateFeatures(nn.Module):
         self.model = model
         self.num_features = model.head[1].out_features
 
+    def penultimate(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """The features in the network's own dtype: after the head's Flatten, Linear and ReLU, before dropout."""
+        x = self.model.features(normalise(images_u8))
+        for layer in list(self.model.head.children())[:3]:
+            x = layer(x)
+        return x
+
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
-        penultimate = nn.Sequential(*list(self.model.head.children())[:3])  # Flatten, Linear, ReLU
-        return penultimate(self.model.features(normalise(images_u8))).double()
+        return self.penultimate(images_u8).double()
 
 
 @dataclass
@@ -50,17 +56,15 @@ class ReferenceClassifier:
     @torch.no_grad()
     def features_and_proba(self, images: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Penultimate-layer features (after ReLU, before dropout) and class probabilities of uint8 images."""
-        self.model.eval()
-        feats, probs = [], []
-        penultimate = nn.Sequential(*list(self.model.head.children())[:3])  # Flatten, Linear, ReLU
+        features = self.feature_module()
         last = self.model.head[-1]
+        feats, probs = [], []
         for i in range(0, len(images), batch_size):
-            x = normalise(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(self.device))
-            f = penultimate(self.model.features(x))
+            f = features.penultimate(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(self.device))
             feats.append(f.double().cpu())
             probs.append(torch.softmax(last(f), dim=1).cpu())
         if not feats:
-            return np.zeros((0, self.model.head[1].out_features)), np.zeros((0, 7))
+            return np.zeros((0, features.num_features)), np.zeros((0, last.out_features))
         return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
     def save(self, folder: Path) -> None:
