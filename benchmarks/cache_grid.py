@@ -48,7 +48,9 @@ def run_grid(configs: list[dict], data, store: CacheStore) -> tuple[float, list[
 
 
 def trained(store: CacheStore) -> Counter:
-    return Counter(e["key"].rsplit("-", 2)[0] for e in store.events() if e["event"] == "built")
+    """What the run built, by kind without its version: generator, pool, reference, baseline."""
+    return Counter({kind.rsplit("-", 1)[0]: n for (kind, event), n in store.counts_by_kind().items()
+                    if event == "built"})
 
 
 def main() -> int:

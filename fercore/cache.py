@@ -170,6 +170,10 @@ class CacheStore:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    def counts_by_kind(self) -> Counter:
+        """(kind, event) -> count, kind being a key without its hash: ("generator-v1", "built") -> 1."""
+        return Counter((kind_of(e["key"]), e["event"]) for e in self.events())
+
     def stats(self) -> dict[str, dict]:
         """{"total": {event: n}, "by_key": {key: {event: n}}}."""
         total: Counter = Counter()
@@ -178,6 +182,11 @@ class CacheStore:
             total[e["event"]] += 1
             by_key.setdefault(e["key"], Counter())[e["event"]] += 1
         return {"total": dict(total), "by_key": {k: dict(c) for k, c in by_key.items()}}
+
+
+def kind_of(key: str) -> str:
+    """The kind a key was made for: content_key(kind, parts) -> kind."""
+    return key.rsplit("-", 1)[0]
 
 
 def _check_key(key: str) -> str:

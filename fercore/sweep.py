@@ -9,7 +9,6 @@ import math
 import os
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -457,7 +456,7 @@ def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, ca
               f"test_accuracy={best.get('test_accuracy', float('nan')):.4f})")
         print("  " + ", ".join(f"{k}={best[k]}" for k in described if k in best))
     # Kinds are generator-v1, pool-v1, reference-v1, baseline-v1: what the cache saved this sweep.
-    counts = Counter((e["key"].rsplit("-", 1)[0], e["event"]) for e in cache.events())
+    counts = cache.counts_by_kind()
     kinds = sorted({kind for kind, _ in counts})
     if kinds:
         print("Cache: " + ", ".join(f"{k} built {counts[k, 'built']}, reused {counts[k, 'hit']}" for k in kinds)

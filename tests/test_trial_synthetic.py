@@ -1,7 +1,5 @@
 """A trial that uses synthetic images: cached generator, pool, reference classifier and baseline; its quality,
 leakage and paired-uplift keys; each checked through the cache's recorded events, not by timing."""
-from collections import Counter
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,11 +11,6 @@ from tests.conftest import TINY_TRIAL
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 AUGMENTED = {**TINY_TRIAL, "augment.policy": "balance", "classifier.epochs": 1}
-
-
-def built_and_hit(store: CacheStore) -> Counter:
-    """(kind, event) -> count, kind being generator-v1, pool-v1, reference-v1 or baseline-v1."""
-    return Counter((e["key"].rsplit("-", 1)[0], e["event"]) for e in store.events())
 
 
 def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path):
@@ -38,7 +31,7 @@ def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path
     assert again["generator_key"] == row["generator_key"]
     # Same config and seed, generator loaded instead of trained: the same trial.
     assert again["test_macro_f1"] == row["test_macro_f1"] and again["gen_fid"] == row["gen_fid"]
-    events = built_and_hit(store)
+    events = store.counts_by_kind()
     for kind in ("generator-v1", "pool-v1", "reference-v1", "baseline-v1"):
         assert events[kind, "built"] == 1 and events[kind, "hit"] == 1, (kind, events)
 
@@ -50,7 +43,7 @@ def test_a_real_only_trial_is_the_baseline_augmented_trials_pair_with(tiny_faces
     augmented = trial.run(AUGMENTED, tiny_faces, lambda *a: None, store).row
     assert augmented["baseline_cache_hit"] is True and augmented["baseline_key"] == real["baseline_key"]
     assert augmented["uplift_test_macro_f1"] == pytest.approx(augmented["test_macro_f1"] - real["test_macro_f1"])
-    assert built_and_hit(store)["baseline-v1", "built"] == 1
+    assert store.counts_by_kind()["baseline-v1", "built"] == 1
 
 
 def test_without_paired_baseline_no_uplift_is_recorded(tiny_faces):
@@ -95,4 +88,4 @@ def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
     assert row["filter_acceptance_happy"] == row["filter_acceptance"]
     assert all(np.isnan(row[f"filter_acceptance_{name}"]) for name in CLASSES if name != "happy")
     # The filter used the same cached reference classifier that judges the pool's quality.
-    assert built_and_hit(store)["reference-v1", "built"] == 1 and row["reference_cache_hit"] is False
+    assert store.counts_by_kind()["reference-v1", "built"] == 1 and row["reference_cache_hit"] is False
