@@ -10,7 +10,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import optuna
@@ -157,28 +157,21 @@ class ResultsCallback(tune.Callback):
         self.folder = folder
         self.total = total
         self.time_budget_s = time_budget_s
-        self._open()
         self._last: dict[str, dict[str, Any]] = {}
         self._artifacts: dict[str, dict] = {}
         self._outcome: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason) the trial reported itself
         self._running: set[str] = set()  # started and not yet recorded
 
-    def _open(self) -> None:
-        self.store = ResultsStore(self.folder)  # rows of earlier runs into this folder (a resumed sweep's) included
+    def setup(self, **info):
+        # Ray calls this before the first trial, in a new run and in a restored one (which unpickles this callback
+        # as it was when the sweep started): the tables are read here, as they are now, earlier runs' rows included.
+        self.store = ResultsStore(self.folder)
         self.tb = TensorBoardWriter(self.folder / "tb")
         self.finished = len(self.store.trials)
         self._recorded = set(self.store.trials)
 
-    def setup(self, **info):
-        # Tuner.restore unpickles this callback as it was when the sweep started: read the tables as they are now.
-        self._open()
-
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in ("store", "tb")}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._open()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._running.add(trial.trial_id)
@@ -338,6 +331,20 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
           f"test {sum(counts['test'])}", flush=True)
 
     study_storage = _optuna_storage(spec, out)
+    cache = CacheStore(out / "cache", enabled=spec.cache)
+    finished = {}
+    if resume:  # Ray may not know these finished: a driver killed between our row and Ray's next save of its state.
+        finished = {tid: {m: row.get(m) for m in spec.metrics} for tid, row in ResultsStore(out).trials.items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable or _trainable, data=data, cache=cache, objectives=tuple(spec.metrics),
+                             finished=finished), resources)
+    if resume:  # The searcher, scheduler and results callback come back from Ray's saved state.
+        tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        print(f"Resuming sweep {spec.name!r}: {len(finished)} trials already recorded", flush=True)
+        tuner.fit()
+        return _finish_sweep(spec, out, ResultsStore(out), study_storage, cache, started)
+
     searcher = _Search(space=FixedSpace(spec.space, spec.path, fixed, spec.grid), sampler=_sampler(spec),
                        metric=spec.metrics if spec.multi_objective else spec.metric,
                        mode=spec.modes if spec.multi_objective else spec.mode,
@@ -351,20 +358,6 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, metric=spec.metric, mode=spec.mode,
                                   grace_period=min(max_t, int(spec.scheduler.get("grace_period", 1))),
                                   reduction_factor=spec.scheduler.get("reduction_factor", 2))
-
-    cache = CacheStore(out / "cache", enabled=spec.cache)
-    finished = {}
-    if resume:  # Ray may not know these finished: its experiment state is saved every few seconds, not per event.
-        finished = {tid: {m: row.get(m) for m in spec.metrics} for tid, row in ResultsStore(out).trials.items()}
-    trainable = tune.with_resources(
-        tune.with_parameters(trainable or _trainable, data=data, cache=cache, objectives=tuple(spec.metrics),
-                             finished=finished), resources)
-    if resume:
-        tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
-        print(f"Resuming sweep {spec.name!r}: {len(finished)} trials already recorded", flush=True)
-        tuner.fit()
-        return _finish_sweep(spec, out, ResultsStore(out), study_storage, cache, started)
     callback = ResultsCallback(out, n, spec.time_budget_s)
     tuner = tune.Tuner(
         trainable,
