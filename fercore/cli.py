@@ -1,4 +1,4 @@
-"""`fersweep`: run a sweep, run one trial without Ray, list what a config can name, inspect a data source.
+"""`fersweep`: run a sweep, run one trial without Ray, list what a config can name, inspect data, report on a sweep.
 
 User errors (bad files, configs, sweeps) print one line and exit with status 2; tracebacks are for bugs only.
 """
@@ -32,11 +32,16 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a sweep file with Ray Tune")
     run.add_argument("sweep", help="a sweep file, e.g. sweeps/quickstart.yaml (or just its name)")
-    run.add_argument("--storage", default="results", help="results folder (default ./results)")
+    run.add_argument("--storage", default="results", metavar="DIR|URI",
+                     help="results folder (default ./results), or a URI that outlives the machine: s3://bucket/prefix, "
+                          "gs://bucket/prefix, file:///abs/path, s3://bucket/prefix?endpoint_override=HOST:PORT"
+                          "&scheme=http; with a URI the driver writes a local copy (under FERCORE_CACHE) and uploads "
+                          "it, and the trials' cache stays on each node's local disk")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     run.add_argument("--num-samples", type=int, default=None, help="number of trials (default: the sweep file's)")
     run.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
-    run.add_argument("--smoke", action="store_true", help="a few tiny trials, to check the sweep end to end")
+    run.add_argument("--smoke", action="store_true",
+                     help="two tiny trials (or --num-samples), to check the sweep end to end")
     run.add_argument("--resume", action="store_true",
                      help="finish the sweep in --storage whose driver stopped; finished trials are not run again")
     run.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
@@ -53,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="every name a config can use, and the keys each declares")
     lst.set_defaults(func=_cmd_list)
+
+    report = sub.add_parser("report", help="write report.md, report.html and PNG plots from a sweep's results folder")
+    report.add_argument("results", metavar="RESULTS_DIR", help="one sweep's results folder, e.g. results/quickstart")
+    report.add_argument("--out", default=None, help="folder to write to (default RESULTS_DIR/report)")
+    report.set_defaults(func=_cmd_report)
 
     data = sub.add_parser("data", help="inspect a data source")
     data_sub = data.add_subparsers(required=True, metavar="ACTION")
@@ -111,6 +121,7 @@ def _cmd_trial(args) -> int:
         store = ResultsStore(Path(args.storage))
         trial_id = f"trial_{len(store.trials):05d}"
         store.add_trial({"trial_id": trial_id, **result.row})
+        store.add_artifacts(trial_id, result.artifacts)
         for e in result.epochs:
             store.add_epoch(trial_id, e)
         store.flush()
@@ -135,6 +146,18 @@ def _cmd_list(args) -> int:
     print("  seed=0  " + "  ".join(f"{s}.{p.name}={p.default}" for s, ps in cfg.COMMON.items() for p in ps))
     print("search spaces: " + ", ".join(list_search_spaces()))
     print("sweeps: " + ", ".join(list_sweeps()))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from fercore.report import write_report
+
+    written = write_report(args.results, args.out)
+    print(f"wrote {written.markdown}")
+    print(f"wrote {written.html}")
+    if written.images:
+        print(f"  with {len(written.images)} plots in {written.markdown.parent}: "
+              + ", ".join(p.name for p in written.images))
     return 0
 
 

@@ -5,7 +5,11 @@ Tables, rewritten atomically (temporary file, then rename) at every flush so the
   epochs.parquet      one row per trial and epoch (keyed by trial id and epoch)
   per_class.parquet   one row per trial and class: trial_id, class, and each per-class figure of the trial's row
   generators.parquet  one row per distinct generator_key: its config, quality, build time and how often it was used
-The last two are derived from the trial rows alone (also those loaded back on resume), so each trial counts once.
+  confusion.parquet   one row per trial and (true, predicted) class pair: the test split's counts
+  embeddings.parquet  per trial with synthetic images: up to 100 points per class and source (real / synthetic),
+                      projected on the 2-D ruler gen_embedding_jsd was measured on (fercore.metrics.embedding)
+per_class and generators are derived from the trial rows alone (also those loaded back on resume), so each trial
+counts once; confusion and embeddings come from the trial's artifacts and are keyed by trial id too.
 
 Per-class figures are found by name, not by a list: a row key that contains exactly one class of
 fercore.labels.CLASSES as a whole `_`-separated word, after at least one other word, is that class's figure, and
@@ -20,7 +24,7 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +37,9 @@ TRIALS = "trials.parquet"
 EPOCHS = "epochs.parquet"
 PER_CLASS = "per_class.parquet"
 GENERATORS = "generators.parquet"
+CONFUSION = "confusion.parquet"
+EMBEDDINGS = "embeddings.parquet"
+SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
 
 
 def write_table_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -111,8 +118,9 @@ class ResultsStore:
     """The Parquet tables of one sweep; a store made on an existing folder (a resumed sweep) loads the trials and
     epochs back and derives the other two tables from them again."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, after_flush: Callable[[], None] | None = None):
         self.folder = Path(folder)
+        self.after_flush = after_flush  # called once the tables are written: fercore.storage uploads them to a URI
         self.folder.mkdir(parents=True, exist_ok=True)
         self.trials: dict[str, dict[str, Any]] = {}
         self.per_class: dict[str, list[dict[str, Any]]] = {}
@@ -120,6 +128,8 @@ class ResultsStore:
             self._keep(row)
         self.epochs: dict[tuple[str, int], dict[str, Any]] = {
             (r["trial_id"], int(r["epoch"])): r for r in self._read(EPOCHS)}
+        self.confusion = _by_trial(self._read(CONFUSION))
+        self.embeddings = _by_trial(self._read(EMBEDDINGS))
 
     def _read(self, name: str) -> list[dict[str, Any]]:
         path = self.folder / name
@@ -135,11 +145,36 @@ class ResultsStore:
     def add_trial(self, row: dict[str, Any]) -> None:
         self._keep({"trial_id": row["trial_id"], **_scalars(row)})
 
+    def add_artifacts(self, trial_id: str, artifacts: dict[str, Any]) -> None:
+        """The trial's test confusion matrix (rows true, columns predicted) and embedding points, when it has them."""
+        if "confusion" in artifacts:
+            matrix = np.asarray(artifacts["confusion"])
+            self.confusion[trial_id] = [
+                {"trial_id": trial_id, "true": CLASSES[i], "predicted": CLASSES[j], "count": int(matrix[i, j])}
+                for i in range(matrix.shape[0]) for j in range(matrix.shape[1])]
+        points = artifacts.get("embedding")
+        if points is not None and len(points.get("x", ())):
+            self.embeddings[trial_id] = [
+                {"trial_id": trial_id, "source": SOURCES[int(s)], "class": CLASSES[int(c)], "x": float(x),
+                 "y": float(y)}
+                for s, c, x, y in zip(points["source"], points["label"], points["x"], points["y"])]
+
     def flush(self) -> None:
         write_table_atomic(self.folder / TRIALS, list(self.trials.values()))
         write_table_atomic(self.folder / EPOCHS, sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"])))
         write_table_atomic(self.folder / PER_CLASS, [r for t in sorted(self.per_class) for r in self.per_class[t]])
         write_table_atomic(self.folder / GENERATORS, generator_rows(list(self.trials.values())))
+        write_table_atomic(self.folder / CONFUSION, [r for t in sorted(self.confusion) for r in self.confusion[t]])
+        write_table_atomic(self.folder / EMBEDDINGS, [r for t in sorted(self.embeddings) for r in self.embeddings[t]])
+        if self.after_flush is not None:
+            self.after_flush()
+
+
+def _by_trial(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["trial_id"], []).append(r)
+    return out
 
 
 def _scalars(values: dict[str, Any]) -> dict[str, Any]:
@@ -286,8 +321,21 @@ def confusion_image(matrix: np.ndarray, class_names: tuple[str, ...] = CLASSES) 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 4.5), dpi=80)
+    draw_confusion(ax, matrix, class_names)
+    ax.set_title("Test confusion (row-normalised colour, counts)")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def draw_confusion(ax, matrix: np.ndarray, class_names: tuple[str, ...] = CLASSES):
+    """A confusion matrix (rows true, columns predicted) on matplotlib axes AX: colour is the share of the true
+    class's images, each cell shows its count; returns the image (for a colour bar)."""
+    matrix = np.asarray(matrix)
     norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
@@ -296,9 +344,4 @@ def confusion_image(matrix: np.ndarray, class_names: tuple[str, ...] = CLASSES) 
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("Test confusion (row-normalised colour, counts)")
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
     return image

@@ -5,6 +5,7 @@ report and finish. A crashed trial is retried (max_failures); one that diverged 
 that as its result and ends, since a retry would end the same way."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -18,10 +19,11 @@ from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESample
 
 from fercore import config as cfg
 from fercore import pareto
+from fercore.atomic import atomic_write
 from fercore.cache import CacheStore
 from fercore.data import FaceSet, load
 from fercore.errors import UserError
-from fercore.sweepfile import FixedSpace, SweepSpec, flat_config
+from fercore.sweepfile import FixedSpace, SweepSpec, flat_config, smoke_spec
 
 # We write our own tables and event files; Ray's JSON/CSV/TensorBoard loggers would duplicate them per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -34,6 +36,7 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 from ray.tune.search.repeater import TRIAL_INDEX  # noqa: E402
 
 from fercore.results import ResultsStore, TensorBoardWriter  # noqa: E402
+from fercore.storage import SweepFolder  # noqa: E402
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
                                     "time_this_iter_s", "timesteps_total", "episodes_total"}
@@ -43,7 +46,6 @@ RESUMED = "resumed"  # result key of a finished trial that a resumed sweep re-re
 # start and finish unseen by the last save, and a resumed sweep then runs one trial too many; 0 saves at every step
 # of Ray's loop (benchmarks/sweep_overhead.py measures what that costs).
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-SMOKE = {"classifier.epochs": 2, "generator.epochs": 1}
 
 
 def _finite(value: Any) -> bool:
@@ -153,8 +155,10 @@ def _trainable(config: dict[str, Any], data: FaceSet | None = None, cache: Cache
 class ResultsCallback(tune.Callback):
     """Driver side: each reported epoch -> epochs.parquet and TensorBoard; each finished trial -> trials.parquet."""
 
-    def __init__(self, folder: Path, total: int, time_budget_s: float | None = None):
+    def __init__(self, folder: Path, total: int, time_budget_s: float | None = None,
+                 after_flush: Callable[[], None] | None = None):
         self.folder = folder
+        self.after_flush = after_flush  # ResultsStore's hook: SweepFolder.push uploads the tables to a URI
         self.total = total
         self.time_budget_s = time_budget_s
         self._last: dict[str, dict[str, Any]] = {}
@@ -165,7 +169,7 @@ class ResultsCallback(tune.Callback):
     def setup(self, **info):
         # Ray calls this before the first trial, in a new run and in a restored one (which unpickles this callback
         # as it was when the sweep started): the tables are read here, as they are now, earlier runs' rows included.
-        self.store = ResultsStore(self.folder)
+        self.store = ResultsStore(self.folder, after_flush=self.after_flush)
         self.tb = TensorBoardWriter(self.folder / "tb")
         self.finished = len(self.store.trials)
         self._recorded = set(self.store.trials)
@@ -232,6 +236,7 @@ class ResultsCallback(tune.Callback):
                "attempts": attempts if attempts is not None else trial.num_failures + 1,
                "train_seconds": summary.get("train_seconds", last.get("time_total_s"))}
         self.store.add_trial(row)
+        self.store.add_artifacts(trial.trial_id, artifacts)
         self.store.flush()
         self.tb.finish(trial.trial_id, config, row, artifacts)
         self.finished += 1
@@ -286,7 +291,9 @@ def _quiet_libraries() -> None:
 def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str | None = None,
               num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False,
               resume: bool = False, trainable: Callable | None = None, reuse_actors: bool = True) -> Path:
-    """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/.
+    """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/. STORAGE may be a URI
+    (s3://bucket/prefix ...): results are then uploaded to URI/<sweep name>/ and the folder returned is the driver's
+    working copy of it (fercore.storage).
 
     resume: finish the sweep whose driver stopped (even by SIGKILL): Ray restores its trials and the searcher's
     state from storage/<name>/tune; trials already in trials.parquet are not run again.
@@ -298,20 +305,21 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
 
     started = time.time()
     _quiet_libraries()
-    out = Path(storage).resolve() / spec.name
+    location = SweepFolder(storage, spec.name)  # a URI that cannot be opened or written fails here, before Ray starts
+    out = location.local
+    location.pull()  # A URI's tables, optuna.db and Ray state, into the working copy the driver writes.
     if resume and not tune.Tuner.can_restore(str(out / TUNE_DIR)):
-        raise UserError(f"--resume: {out / TUNE_DIR} holds no sweep to resume; run without --resume to start it")
+        raise UserError(f"--resume: {location.where(TUNE_DIR)} holds no sweep to resume; run without --resume to "
+                        f"start it")
     out.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        spec = smoke_spec(spec)
     fixed = spec.base_config()
-    n = num_samples or spec.num_samples
+    n = num_samples or spec.num_samples  # --smoke --num-samples N: N tiny trials
+    _write_sweep_record(out, spec, fixed, smoke)
     if spec.sampler == "grid" and n > spec.grid_size:
         print(f"The grid has {spec.grid_size} points: running {spec.grid_size} trials, not {n}.", flush=True)
         n = spec.grid_size
-    if smoke:
-        fixed.update(SMOKE)
-        if fixed.get("data.source", "procedural") == "procedural":
-            fixed["data.scale"] = min(float(fixed.get("data.scale", 0.1)), 0.03)
-        n = min(n, 2)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
                  logging_level="WARNING")
@@ -341,9 +349,10 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     if resume:  # The searcher, scheduler and results callback come back from Ray's saved state.
         tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
+        _repoint_callback(tuner, location, spec)
         print(f"Resuming sweep {spec.name!r}: {len(finished)} trials already recorded", flush=True)
         tuner.fit()
-        return _finish_sweep(spec, out, ResultsStore(out), study_storage, cache, started)
+        return _finish_sweep(spec, out, ResultsStore(out), study_storage, cache, started, location)
 
     searcher = _Search(space=FixedSpace(spec.space, spec.path, fixed, spec.grid), sampler=_sampler(spec),
                        metric=spec.metrics if spec.multi_objective else spec.metric,
@@ -358,7 +367,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, metric=spec.metric, mode=spec.mode,
                                   grace_period=min(max_t, int(spec.scheduler.get("grace_period", 1))),
                                   reduction_factor=spec.scheduler.get("reduction_factor", 2))
-    callback = ResultsCallback(out, n, spec.time_budget_s)
+    callback = ResultsCallback(out, n, spec.time_budget_s, after_flush=location.push)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
@@ -372,11 +381,37 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     print(f"Running {n} trials of sweep {spec.name!r} ({f'space {spec.space}' if spec.space else 'a grid'}, sampler "
           f"{spec.sampler}, scheduler {spec.scheduler.get('type', 'asha')}, objectives {objectives}) ...", flush=True)
     tuner.fit()
-    return _finish_sweep(spec, out, callback.store, study_storage, cache, started)
+    return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location)
+
+
+SWEEP_RECORD = "sweep.json"
+
+
+def _write_sweep_record(out: Path, spec: SweepSpec, fixed: dict[str, Any], smoke: bool) -> None:
+    """What the sweep asked for, beside its tables: a report names the objectives and the grid from it."""
+    record = {"name": spec.name, "description": spec.description, "sweep_file": str(spec.path),
+              "metrics": spec.metrics, "modes": spec.modes, "sampler": spec.sampler, "space": spec.space,
+              "grid": spec.grid, "fixed": fixed, "scheduler": spec.scheduler, "seeds": spec.seeds, "smoke": smoke}
+    atomic_write(out / SWEEP_RECORD, lambda f: f.write(json.dumps(record, indent=1, default=str).encode()))
+
+
+def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> None:
+    """Give the restored results callback this run's folder and upload hook. Ray restores it as pickled when the
+    sweep started, with that driver's folder, which for a URI is a working copy that may lie elsewhere here."""
+    for callback in tuner._local_tuner.get_run_config().callbacks or []:  # the restored RunConfig
+        if not isinstance(callback, ResultsCallback):
+            continue
+        before = Path(callback.folder)
+        callback.folder, callback.after_flush = location.local, location.push
+        # The restored searcher also holds its Optuna storage as pickled: a study file in the old folder.
+        if spec.storage_url(before) != spec.storage_url(location.local):
+            raise UserError(f"--resume: the sweep's Optuna study is restored as {spec.storage_url(before)}, in the "
+                            f"results folder of the driver that started it; resume with that folder "
+                            f"({before}{', set through FERCORE_CACHE' if location.uri else ''})")
 
 
 def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage, cache: CacheStore,
-                  started: float) -> Path:
+                  started: float, location: SweepFolder | None = None) -> Path:
     if study_storage is not None and spec.time_budget_s:  # Trials the budget cut off are still RUNNING there.
         study = optuna.load_study(study_name=spec.name, storage=study_storage)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -386,7 +421,9 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
         for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):
             store.add_trial({**row, "pareto": on})
         store.flush()
-    _summary(out, store, spec, time.time() - started, cache, spec.storage_url(out))
+    if location is not None:  # What was written after the last flush (the last TensorBoard events), to a URI.
+        location.push()
+    _summary(out, store, spec, time.time() - started, cache, spec.storage_url(out), location)
     return out
 
 
@@ -422,7 +459,7 @@ def _optuna_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage |
 
 
 def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore,
-             study_url: str | None = None) -> None:
+             study_url: str | None = None, location: SweepFolder | None = None) -> None:
     rows = list(store.trials.values())
     by_status: dict[str, int] = {}
     for r in rows:
@@ -454,7 +491,10 @@ def _summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, ca
     if kinds:
         print("Cache: " + ", ".join(f"{k} built {counts[k, 'built']}, reused {counts[k, 'hit']}" for k in kinds)
               + f" ({cache.root})")
-    print(f"Results: {out}/trials.parquet, {out}/epochs.parquet")
+    where = location.where if location is not None else lambda name: f"{out}/{name}"
+    print(f"Results: {where('trials.parquet')}, {where('epochs.parquet')}")
+    if location is not None and location.uri:
+        print(f"  uploaded with tb/ from the driver's working copy {out}")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")
     if study_url:
         print(f"Optuna study {spec.name!r}: optuna-dashboard {study_url}")

@@ -36,6 +36,7 @@ config key KEY: Optuna fixes a categorical's choices per name, so a key whose ch
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import itertools
@@ -59,6 +60,21 @@ TOP_KEYS = {"name", "description", "data", "space", "fixed", "sampler", "grid", 
             "optuna_storage"}
 EPOCH_METRICS = ("train_loss", "lr")  # reported every epoch, as every val_ metric is: what ASHA can judge trials on
 SPACE_DRAWS = 20  # configs drawn from a space at random to validate it before the sweep starts
+# `--smoke`: every trial this short, and these sizes at most wherever they apply (a key a trial's generator or
+# backbone does not have is dropped when its config is resolved). Sized so that any sweep's two smoke trials take
+# about a minute on 2 CPU cores (tests/test_paper_sweeps.py runs each).
+SMOKE_SET = {"classifier.epochs": 2, "generator.epochs": 1, "seeds": 1}
+# A smoke run's generators train one epoch and make noise that a quality filter rightly rejects whole (the trial then
+# fails with FilterShortfall): its filters keep every image (tau 0), so the scoring runs while the threshold does not
+# bite.
+SMOKE_AT_MOST = {"generator.width": 8, "classifier.width": 8, "generator.sampling_steps": 2,
+                 "generator.noise_steps": 100, "data.scale": 0.015, "generator.resolution": 32,
+                 "augment.filter_tau": 0.0, "augment.multiply_k": 1.0}
+SMOKE_TRIALS = 2
+# Targets counted in images per class scale with a procedural set's size, so a smoke run of a top-up to 1,500 per
+# class trains on as many images relative to its data as the full sweep would.
+SMOKE_COUNT_KEYS = ("augment.per_class_target", "augment.minority_target")
+SMOKE_COUNT_DRAWN = 300  # such a target when a space draws it (its range is for full-size data): fixed at this
 _PACKAGE = "fercore_search_spaces"
 
 
@@ -119,6 +135,40 @@ class SweepSpec:
         if "://" in self.optuna_storage:
             return self.optuna_storage
         return f"sqlite:///{(Path(out) / Path(self.optuna_storage).expanduser()).resolve()}"
+
+
+def smoke_spec(spec: SweepSpec) -> SweepSpec:
+    """SPEC shrunk for `--smoke`: SMOKE_TRIALS trials (grid points) of SMOKE_SET epochs, sizes capped by
+    SMOKE_AT_MOST (in `fixed`, or for a key the grid varies, the grid's values within the cap), one seed, and on
+    the procedural set the per-class count targets scaled with its size."""
+    fixed = dict(spec.fixed)
+    data = dict(spec.data)
+    grid = {k: list(v) for k, v in spec.grid.items()}
+    for key, cap in SMOKE_AT_MOST.items():
+        if key.startswith("data."):
+            name = key.removeprefix("data.")
+            if data.get("source", "procedural") == "procedural":
+                data[name] = min(float(data.get(name, _data_default(name))), cap)
+        elif key in grid:  # the grid keeps the key (and its design) with the values within the cap
+            grid[key] = [v for v in grid[key] if v <= cap] or [cap]
+        else:
+            fixed[key] = min(fixed.get(key, cap), cap)
+    shrink = data["scale"] / float(spec.data.get("scale", _data_default("scale"))) \
+        if data.get("source", "procedural") == "procedural" else 1.0
+    for key in SMOKE_COUNT_KEYS:
+        if key in grid:
+            grid[key] = list(dict.fromkeys(max(1, round(v * shrink)) if v else v for v in grid[key]))
+        elif key in fixed:
+            fixed[key] = max(1, round(fixed[key] * shrink)) if fixed[key] else fixed[key]
+        elif spec.space:
+            fixed[key] = SMOKE_COUNT_DRAWN
+    fixed.update({k: v for k, v in SMOKE_SET.items() if "." in k})
+    n = min(spec.num_samples, SMOKE_TRIALS)
+    return dataclasses.replace(spec, fixed=fixed, data=data, grid=grid, num_samples=n, seeds=SMOKE_SET["seeds"])
+
+
+def _data_default(name: str) -> Any:
+    return next(p.default for p in cfg.DATA if p.name == name)
 
 
 def config_key(name: str) -> str:

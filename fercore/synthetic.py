@@ -20,9 +20,10 @@ from fercore.augment.filters import build_scorer, fill_pool
 from fercore.cache import CacheStore
 from fercore.config import TrialConfig
 from fercore.data import FaceSet
-from fercore.metrics.quality import ReferenceClassifier, generator_quality
+from fercore.metrics.quality import ReferenceClassifier, quality_and_embedding
 
 GRID_COLUMNS = 8  # samples per class in the trial's image grid
+EMBEDDING_POINTS = 100  # per class and source: the points of embeddings.parquet (a report's scatter plot)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SyntheticPool:
     grid: np.ndarray  # classes x GRID_COLUMNS x H x W, unfiltered samples for TensorBoard
     row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    embedding: dict[str, np.ndarray] = field(default_factory=dict)  # fercore.metrics.embedding.embedding_sample
 
 
 class _Reference:
@@ -81,7 +83,9 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     syn_y = np.concatenate([np.full(len(images[c]), c) for c in sorted(images)])
     if len(syn_y) > 1:
         syn_x = np.concatenate([images[c] for c in sorted(images)])
-        row |= generator_quality(reference(), (train_x, train_y), (syn_x, syn_y), names, embedding=True)
+        quality, points = quality_and_embedding(reference(), (train_x, train_y), (syn_x, syn_y), names,
+                                                embedding=True, points_per_class=EMBEDDING_POINTS, seed=cfg.seed)
+        row |= quality
     if reference.entry is not None:
         row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit}
-    return SyntheticPool(images, grid, row, time.perf_counter() - t0)
+    return SyntheticPool(images, grid, row, time.perf_counter() - t0, points if len(syn_y) > 1 else {})

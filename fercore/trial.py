@@ -30,7 +30,8 @@ from fercore.synthetic import make_pool
 from fercore.train import Trainer, metrics_from_proba, pick_device
 
 # report(epoch, metrics, artifacts): metrics are flat scalars; artifacts (only with the last epoch) hold the
-# trial's result row (without its config), the confusion matrix and a PNG grid of synthetic samples per class.
+# trial's result row (without its config), the confusion matrix, a PNG grid of synthetic samples per class and the
+# projected real and synthetic points of its embedding figure.
 Report = Callable[[int, dict[str, float], "dict[str, Any] | None"], None]
 
 
@@ -74,6 +75,8 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
     if plan.synthetic.sum() > 0:
         pool = make_pool(cfg, data, plan.synthetic, cache, device)
         artifacts["samples_png"] = grid_png(pool.grid)
+        if pool.embedding:
+            artifacts["embedding"] = pool.embedding
         synthetic_row = pool.row
     mixed_x, mixed_y, is_synthetic = mix(train_x, train_y, plan, pool.images if pool else {}, seed=cfg.seed)
 

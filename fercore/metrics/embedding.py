@@ -97,3 +97,26 @@ def embedding_jsd_rows(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.
     for c, name in enumerate(class_names):
         out[f"gen_embedding_jsd_{name}"] = embedding_jsd(real_f[real_y == c], syn_f[syn_y == c], class_bins)
     return out
+
+
+def embedding_sample(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarray, np.ndarray],
+                     per_class: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """Points to draw: up to PER_CLASS images of each class from each source, projected on the overall figure's
+    ruler (the 2-D PCA of all real features), so a plot of them shows what gen_embedding_jsd measured.
+
+    Returns equal-length columns: source (0 real, 1 synthetic), label (class index), x, y."""
+    (real_f, real_y), (syn_f, syn_y) = real, synthetic
+    real_f, syn_f = np.asarray(real_f, dtype=np.float64), np.asarray(syn_f, dtype=np.float64)
+    mean, axes = real_projection(real_f)
+    rng = np.random.default_rng(seed)
+    columns: dict[str, list] = {"source": [], "label": [], "x": [], "y": []}
+    for source, (f, y) in enumerate(((real_f, np.asarray(real_y)), (syn_f, np.asarray(syn_y)))):
+        for c in np.unique(y):
+            idx = np.flatnonzero(y == c)
+            idx = np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
+            xy = (f[idx] - mean) @ axes
+            columns["source"].append(np.full(len(idx), source))
+            columns["label"].append(np.full(len(idx), int(c)))
+            columns["x"].append(xy[:, 0])
+            columns["y"].append(xy[:, 1])
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}

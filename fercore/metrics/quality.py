@@ -23,7 +23,7 @@ from fercore.augment.batch import normalise
 from fercore.classifiers.simple import CNN3
 from fercore.config import resolve
 from fercore.data import FaceSet
-from fercore.metrics.embedding import embedding_jsd_rows
+from fercore.metrics.embedding import embedding_jsd_rows, embedding_sample
 from fercore.train import Trainer
 
 
@@ -126,8 +126,19 @@ def generator_quality(ref: ReferenceClassifier, real: tuple[np.ndarray, np.ndarr
                       embedding: bool = False) -> dict[str, float]:
     """FID in the reference feature space (overall and per class) and conditional accuracy, as result-row keys;
     with EMBEDDING also the Jensen-Shannon distance of the two sets' embeddings (fercore.metrics.embedding)."""
+    return quality_and_embedding(ref, real, synthetic, class_names, embedding)[0]
+
+
+def quality_and_embedding(ref: ReferenceClassifier, real: tuple[np.ndarray, np.ndarray],
+                          synthetic: tuple[np.ndarray, np.ndarray], class_names: tuple[str, ...],
+                          embedding: bool = False, points_per_class: int = 0,
+                          seed: int = 0) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """generator_quality's figures, and with POINTS_PER_CLASS > 0 the projected points the embedding figure was
+    measured on (fercore.metrics.embedding.embedding_sample), from one pass of the reference over the images."""
     real_f, _ = ref.features_and_proba(real[0])
     syn_f, syn_p = ref.features_and_proba(synthetic[0])
+    points = embedding_sample((real_f, real[1]), (syn_f, synthetic[1]), points_per_class, seed) \
+        if points_per_class else {}
     out = {"gen_fid": frechet_distance(real_f, syn_f),
            "gen_conditional_accuracy": float((syn_p.argmax(1) == synthetic[1]).mean())}
     for c, name in enumerate(class_names):
@@ -135,4 +146,4 @@ def generator_quality(ref: ReferenceClassifier, real: tuple[np.ndarray, np.ndarr
         out[f"gen_fid_{name}"] = frechet_distance(r, s) if len(r) > 1 and len(s) > 1 else float("nan")
     if embedding:
         out.update(embedding_jsd_rows((real_f, real[1]), (syn_f, synthetic[1]), class_names))
-    return out
+    return out, points

@@ -1,0 +1,236 @@
+"""Sections 6-10 of the report, why the figures came out as they did: confusion matrices, generator quality against
+uplift, real vs synthetic embeddings, which hyperparameters mattered (and the Pareto front), and the leakage audit.
+
+Each section returns its blocks and writes its PNGs into OUT; when the sweep has no data for it, a sentence says why.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fercore.labels import CLASSES
+from fercore.report import plots
+from fercore.report.importance import param_importances, pareto_front
+from fercore.report.outcomes import config_cells, plural
+from fercore.report.render import Block, Heading, Image, Paragraph, Table
+from fercore.report.tables import (
+    DASH, Results, augmented, best_by, confusion_matrix, finite, fmt, fmt_ci, fmt_count, fmt_value, num,
+    uplift_trials)
+
+MAX_EMBEDDING_PANELS = 4
+MAX_LEAK_ROWS = 50
+
+
+def _describe(row: pd.Series) -> str:
+    backbone = row.get("classifier.backbone")
+    if finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0:
+        return f"{backbone}, {row.get('generator.type')} {row.get('augment.policy')}"
+    return f"{backbone}, real only"
+
+
+def confusion_section(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("6. Confusion matrices: best real-only vs best augmented trial")]
+    if res.confusion.empty:
+        return blocks + [Paragraph("This folder has no confusion counts (confusion.parquet is missing or empty: "
+                                   "sweeps before it existed did not write it).")]
+    done = res.completed
+    done = done[done["trial_id"].isin(set(res.confusion["trial_id"]))]
+    aug = augmented(done)
+    panels, picked = [], []
+    for label, part in (("Best real-only", done[~aug]), ("Best augmented", done[aug])):
+        row = best_by(part)
+        if row is None:
+            continue
+        matrix = confusion_matrix(res.confusion, row["trial_id"])
+        panels.append((f"{label}: trial {row['trial_id']} ({_describe(row)})\n"
+                       f"test macro-F1 {fmt(row.get('test_macro_f1'))}", matrix))
+        picked.append((label, row, matrix))
+    if not panels:
+        return blocks + [Paragraph("No completed trial has confusion counts.")]
+    recalls = [np.diag(m) / np.maximum(m.sum(1), 1) for _, _, m in picked]
+    if len(picked) == 2:
+        change = recalls[1] - recalls[0]
+        i = int(np.argmax(np.abs(change)))
+        title = (f"Best augmented vs best real-only trial: {CLASSES[i]} recall {recalls[0][i]:.2f} -> "
+                 f"{recalls[1][i]:.2f}, the largest change of any class" if change[i] else
+                 "The best augmented and the best real-only trial have the same recall in every class")
+    else:
+        m = picked[0][2].astype(float)
+        off = m / np.maximum(m.sum(1, keepdims=True), 1)
+        np.fill_diagonal(off, -1)
+        i, j = np.unravel_index(np.argmax(off), off.shape)
+        title = f"{picked[0][0]} trial: {CLASSES[i]} most often taken for {CLASSES[j]} ({off[i, j]:.0%})"
+    plots.confusion_pair(panels, out / "confusion.png", title)
+    missing = "" if len(picked) == 2 else (
+        " The sweep has no completed augmented trial with confusion counts." if picked[0][0].endswith("real-only")
+        else " The sweep has no completed real-only trial with confusion counts.")
+    return blocks + [Paragraph("Test-split confusion counts of the best trial of each kind by test macro-F1; colour is "
+                               "the share of the true class's images (rows sum to 1)." + missing),
+                     Image("confusion.png", "confusion matrices", title + ".")]
+
+
+def quality_section(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("7. Generator quality against the uplift it bought")]
+    aug = uplift_trials(res.trials)
+    measures = [(c, label) for c, label in (("gen_fid", "FID of the synthetic pool (lower is closer to real)"),
+                                            ("gen_conditional_accuracy",
+                                             "conditional accuracy (reference classifier agrees with the label)"))
+                if num(aug, c).notna().any()]
+    if aug.empty or not measures:
+        why = "no completed trial used synthetic images with a paired uplift" if aug.empty else \
+            "no augmented trial has generator quality figures (gen_fid, gen_conditional_accuracy)"
+        return blocks + [Paragraph(f"Nothing to relate: {why}.")]
+    points = pd.DataFrame({"group": aug.get("generator.type", pd.Series("?", aug.index)).fillna("?"),
+                           "uplift": num(aug, "uplift_test_macro_f1"), "low": num(aug, "uplift_test_macro_f1_low"),
+                           "high": num(aug, "uplift_test_macro_f1_high"),
+                           **{c: num(aug, c) for c, _ in measures}})
+    parts = []
+    for c, _ in measures:
+        ok = points[[c, "uplift"]].dropna()
+        if len(ok) >= 3 and ok[c].nunique() > 1 and ok["uplift"].nunique() > 1:
+            rho = ok[c].rank().corr(ok["uplift"].rank())
+            parts.append(f"{'FID' if c == 'gen_fid' else 'conditional accuracy'} ρ = {rho:+.2f}")
+    if parts:
+        title = "Spearman correlation with uplift: " + ", ".join(parts) + f" ({plural(len(points), 'trial')})"
+    elif len(points) < 3:
+        title = f"Too few augmented trials ({len(points)}) to correlate generator quality with uplift"
+    else:
+        title = (f"Generator quality or uplift is the same in all {len(points)} augmented trials: nothing to "
+                 f"correlate")
+    plots.quality_scatter(points, measures, out / "quality_vs_uplift.png", title)
+    ordered = aug.assign(_u=num(aug, "uplift_test_macro_f1")).sort_values("_u", ascending=False)
+    rows = [[str(r["trial_id"]), fmt_value(r.get("generator.type")), fmt(r.get("gen_fid"), 1),
+             fmt(r.get("gen_conditional_accuracy")), fmt(r.get("gen_embedding_jsd")), fmt(r.get("filter_acceptance")),
+             fmt_ci(r.get("uplift_test_macro_f1"), r.get("uplift_test_macro_f1_low"),
+                    r.get("uplift_test_macro_f1_high"), True)] for _, r in ordered.head(30).iterrows()]
+    return blocks + [
+        Paragraph("Each augmented trial's pool quality, measured by the reference classifier on the training split, "
+                  "against its test macro-F1 uplift. Pools of one generator differ between trials in size and filter"
+                  + (f"; the table shows the 30 largest uplifts of {len(aug)}." if len(aug) > 30 else ".")),
+        Table(["trial", "generator", "FID", "conditional accuracy", "embedding JSD", "filter acceptance",
+               "uplift [95 % CI]"], rows, caption="Generator quality and uplift per augmented trial"),
+        Image("quality_vs_uplift.png", "generator quality against uplift", title + ".")]
+
+
+def embeddings_section(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("8. Real vs synthetic embeddings")]
+    emb = res.embeddings
+    if emb.empty:
+        return blocks + [Paragraph("This folder has no embedding points (embeddings.parquet is missing or empty): "
+                                   "no trial used synthetic images, or the sweep predates the table.")]
+    done = res.completed
+    done = done[augmented(done) & done["trial_id"].isin(set(emb["trial_id"]))]
+    if done.empty:
+        return blocks + [Paragraph("No completed augmented trial has embedding points.")]
+    types = done.get("generator.type", pd.Series("?", done.index)).fillna("?")
+    picks = []
+    for g in sorted(types.unique()):
+        row = best_by(done[types == g])
+        if row is None:  # no test macro-F1: any of the type's trials will do
+            row = done[types == g].iloc[0]
+        picks.append((g, row))
+    picks.sort(key=lambda p: -(p[1].get("test_macro_f1") if finite(p[1].get("test_macro_f1")) else -1))
+    left_out = [g for g, _ in picks[MAX_EMBEDDING_PANELS:]]
+    picks = picks[:MAX_EMBEDDING_PANELS]
+    panels = [(f"{g}: trial {row['trial_id']}, embedding JSD {fmt(row.get('gen_embedding_jsd'))}",
+               emb[emb["trial_id"] == row["trial_id"]]) for g, row in picks]
+    jsd = {g: row.get("gen_embedding_jsd") for g, row in picks if finite(row.get("gen_embedding_jsd"))}
+    if len(jsd) > 1:
+        g = min(jsd, key=jsd.get)
+        title = f"Closest to the real images: {g} (JSD {jsd[g]:.3f}; 0 = same, 1 = no overlap)"
+    elif jsd:
+        g = next(iter(jsd))
+        title = f"{g} synthetic vs real images: JSD {jsd[g]:.3f} (0 = same distribution, 1 = no overlap)"
+    else:
+        title = "Real vs synthetic images in the reference classifier's feature space"
+    plots.embedding_panels(panels, out / "embeddings.png", title)
+    return blocks + [
+        Paragraph("The reference classifier's features of up to 100 real and 100 synthetic training images per class, "
+                  "projected on the 2-D PCA fitted on the real images' features only: the fixed ruler on which "
+                  "gen_embedding_jsd (Jensen-Shannon distance of the two 2-D histograms) was measured. One panel per "
+                  "generator type, its best augmented trial by test macro-F1 (report 004, figure 7, with PCA "
+                  "instead of t-SNE)." + (f" Generator types beyond the {MAX_EMBEDDING_PANELS} with the best trials, "
+                                          f"not shown: {', '.join(left_out)}." if left_out else "")),
+        Image("embeddings.png", "real and synthetic embeddings", title + ".")]
+
+
+def importance_section(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("9. Which hyperparameters mattered, and what they cost"),
+                           Heading("Hyperparameter importance", 3)]
+    imp = param_importances(res)
+    if not imp.values:
+        blocks.append(Paragraph(imp.reason))
+    else:
+        top = next(iter(imp.values))
+        title = f"{top} explains the most of {imp.objective} ({imp.values[top]:.0%} of the variance)"
+        plots.importance_bars(imp.values, out / "importance.png", title, imp.objective)
+        left = (f" Left out, as only some trials have them: {', '.join(imp.left_out)}." if imp.left_out else "")
+        blocks += [Paragraph(f"Optuna's fANOVA importance (seeded) of each varying config key for {imp.objective} "
+                             f"({imp.mode}), over {plural(imp.trials, 'completed trial')}. With few trials the "
+                             f"ranking is rough." + left),
+                   Table(["config key", "importance"], [[k, fmt(v)] for k, v in imp.values.items()]),
+                   Image("importance.png", "hyperparameter importance", title + ".")]
+    blocks.append(Heading("Pareto front", 3))
+    front = pareto_front(res)
+    if front.points.empty:
+        return blocks + [Paragraph(front.reason)]
+    (xm, xd), (ym, yd) = front.x, front.y
+    on = front.points[front.points["on_front"]].sort_values("x")
+    best_y = on.loc[on["y"].idxmax() if yd == "max" else on["y"].idxmin()]
+    best_x = on.loc[on["x"].idxmin() if xd == "min" else on["x"].idxmax()]
+    title = f"Best {ym} {_value(ym, best_y['y'])} at {xm} {_value(xm, best_y['x'])}"
+    if best_x["trial_id"] != best_y["trial_id"]:
+        title += (f"; {'lowest' if xd == 'min' else 'highest'} {xm} {_value(xm, best_x['x'])} gives {ym} "
+                  f"{_value(ym, best_x['y'])}")
+    title += f" ({len(on)} of {plural(len(front.points), 'trial')} on the front)"
+    plots.pareto_scatter(front.points, front.x, front.y, out / "pareto.png", title)
+    what = ("the sweep's objectives" if front.sweep_objectives else
+            "validation macro-F1 and the trial's wall time (the cost trade-off; the sweep had one objective)")
+    cols = [c for c in ("classifier.backbone", "generator.type", "augment.policy") if c in on]
+    rows = [[str(r["trial_id"]), fmt(r["x"]), fmt(r["y"]), *config_cells(r, cols)] for _, r in on.iterrows()]
+    return blocks + [Paragraph(f"Completed trials that no other beats on both {xm} ({xd}) and {ym} ({yd}): {what}."),
+                     Table(["trial", xm, ym, *cols], rows, caption="Trials on the Pareto front"),
+                     Image("pareto.png", "Pareto front", title + ".")]
+
+
+def _value(metric: str, v: float) -> str:
+    return f"{v:.3g} s" if metric.endswith("_seconds") else f"{v:.3f}"
+
+
+def leakage_section(res: Results) -> list[Block]:
+    blocks: list[Block] = [Heading("10. Leakage audit")]
+    t = res.trials
+    if "leak_synthetic_test" not in t and "leak_real_test" not in t:
+        return blocks + [Paragraph("No trial recorded the leakage audit (leak_synthetic_test, leak_real_test).")]
+    syn, real = num(t, "leak_synthetic_test"), num(t, "leak_real_test")
+    aug = augmented(t)
+    n_syn = int(num(t, "n_train_synthetic").where(aug).sum())
+    leaks = int(syn.where(aug).fillna(0).sum())
+    if not aug.any():
+        first = "No trial used synthetic images, so none could copy a test image."
+    elif leaks:
+        first = (f"{leaks} of {n_syn} synthetic training images nearly copy a test image, in "
+                 f"{plural(int((syn > 0).sum()), 'trial')}: those trials' test figures are not trustworthy.")
+    else:
+        first = (f"No synthetic training image nearly copies a test image ({n_syn} images in "
+                 f"{plural(int(aug.sum()), 'trial')} checked).")
+    second = (f"The real training images nearly copy up to {int(real.max())} test images (leak_real_test): a property "
+              f"of the data set's splits, shared by every trial on it." if (real > 0).any() else
+              "No real training image nearly copies a test image." if real.notna().any() else "")
+    order = t.assign(_s=syn.fillna(0), _r=real.fillna(0)).sort_values(["_s", "_r", "trial_id"],
+                                                                      ascending=[False, False, True])
+    rows = []
+    for _, r in order.head(MAX_LEAK_ROWS).iterrows():
+        a = finite(r.get("n_train_synthetic")) and r["n_train_synthetic"] > 0
+        rows.append([str(r["trial_id"]), str(r.get("status")), fmt_value(r.get("generator.type")) if a else DASH,
+                     fmt_value(r.get("augment.policy")), fmt_count(r.get("n_train_synthetic")),
+                     fmt_count(r.get("leak_synthetic_test")) if a else DASH, fmt_count(r.get("leak_real_test"))])
+    more = f" The table shows {MAX_LEAK_ROWS} of {len(t)} trials, leaks first." if len(t) > MAX_LEAK_ROWS else ""
+    return blocks + [
+        Paragraph(f"{first} {second} A copy is a training image whose 256-bit DCT hash lies within 24 bits of a test "
+                  f"image's (fercore.metrics.leakage): near-identical pictures, not two faces with one expression."
+                  + more),
+        Table(["trial", "status", "generator", "policy", "synthetic train images", "leak_synthetic_test",
+               "leak_real_test"], rows, caption="Training images that nearly copy a test image, per trial")]

@@ -1,0 +1,317 @@
+"""Sections 0-5 of the report, what the sweep measured: the header (with the leak warning first), the best trials,
+the synthetic uplift, macro-F1 against the real share, the early-stopping epoch and per-class recall by setting.
+
+Each section returns its blocks and writes its PNGs into OUT; when the sweep has no data for it, a sentence says why.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fercore.report import plots
+from fercore.report.render import Block, Heading, Image, Paragraph, Table
+from fercore.report.tables import (
+    DASH, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, finite, fmt, fmt_ci, fmt_value,
+    leak_trials, num, real_share, recall_by_setting, share_curves, uplift_groups, uplift_trials, varying_keys)
+
+DESCRIBED = ("classifier.backbone", "generator.type", "augment.policy")  # always shown beside a trial
+MAX_INLINE_KEYS = 4  # more varying keys than this share one "other varying keys" column
+MAX_FAILED = 5  # failed trials whose reason the header quotes
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def header(res: Results) -> list[Block]:
+    blocks: list[Block] = []
+    leaks = leak_trials(res.trials)
+    if not leaks.empty:  # Before anything else: the test figures of these trials are not to be trusted.
+        counts = num(leaks, "leak_synthetic_test")
+        listing = ", ".join(f"{t} ({int(n)})" for t, n in zip(leaks["trial_id"], counts))
+        blocks.append(Paragraph(
+            f"WARNING: {int(counts.sum())} synthetic training images nearly copy a test image, in "
+            f"{plural(len(leaks), 'trial')}: {listing} (images per trial). Those trials' test figures overstate "
+            f"what the classifier learnt; see section 10, the leakage audit."))
+    blocks.append(Heading(f"Sweep report: {res.name}", 1))
+    rec = res.record
+    if rec.get("description"):
+        blocks.append(Paragraph(str(rec["description"])))
+    status = res.trials["status"].fillna("unknown").value_counts()
+    order = ["completed", "stopped", "diverged", "error", "oom"]
+    parts = [f"{status[s]} {s}" for s in order if s in status] + \
+            [f"{n} {s}" for s, n in status.items() if s not in order]
+    objectives = ", ".join(f"{m} ({d})" for m, d in res.objectives)
+    kind = "objectives" if len(res.objectives) > 1 else "objective"
+    counted = f"{plural(len(res.trials), 'trial')}: {', '.join(parts)}." if parts else "No trial is recorded yet."
+    lines = [f"{counted} Search {kind}: {objectives}"
+             + ("" if rec else " (assumed: this folder has no sweep.json)") + "."]
+    if rec:
+        scheduler = (rec.get("scheduler") or {}).get("type", "none")
+        grid = rec.get("grid") or {}
+        space = f"space {rec['space']}" if rec.get("space") else \
+            " x ".join(f"{k} ({len(v)} values)" for k, v in grid.items()) if grid else "a fixed config"
+        fixed = rec.get("fixed") or {}
+        data = fixed.get("data.source", "?") + (f" (scale {fixed['data.scale']})" if "data.scale" in fixed else "")
+        lines.append(f"Sampler {rec.get('sampler', '?')} over {space}; scheduler {scheduler}; "
+                     f"{plural(int(rec.get('seeds') or 1), 'seed')} per config; data {data}"
+                     + ("; a smoke run (tiny trials: figures say nothing about the method)" if rec.get("smoke") else "")
+                     + ".")
+    blocks.append(Paragraph(" ".join(lines)))
+    failed = res.trials[res.trials["status"].isin(["error", "diverged", "oom"])]
+    if not failed.empty:
+        why = failed["reason"] if "reason" in failed else pd.Series("", failed.index)
+        listed = list(zip(failed["trial_id"], failed["status"], why))
+        reasons = "; ".join(f"{t} ({s}): {_short(r)}" for t, s, r in listed[:MAX_FAILED])
+        more = (f"; and {len(listed) - MAX_FAILED} more (column reason of trials.parquet)"
+                if len(listed) > MAX_FAILED else "")
+        blocks.append(Paragraph(f"Failed trials: {reasons}{more}."))
+    real_leak = num(res.trials, "leak_real_test")
+    if (real_leak > 0).any():
+        blocks.append(Paragraph(
+            f"Note: the data set's own real training images nearly copy up to {int(real_leak.max())} test images "
+            f"(leak_real_test); this touches every trial trained on that data alike (section 10)."))
+    return blocks
+
+
+def _short(text, limit: int = 160) -> str:
+    """The first line of a failure reason, cut to LIMIT characters."""
+    if not isinstance(text, str) or not text.strip():
+        return "no reason recorded"
+    line = text.strip().splitlines()[0]
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def config_cells(row: pd.Series, keys: list[str]) -> list[str]:
+    return [fmt_value(row.get(k)) if applies(k, row) else DASH for k in keys]
+
+
+def best(res: Results) -> list[Block]:
+    blocks: list[Block] = [Heading("1. Best trials by test macro-F1")]
+    top = best_trials(res.trials)
+    if top.empty:
+        return blocks + [Paragraph("No trial completed with a test macro-F1, so there is nothing to rank.")]
+    shown = [k for k in DESCRIBED if k in res.trials]
+    others = [k for k in varying_keys(res.trials) if k not in shown]
+    inline = others if len(others) <= MAX_INLINE_KEYS else []
+    columns = ["trial", "test macro-F1 [95 % CI]", "test accuracy [95 % CI]", "val macro-F1", *shown, *inline]
+    if others and not inline:
+        columns.append("other varying keys")
+    rows = []
+    for _, r in top.iterrows():
+        cells = [str(r["trial_id"]),
+                 fmt_ci(r.get("test_macro_f1"), r.get("test_macro_f1_ci_low"), r.get("test_macro_f1_ci_high")),
+                 fmt_ci(r.get("test_accuracy"), r.get("test_accuracy_ci_low"), r.get("test_accuracy_ci_high")),
+                 fmt(r.get("val_macro_f1")), *config_cells(r, shown), *config_cells(r, inline)]
+        if others and not inline:
+            cells.append("; ".join(f"{k}={fmt_value(r.get(k))}" for k in others
+                                   if applies(k, r) and fmt_value(r.get(k)) != DASH))
+        rows.append(cells)
+    done = int((res.trials["status"] == "completed").sum())
+    text = (f"The top {len(top)} of {plural(done, 'completed trial')} by test macro-F1, with 95 % bootstrap intervals "
+            f"over the test images. Trials were selected on {res.objectives[0][0]}; the test split is read once per "
+            f"trial. Config columns: the keys that vary across the sweep ({DASH}: does not apply, e.g. a generator "
+            f"key of a real-only trial).")
+    return blocks + [Paragraph(text), Table(columns, rows)]
+
+
+def uplift(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("2. Synthetic uplift over the real-only baseline")]
+    done = res.completed
+    n_aug = int(augmented(done).sum())
+    if n_aug == 0:
+        return blocks + [Paragraph("No completed trial used synthetic images, so there is no uplift to show.")]
+    aug = uplift_trials(res.trials)
+    if aug.empty:
+        return blocks + [Paragraph(f"{plural(n_aug, 'completed trial')} used synthetic images but none has a paired "
+                                   f"uplift (uplift_test_macro_f1): their real-only baselines were not trained "
+                                   f"(augment.paired_baseline false).")]
+    blocks.append(Paragraph(
+        "Uplift = the augmented trial's test macro-F1 minus that of the real-only baseline with the same backbone, "
+        "training config and seed, scored on the same test images; the 95 % interval is a paired bootstrap over "
+        "those images. An interval wholly above 0 is a gain the test set can tell apart from noise."))
+    columns = ["trials", "mean uplift", "best uplift [95 % CI]", "best trial", "interval above 0",
+               "interval below 0"]
+    for key, name in (("generator.type", "generator type"), ("augment.policy", "policy")):
+        groups = uplift_groups(aug, key)
+        rows = [[g.group, str(g.trials), fmt(g.mean, signed=True), fmt_ci(g.best, g.best_low, g.best_high, True),
+                 str(g.best_trial), str(g.above), str(g.below)] for g in groups.itertuples()]
+        blocks.append(Table([name, *columns], rows, caption=f"Test macro-F1 uplift per {name}"))
+    points = pd.DataFrame({"group": aug.get("generator.type", pd.Series("?", aug.index)).fillna("?"),
+                           "trial_id": aug["trial_id"], "uplift": num(aug, "uplift_test_macro_f1"),
+                           "low": num(aug, "uplift_test_macro_f1_low"), "high": num(aug, "uplift_test_macro_f1_high")})
+    above, below = int((points["low"] > 0).sum()), int((points["high"] < 0).sum())
+    title = (f"Uplift interval above 0 in {above} of {plural(len(points), 'augmented trial')}, "
+             f"below 0 in {below}")
+    plots.uplift_by_trial(points, out / "uplift_by_trial.png", title)
+    blocks.append(Image("uplift_by_trial.png", "test macro-F1 uplift per augmented trial, grouped by generator type",
+                        "Each augmented trial's test macro-F1 uplift with its paired 95 % interval."))
+    blocks += class_uplift_blocks(aug, out)
+    return blocks
+
+
+def class_uplift_blocks(aug: pd.DataFrame, out: Path) -> list[Block]:
+    table = class_uplift(aug)
+    if table["trials"].sum() == 0:
+        return [Paragraph("No augmented trial has per-class recall uplifts (uplift_test_recall_<class>).")]
+    focus = table[table["class"] == plots.HIGHLIGHT]["mean"].iloc[0]
+    rest = table[table["class"] != plots.HIGHLIGHT]["mean"].mean()
+    title = (f"Synthetic images changed {plots.HIGHLIGHT} recall by {fmt(focus, signed=True)} on average; "
+             f"other classes by {fmt(rest, signed=True)}")
+    plots.class_uplift_bars(table, out / "uplift_per_class.png", title)
+    rows = [[r["class"], str(r["trials"]), fmt(r["mean"], signed=True), str(r["gained"]), str(r["lost"]),
+             fmt(r["real"], 0), fmt(r["synthetic"], 0)] for _, r in table.iterrows()]
+    return [Paragraph(f"Per class: the change in test recall (per-class accuracy) over the baseline, averaged over "
+                      f"the {plural(len(aug), 'augmented trial')}, and how many synthetic images each class got."),
+            Table(["class", "trials", "mean uplift of test recall", "trials gained", "trials lost",
+                   "mean real train images", "mean synthetic train images"], rows,
+                  caption="Per-class test recall uplift"),
+            Image("uplift_per_class.png", "mean test recall uplift per class", title + ".")]
+
+
+def real_share_section(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("3. Test macro-F1 against the real share of the training set")]
+    done = res.completed
+    done = done[num(done, "test_macro_f1").notna() & real_share(done).notna()]
+    curves, step = share_curves(done)
+    if curves.empty:
+        return blocks + [Paragraph("No completed trial has a test macro-F1, so there is nothing to plot.")]
+    shares = sorted(curves["share"].unique())
+    if len(shares) < 2:
+        why = "real images only" if shares[0] == 1 else f"the same real share ({shares[0]:.2f})"
+        return blocks + [Paragraph(f"Every completed trial trained on {why}, so macro-F1 cannot be shown against "
+                                   f"the real share.")]
+    backbone = done.get("classifier.backbone", pd.Series("?", done.index)).fillna("?")
+    points = pd.DataFrame({"backbone": backbone, "share": real_share(done), "f1": num(done, "test_macro_f1"),
+                           "low": num(done, "test_macro_f1_ci_low"), "high": num(done, "test_macro_f1_ci_high")})
+    title = _share_title(curves)
+    plots.share_lines(points, curves, out / "f1_vs_real_share.png", title)
+    wide = curves.pivot(index="backbone", columns="share", values="f1")
+    n = curves.pivot(index="backbone", columns="share", values="trials")
+    rows = [[b, *[f"{fmt(wide.loc[b, s])} (n={int(n.loc[b, s])})" if finite(wide.loc[b, s]) else DASH
+                  for s in wide.columns]] for b in wide.index]
+    return blocks + [
+        Paragraph("Real share = n_train_real / (n_train_real + n_train_synthetic): 1 is real images only, 0 is "
+                  "synthetic only; it covers real_ratio grids and every top-up policy alike. Points are trials "
+                  "(95 % intervals), lines the mean per backbone and share (report 004, figure 4)."
+                  + (" The sweep has too many distinct shares to list: the table and lines use shares rounded to "
+                     "0.1." if step > 0.01 else "")),
+        Table(["backbone", *[f"share {s:.2f}" for s in wide.columns]], rows,
+              caption="Mean test macro-F1 per backbone and real share"),
+        Image("f1_vs_real_share.png", "test macro-F1 against real share per backbone", title + ".")]
+
+
+def _share_title(curves: pd.DataFrame) -> str:
+    backbones = curves["backbone"].unique()
+    if len(backbones) == 1:
+        line = curves.sort_values("share")
+        lo, hi = line.iloc[0], line.iloc[-1]
+        return (f"{backbones[0]}: test macro-F1 {lo.f1:.3f} at real share {lo.share:.2f}, "
+                f"{hi.f1:.3f} at {hi.share:.2f}")
+    winners = {s: part.loc[part["f1"].idxmax(), "backbone"] for s, part in curves.groupby("share")
+               if part["backbone"].nunique() > 1}
+    if not winners:
+        return "Each backbone was tried at other real shares: no share has two backbones to compare"
+    if len(set(winners.values())) == 1:
+        best = next(iter(winners.values()))
+        if len(winners) == curves["share"].nunique():
+            return f"Best backbone at every real share: {best}"
+        if len(winners) == 1:
+            return (f"Best backbone at real share {next(iter(winners)):.2f}, the only share several backbones were "
+                    f"tried at: {best}")
+        return f"Best backbone at each of the {len(winners)} real shares several backbones were tried at: {best}"
+    if len(winners) <= 5:
+        listing = ", ".join(f"{s:.2f} {b}" for s, b in sorted(winners.items()))
+        return f"Best backbone depends on the real share: {listing}"
+    wins = pd.Series(list(winners.values())).value_counts()
+    listing = ", ".join(f"{b} at {n}" for b, n in wins.items())
+    return f"Best backbone depends on the real share: of {len(winners)} shares, {listing}"
+
+
+def epochs_section(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("4. Early-stopping epoch with and without synthetic images")]
+    done = res.completed
+    done = done[num(done, "best_epoch").notna()]
+    if done.empty:
+        return blocks + [Paragraph("No completed trial recorded its best epoch.")]
+    aug = augmented(done)
+    if aug.all() or not aug.any():
+        which = "used synthetic images" if aug.all() else "trained on real images only"
+        return blocks + [Paragraph(f"Every completed trial {which}, so there is no real-vs-synthetic comparison of "
+                                   f"the early-stopping epoch.")]
+    points = pd.DataFrame({"backbone": done.get("classifier.backbone", pd.Series("?", done.index)).fillna("?"),
+                           "source": np.where(aug, "with synthetic", "real only"),
+                           "best_epoch": num(done, "best_epoch")})
+    limit = num(done, "classifier.epochs").max()
+    means = points.groupby(["backbone", "source"])["best_epoch"].agg(["mean", "size"]).unstack("source")
+    rows, diffs = [], []
+    for b in means.index:
+        cells = [b]
+        for s in ("real only", "with synthetic"):
+            m, k = means.loc[b, ("mean", s)], means.loc[b, ("size", s)]
+            cells.append(f"{m:.1f} (n={int(k)})" if finite(m) else DASH)
+        d = means.loc[b, ("mean", "with synthetic")] - means.loc[b, ("mean", "real only")]
+        cells.append(f"{d:+.1f}" if finite(d) else DASH)
+        if finite(d):
+            diffs.append(d)
+        rows.append(cells)
+    if diffs:
+        d = float(np.mean(diffs))
+        verb = "earlier" if d < 0 else "later" if d > 0 else "at the same epoch"
+        title = (f"With synthetic images early stopping kept an epoch {abs(d):.1f} {verb} on average"
+                 if d else "Synthetic images did not move the kept epoch on average")
+    else:
+        title = "No backbone was trained both with and without synthetic images"
+    plots.epochs_by_source(points, out / "best_epoch.png", title, limit if finite(limit) else None)
+    capped = int((points["best_epoch"] >= limit).sum()) if finite(limit) else 0
+    text = ("best_epoch: the epoch whose weights were kept (highest validation macro-F1), completed trials only "
+            "(report 004, figure 6)." + (f" {capped} of {len(points)} trials kept their last allowed epoch "
+                                         f"({limit:g}): the epoch limit, not early stopping, ended them." if capped
+                                         else ""))
+    return blocks + [Paragraph(text),
+                     Table(["backbone", "real only: mean best epoch", "with synthetic: mean best epoch",
+                            "difference"], rows, caption="Mean early-stopping epoch per backbone"),
+                     Image("best_epoch.png", "early-stopping epoch with and without synthetic images", title + ".")]
+
+
+def recall_section(res: Results, out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("5. Per-class test recall by augmentation setting")]
+    table, counts, merged = recall_by_setting(res.completed)
+    if table.empty:
+        return blocks + [Paragraph("No completed trial has per-class test recall (test_recall_<class>).")]
+    title = _recall_title(table)
+    plots.recall_heatmap(table, counts, out / "recall_by_setting.png", title)
+    columns = ["class", *[f"{s} (n={counts[s]})" for s in table.columns]]
+    rows = [[c, *[fmt(table.loc[c, s]) for s in table.columns]] for c in table.index]
+    return blocks + [
+        Paragraph("Mean test recall (per-class accuracy) of the completed trials of each augmentation setting: the "
+                  "policy with its own values (e.g. per_class 1000: every class topped up to 1,000 images), and the "
+                  "quality filter when one was on (report 002, table III)."
+                  + (" The sweep has too many such settings to show: columns are policies here." if merged else "")),
+        Table(columns, rows, caption="Mean test recall per class and augmentation setting"),
+        Image("recall_by_setting.png", "heatmap of mean test recall per class and setting", title + ".")]
+
+
+def _recall_title(table: pd.DataFrame) -> str:
+    focus = plots.HIGHLIGHT
+    row = table.loc[focus]
+    if table.shape[1] == 1:
+        col = table.iloc[:, 0]
+        return (f"Test recall, {table.columns[0]}: lowest {col.idxmin()} ({col.min():.2f}), "
+                f"highest {col.idxmax()} ({col.max():.2f})")
+    name = focus.capitalize()
+    others = row.drop(REAL_ONLY, errors="ignore").dropna()
+    if others.empty:
+        return f"{name} recall per setting"
+    if row.dropna().nunique() == 1:
+        return f"{name} recall is {others.iloc[0]:.2f} in every setting"
+    best_setting = others.idxmax()
+    if REAL_ONLY in row and finite(row[REAL_ONLY]):
+        if others.max() <= row[REAL_ONLY]:
+            return f"No augmentation setting beat real only on {focus} recall ({row[REAL_ONLY]:.2f})"
+        return (f"{name} recall: {row[REAL_ONLY]:.2f} real only, best {others.max():.2f} with "
+                f"{best_setting}")
+    return f"{name} recall highest with {best_setting} ({others.max():.2f})"
+

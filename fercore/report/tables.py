@@ -1,0 +1,318 @@
+"""Load one sweep's results folder and compute the figures the report shows: trials.parquet (one wide row per
+trial: config, metrics, per-class figures), confusion.parquet, embeddings.parquet and sweep.json. epochs.parquet,
+per_class.parquet and generators.parquet hold nothing the sections need beyond those.
+
+pandas only: no plotting and no wording here. Every table may be missing or empty and every column may be absent
+(a real-only sweep has no gen_* or uplift_* columns); the helpers answer with empty frames or NaN then.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fercore.errors import UserError
+from fercore.labels import CLASSES
+from fercore.results import CONFUSION, EMBEDDINGS, TRIALS
+
+SWEEP_RECORD = "sweep.json"  # written by fercore.sweep beside the tables
+DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
+DASH = "–"  # a value that does not apply or was not measured
+REAL_ONLY = "real only"
+MAX_SETTINGS = 12  # more augmentation settings than this are merged per policy
+MAX_SHARES = 8  # more distinct real shares than this are binned to 0.1
+
+
+@dataclass
+class Results:
+    folder: Path
+    trials: pd.DataFrame  # per-class figures are read from its wide columns (per_class.parquet repeats them)
+    confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
+    embeddings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    record: dict[str, Any] = field(default_factory=dict)  # sweep.json, {} when absent
+    integer_keys: frozenset[str] = frozenset()  # trials.parquet's integer columns (pandas makes them floats with nulls)
+
+    @property
+    def name(self) -> str:
+        return self.record.get("name") or self.folder.name
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) pairs from sweep.json; val_macro_f1 (max) when it does not say."""
+        metrics, modes = self.record.get("metrics") or [], self.record.get("modes") or []
+        pairs = [(m, d) for m, d in zip(metrics, modes) if d in ("max", "min")]
+        return pairs or [DEFAULT_OBJECTIVE]
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        return self.trials[self.trials["status"] == "completed"] if "status" in self.trials else self.trials
+
+
+def _read_table(path: Path) -> pa.Table | None:
+    if not path.exists():
+        return None
+    try:
+        return pq.read_table(path)
+    except Exception as e:  # a truncated or foreign file: say which, as the user's problem
+        raise UserError(f"{path}: not a readable Parquet table ({e})") from e
+
+
+def _read(path: Path) -> pd.DataFrame:
+    table = _read_table(path)
+    return table.to_pandas() if table is not None else pd.DataFrame()
+
+
+def load(folder: str | Path) -> Results:
+    """The tables of FOLDER; UserError when it is not a sweep's results folder."""
+    folder = Path(folder)
+    if not (folder / TRIALS).exists():
+        what = "does not exist" if not folder.exists() else f"has no {TRIALS}"
+        raise UserError(f"{folder} {what}: expected a sweep's results folder holding {TRIALS} "
+                        f"(e.g. results/quickstart, written by `fersweep run`)")
+    table = _read_table(folder / TRIALS)
+    trials = table.to_pandas()
+    integer_keys = frozenset(f.name for f in table.schema if pa.types.is_integer(f.type))
+    if "trial_id" not in trials:
+        trials["trial_id"] = [f"row_{i}" for i in range(len(trials))]
+    if "status" not in trials:
+        trials["status"] = "completed"
+    trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
+    record: dict[str, Any] = {}
+    if (folder / SWEEP_RECORD).exists():
+        try:
+            record = json.loads((folder / SWEEP_RECORD).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{folder / SWEEP_RECORD}: not readable as JSON ({e})") from e
+    return Results(folder, trials, _read(folder / CONFUSION), _read(folder / EMBEDDINGS),
+                   record if isinstance(record, dict) else {}, integer_keys)
+
+
+# Formatting: three decimals everywhere, intervals as `0.412 [0.380, 0.445]`, a dash for what is missing.
+
+def finite(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def fmt(x: Any, digits: int = 3, signed: bool = False) -> str:
+    if not finite(x):
+        return DASH
+    return f"{float(x):+.{digits}f}" if signed else f"{float(x):.{digits}f}"
+
+
+def fmt_ci(x: Any, low: Any, high: Any, signed: bool = False) -> str:
+    if not finite(x):
+        return DASH
+    if not (finite(low) and finite(high)):
+        return fmt(x, signed=signed)
+    return f"{fmt(x, signed=signed)} [{fmt(low, signed=signed)}, {fmt(high, signed=signed)}]"
+
+
+def fmt_count(x: Any) -> str:
+    return f"{int(x)}" if finite(x) else DASH
+
+
+def fmt_value(v: Any) -> str:
+    """A config value as a person writes it: 0.3, 1000, 0.0012, cnn3, True."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return DASH
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
+    return str(v)
+
+
+# Columns.
+
+def num(df: pd.DataFrame, col: str) -> pd.Series:
+    """Column COL as floats (NaN where null or absent)."""
+    if col not in df:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    return pd.to_numeric(df[col], errors="coerce").astype(float)
+
+
+def config_keys(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if "." in c or c == "seed"]
+
+
+def distinct(values: pd.Series) -> list[Any]:
+    out = []
+    for v in values.dropna().tolist():
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def varying_keys(df: pd.DataFrame) -> list[str]:
+    """Config keys with more than one value among the trials (null where a key does not apply is not a value)."""
+    return [k for k in config_keys(df) if len(distinct(df[k])) > 1]
+
+
+def augmented(df: pd.DataFrame) -> pd.Series:
+    """Whether each trial trained on synthetic images."""
+    return num(df, "n_train_synthetic").fillna(0) > 0
+
+
+def real_share(df: pd.DataFrame) -> pd.Series:
+    """n_train_real / (n_train_real + n_train_synthetic): the real share of the training set, whatever the policy."""
+    real, syn = num(df, "n_train_real"), num(df, "n_train_synthetic").fillna(0)
+    total = real + syn
+    return (real / total).where(total > 0)
+
+
+def applies(key: str, row: pd.Series) -> bool:
+    """Generator and filter keys mean nothing for a trial that used no synthetic image."""
+    if key.startswith(("generator.", "augment.filter")):
+        return finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0
+    return True
+
+
+def setting_label(row: pd.Series) -> str:
+    """The augmentation setting of a trial: 'real only', or its policy with the policy's own values and the filter,
+    e.g. 'per_class 1000', 'real_ratio 0.3', 'balance, filter classifier_confidence'."""
+    if not (finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0):
+        return REAL_ONLY
+    policy = row.get("augment.policy")
+    if not isinstance(policy, str):
+        return "synthetic"
+    values = []
+    for name in _policy_params(policy):
+        v = row.get(f"augment.{name}")
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if name.endswith("_target") and v == 0:  # 0 means "the largest class's count", the policy's default
+            continue
+        values.append(fmt_value(v))
+    label = " ".join([policy, *values])
+    flt = row.get("augment.filter")
+    if isinstance(flt, str) and flt != "none":
+        label += f", filter {flt}"
+    return label
+
+
+def _policy_params(policy: str) -> list[str]:
+    from fercore.augment.policies import POLICIES
+
+    return [p.name for p in POLICIES.get(policy).params] if policy in POLICIES else []
+
+
+def setting_sort_key(label: str) -> tuple:
+    """'real only' first, then by policy and by the number in the label."""
+    if label == REAL_ONLY:
+        return (0, "", 0.0, label)
+    words = label.replace(",", " ").split()
+    number = next((float(w) for w in words[1:] if _is_float(w)), 0.0)
+    return (1, words[0], number, label)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+# Figures of the sections.
+
+def best_trials(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The K completed trials with the highest test macro-F1."""
+    done = df[df["status"] == "completed"] if "status" in df else df
+    done = done[num(done, "test_macro_f1").notna()]
+    return done.assign(_f1=num(done, "test_macro_f1")).sort_values(["_f1", "trial_id"], ascending=[False, True]) \
+        .head(k).drop(columns="_f1")
+
+
+def best_by(df: pd.DataFrame, metric: str = "test_macro_f1") -> pd.Series | None:
+    values = num(df, metric)
+    if values.notna().sum() == 0:
+        return None
+    return df.loc[values.idxmax()]
+
+
+def uplift_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials with synthetic images and a measured uplift over their paired real-only baseline."""
+    done = df[df["status"] == "completed"] if "status" in df else df
+    return done[augmented(done) & num(done, "uplift_test_macro_f1").notna()]
+
+
+def uplift_groups(aug: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per value of KEY: trials, mean uplift, the best uplift with its interval, and how many trials' intervals lie
+    wholly above 0 and wholly below 0."""
+    rows = []
+    values = aug[key].fillna(DASH) if key in aug else pd.Series(DASH, index=aug.index)
+    for group, part in aug.groupby(values, sort=True):
+        up, lo, hi = (num(part, c) for c in ("uplift_test_macro_f1", "uplift_test_macro_f1_low",
+                                             "uplift_test_macro_f1_high"))
+        best = up.idxmax()
+        rows.append({"group": str(group), "trials": len(part), "mean": up.mean(), "best": up[best],
+                     "best_low": lo[best], "best_high": hi[best], "best_trial": part.loc[best, "trial_id"],
+                     "above": int((lo > 0).sum()), "below": int((hi < 0).sum())})
+    return pd.DataFrame(rows)
+
+
+def class_uplift(aug: pd.DataFrame) -> pd.DataFrame:
+    """Per class: mean uplift of test recall across AUG's trials, how many gained / lost, and the mean real and
+    synthetic training images of the class."""
+    rows = []
+    for c in CLASSES:
+        up = num(aug, f"uplift_test_recall_{c}")
+        rows.append({"class": c, "trials": int(up.notna().sum()), "mean": up.mean(), "gained": int((up > 0).sum()),
+                     "lost": int((up < 0).sum()), "real": num(aug, f"n_train_real_{c}").mean(),
+                     "synthetic": num(aug, f"n_train_synthetic_{c}").mean()})
+    return pd.DataFrame(rows)
+
+
+def recall_by_setting(done: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], bool]:
+    """Mean test recall per class (rows) and augmentation setting (columns), each setting's trial count, and whether
+    settings were merged per policy (a sampled real_ratio or target makes nearly every trial its own setting)."""
+    if done.empty or not any(f"test_recall_{c}" in done for c in CLASSES):
+        return pd.DataFrame(), {}, False
+    labels = done.apply(setting_label, axis=1)
+    merged = labels.nunique() > MAX_SETTINGS
+    if merged:
+        labels = labels.where(labels == REAL_ONLY, done.get("augment.policy", pd.Series("synthetic", done.index)))
+    order = sorted(labels.unique(), key=setting_sort_key)
+    table = pd.DataFrame({s: [num(done[labels == s], f"test_recall_{c}").mean() for c in CLASSES] for s in order},
+                         index=list(CLASSES))
+    return table, {s: int((labels == s).sum()) for s in order}, merged
+
+
+def share_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Per backbone and real share: mean test macro-F1 and the trial count, and the step shares were rounded to.
+
+    Shares are rounded to 0.01 (a real_ratio of 0.5 keeps 0.498 of a set whose class counts are odd), or to 0.1
+    when that leaves more than MAX_SHARES of them (top-up policies and sampled ratios make a share per trial)."""
+    share = real_share(done)
+    step = 0.01 if share.round(2).nunique() <= MAX_SHARES else 0.1
+    df = pd.DataFrame({"backbone": done.get("classifier.backbone", pd.Series("?", index=done.index)).fillna("?"),
+                       "share": (share / step).round() * step, "f1": num(done, "test_macro_f1")}).dropna()
+    df["share"] = df["share"].round(2)
+    if df.empty:
+        return pd.DataFrame(columns=["backbone", "share", "f1", "trials"]), step
+    return df.groupby(["backbone", "share"]).agg(f1=("f1", "mean"), trials=("f1", "size")).reset_index(), step
+
+
+def confusion_matrix(conf: pd.DataFrame, trial_id: str) -> np.ndarray | None:
+    """The 7 x 7 test confusion counts (rows true, columns predicted) of a trial, or None when absent."""
+    if conf.empty or "trial_id" not in conf:
+        return None
+    part = conf[conf["trial_id"] == trial_id]
+    if part.empty:
+        return None
+    index = {c: i for i, c in enumerate(CLASSES)}
+    matrix = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
+    for t, p, n in zip(part["true"], part["predicted"], part["count"]):
+        if t in index and p in index:
+            matrix[index[t], index[p]] += int(n)
+    return matrix
+
+
+def leak_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials whose synthetic training images nearly copy a test image."""
+    return df[num(df, "leak_synthetic_test") > 0]

@@ -1,0 +1,197 @@
+"""Where a sweep's results live (`--storage`): a local folder, or a URI that pyarrow.fs opens: s3://bucket/prefix,
+gs://bucket/prefix, file:///abs/path, or an S3-compatible store through query options
+(s3://bucket/prefix?endpoint_override=host:9000&scheme=http). A URI lets results outlive a cluster's head node.
+
+For a URI the driver works in a local copy of the sweep folder, FERCORE_CACHE/storage/<hash of the URI>/<sweep>
+(FERCORE_CACHE defaults to ~/.cache/fercore), exactly as in a local run, and after every flush of the tables uploads
+each file that changed: the tables, optuna.db, sweep.json, TensorBoard's events and Ray Tune's experiment state
+(tune/). The cache is never uploaded: its entries are guarded by flock, so it stays on each node's local disk.
+
+Ray Tune's state goes through the copy too, rather than to the URI through RunConfig(storage_path=URI): Ray 2.60
+uploads its whole experiment folder after every save (a request per trial folder, and this sweep layer saves at
+every step of Ray's loop, TUNE_GLOBAL_CHECKPOINT_S=0), back to back for as long as the sweep runs. Uploaded at each
+flush instead, the URI's tables, study and Ray state are snapshots of the same moment: every trial with a row is
+known to the Ray state beside it, as resuming needs. `--resume` (on any machine) downloads everything but the events
+into a fresh copy, then Ray restores from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import urllib.parse
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from fercore.errors import UserError
+from fercore.results import TRIALS
+
+# Object stores, whose PUT shows an object whole or not at all; other file systems show a file while it is written.
+OBJECT_STORES = {"s3", "gcs", "abfs"}
+LOCAL_ONLY = {"cache"}  # never uploaded: the cache's locks only hold on a local disk
+NOT_DOWNLOADED = LOCAL_ONLY | {"tb"}
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def is_uri(storage: str | Path) -> bool:
+    return "://" in str(storage)
+
+
+def working_root() -> Path:
+    """Where the local copies of URI results live, one folder per URI."""
+    return Path(os.environ.get("FERCORE_CACHE", Path.home() / ".cache" / "fercore")) / "storage"
+
+
+class SweepFolder:
+    """One sweep's results folder. `local` is the folder the driver and Ray Tune write (for a URI, its working copy);
+    for a URI, `fs` and `fs_path` are where that copy is uploaded, in pyarrow's terms (the URI's scheme and options
+    resolved into `fs`)."""
+
+    def __init__(self, storage: str | Path, name: str):
+        self.uri = str(storage) if is_uri(storage) else None
+        self.fs: pafs.FileSystem | None = None
+        self.fs_path = ""
+        self._synced: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) when last uploaded
+        if self.uri is None:
+            self.local = Path(storage).resolve() / name
+            return
+        self.fs, base = _open(self.uri)
+        self.fs_path = f"{base.rstrip('/')}/{name}"
+        try:  # Fails here, before Ray starts, for a missing bucket, an unreachable endpoint or missing rights.
+            self.fs.create_dir(self.fs_path, recursive=True)
+        except OSError as e:
+            raise UserError(f"--storage: cannot write to {self.uri} ({_one_line(e)}); expected a folder or a URI "
+                            f"of a bucket or folder this machine can write to") from None
+        self.local = working_root() / hashlib.blake2b(self.uri.encode(), digest_size=6).hexdigest() / name
+        self.object_store = self.fs.type_name in OBJECT_STORES
+
+    def where(self, name: str) -> str:
+        """A file's location to show a user: its path, or its URI (query options kept, so pyarrow opens it)."""
+        if self.uri is None:
+            return str(self.local / name)
+        parts = urllib.parse.urlsplit(self.uri)
+        return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{self.local.name}/{name}"))
+
+    def pull(self) -> None:
+        """Make the working copy what the URI holds, but for TensorBoard's events (only TensorBoard reads them): the
+        tables, optuna.db and Ray's state downloaded, anything else removed but the cache. A no-op for a folder."""
+        if self.fs is None:
+            return
+        self.local.mkdir(parents=True, exist_ok=True)
+        for child in self.local.iterdir():
+            if child.name in LOCAL_ONLY:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        self._synced.clear()
+        for info in self.fs.get_file_info(pafs.FileSelector(self.fs_path, recursive=True, allow_not_found=True)):
+            rel = info.path[len(self.fs_path):].strip("/")
+            if info.type != pafs.FileType.File or rel.split("/")[0] in NOT_DOWNLOADED:
+                continue
+            path = self.local / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            os.close(fd)
+            pafs.copy_files(info.path, tmp, source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
+            os.replace(tmp, path)
+            self._synced[rel] = _stamp(path)
+
+    def push(self) -> None:
+        """Upload every file of the working copy that changed since its last upload, but the cache and files half
+        written. A no-op for a local folder."""
+        if self.fs is None:
+            return
+        files = []
+        for root, dirs, names in os.walk(self.local):
+            if Path(root) == self.local:
+                dirs[:] = [d for d in dirs if d not in LOCAL_ONLY]
+            files += [Path(root) / n for n in names if not n.endswith((".tmp", "-journal", "-wal", "-shm"))]
+        # The tables last: a trial's row at the URI then implies that Ray's state and the study beside it know the
+        # trial, which resuming from the URI relies on (the driver may die between two uploads).
+        files.sort(key=lambda p: (p.suffix == ".parquet", p.name == TRIALS, str(p)))
+        with tempfile.TemporaryDirectory(dir=self.local.parent) as scratch:
+            for path in files:
+                rel = path.relative_to(self.local).as_posix()
+                try:
+                    for _ in range(3):  # a file being written is copied again a moment later
+                        stamp = _stamp(path)
+                        if self._synced.get(rel) == stamp or self._upload(path, rel, stamp, Path(scratch)):
+                            self._synced[rel] = stamp
+                            break
+                        time.sleep(0.05)
+                except OSError as e:
+                    # A store briefly unreachable must not end a sweep of many hours: the rest waits for the next
+                    # push, in order (the tables after what they rely on).
+                    print(f"[storage] uploading to {self.uri} failed at {rel} ({_one_line(e)}); tried again at the "
+                          f"next upload, until then the latest results are only in {self.local}", flush=True)
+                    break
+
+    def _upload(self, path: Path, rel: str, stamp: tuple[int, int], scratch: Path) -> bool:
+        """Upload a snapshot of PATH; False (try again at the next push) when it changed while being copied."""
+        snapshot = scratch / path.name
+        if _is_sqlite(path):  # Optuna may be writing it: SQLite's backup copies a consistent state.
+            with closing(sqlite3.connect(path)) as src, closing(sqlite3.connect(snapshot)) as dst:
+                src.backup(dst)
+        else:
+            # Not every writer replaces its file whole: Ray copies its state into tune/ from a thread of its own,
+            # and TensorBoard appends events. A copy taken while the file changed is not uploaded.
+            shutil.copyfile(path, snapshot)
+            if _stamp(path) != stamp:
+                snapshot.unlink()
+                return False
+        self._put(snapshot, rel)
+        snapshot.unlink()
+        return True
+
+    def _put(self, path: Path, rel: str) -> None:
+        dest = f"{self.fs_path}/{rel}"
+        if self.object_store:
+            # A PUT, or a multipart upload's completion, makes the object appear whole: readers of the URI see the
+            # old table or the new one. A temporary name and a move would only add a copy (S3 has no rename).
+            self._copy(path, dest)
+        else:
+            # A file system with directories (file://, HDFS) shows a file while it is written: write beside it,
+            # then move it over the old one.
+            self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            tmp = f"{dest}.{uuid.uuid4().hex[:8]}.tmp"
+            self._copy(path, tmp)
+            self.fs.move(tmp, dest)
+
+    def _copy(self, path: Path, dest: str) -> None:
+        # One call into Arrow, which opens, writes and closes the destination with no Python code in between: an
+        # interrupt (Ctrl-C) cannot close an upload half written, which would publish half a table.
+        pafs.copy_files(str(path), dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+
+def _open(uri: str) -> tuple[pafs.FileSystem, str]:
+    expected = ("expected a folder or a URI such as s3://bucket/prefix, gs://bucket/prefix, file:///abs/path or "
+                "s3://bucket/prefix?endpoint_override=host:port&scheme=http")
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as e:  # ArrowInvalid is a ValueError: an unknown scheme, a malformed URI
+        raise UserError(f"--storage: cannot open {uri} ({_one_line(e)}); {expected}") from None
+    if not path.strip("/"):
+        raise UserError(f"--storage: {uri} names no bucket or folder; {expected}")
+    return fs, path
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC

@@ -1,0 +1,143 @@
+"""`--storage URI`: tiny sweeps whose results go to a file:// URI and to an S3-protocol server on loopback (moto),
+read back from there with pyarrow; a sweep whose driver was killed resumes from the bucket alone; a URI that cannot
+be opened is one line and status 2."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from fercore.sweepfile import load_sweep
+
+FERSWEEP = Path(sys.executable).parent / "fersweep"
+TRIALS = 3
+# Dummy credentials for moto, set before Ray starts so its worker processes inherit them too.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    kept = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(AWS_ENV)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
+    for k, v in kept.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def s3_server(local_ray):
+    """An S3 endpoint (host:port) with a bucket named `results`."""
+    server = pytest.importorskip("moto.server").ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"{host}:{port}"
+    pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", allow_bucket_creation=True).create_dir("results")
+    yield endpoint
+    server.stop()
+
+
+def write_sweep(tmp_path: Path, **overrides) -> Path:
+    (tmp_path / "search_spaces").mkdir(exist_ok=True)
+    (tmp_path / "search_spaces" / "lr.py").write_text(
+        "def space(trial):\n    trial.suggest_float('classifier.lr', 1e-3, 1e-2, log=True)\n")
+    sweep = {"name": "uri", "data": {"source": "procedural", "scale": 0.01}, "space": "lr",
+             "fixed": {"augment.policy": "none", "classifier.backbone": "linear", "classifier.epochs": 1,
+                       "classifier.batch_size": 64},
+             "sampler": "random", "scheduler": {"type": "none"}, "num_samples": 2, "max_concurrent": 1,
+             "resources": {"cpu": 1}, "optuna_storage": True, **overrides}
+    (tmp_path / "sweeps").mkdir(exist_ok=True)
+    path = tmp_path / "sweeps" / "uri.yaml"  # a sweep file finds search_spaces/ beside its folder
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_a_sweep_through_a_file_uri_leaves_its_tables_and_ray_state_there(tmp_path, local_ray, capsys):
+    from fercore.sweep import run_sweep
+
+    remote = tmp_path / "remote"
+    out = run_sweep(load_sweep(write_sweep(tmp_path, max_concurrent=2)), f"file://{remote}")
+
+    trials = pq.read_table(f"file://{remote}/uri/trials.parquet").to_pylist()
+    assert len(trials) == 2 and all(r["status"] == "completed" for r in trials), [r["reason"] for r in trials]
+    assert len(pq.read_table(f"file://{remote}/uri/epochs.parquet")) == 2  # one epoch each
+    assert (remote / "uri" / "tune" / "tuner.pkl").exists()  # Ray Tune's experiment state, for --resume
+    assert (remote / "uri" / "optuna.db").exists() and list((remote / "uri" / "tb").glob("*/events.out.tfevents.*"))
+    # The driver wrote a local working copy; the cache (flock) stays on local disk and is not uploaded.
+    assert not out.is_relative_to(remote) and (out / "cache").is_dir() and not (remote / "uri" / "cache").exists()
+    assert not list(remote.rglob("*.tmp"))  # uploads went to a temporary name, then moved
+    assert f"Results: file://{remote}/uri/trials.parquet" in capsys.readouterr().out
+
+
+def test_an_s3_sweep_killed_midway_resumes_from_the_bucket_alone(tmp_path, s3_server):
+    """The driver is killed (SIGKILL) once the bucket holds a trial's row; a driver on "another machine" (no working
+    copy) resumes from the bucket alone and finishes the sweep: every trial in the bucket's trials.parquet once, the
+    rows from before the kill unchanged, and Optuna's study, also from the bucket, told each trial once."""
+    from fercore.storage import working_root
+    from fercore.sweep import run_sweep
+
+    uri = f"s3://results/sweeps?endpoint_override={s3_server}&scheme=http"
+    s3 = pafs.S3FileSystem(endpoint_override=s3_server, scheme="http")
+    sweep = write_sweep(tmp_path, num_samples=TRIALS)
+
+    def rows() -> list[dict]:
+        try:  # An object appears whole or not at all: a table read here is never half written.
+            return pq.read_table("results/sweeps/uri/trials.parquet", filesystem=s3).to_pylist()
+        except FileNotFoundError:
+            return []
+
+    env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray instance, started by the driver
+    driver = subprocess.Popen([str(FERSWEEP), "run", str(sweep), "--storage", uri], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not rows():
+            assert driver.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial reached the bucket within 2 minutes"
+            time.sleep(0.2)
+    finally:  # the driver and the Ray processes of its session
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        driver.wait()
+    before = {r["trial_id"]: r for r in rows()}
+    assert 1 <= len(before) < TRIALS
+
+    shutil.rmtree(working_root())  # what the driver kept locally is gone with its machine
+    run_sweep(load_sweep(sweep), uri, resume=True)
+    after = {r["trial_id"]: r for r in rows()}
+    assert len(after) == TRIALS and all(r["status"] == "completed" for r in after.values())
+    for tid, row in before.items():  # not run again: a rerun rewrites its timings
+        assert after[tid]["train_seconds"] == row["train_seconds"]
+    with s3.open_input_file("results/sweeps/uri/optuna.db") as f:
+        (tmp_path / "optuna.db").write_bytes(f.readall())
+    study = optuna.load_study(study_name="uri", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.params["classifier.lr"] for t in complete) == sorted(r["classifier.lr"] for r in after.values())
+
+
+def test_a_storage_uri_that_cannot_be_opened_is_one_line_and_status_2(tmp_path, s3_server, capsys):
+    from fercore.cli import main
+
+    sweep = str(write_sweep(tmp_path))
+    for uri, why in (("nope://bucket/prefix", "Unrecognized filesystem type"),
+                     (f"s3://no-such-bucket/p?endpoint_override={s3_server}&scheme=http", "no-such-bucket")):
+        assert main(["run", sweep, "--storage", uri]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fersweep: error: --storage:") and why in err and "\n" not in err, err

@@ -1,0 +1,83 @@
+"""Every sweep in sweeps/ runs end to end with --smoke on a real local Ray instance: two tiny trials each, recorded as
+completed in trials.parquet, with the report's own settings kept and only the sizes shrunk. One Ray instance serves
+the whole module (its start-up would otherwise be paid per sweep)."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from fercore.sweepfile import REPO_ROOT, SMOKE_AT_MOST, SMOKE_SET, load_sweep, smoke_spec
+
+SWEEPS = sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml"))
+AUGMENTED = {"confidence_filter", "cgan_minority", "balance_targets", "real_ratio_grid"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+def test_every_sweep_file_is_covered():
+    assert {"quickstart", "optuna_full"} | AUGMENTED | {"weighted_loss"} == set(SWEEPS)
+
+
+def test_smoke_shrinks_sizes_but_keeps_the_sweeps_design():
+    spec = load_sweep(REPO_ROOT / "sweeps" / "balance_targets.yaml")
+    smoke = smoke_spec(spec)
+    assert smoke.num_samples == 2 and smoke.seeds == 1
+    assert smoke.data["scale"] == SMOKE_AT_MOST["data.scale"]
+    # Per-class targets scale with the procedural set: 722 (the largest class at 0.1) -> 108 (at 0.015).
+    factor = SMOKE_AT_MOST["data.scale"] / spec.data["scale"]
+    assert smoke.grid["augment.per_class_target"] == [round(v * factor) for v in spec.grid["augment.per_class_target"]]
+    assert smoke.fixed["classifier.width"] == 8 and spec.fixed["classifier.width"] == 64
+    assert smoke.fixed["classifier.backbone"] == "resemotenet" and smoke.fixed["classifier.optimizer"] == "sgd"
+    # A key the grid varies stays in the grid, with its values within the cap; the other keys keep every value.
+    full = load_sweep(REPO_ROOT / "sweeps" / "real_ratio_grid.yaml")
+    grid = smoke_spec(full)
+    assert "generator.resolution" not in grid.fixed and grid.grid["generator.resolution"] == [32]
+    assert {k: v for k, v in grid.grid.items() if k != "generator.resolution"} == \
+        {k: v for k, v in full.grid.items() if k != "generator.resolution"}
+    assert spec.fixed["classifier.width"] == 64, "the sweep itself is not changed"
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_runs_with_smoke(tmp_path, local_ray, name):
+    from fercore.sweep import run_sweep
+
+    spec = load_sweep(REPO_ROOT / "sweeps" / f"{name}.yaml")
+    smoke = smoke_spec(spec)
+    out = run_sweep(spec, tmp_path / "results", smoke=True)
+
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(rows) == 2, [r["trial_id"] for r in rows]
+    assert [r["status"] for r in rows] == ["completed"] * 2, [r["reason"] for r in rows]
+    for row in rows:
+        assert row["classifier.epochs"] == SMOKE_SET["classifier.epochs"]
+        assert row["data.scale"] <= SMOKE_AT_MOST["data.scale"]
+        assert row["epochs_run"] <= SMOKE_SET["classifier.epochs"]
+        for key, values in smoke.grid.items():
+            assert key not in row or row[key] in values, key
+        for key, value in smoke.fixed.items():  # the sweep's own settings, where they apply to the trial
+            if row.get(key) is not None and key not in SMOKE_AT_MOST and key not in SMOKE_SET:
+                assert row[key] == value, key
+        assert 0 <= row["test_macro_f1"] <= 1
+    synthetic = [r["n_train_synthetic"] for r in rows]
+    if name in AUGMENTED:
+        assert all(n > 0 for n in synthetic)
+        for row in rows:  # each augmented trial is measured against its real-only twin, and its generator judged
+            assert row["uplift_test_macro_f1_low"] <= row["uplift_test_macro_f1"] <= row["uplift_test_macro_f1_high"]
+            assert row["gen_fid"] > 0 and row["leak_synthetic_test"] >= 0
+        assert pq.read_table(out / "embeddings.parquet").num_rows > 0
+    elif name == "weighted_loss":
+        assert synthetic == [0, 0]
+    confusion = pq.read_table(out / "confusion.parquet").to_pylist()
+    # Every trial's confusion counts cover the same test split: 49 cells adding up to its size.
+    sizes = {r["trial_id"]: sum(c["count"] for c in confusion if c["trial_id"] == r["trial_id"]) for r in rows}
+    assert len(set(sizes.values())) == 1 and min(sizes.values()) > 0, sizes
+    assert len(confusion) == 49 * len(rows)
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["smoke"] is True and record["name"] == name and record["metrics"] == spec.metrics
