@@ -176,3 +176,20 @@ def test_a_bare_real_only_table_still_gives_every_section(tmp_path):
     assert "WARNING" not in md
     for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (tmp_path / "out" / name).exists()
+
+
+def test_without_real_only_trials_the_paired_baselines_are_the_original_column(sweep_dir, tmp_path):
+    """Report 002's table III has an "Original" column; a sweep of augmented trials only gets it from their paired
+    baselines: test recall minus its uplift, one value per distinct baseline."""
+    dst = copy_results(sweep_dir, tmp_path / "augmented_only")
+    table = pd.read_parquet(dst / "trials.parquet")
+    augmented = table[table["n_train_synthetic"] > 0]
+    pq.write_table(pa.Table.from_pandas(augmented, preserve_index=False), dst / "trials.parquet")
+    md = report(dst, tmp_path / "out")
+    recall = table_after(md, "Mean test recall per class and augmentation setting").set_index("class")
+    baselines = augmented.drop_duplicates("baseline_key")
+    column = f"real-only baseline (paired) (n={len(baselines)})"
+    assert recall.columns[0] == column
+    for c in CLASSES:
+        expected = (baselines[f"test_recall_{c}"] - baselines[f"uplift_test_recall_{c}"]).mean()
+        assert recall.loc[c, column] == f"{expected:.3f}"

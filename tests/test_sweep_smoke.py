@@ -2,9 +2,13 @@
 completed in trials.parquet, with the report's own settings kept and only the sizes shrunk. One Ray instance serves
 the whole module (its start-up would otherwise be paid per sweep)."""
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
+from fercore.cli import main
 
 from fercore.sweepfile import REPO_ROOT, SMOKE_AT_MOST, SMOKE_SET, load_sweep, smoke_spec
 
@@ -81,3 +85,13 @@ def test_sweep_runs_with_smoke(tmp_path, local_ray, name):
     assert len(confusion) == 49 * len(rows)
     record = json.loads((out / "sweep.json").read_text())
     assert record["smoke"] is True and record["name"] == name and record["metrics"] == spec.metrics
+
+    # The finished smoke sweep's report: every section heading, and every plot it shows is a PNG that opens.
+    assert main(["report", str(out)]) == 0
+    markdown = (out / "report" / "report.md").read_text()
+    assert len(re.findall(r"^## \d+\. ", markdown, flags=re.M)) == 10
+    plots = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert "confusion.png" in plots and ("embeddings.png" in plots) == any(n > 0 for n in synthetic)
+    for plot in plots:
+        with Image.open(out / "report" / plot) as im:
+            im.verify()

@@ -122,11 +122,10 @@ def pareto_front(res: Results) -> Front:
     if done.empty:
         front.reason = f"No completed trial has both {ym} and {xm}, so there is no front to draw."
         return front
-    if multi and "pareto" in done and len(res.objectives) == 2:
-        flags = done["pareto"].fillna(False).astype(bool).tolist()
-    else:  # a single-objective sweep, or more than two objectives: the front of the two shown
-        rows = [{"status": "completed", xm: float(a), ym: float(b)} for a, b in zip(num(done, xm), num(done, ym))]
-        flags = pareto.front(rows, [ym, xm], [yd, xd])
+    # Computed over the rows shown rather than read from the sweep's `pareto` column: the same front for a whole
+    # two-objective sweep, and the right one for a table that holds part of it (or more than two objectives).
+    rows = [{"status": "completed", xm: float(a), ym: float(b)} for a, b in zip(num(done, xm), num(done, ym))]
+    flags = pareto.front(rows, [ym, xm], [yd, xd])
     cols = [c for c in ("classifier.backbone", "generator.type", "augment.policy") if c in done]
     front.points = pd.DataFrame({"trial_id": done["trial_id"].values, "x": num(done, xm).values,
                                  "y": num(done, ym).values, "on_front": flags,

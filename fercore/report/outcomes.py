@@ -13,7 +13,7 @@ import pandas as pd
 from fercore.report import plots
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, finite, fmt, fmt_ci, fmt_value,
+    DASH, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, finite, fmt, fmt_ci, fmt_value,
     leak_trials, num, real_share, recall_by_setting, share_curves, uplift_groups, uplift_trials, varying_keys)
 
 DESCRIBED = ("classifier.backbone", "generator.type", "augment.policy")  # always shown beside a trial
@@ -289,6 +289,9 @@ def recall_section(res: Results, out: Path) -> list[Block]:
         Paragraph("Mean test recall (per-class accuracy) of the completed trials of each augmentation setting: the "
                   "policy with its own values (e.g. per_class 1000: every class topped up to 1,000 images), and the "
                   "quality filter when one was on (report 002, table III)."
+                  + (f" With no real-only trial in the sweep, '{PAIRED_BASELINE}' is the real-only baselines the "
+                     "augmented trials were paired with (test recall minus its uplift, each baseline once)."
+                     if PAIRED_BASELINE in table.columns else "")
                   + (" The sweep has too many such settings to show: columns are policies here." if merged else "")),
         Table(columns, rows, caption="Mean test recall per class and augmentation setting"),
         Image("recall_by_setting.png", "heatmap of mean test recall per class and setting", title + ".")]
@@ -302,16 +305,16 @@ def _recall_title(table: pd.DataFrame) -> str:
         return (f"Test recall, {table.columns[0]}: lowest {col.idxmin()} ({col.min():.2f}), "
                 f"highest {col.idxmax()} ({col.max():.2f})")
     name = focus.capitalize()
-    others = row.drop(REAL_ONLY, errors="ignore").dropna()
+    base = next((b for b in (REAL_ONLY, PAIRED_BASELINE) if b in row), None)
+    others = row.drop(base, errors="ignore").dropna() if base else row.dropna()
     if others.empty:
         return f"{name} recall per setting"
     if row.dropna().nunique() == 1:
         return f"{name} recall is {others.iloc[0]:.2f} in every setting"
     best_setting = others.idxmax()
-    if REAL_ONLY in row and finite(row[REAL_ONLY]):
-        if others.max() <= row[REAL_ONLY]:
-            return f"No augmentation setting beat real only on {focus} recall ({row[REAL_ONLY]:.2f})"
-        return (f"{name} recall: {row[REAL_ONLY]:.2f} real only, best {others.max():.2f} with "
-                f"{best_setting}")
+    if base and finite(row[base]):
+        if others.max() <= row[base]:
+            return f"No augmentation setting beat {base} on {focus} recall ({row[base]:.2f})"
+        return f"{name} recall: {row[base]:.2f} {base}, best {others.max():.2f} with {best_setting}"
     return f"{name} recall highest with {best_setting} ({others.max():.2f})"
 

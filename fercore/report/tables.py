@@ -26,6 +26,7 @@ SWEEP_RECORD = "sweep.json"  # written by fercore.sweep beside the tables
 DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
 DASH = "–"  # a value that does not apply or was not measured
 REAL_ONLY = "real only"
+PAIRED_BASELINE = "real-only baseline (paired)"  # a column derived from the uplift, when no trial is real only
 MAX_SETTINGS = 12  # more augmentation settings than this are merged per policy
 MAX_SHARES = 8  # more distinct real shares than this are binned to 0.1
 
@@ -280,7 +281,26 @@ def recall_by_setting(done: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int],
     order = sorted(labels.unique(), key=setting_sort_key)
     table = pd.DataFrame({s: [num(done[labels == s], f"test_recall_{c}").mean() for c in CLASSES] for s in order},
                          index=list(CLASSES))
-    return table, {s: int((labels == s).sum()) for s in order}, merged
+    counts = {s: int((labels == s).sum()) for s in order}
+    if REAL_ONLY not in counts:
+        baseline, n = paired_baseline_recall(done)
+        if n:
+            table.insert(0, PAIRED_BASELINE, baseline)
+            counts = {PAIRED_BASELINE: n, **counts}
+    return table, counts, merged
+
+
+def paired_baseline_recall(done: pd.DataFrame) -> tuple[list[float], int]:
+    """Mean test recall per class of the real-only baselines the augmented trials were paired with, and how many
+    distinct baselines there were: a trial's baseline recall is its test_recall minus its uplift_test_recall
+    (exactly, on the same test images), each baseline (baseline_key) counted once. A sweep of augmented trials
+    only thus still has report 002's "Original" column."""
+    needed = [f"uplift_test_recall_{c}" for c in CLASSES] + [f"test_recall_{c}" for c in CLASSES]
+    if "baseline_key" not in done or not all(c in done for c in needed):
+        return [], 0
+    rows = done[done["baseline_key"].notna() & done[f"uplift_test_recall_{CLASSES[0]}"].notna()]
+    rows = rows.drop_duplicates("baseline_key")
+    return [(num(rows, f"test_recall_{c}") - num(rows, f"uplift_test_recall_{c}")).mean() for c in CLASSES], len(rows)
 
 
 def share_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, float]:
