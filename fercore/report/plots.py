@@ -99,6 +99,7 @@ def class_uplift_bars(table: pd.DataFrame, path: Path, title: str) -> None:
     bars = ax.bar(table["class"], values, color=colours)
     for bar, v, raw in zip(bars, values, table["mean"]):
         if np.isfinite(raw):
+            v = v if abs(v) >= 5e-4 else 0.0  # no "-0.000"
             ax.annotate(f"{v:+.3f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
                         va="bottom" if v >= 0 else "top", fontsize=8, xytext=(0, 2 if v >= 0 else -2),
                         textcoords="offset points")
@@ -106,7 +107,11 @@ def class_uplift_bars(table: pd.DataFrame, path: Path, title: str) -> None:
     lo, hi = min(values.min(), 0), max(values.max(), 0)
     pad = 0.15 * (hi - lo or 0.01)
     ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlabel("class (disgust in red)")
+    for label in ax.get_xticklabels():  # in red also when its bar has no height
+        if label.get_text() == HIGHLIGHT:
+            label.set_color("#c0392b")
+            label.set_fontweight("bold")
+    ax.set_xlabel(f"class ({HIGHLIGHT} in red)")
     ax.set_ylabel("mean change in test recall\n(augmented − real-only baseline)")
     _save(fig, path, title)
 
