@@ -69,7 +69,8 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = rows(out)
     ids = [r["trial_id"] for r in after]
-    assert len(ids) == TRIALS and len(set(ids)) == TRIALS, Counter(ids)
+    # On failure, what the resumed driver said (its trials and summary) is the first thing to read.
+    assert len(ids) == TRIALS and len(set(ids)) == TRIALS, (Counter(ids), sorted(before), resumed.stdout[-3000:])
     assert all(r["status"] == "completed" for r in after), [r["reason"] for r in after]
     # The trials recorded before the kill kept their rows: not run again (a rerun rewrites its row's timings).
     by_id = {r["trial_id"]: r for r in after}
