@@ -11,7 +11,7 @@ Ray Tune's state goes through the copy too, rather than to the URI through RunCo
 uploads its whole experiment folder after every save (a request per trial folder, and this sweep layer saves at
 every step of Ray's loop, TUNE_GLOBAL_CHECKPOINT_S=0), back to back for as long as the sweep runs. Uploaded at each
 flush instead, the URI's tables, study and Ray state are snapshots of the same moment: every trial with a row is
-known to the Ray state beside it, as resuming needs. `--resume` (on any machine) downloads everything but the events
+known to the Ray state beside it (tune_state.zip, which fercore.tune_state keeps whole), as resuming needs. `--resume` (on any machine) downloads everything but the events
 into a fresh copy, then Ray restores from it.
 """
 from __future__ import annotations

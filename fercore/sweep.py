@@ -18,7 +18,7 @@ import optuna
 from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESampler
 
 from fercore import config as cfg
-from fercore import pareto
+from fercore import pareto, tune_state
 from fercore.atomic import atomic_write
 from fercore.cache import CacheStore
 from fercore.data import FaceSet, load
@@ -173,6 +173,15 @@ class ResultsCallback(tune.Callback):
         self.tb = TensorBoardWriter(self.folder / "tb")
         self.finished = len(self.store.trials)
         self._recorded = set(self.store.trials)
+        self._saved_trials = 0  # how many trials Ray's state held when it was last kept whole
+
+    def on_step_end(self, iteration, trials, **info):
+        # Ray saved its state earlier in this step (TUNE_GLOBAL_CHECKPOINT_S=0). Kept whole once per new trial,
+        # before that trial can finish, so every row in trials.parquet names a trial the kept state knows (a trial
+        # it holds as running whose row exists is re-reported on resume, not run; fercore/tune_state.py says why).
+        if len(trials) != self._saved_trials and trials:
+            if tune_state.save(trials[0].storage.experiment_driver_staging_path, self.folder / tune_state.TUNE_STATE):
+                self._saved_trials = len(trials)
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in ("store", "tb")}
@@ -347,6 +356,9 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
         tune.with_parameters(trainable or _trainable, data=data, cache=cache, objectives=tuple(spec.metrics),
                              finished=finished), resources)
     if resume:  # The searcher, scheduler and results callback come back from Ray's saved state.
+        # Ray's copy in tune/ may be half written (a kill during its copy thread's write): put back the whole one.
+        tune_state.restore(out / tune_state.TUNE_STATE, out / TUNE_DIR)
+        tune_state.check(out / TUNE_DIR)
         tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
         _repoint_callback(tuner, location, spec)

@@ -1,6 +1,8 @@
 """Kill a sweep's driver with SIGKILL mid-sweep, then `fersweep run --resume`: the sweep finishes, every trial is in
 trials.parquet exactly once, the trials recorded before the kill were not run again, and Optuna's study (the
-searcher's state) holds exactly the sweep's trials."""
+searcher's state) holds exactly the sweep's trials. The kill is made to land at the worst moment: while Ray's copy
+thread rewrites its experiment state in tune/ (which Ray would then fail to read and start over as a new experiment
+of one trial)."""
 import json
 import os
 import signal
@@ -63,10 +65,14 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
             pass
     before = {r["trial_id"]: r for r in rows(out)}
     assert 2 <= len(before) < TRIALS
+    # Ray copies its state into tune/ in place, from a thread of its own: a kill during that copy leaves this.
+    ray_copy = max((out / "tune").glob("experiment_state-*.json"))
+    ray_copy.write_bytes(ray_copy.read_bytes()[: ray_copy.stat().st_size // 2])
 
     resumed = subprocess.run([str(FERSWEEP), "run", str(sweep), "--storage", str(storage), "--resume"],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{len(before)} trials already recorded" in resumed.stdout, resumed.stdout[-3000:]
     after = rows(out)
     ids = [r["trial_id"] for r in after]
     # On failure, what the resumed driver said (its trials and summary) is the first thing to read.
