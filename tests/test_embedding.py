@@ -6,7 +6,8 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 from fercore.labels import CLASSES
-from fercore.metrics.embedding import embedding_jsd, embedding_jsd_rows, grid_histogram, real_projection
+from fercore.metrics.embedding import (embedding_jsd, embedding_jsd_rows, embedding_sample, grid_histogram,
+                                       real_projection)
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,18 @@ def test_rows_per_class():
     assert math.isnan(rows["gen_embedding_jsd_neutral"])
     assert rows["gen_embedding_jsd_happy"] > 0.95
     assert all(rows[f"gen_embedding_jsd_{c}"] < 0.5 for c in ("angry", "disgust", "fear", "sad", "surprise"))
+
+
+def test_a_projection_fitted_once_gives_the_figures_and_points_fitted_inside(gaussian):
+    """quality_and_embedding fits the real PCA once and passes it to both; the results must not change."""
+    rng = np.random.default_rng(3)
+    real, syn = gaussian[:400], gaussian[400:700] + 0.7
+    real_y, syn_y = rng.integers(0, 7, len(real)), rng.integers(0, 7, len(syn))
+    projection = real_projection(real)
+    assert embedding_jsd(real, syn, projection=projection) == embedding_jsd(real, syn)
+    assert embedding_jsd_rows((real, real_y), (syn, syn_y), projection=projection) == \
+        embedding_jsd_rows((real, real_y), (syn, syn_y))
+    given = embedding_sample((real, real_y), (syn, syn_y), 20, projection=projection)
+    fitted = embedding_sample((real, real_y), (syn, syn_y), 20)
+    assert all(np.array_equal(given[k], fitted[k]) for k in ("source", "label", "x", "y"))
+    assert len(given["x"]) == 7 * 20 * 2

@@ -66,16 +66,20 @@ def grid_histogram(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, bins: int
     return p / p.sum()
 
 
+Projection = tuple[np.ndarray, np.ndarray]  # real_projection's (mean, axes)
+
+
 def embedding_jsd(real_features: np.ndarray, synthetic_features: np.ndarray, bins: int = 20,
-                  smoothing: float = SMOOTHING) -> float:
+                  smoothing: float = SMOOTHING, projection: Projection | None = None) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) between real and synthetic features on the real data's 2-D
-    PCA grid; nan when either set has too few rows."""
+    PCA grid (PROJECTION: real_projection of these real features, when already fitted); nan when either set has
+    too few rows."""
     real = np.asarray(real_features, dtype=np.float64)
     syn = np.asarray(synthetic_features, dtype=np.float64)
     if len(real) < 2 or len(syn) < 1:
         return float("nan")
     assert real.shape[1] == syn.shape[1], f"feature widths differ: real {real.shape[1]}, synthetic {syn.shape[1]}"
-    mean, axes = real_projection(real)
+    mean, axes = projection if projection is not None else real_projection(real)
     r2, s2 = (real - mean) @ axes, (syn - mean) @ axes
     lo, hi = np.percentile(r2, PERCENTILES, axis=0)
     p = grid_histogram(r2, lo, hi, bins, smoothing)
@@ -85,29 +89,30 @@ def embedding_jsd(real_features: np.ndarray, synthetic_features: np.ndarray, bin
 
 def embedding_jsd_rows(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarray, np.ndarray],
                        class_names: tuple[str, ...] = CLASSES, bins: int = 20,
-                       class_bins: int = 10) -> dict[str, float]:
+                       class_bins: int = 10, projection: Projection | None = None) -> dict[str, float]:
     """`gen_embedding_jsd` over all images and `gen_embedding_jsd_<class>` per class, from (features, labels) pairs.
 
     A class gets its own projection and grid, fitted on that class's real features (within-class variation is
     what a class-conditional generator should reproduce) and `class_bins` per axis, as classes have few images;
-    nan where a side has too few images of the class.
+    nan where a side has too few images of the class. PROJECTION: the overall one, when already fitted.
     """
     (real_f, real_y), (syn_f, syn_y) = real, synthetic
-    out = {"gen_embedding_jsd": embedding_jsd(real_f, syn_f, bins)}
+    out = {"gen_embedding_jsd": embedding_jsd(real_f, syn_f, bins, projection=projection)}
     for c, name in enumerate(class_names):
         out[f"gen_embedding_jsd_{name}"] = embedding_jsd(real_f[real_y == c], syn_f[syn_y == c], class_bins)
     return out
 
 
 def embedding_sample(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarray, np.ndarray],
-                     per_class: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+                     per_class: int = 100, seed: int = 0,
+                     projection: Projection | None = None) -> dict[str, np.ndarray]:
     """Points to draw: up to PER_CLASS images of each class from each source, projected on the overall figure's
     ruler (the 2-D PCA of all real features), so a plot of them shows what gen_embedding_jsd measured.
 
     Returns equal-length columns: source (0 real, 1 synthetic), label (class index), x, y."""
     (real_f, real_y), (syn_f, syn_y) = real, synthetic
     real_f, syn_f = np.asarray(real_f, dtype=np.float64), np.asarray(syn_f, dtype=np.float64)
-    mean, axes = real_projection(real_f)
+    mean, axes = projection if projection is not None else real_projection(real_f)
     rng = np.random.default_rng(seed)
     columns: dict[str, list] = {"source": [], "label": [], "x": [], "y": []}
     for source, (f, y) in enumerate(((real_f, np.asarray(real_y)), (syn_f, np.asarray(syn_y)))):

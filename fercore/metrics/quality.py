@@ -23,7 +23,7 @@ from fercore.augment.batch import normalise
 from fercore.classifiers.simple import CNN3
 from fercore.config import resolve
 from fercore.data import FaceSet
-from fercore.metrics.embedding import embedding_jsd_rows, embedding_sample
+from fercore.metrics.embedding import embedding_jsd_rows, embedding_sample, real_projection
 from fercore.train import Trainer
 
 
@@ -137,7 +137,9 @@ def quality_and_embedding(ref: ReferenceClassifier, real: tuple[np.ndarray, np.n
     measured on (fercore.metrics.embedding.embedding_sample), from one pass of the reference over the images."""
     real_f, _ = ref.features_and_proba(real[0])
     syn_f, syn_p = ref.features_and_proba(synthetic[0])
-    points = embedding_sample((real_f, real[1]), (syn_f, synthetic[1]), points_per_class, seed) \
+    # One PCA of the real features serves the overall figure and the points drawn to show it.
+    projection = real_projection(real_f) if (embedding or points_per_class) and len(real_f) >= 2 else None
+    points = embedding_sample((real_f, real[1]), (syn_f, synthetic[1]), points_per_class, seed, projection) \
         if points_per_class else {}
     out = {"gen_fid": frechet_distance(real_f, syn_f),
            "gen_conditional_accuracy": float((syn_p.argmax(1) == synthetic[1]).mean())}
@@ -145,5 +147,6 @@ def quality_and_embedding(ref: ReferenceClassifier, real: tuple[np.ndarray, np.n
         r, s = real_f[real[1] == c], syn_f[synthetic[1] == c]
         out[f"gen_fid_{name}"] = frechet_distance(r, s) if len(r) > 1 and len(s) > 1 else float("nan")
     if embedding:
-        out.update(embedding_jsd_rows((real_f, real[1]), (syn_f, synthetic[1]), class_names))
+        out.update(embedding_jsd_rows((real_f, real[1]), (syn_f, synthetic[1]), class_names,
+                                      projection=projection))
     return out, points
