@@ -169,6 +169,13 @@ class ResultsCallback(tune.Callback):
     def setup(self, **info):
         # Ray calls this before the first trial, in a new run and in a restored one (which unpickles this callback
         # as it was when the sweep started): the tables are read here, as they are now, earlier runs' rows included.
+        if getattr(self, "resuming", False) and info.get("total_num_samples") not in (None, self.total):
+            # Ray failed to restore its state (it logs why) and carries on as a new experiment of this many trials,
+            # which would end with the sweep's missing trials never run: stop before any trial starts.
+            raise UserError(f"--resume: Ray Tune could not restore the sweep from {self.folder / TUNE_DIR} (its "
+                            f"message is above) and would start a new experiment of "
+                            f"{info.get('total_num_samples')} trials instead of finishing these {self.total}; "
+                            f"nothing was run")
         self.store = ResultsStore(self.folder, after_flush=self.after_flush)
         self.tb = TensorBoardWriter(self.folder / "tb")
         self.finished = len(self.store.trials)
@@ -322,7 +329,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
                         f"start it")
     out.mkdir(parents=True, exist_ok=True)
     if smoke:
-        spec = smoke_spec(spec)
+        spec = smoke_spec(spec, num_samples)
     fixed = spec.base_config()
     n = num_samples or spec.num_samples  # --smoke --num-samples N: N tiny trials
     _write_sweep_record(out, spec, fixed, smoke)
@@ -415,6 +422,7 @@ def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> None:
             continue
         before = Path(callback.folder)
         callback.folder, callback.after_flush = location.local, location.push
+        callback.resuming = True  # setup() checks that Ray restored the sweep rather than starting a new one
         # The restored searcher also holds its Optuna storage as pickled: a study file in the old folder.
         if spec.storage_url(before) != spec.storage_url(location.local):
             raise UserError(f"--resume: the sweep's Optuna study is restored as {spec.storage_url(before)}, in the "

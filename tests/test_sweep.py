@@ -265,6 +265,28 @@ def test_the_time_budget_ends_the_sweep_and_records_the_trial_it_cut_short(tmp_p
     assert all(r["epochs_run"] < 1000 for r in stopped)
 
 
+def test_a_resume_ray_cannot_restore_stops_before_running_anything(tmp_path, local_ray):
+    """Ray 2.60 answers a saved state it cannot read by logging it and starting a new experiment of one trial, which
+    would end "finished" without the sweep's missing trials. With no tune_state.zip to put back, the resumed sweep
+    refuses instead, naming the folder, and leaves the tables as they were."""
+    from fercore.errors import UserError
+    from fercore.sweep import run_sweep
+
+    sweep = write_sweep(tmp_path, name="unrestorable", space=None, sampler="grid", grid={"classifier.lr": [1e-3, 2e-3]},
+                        fixed={**REAL_ONLY, "classifier.backbone": "linear"}, scheduler={"type": "none"},
+                        num_samples=2, max_concurrent=1)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    tables = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    assert (out / "tune_state.zip").exists()
+    (out / "tune_state.zip").unlink()
+    for state in (out / "tune").glob("experiment_state-*.json"):
+        state.write_text('{"not": "what Ray wrote"}')  # whole JSON, so only Ray's own restore can find it wrong
+    with pytest.raises(UserError, match=r"could not restore the sweep from .*unrestorable/tune .* a new experiment "
+                                         r"of 1 trials instead of finishing these 2; nothing was run"):
+        run_sweep(load_sweep(sweep), tmp_path / "results", resume=True)
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == tables
+
+
 def test_failed_trials_are_labelled_by_their_last_error_line():
     from fercore.sweep import _failure_status
 
