@@ -39,6 +39,7 @@ PER_CLASS = "per_class.parquet"
 GENERATORS = "generators.parquet"
 CONFUSION = "confusion.parquet"
 EMBEDDINGS = "embeddings.parquet"
+SWEEP_RECORD = "sweep.json"  # what the sweep asked for, written by fercore.sweep, read by fercore.report
 SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
 
 

@@ -35,7 +35,7 @@ from ray.tune.search import Repeater  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 from ray.tune.search.repeater import TRIAL_INDEX  # noqa: E402
 
-from fercore.results import ResultsStore, TensorBoardWriter  # noqa: E402
+from fercore.results import SWEEP_RECORD, ResultsStore, TensorBoardWriter  # noqa: E402
 from fercore.storage import SweepFolder  # noqa: E402
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
@@ -368,10 +368,10 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
         tune_state.check(out / TUNE_DIR)
         tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
-        _repoint_callback(tuner, location, spec)
+        callback = _repoint_callback(tuner, location, spec)
         print(f"Resuming sweep {spec.name!r}: {len(finished)} trials already recorded", flush=True)
         tuner.fit()
-        return _finish_sweep(spec, out, ResultsStore(out), study_storage, cache, started, location)
+        return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location)
 
     searcher = _Search(space=FixedSpace(spec.space, spec.path, fixed, spec.grid), sampler=_sampler(spec),
                        metric=spec.metrics if spec.multi_objective else spec.metric,
@@ -403,9 +403,6 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location)
 
 
-SWEEP_RECORD = "sweep.json"
-
-
 def _write_sweep_record(out: Path, spec: SweepSpec, fixed: dict[str, Any], smoke: bool) -> None:
     """What the sweep asked for, beside its tables: a report names the objectives and the grid from it."""
     record = {"name": spec.name, "description": spec.description, "sweep_file": str(spec.path),
@@ -414,9 +411,10 @@ def _write_sweep_record(out: Path, spec: SweepSpec, fixed: dict[str, Any], smoke
     atomic_write(out / SWEEP_RECORD, lambda f: f.write(json.dumps(record, indent=1, default=str).encode()))
 
 
-def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> None:
-    """Give the restored results callback this run's folder and upload hook. Ray restores it as pickled when the
-    sweep started, with that driver's folder, which for a URI is a working copy that may lie elsewhere here."""
+def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> ResultsCallback:
+    """Give the restored results callback this run's folder and upload hook, and return it (its store holds every
+    row once the sweep ends). Ray restores it as pickled when the sweep started, with that driver's folder, which
+    for a URI is a working copy that may lie elsewhere here."""
     for callback in tuner._local_tuner.get_run_config().callbacks or []:  # the restored RunConfig
         if not isinstance(callback, ResultsCallback):
             continue
@@ -428,6 +426,9 @@ def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> None:
             raise UserError(f"--resume: the sweep's Optuna study is restored as {spec.storage_url(before)}, in the "
                             f"results folder of the driver that started it; resume with that folder "
                             f"({before}{', set through FERCORE_CACHE' if location.uri else ''})")
+        return callback
+    raise UserError(f"--resume: the Ray Tune run in {location.where(TUNE_DIR)} has no fercore results callback: it "
+                    f"was not started by `fersweep run`")
 
 
 def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage, cache: CacheStore,

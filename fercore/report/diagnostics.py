@@ -16,8 +16,8 @@ from fercore.report.importance import param_importances, pareto_front
 from fercore.report.outcomes import config_cells, plural
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, Results, augmented, best_by, confusion_matrix, finite, fmt, fmt_ci, fmt_count, fmt_value, num,
-    uplift_trials)
+    DASH, DESCRIBED, Results, augmented, best_by, confusion_matrix, finite, fmt, fmt_ci, fmt_count, fmt_value,
+    group_labels, num, uplift_trials, used_synthetic)
 
 MAX_EMBEDDING_PANELS = 4
 MAX_LEAK_ROWS = 50
@@ -25,7 +25,7 @@ MAX_LEAK_ROWS = 50
 
 def _describe(row: pd.Series) -> str:
     backbone = row.get("classifier.backbone")
-    if finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0:
+    if used_synthetic(row):
         return f"{backbone}, {row.get('generator.type')} {row.get('augment.policy')}"
     return f"{backbone}, real only"
 
@@ -82,7 +82,7 @@ def quality_section(res: Results, out: Path) -> list[Block]:
         why = "no completed trial used synthetic images with a paired uplift" if aug.empty else \
             "no augmented trial has generator quality figures (gen_fid, gen_conditional_accuracy)"
         return blocks + [Paragraph(f"Nothing to relate: {why}.")]
-    points = pd.DataFrame({"group": aug.get("generator.type", pd.Series("?", aug.index)).fillna("?"),
+    points = pd.DataFrame({"group": group_labels(aug, "generator.type"),
                            "uplift": num(aug, "uplift_test_macro_f1"), "low": num(aug, "uplift_test_macro_f1_low"),
                            "high": num(aug, "uplift_test_macro_f1_high"),
                            **{c: num(aug, c) for c, _ in measures}})
@@ -124,7 +124,7 @@ def embeddings_section(res: Results, out: Path) -> list[Block]:
     done = done[augmented(done) & done["trial_id"].isin(set(emb["trial_id"]))]
     if done.empty:
         return blocks + [Paragraph("No completed augmented trial has embedding points.")]
-    types = done.get("generator.type", pd.Series("?", done.index)).fillna("?")
+    types = group_labels(done, "generator.type")
     picks = []
     for g in sorted(types.unique()):
         row = best_by(done[types == g])
@@ -188,7 +188,7 @@ def importance_section(res: Results, out: Path) -> list[Block]:
     plots.pareto_scatter(front.points, front.x, front.y, out / "pareto.png", title)
     what = ("the sweep's objectives" if front.sweep_objectives else
             "validation macro-F1 and the trial's wall time (the cost trade-off; the sweep had one objective)")
-    cols = [c for c in ("classifier.backbone", "generator.type", "augment.policy") if c in on]
+    cols = [c for c in DESCRIBED if c in on]
     rows = [[str(r["trial_id"]), fmt(r["x"]), fmt(r["y"]), *config_cells(r, cols)] for _, r in on.iterrows()]
     return blocks + [Paragraph(f"Completed trials that no other beats on both {xm} ({xd}) and {ym} ({yd}): {what}."),
                      Table(["trial", xm, ym, *cols], rows, caption="Trials on the Pareto front"),
@@ -223,7 +223,7 @@ def leakage_section(res: Results) -> list[Block]:
                                                                       ascending=[False, False, True])
     rows = []
     for _, r in order.head(MAX_LEAK_ROWS).iterrows():
-        a = finite(r.get("n_train_synthetic")) and r["n_train_synthetic"] > 0
+        a = used_synthetic(r)
         rows.append([str(r["trial_id"]), str(r.get("status")), fmt_value(r.get("generator.type")) if a else DASH,
                      fmt_value(r.get("augment.policy")), fmt_count(r.get("n_train_synthetic")),
                      fmt_count(r.get("leak_synthetic_test")) if a else DASH, fmt_count(r.get("leak_real_test"))])

@@ -6,8 +6,9 @@ on a log scale where the range is positive and spans more than 10x (learning rat
 rows (it applies to some trials only, e.g. augment.real_ratio) is left out: Optuna's evaluators only weigh
 parameters every trial has.
 
-Pareto front: over the sweep's objectives when it has several (its `pareto` column), otherwise over validation
-macro-F1 (max) and train_seconds (min), the cost trade-off, computed with fercore.pareto.
+Pareto front: over the sweep's first two objectives when it has several, otherwise over validation macro-F1 (max)
+and train_seconds (min), the cost trade-off; computed with fercore.pareto over the rows shown (not read from the
+sweep's `pareto` column, which is over all its objectives).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fercore import pareto
-from fercore.report.tables import Results, distinct, num, varying_keys
+from fercore.report.tables import DESCRIBED, Results, distinct, num, varying_keys
 
 MIN_TRIALS = 3  # fewer completed trials than this say nothing about importance
 LOG_SPAN = 10.0  # a positive range wider than this factor gets a log scale
@@ -126,7 +127,7 @@ def pareto_front(res: Results) -> Front:
     # two-objective sweep, and the right one for a table that holds part of it (or more than two objectives).
     rows = [{"status": "completed", xm: float(a), ym: float(b)} for a, b in zip(num(done, xm), num(done, ym))]
     flags = pareto.front(rows, [ym, xm], [yd, xd])
-    cols = [c for c in ("classifier.backbone", "generator.type", "augment.policy") if c in done]
+    cols = [c for c in DESCRIBED if c in done]
     front.points = pd.DataFrame({"trial_id": done["trial_id"].values, "x": num(done, xm).values,
                                  "y": num(done, ym).values, "on_front": flags,
                                  "n_train_synthetic": num(done, "n_train_synthetic").values,

@@ -13,10 +13,10 @@ import pandas as pd
 from fercore.report import plots
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, finite, fmt, fmt_ci, fmt_value,
-    leak_trials, num, real_share, recall_by_setting, share_curves, uplift_groups, uplift_trials, varying_keys)
+    DASH, DESCRIBED, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, finite, fmt,
+    fmt_ci, fmt_value, group_labels, leak_trials, num, real_share, recall_by_setting, share_curves, uplift_groups,
+    uplift_trials, varying_keys)
 
-DESCRIBED = ("classifier.backbone", "generator.type", "augment.policy")  # always shown beside a trial
 MAX_INLINE_KEYS = 4  # more varying keys than this share one "other varying keys" column
 MAX_FAILED = 5  # failed trials whose reason the header quotes
 
@@ -109,7 +109,7 @@ def best(res: Results) -> list[Block]:
             cells.append("; ".join(f"{k}={fmt_value(r.get(k))}" for k in others
                                    if applies(k, r) and fmt_value(r.get(k)) != DASH))
         rows.append(cells)
-    done = int((res.trials["status"] == "completed").sum())
+    done = len(res.completed)
     text = (f"The top {len(top)} of {plural(done, 'completed trial')} by test macro-F1, with 95 % bootstrap intervals "
             f"over the test images. Trials were selected on {res.objectives[0][0]}; the test split is read once per "
             f"trial. Config columns: the keys that vary across the sweep ({DASH}: does not apply, e.g. a generator "
@@ -139,7 +139,7 @@ def uplift(res: Results, out: Path) -> list[Block]:
         rows = [[g.group, str(g.trials), fmt(g.mean, signed=True), fmt_ci(g.best, g.best_low, g.best_high, True),
                  str(g.best_trial), str(g.above), str(g.below)] for g in groups.itertuples()]
         blocks.append(Table([name, *columns], rows, caption=f"Test macro-F1 uplift per {name}"))
-    points = pd.DataFrame({"group": aug.get("generator.type", pd.Series("?", aug.index)).fillna("?"),
+    points = pd.DataFrame({"group": group_labels(aug, "generator.type"),
                            "trial_id": aug["trial_id"], "uplift": num(aug, "uplift_test_macro_f1"),
                            "low": num(aug, "uplift_test_macro_f1_low"), "high": num(aug, "uplift_test_macro_f1_high")})
     above, below = int((points["low"] > 0).sum()), int((points["high"] < 0).sum())
@@ -183,8 +183,7 @@ def real_share_section(res: Results, out: Path) -> list[Block]:
         why = "real images only" if shares[0] == 1 else f"the same real share ({shares[0]:.2f})"
         return blocks + [Paragraph(f"Every completed trial trained on {why}, so macro-F1 cannot be shown against "
                                    f"the real share.")]
-    backbone = done.get("classifier.backbone", pd.Series("?", done.index)).fillna("?")
-    points = pd.DataFrame({"backbone": backbone, "share": real_share(done), "f1": num(done, "test_macro_f1"),
+    points = pd.DataFrame({"backbone": group_labels(done, "classifier.backbone"), "share": real_share(done), "f1": num(done, "test_macro_f1"),
                            "low": num(done, "test_macro_f1_ci_low"), "high": num(done, "test_macro_f1_ci_high")})
     title = _share_title(curves)
     plots.share_lines(points, curves, out / "f1_vs_real_share.png", title)
@@ -241,7 +240,7 @@ def epochs_section(res: Results, out: Path) -> list[Block]:
         which = "used synthetic images" if aug.all() else "trained on real images only"
         return blocks + [Paragraph(f"Every completed trial {which}, so there is no real-vs-synthetic comparison of "
                                    f"the early-stopping epoch.")]
-    points = pd.DataFrame({"backbone": done.get("classifier.backbone", pd.Series("?", done.index)).fillna("?"),
+    points = pd.DataFrame({"backbone": group_labels(done, "classifier.backbone"),
                            "source": np.where(aug, "with synthetic", "real only"),
                            "best_epoch": num(done, "best_epoch")})
     limit = num(done, "classifier.epochs").max()

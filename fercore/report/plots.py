@@ -1,5 +1,5 @@
 """The report's figures: one function per plot, each given prepared data, a PNG path and a title that states the
-conclusion (worded by fercore.report.sections). matplotlib with the Agg backend, 100 dpi, tight layout."""
+conclusion (worded by fercore.report.outcomes and .diagnostics). matplotlib with the Agg backend, 100 dpi, tight layout."""
 from __future__ import annotations
 
 import re

@@ -20,15 +20,15 @@ import pyarrow.parquet as pq
 
 from fercore.errors import UserError
 from fercore.labels import CLASSES
-from fercore.results import CONFUSION, EMBEDDINGS, TRIALS
+from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS
 
-SWEEP_RECORD = "sweep.json"  # written by fercore.sweep beside the tables
 DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
 DASH = "–"  # a value that does not apply or was not measured
 REAL_ONLY = "real only"
 PAIRED_BASELINE = "real-only baseline (paired)"  # a column derived from the uplift, when no trial is real only
 MAX_SETTINGS = 12  # more augmentation settings than this are merged per policy
 MAX_SHARES = 8  # more distinct real shares than this are binned to 0.1
+DESCRIBED = ("classifier.backbone", "generator.type", "augment.policy")  # always shown beside a trial
 
 
 @dataclass
@@ -53,7 +53,12 @@ class Results:
 
     @property
     def completed(self) -> pd.DataFrame:
-        return self.trials[self.trials["status"] == "completed"] if "status" in self.trials else self.trials
+        return completed(self.trials)
+
+
+def completed(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of completed trials (every row when the table has no status column)."""
+    return df[df["status"] == "completed"] if "status" in df else df
 
 
 def _read_table(path: Path) -> pa.Table | None:
@@ -154,9 +159,19 @@ def varying_keys(df: pd.DataFrame) -> list[str]:
     return [k for k in config_keys(df) if len(distinct(df[k])) > 1]
 
 
+def group_labels(df: pd.DataFrame, key: str, missing: str = "?") -> pd.Series:
+    """Column KEY as labels to group by, MISSING where null or absent."""
+    return df.get(key, pd.Series(missing, index=df.index)).fillna(missing)
+
+
 def augmented(df: pd.DataFrame) -> pd.Series:
     """Whether each trial trained on synthetic images."""
     return num(df, "n_train_synthetic").fillna(0) > 0
+
+
+def used_synthetic(row: pd.Series) -> bool:
+    """augmented() for one row."""
+    return finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0
 
 
 def real_share(df: pd.DataFrame) -> pd.Series:
@@ -169,14 +184,14 @@ def real_share(df: pd.DataFrame) -> pd.Series:
 def applies(key: str, row: pd.Series) -> bool:
     """Generator and filter keys mean nothing for a trial that used no synthetic image."""
     if key.startswith(("generator.", "augment.filter")):
-        return finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0
+        return used_synthetic(row)
     return True
 
 
 def setting_label(row: pd.Series) -> str:
     """The augmentation setting of a trial: 'real only', or its policy with the policy's own values and the filter,
     e.g. 'per_class 1000', 'real_ratio 0.3', 'balance, filter classifier_confidence'."""
-    if not (finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0):
+    if not used_synthetic(row):
         return REAL_ONLY
     policy = row.get("augment.policy")
     if not isinstance(policy, str):
@@ -223,7 +238,7 @@ def _is_float(text: str) -> bool:
 
 def best_trials(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """The K completed trials with the highest test macro-F1."""
-    done = df[df["status"] == "completed"] if "status" in df else df
+    done = completed(df)
     done = done[num(done, "test_macro_f1").notna()]
     return done.assign(_f1=num(done, "test_macro_f1")).sort_values(["_f1", "trial_id"], ascending=[False, True]) \
         .head(k).drop(columns="_f1")
@@ -238,7 +253,7 @@ def best_by(df: pd.DataFrame, metric: str = "test_macro_f1") -> pd.Series | None
 
 def uplift_trials(df: pd.DataFrame) -> pd.DataFrame:
     """Completed trials with synthetic images and a measured uplift over their paired real-only baseline."""
-    done = df[df["status"] == "completed"] if "status" in df else df
+    done = completed(df)
     return done[augmented(done) & num(done, "uplift_test_macro_f1").notna()]
 
 
@@ -277,7 +292,7 @@ def recall_by_setting(done: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int],
     labels = done.apply(setting_label, axis=1)
     merged = labels.nunique() > MAX_SETTINGS
     if merged:
-        labels = labels.where(labels == REAL_ONLY, done.get("augment.policy", pd.Series("synthetic", done.index)))
+        labels = labels.where(labels == REAL_ONLY, group_labels(done, "augment.policy", "synthetic"))
     order = sorted(labels.unique(), key=setting_sort_key)
     table = pd.DataFrame({s: [num(done[labels == s], f"test_recall_{c}").mean() for c in CLASSES] for s in order},
                          index=list(CLASSES))
@@ -310,7 +325,7 @@ def share_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     when that leaves more than MAX_SHARES of them (top-up policies and sampled ratios make a share per trial)."""
     share = real_share(done)
     step = 0.01 if share.round(2).nunique() <= MAX_SHARES else 0.1
-    df = pd.DataFrame({"backbone": done.get("classifier.backbone", pd.Series("?", index=done.index)).fillna("?"),
+    df = pd.DataFrame({"backbone": group_labels(done, "classifier.backbone"),
                        "share": (share / step).round() * step, "f1": num(done, "test_macro_f1")}).dropna()
     df["share"] = df["share"].round(2)
     if df.empty:
