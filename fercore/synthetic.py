@@ -81,6 +81,7 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     # Quality of what the classifier will train on, against the real training images.
     train_x, train_y = data.split("train")
     syn_y = np.concatenate([np.full(len(images[c]), c) for c in sorted(images)])
+    points: dict[str, np.ndarray] = {}
     if len(syn_y) > 1:
         syn_x = np.concatenate([images[c] for c in sorted(images)])
         quality, points = quality_and_embedding(reference(), (train_x, train_y), (syn_x, syn_y), names,
@@ -88,4 +89,4 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
         row |= quality
     if reference.entry is not None:
         row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit}
-    return SyntheticPool(images, grid, row, time.perf_counter() - t0, points if len(syn_y) > 1 else {})
+    return SyntheticPool(images, grid, row, time.perf_counter() - t0, points)
