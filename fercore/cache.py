@@ -11,12 +11,19 @@ Several processes (Ray trials) may ask for the same missing entry at once: exact
 even by SIGKILL, so a waiter takes over. A build writes into a temporary folder that is renamed into place only when
 complete, so a crashed or failed build never leaves a folder that looks like an entry.
 
+An entry is verified before it is used: meta.json holds the size and sha256 of every file the build wrote, and an
+entry whose files do not match (truncated on a full or shared disk, a copy that went wrong, an entry from before
+checksums) is moved aside to `.bad-<key>-...`, counted as a `corrupt` event and built again: a miss, not a crash of
+every trial that shares it. Verification is remembered per process for an unchanged entry (same files, sizes and
+modification times), so a trial that looks an entry up again does not hash it again.
+
 Layout of a root:
     <key>/                      an entry: what the build wrote, plus meta.json (parts, created, built_by, build_seconds)
     <key>.lock                  the lock file; left in place (removing a lock file others may hold is racy)
     .tmp-<key>-<pid>-<random>/  a build in progress, or the remains of a crashed one (removed by the next builder)
     .uncached/                  builds made with enabled=False, one fresh folder per call, never reused
-    events.jsonl                one line per hit / built / waited / failed, for counting (tests, benchmarks)
+    .bad-<key>-<pid>-<random>/  an entry that failed verification, kept for inspection (safe to delete)
+    events.jsonl                one line per hit / built / waited / failed / corrupt, for counting (tests, benchmarks)
 
 Scope: processes on one machine, or on several machines only where the root is on a shared file system whose
 `flock` is honoured across hosts (local disks are not shared; NFS locking depends on the mount). A build that forks
@@ -40,6 +47,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+META = "meta.json"
+_HASH_CHUNK = 1 << 20
 
 
 def canonical_json(value: Any) -> str:
@@ -86,9 +95,25 @@ class CacheStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def lookup(self, key: str) -> Path | None:
-        """The entry's folder if complete, else None; the folder only ever appears by rename of a finished build."""
+        """The entry's folder if complete and intact, else None; the folder only ever appears by rename of a finished
+        build. An entry whose files do not match the checksums written with it is moved aside (see the module)."""
         path = self.root / _check_key(key)
-        return path if path.is_dir() else None
+        if not path.is_dir():
+            return None
+        problem = verify_entry(path)
+        if problem is None:
+            return path
+        self._set_aside(key, path, problem)
+        return None
+
+    def _set_aside(self, key: str, path: Path, problem: str) -> None:
+        bad = Path(tempfile.mkdtemp(prefix=f".bad-{key}-{os.getpid()}-", dir=self.root))
+        try:
+            os.rename(path, bad / key)  # atomic: other processes see the entry or no entry, never half of it
+        except FileNotFoundError:  # another process set it aside (or replaced it) first
+            shutil.rmtree(bad, ignore_errors=True)
+            return
+        self._record(key, "corrupt", problem)
 
     def get_or_create(self, key: str, build: Callable[[Path], None],
                       parts: Mapping[str, Any] | None = None) -> tuple[Path, bool]:
@@ -135,13 +160,14 @@ class CacheStore:
         start = time.time()
         try:
             build(folder)
-            if (folder / "meta.json").exists():
+            if (folder / META).exists():
                 raise ValueError(f"the build for {key} wrote meta.json, which the cache reserves for itself")
             meta = {"key": key, "parts": _plain(parts) if parts is not None else None,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "built_by": {"host": socket.gethostname(), "pid": os.getpid()},
-                    "build_seconds": round(time.time() - start, 3)}
-            (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+                    "build_seconds": round(time.time() - start, 3),
+                    "files": {rel: {"size": size, "sha256": digest} for rel, size, digest in _checksums(folder)}}
+            (folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             self._record(key, "failed")
@@ -153,8 +179,11 @@ class CacheStore:
             if tmp.name.rsplit("-", 2)[0] == f".tmp-{key}":  # Not a longer key that shares this prefix.
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _record(self, key: str, event: str) -> None:
-        line = json.dumps({"key": key, "event": event, "pid": os.getpid(), "time": time.time()}) + "\n"
+    def _record(self, key: str, event: str, detail: str = "") -> None:
+        record = {"key": key, "event": event, "pid": os.getpid(), "time": time.time()}
+        if detail:
+            record["detail"] = detail
+        line = json.dumps(record) + "\n"
         # One small write to an O_APPEND file lands whole at the end, so concurrent processes never interleave lines.
         fd = os.open(self.root / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -182,6 +211,50 @@ class CacheStore:
             total[e["event"]] += 1
             by_key.setdefault(e["key"], Counter())[e["event"]] += 1
         return {"total": dict(total), "by_key": {k: dict(c) for k, c in by_key.items()}}
+
+
+def _checksums(folder: Path) -> list[tuple[str, int, str]]:
+    """(path relative to FOLDER, size, sha256) of every file under FOLDER but meta.json, sorted by path."""
+    out = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != META):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+        out.append((path.relative_to(folder).as_posix(), path.stat().st_size, digest.hexdigest()))
+    return out
+
+
+# entry folder -> the (name, size, mtime) of its files when it last verified: an unchanged entry is not hashed again.
+_verified: dict[Path, tuple] = {}
+
+
+def _listing(folder: Path) -> tuple:
+    return tuple(sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in folder.rglob("*") if p.is_file()))
+
+
+def verify_entry(folder: Path) -> str | None:
+    """None if every file of the entry FOLDER matches the size and sha256 its meta.json recorded (and no file was
+    added or lost), else what is wrong, in a few words."""
+    try:
+        listing = _listing(folder)
+        if _verified.get(folder) == listing:
+            return None
+        recorded = json.loads((folder / META).read_text()).get("files")
+    except (OSError, ValueError) as e:
+        return f"{META} unreadable ({type(e).__name__})"
+    if not isinstance(recorded, dict):
+        return f"{META} holds no checksums (an entry from before they were written)"
+    try:
+        found = {rel: {"size": size, "sha256": digest} for rel, size, digest in _checksums(folder)}
+    except OSError as e:
+        return f"a file cannot be read ({type(e).__name__}: {e})"
+    if found != recorded:
+        differing = sorted(set(found) ^ set(recorded) | {k for k in set(found) & set(recorded) if found[k] != recorded[k]})
+        return f"files differ from their checksums: {', '.join(differing[:3])}"
+    _verified[folder] = listing
+    return None
 
 
 def kind_of(key: str) -> str:

@@ -131,6 +131,46 @@ def test_builder_removes_stale_temps_of_its_key_only(tmp_path):
     assert not mine.exists() and longer_key.exists()
 
 
+@pytest.mark.parametrize("damage", [
+    lambda e: (e / "part1.txt").write_text("cont"),                                   # truncated
+    lambda e: (e / "part1.txt").write_text("CONTENT 1\n"),                          # same size, other bytes
+    lambda e: (e / "part2.txt").unlink(),                                             # lost
+    lambda e: (e / "extra.bin").write_bytes(b"x"),                                    # a file the build did not write
+    lambda e: (e / "meta.json").write_text("{\"key\": "),                            # meta.json cut short
+    lambda e: [(p.open("r+b").truncate(0)) for p in e.iterdir()],                    # every file truncated
+], ids=["truncated", "altered", "lost", "added", "meta", "all_truncated"])
+def test_a_damaged_entry_is_set_aside_counted_and_rebuilt(tmp_path, damage):
+    store = CacheStore(tmp_path)
+    path, _ = store.get_or_create(KEY, _fill, parts=PARTS)
+    files = json.loads((path / "meta.json").read_text())["files"]
+    assert sorted(files) == ["part0.txt", "part1.txt", "part2.txt"] and files["part0.txt"]["size"] == 10
+    damage(path)
+    rebuilt, hit = store.get_or_create(KEY, _fill, parts=PARTS)
+    assert not hit and rebuilt == path and _is_complete(rebuilt)
+    events = store.events()
+    assert [e["event"] for e in events] == ["built", "corrupt", "built"]
+    assert events[1]["detail"]
+    bad = list(tmp_path.glob(f".bad-{KEY}-*/{KEY}"))
+    assert len(bad) == 1  # kept for inspection, out of the entries' way
+    assert store.counts_by_kind()[("generator-v1", "corrupt")] == 1
+    again, hit = store.get_or_create(KEY, _fill)
+    assert hit and again == path
+
+
+def test_an_entry_without_checksums_is_rebuilt_once(tmp_path):
+    """Entries written before checksums existed cannot be verified: each is rebuilt once, then trusted."""
+    store = CacheStore(tmp_path)
+    path, _ = store.get_or_create(KEY, _fill)
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["files"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert store.lookup(KEY) is None and [e["event"] for e in store.events()][-1] == "corrupt"
+    _, hit = store.get_or_create(KEY, _fill)
+    assert not hit
+    _, hit = store.get_or_create(KEY, _fill)
+    assert hit
+
+
 def test_disabled_store_builds_every_time_in_private_folders(tmp_path):
     store, calls = CacheStore(tmp_path, enabled=False), []
     first, hit1 = store.get_or_create(KEY, lambda f: (calls.append(f), _fill(f)))
