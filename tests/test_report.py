@@ -143,7 +143,8 @@ def copy_results(src, dst, **changes):
 
 def write_trials(folder, table: pd.DataFrame):
     """FOLDER's trials.parquet replaced by TABLE, as one file (the layout of fercore before parts, still read)."""
-    shutil.rmtree(folder / "trials.parquet")
+    path = folder / "trials.parquet"
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), folder / "trials.parquet")
 
 
