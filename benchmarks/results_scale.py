@@ -99,9 +99,9 @@ def epoch_metrics(epoch: int, rng: np.random.Generator) -> dict:
 
 def artifacts(rng: np.random.Generator) -> dict:
     n = POINTS_PER_CLASS_AND_SOURCE * len(CLASSES) * 2
+    labels = np.tile(np.repeat(np.arange(len(CLASSES)), POINTS_PER_CLASS_AND_SOURCE), 2)
     return {"confusion": rng.integers(0, 50, (len(CLASSES), len(CLASSES))),
-            "embedding": {"source": np.repeat([0, 1], n // 2), "label": np.tile(np.repeat(np.arange(len(CLASSES)),
-                                                                                         POINTS_PER_CLASS_AND_SOURCE), 2),
+            "embedding": {"source": np.repeat([0, 1], n // 2), "label": labels,
                           "x": rng.normal(size=n).astype(np.float32), "y": rng.normal(size=n).astype(np.float32)}}
 
 
