@@ -137,8 +137,15 @@ def copy_results(src, dst, **changes):
     table = pq.read_table(dst / "trials.parquet").to_pandas()
     for column, values in changes.items():
         table[column] = [values.get(t, v) for t, v in zip(table["trial_id"], table[column])]
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), dst / "trials.parquet")
+    write_trials(dst, table)
     return dst
+
+
+def write_trials(folder, table: pd.DataFrame):
+    """FOLDER's trials.parquet replaced by TABLE, as one file (the layout of fercore before parts, still read)."""
+    path = folder / "trials.parquet"
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), folder / "trials.parquet")
 
 
 def test_a_planted_leak_is_the_first_thing_the_report_says(written, sweep_dir, tmp_path):
@@ -184,7 +191,7 @@ def test_without_real_only_trials_the_paired_baselines_are_the_original_column(s
     dst = copy_results(sweep_dir, tmp_path / "augmented_only")
     table = pd.read_parquet(dst / "trials.parquet")
     augmented = table[table["n_train_synthetic"] > 0]
-    pq.write_table(pa.Table.from_pandas(augmented, preserve_index=False), dst / "trials.parquet")
+    write_trials(dst, augmented)
     md = report(dst, tmp_path / "out")
     recall = table_after(md, "Mean test recall per class and augmentation setting").set_index("class")
     baselines = augmented.drop_duplicates("baseline_key")
@@ -193,3 +200,40 @@ def test_without_real_only_trials_the_paired_baselines_are_the_original_column(s
     for c in CLASSES:
         expected = (baselines[f"test_recall_{c}"] - baselines[f"uplift_test_recall_{c}"]).mean()
         assert recall.loc[c, column] == f"{expected:.3f}"
+
+
+def test_setting_labels_need_no_policy_registry():
+    """The report reads each policy's own values from the row (its augment.* keys but the common ones), not from the
+    registry: for every registered policy, in a table holding every policy's rows, the label names the policy's
+    values in the registry's order, as the registry would."""
+    from fercore.augment.policies import POLICIES
+    from fercore.config import resolve
+    from fercore.report.tables import fmt_value, setting_label
+
+    values = {"augment.real_ratio": 0.3, "augment.per_class_target": 900, "augment.minority_classes": "fear",
+              "augment.minority_target": 0, "augment.multiply_k": 2.0}
+    rows = [{**resolve({"augment.policy": name, **values}, drop_inapplicable=True).flat(), "n_train_synthetic": 10,
+             "augment.filter": "classifier_confidence" if name == "balance" else "none"}
+            for name, _ in POLICIES.items()]
+    table = pd.DataFrame(rows)
+    for (name, entry), (_, row) in zip(POLICIES.items(), table.iterrows()):
+        shown = [fmt_value(values[f"augment.{p.name}"]) for p in entry.params if values[f"augment.{p.name}"] != 0]
+        filter_ = ", filter classifier_confidence" if name == "balance" else ""
+        assert setting_label(row) == " ".join([name, *shown]) + filter_
+    assert setting_label(table.iloc[0].drop(["augment.policy"])) == "synthetic"
+
+
+@pytest.mark.slow
+def test_the_report_imports_no_runtime_registry():
+    """Labelling an augmented trial (what used the policy registry) in a fresh interpreter loads no registry."""
+    import subprocess
+    import sys
+
+    script = ("import sys, pandas as pd, fercore.report\n"
+              "from fercore.report.tables import setting_label\n"
+              "row = pd.Series({'augment.policy': 'real_ratio', 'augment.real_ratio': 0.5, 'n_train_synthetic': 9})\n"
+              "assert setting_label(row) == 'real_ratio 0.5', setting_label(row)\n"
+              "print(sorted(m for m in sys.modules if m.startswith(('fercore.augment', 'fercore.generators', "
+              "'fercore.classifiers', 'fercore.metrics', 'ray', 'torch'))))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout

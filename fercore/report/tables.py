@@ -1,6 +1,7 @@
 """Load one sweep's results folder and compute the figures the report shows: trials.parquet (one wide row per
 trial: config, metrics, per-class figures), confusion.parquet, embeddings.parquet and sweep.json. epochs.parquet,
-per_class.parquet and generators.parquet hold nothing the sections need beyond those.
+per_class.parquet and generators.parquet hold nothing the sections need beyond those. Loading compacts the folder's
+tables first (fercore.results.compact), also while its sweep runs.
 
 pandas only: no plotting and no wording here. Every table may be missing or empty and every column may be absent
 (a real-only sweep has no gen_* or uplift_* columns); the helpers answer with empty frames or NaN then.
@@ -18,9 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fercore.config import AUGMENT
 from fercore.errors import UserError
 from fercore.labels import CLASSES
-from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS
+from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS, compact
 
 DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
 DASH = "–"  # a value that does not apply or was not measured
@@ -82,6 +84,10 @@ def load(folder: str | Path) -> Results:
         what = "does not exist" if not folder.exists() else f"has no {TRIALS}"
         raise UserError(f"{folder} {what}: expected a sweep's results folder holding {TRIALS} "
                         f"(e.g. results/quickstart, written by `fersweep run`)")
+    try:  # One part per table: a sweep writes a table as many (fercore.results.parts).
+        compact(folder)
+    except (OSError, pa.ArrowException):
+        pass  # a folder the user may only read (its parts read as well), or a broken table _read_table names
     table = _read_table(folder / TRIALS)
     trials = table.to_pandas()
     integer_keys = frozenset(f.name for f in table.schema if pa.types.is_integer(f.type))
@@ -197,7 +203,7 @@ def setting_label(row: pd.Series) -> str:
     if not isinstance(policy, str):
         return "synthetic"
     values = []
-    for name in _policy_params(policy):
+    for name in _policy_params(row):
         v = row.get(f"augment.{name}")
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue
@@ -211,10 +217,14 @@ def setting_label(row: pd.Series) -> str:
     return label
 
 
-def _policy_params(policy: str) -> list[str]:
-    from fercore.augment.policies import POLICIES
-
-    return [p.name for p in POLICIES.get(policy).params] if policy in POLICIES else []
+def _policy_params(row: pd.Series) -> list[str]:
+    """The names of the policy's own values in ROW, in column order: its augment.* keys but the policy and the keys
+    every policy has (fercore.config.AUGMENT). A row holds only the keys that apply to its config (rows are
+    resolved with drop_inapplicable), so another policy's keys are null in it; the report needs no registry."""
+    common = {"policy", *(p.name for p in AUGMENT)}
+    return [k.removeprefix("augment.") for k, v in row.items()
+            if k.startswith("augment.") and k.removeprefix("augment.") not in common and v is not None
+            and not (isinstance(v, float) and math.isnan(v))]
 
 
 def setting_sort_key(label: str) -> tuple:

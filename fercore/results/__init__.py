@@ -1,0 +1,29 @@
+"""Results of a sweep: Parquet tables and TensorBoard event files, both written by the driver.
+
+Each table is a folder of Parquet parts (fercore.results.parts) that pyarrow, pandas and DuckDB read as one table at
+any moment of a sweep (pd.read_parquet("results/x/trials.parquet")); a finished trial adds its rows in the same time
+at the 10,000th trial as at the first, and compact() merges the parts when the sweep ends and in `fersweep report`:
+  trials.parquet      one row per trial (keyed by trial id: a resumed driver replaying a trial replaces its row)
+  epochs.parquet      one row per trial and epoch (keyed by trial id and epoch)
+  per_class.parquet   one row per trial and class: trial_id, class, and each per-class figure of the trial's row
+  generators.parquet  one row per distinct generator_key: its config, quality, build time and how often it was used
+  confusion.parquet   one row per trial and (true, predicted) class pair: the test split's counts
+  embeddings.parquet  per trial with synthetic images: up to 100 points per class and source (real / synthetic),
+                      projected on the 2-D ruler gen_embedding_jsd was measured on (fercore.metrics.embedding)
+per_class and generators are derived from the trial rows alone (also those loaded back on resume), so each trial
+counts once; confusion and embeddings come from the trial's artifacts and are keyed by trial id too.
+
+    rows.py         table names; per-class figures, generator rows, result figures and curves of a trial row
+    parts.py        one table as a folder of parts: append, replace a key's rows, grow the schema, compact
+    store.py        ResultsStore (the driver's tables) and compact(folder)
+    tensorboard.py  TensorBoardWriter and the confusion-matrix picture
+"""
+from fercore.results.parts import write_table_atomic
+from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, SOURCES, SWEEP_RECORD, TRIALS,
+                                  class_figure, generator_rows, is_curve, is_result_metric, per_class_rows)
+from fercore.results.store import ResultsStore, compact
+from fercore.results.tensorboard import TensorBoardWriter, confusion_image, draw_confusion
+
+__all__ = ["CONFUSION", "EMBEDDINGS", "EPOCHS", "GENERATORS", "PER_CLASS", "SOURCES", "SWEEP_RECORD", "TRIALS",
+           "ResultsStore", "TensorBoardWriter", "class_figure", "compact", "confusion_image", "draw_confusion",
+           "generator_rows", "is_curve", "is_result_metric", "per_class_rows", "write_table_atomic"]

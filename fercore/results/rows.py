@@ -1,0 +1,194 @@
+"""What the result tables hold, row by row: their names, the per-class figures of a trial row, the generators table
+derived from the trial rows (whole, or kept up to date one trial at a time), and which row keys are result figures
+or learning curves.
+
+Per-class figures are found by name, not by a list: a row key that contains exactly one class of
+fercore.labels.CLASSES as a whole `_`-separated word, after at least one other word, is that class's figure, and
+its column in per_class.parquet is the key without the class: test_recall_disgust -> test_recall,
+gen_fid_disgust -> gen_fid, n_train_synthetic_disgust -> n_train_synthetic, and a per-class interval such as
+test_recall_disgust_ci_low -> test_recall_ci_low. So a new per-class metric appears without a change here. Config
+keys (dotted) are never figures; a key naming two classes (a pairwise figure) is not a per-class figure either.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from fercore.labels import CLASSES
+
+TRIALS = "trials.parquet"
+EPOCHS = "epochs.parquet"
+PER_CLASS = "per_class.parquet"
+GENERATORS = "generators.parquet"
+CONFUSION = "confusion.parquet"
+EMBEDDINGS = "embeddings.parquet"
+SWEEP_RECORD = "sweep.json"  # what the sweep asked for, written by fercore.sweep, read by fercore.report
+SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
+
+
+def class_figure(key: str) -> tuple[str, str] | None:
+    """('test_recall', 'disgust') for test_recall_disgust; None for an overall figure, a config key, or a key that
+    names no class or two of them."""
+    if "." in key:
+        return None
+    words = key.split("_")
+    found = [i for i, w in enumerate(words) if w in CLASSES]
+    if len(found) != 1 or found[0] == 0:
+        return None
+    i = found[0]
+    return "_".join(words[:i] + words[i + 1:]), words[i]
+
+
+def names_a_class(key: str) -> bool:
+    return any(w in CLASSES for w in key.split("_"))
+
+
+def per_class_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per_class.parquet rows of one trial row: one per class that has at least one figure, in CLASSES order."""
+    figures: dict[str, dict[str, Any]] = {}
+    for key, value in row.items():
+        if not is_number(value):
+            continue
+        found = class_figure(key)
+        if found:
+            figures.setdefault(found[1], {})[found[0]] = value
+    return [{"trial_id": row["trial_id"], "class": c, **figures[c]} for c in CLASSES if c in figures]
+
+
+def generator_row(key: str, source: dict[str, Any], built: bool, trials: int, cache_hits: int) -> dict[str, Any]:
+    """The generators.parquet row of generator KEY, whose config and figures come from trial row SOURCE."""
+    return {
+        "generator_key": key,
+        # What its cache key holds: the generator config, the data set, the image size and the seed.
+        **{k: v for k, v in source.items() if k.startswith("generator.") and v is not None},
+        "data_fingerprint": source.get("data_fingerprint"),
+        "data.image_size": source.get("data.image_size"),
+        "seed": source.get("seed"),
+        **{k: v for k, v in source.items() if k.startswith("gen_") and is_number(v) and not names_a_class(k)},
+        "generator_seconds": source.get("generator_seconds") if built else None,
+        "trials": trials,
+        "cache_hits": cache_hits,
+        "source_trial_id": source["trial_id"],
+        "built_in_sweep": built,
+    }
+
+
+def generator_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One generators.parquet row per generator_key seen in TRIALS (in trial id order of first use).
+
+    The config, data fingerprint, seed and overall gen_* quality figures come from the trial that built the generator
+    (generator_cache_hit false, the first by trial id if several did), else from the first trial that used it; that
+    trial is `source_trial_id`, and `built_in_sweep` says whether it built the generator. generator_seconds is the
+    builder's (generator training plus its pool and quality figures) and empty when no trial here built it. The
+    gen_* figures measure the source trial's filtered pool; every trial's own are in trials.parquet.
+    """
+    users: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(trials, key=lambda r: r["trial_id"]):
+        if row.get("generator_key"):
+            users.setdefault(row["generator_key"], []).append(row)
+    out = []
+    for key, rows in users.items():
+        builders = [r for r in rows if r.get("generator_cache_hit") is False]
+        source = builders[0] if builders else rows[0]
+        out.append(generator_row(key, source, bool(builders), len(rows),
+                                 sum(r.get("generator_cache_hit") is True for r in rows)))
+    return out
+
+
+class GeneratorUse:
+    """generator_rows() kept up to date one trial row at a time: a new trial costs the same at the 10,000th as at the
+    first (generator_rows sorts every row again). `changed` names the generators whose row a change touched."""
+
+    def __init__(self):
+        self._users: dict[str, set[str]] = {}  # generator_key -> ids of the trials that used it
+        self._builders: dict[str, set[str]] = {}  # ... of those, the trials that built it (cache hit False)
+        self._hits: dict[str, int] = {}  # ... how many found it in the cache (cache hit True)
+        self._first: dict[str, tuple[str, str | None]] = {}  # ... the first user and the first builder by trial id
+        self._lost_first: set[str] = set()  # keys whose first user or builder was replaced: found again from the sets
+        self.changed: set[str] = set()
+
+    def update(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        """Trial row NEW replaces OLD (None for a new trial)."""
+        if old is not None and old.get("generator_key"):
+            key, tid = old["generator_key"], old["trial_id"]
+            self._users[key].discard(tid)
+            self._builders[key].discard(tid)
+            self._hits[key] -= old.get("generator_cache_hit") is True
+            if tid in self._first[key]:
+                self._lost_first.add(key)
+            self.changed.add(key)
+        if new.get("generator_key"):
+            key, tid = new["generator_key"], new["trial_id"]
+            builds = new.get("generator_cache_hit") is False
+            self._users.setdefault(key, set()).add(tid)
+            self._builders.setdefault(key, set()).update([tid] if builds else [])
+            self._hits[key] = self._hits.get(key, 0) + (new.get("generator_cache_hit") is True)
+            user, builder = self._first.get(key, (tid, None))
+            if builds:
+                builder = tid if builder is None else min(builder, tid)
+            self._first[key] = (min(user, tid), builder)
+            self.changed.add(key)
+
+    def row(self, key: str, trials: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """Generator KEY's row, TRIALS being the trial rows by id; None when no trial uses it any more."""
+        users, builders = self._users.get(key), self._builders.get(key)
+        if not users:
+            return None
+        if key in self._lost_first:
+            self._first[key] = (min(users), min(builders) if builders else None)
+            self._lost_first.discard(key)
+        user, builder = self._first[key]
+        return generator_row(key, trials[builder or user], bool(builders), len(users), self._hits[key])
+
+    def take_changed(self, trials: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any] | None]]:
+        """(key, row or None) of every generator whose row changed since the last call, in order of first use."""
+        out = sorted(((key, self.row(key, trials)) for key in self.changed),
+                     key=lambda pair: (pair[1] is None, self._first.get(pair[0], ("",))[0]))
+        self.changed = set()
+        return out
+
+
+def scalars(values: dict[str, Any]) -> dict[str, Any]:
+    """Keep the values a Parquet column can hold as a scalar; numpy scalars become Python ones."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if v is None or isinstance(v, (bool, int, float, str)):
+            out[k] = v
+    return out
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def finite(v: Any) -> bool:
+    return is_number(v) and math.isfinite(v)
+
+
+def union_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every key of ROWS, in order of first appearance: the columns of a table of those rows."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+# What finish() writes as the trial's result (`result/<key>`, the HParams table's comparison columns): overall
+# figures only, the per-class ones would make the table unreadable (they are in per_class.parquet).
+RESULT_PREFIXES = ("val_", "test_", "uplift_", "gen_", "filter_acceptance", "leak_")
+RESULT_KEYS = ("train_seconds", "generator_seconds", "classifier_seconds")
+
+
+def is_result_metric(key: str) -> bool:
+    return (key.startswith(RESULT_PREFIXES) or key in RESULT_KEYS) and not names_a_class(key)
+
+
+def is_curve(key: str) -> bool:
+    """Per-epoch learning curves: overall train_ and val_ figures and the learning rate. Totals reported once
+    (train_seconds) and whatever the last epoch's report carries beyond its epoch (test_, gen_ ...) are not."""
+    return key == "lr" or (key.startswith(("train_", "val_")) and not key.endswith("_seconds")
+                           and not names_a_class(key))

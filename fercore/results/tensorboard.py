@@ -1,0 +1,147 @@
+"""TensorBoard event files of a sweep, under tb/<trial_id>/, written by the driver: learning curves per epoch, then an
+HParams session per trial with its result figures, its grid of synthetic samples and its test confusion matrix."""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fercore.labels import CLASSES
+from fercore.results.rows import finite, is_curve, is_result_metric
+
+
+class TensorBoardWriter:
+    """Event files under tb/<trial_id>/: learning curves per epoch, then an HParams session per trial with its
+    result figures, its grid of synthetic samples and its test confusion matrix.
+
+    The HParams plugin builds its experiment from every trial's session (no experiment summary is written): its
+    hyperparameter columns are the union of all trials' config keys, so trials whose conditional keys differ share
+    one table, each showing its own; its metric columns are every scalar tag of the trials' runs, the value being a
+    tag's last one. Hence two groups of tags: the curves (train/loss, val/macro_f1, lr ...) and `result/<row key>`,
+    one point per trial holding exactly its trials.parquet figures (val_ of the best epoch, test_, uplift_, gen_ ...).
+    The result figures get their own tags because TensorBoard's data server drops a tag's points from step s on when
+    a point at step s arrives: writing the best epoch's val_macro_f1 over the curve would rewrite the curve's end.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._writers: dict[str, Any] = {}
+
+    def _writer(self, trial_id: str):
+        if trial_id not in self._writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writers[trial_id] = SummaryWriter(str(self.folder / trial_id))
+        return self._writers[trial_id]
+
+    def epoch(self, trial_id: str, epoch: int, metrics: dict[str, Any]) -> None:
+        w = self._writer(trial_id)
+        for k, v in metrics.items():
+            if is_curve(k) and finite(v):
+                w.add_scalar(_tag(k), v, epoch)
+        w.flush()
+
+    def finish(self, trial_id: str, config: dict[str, Any], final: dict[str, Any], artifacts: dict[str, Any]) -> None:
+        """Write the trial's HParams session (its config, status and result figures) and its images, then close."""
+        w = self._writer(trial_id)
+        hp = {k: v for k, v in config.items() if isinstance(v, (bool, str)) or finite(v)}
+        status = final.get("status", "completed")
+        for summary in _session_summaries(hp, status):
+            w.file_writer.add_summary(summary)
+        step = int(final.get("epochs_run", 0) or 0)
+        for k, v in final.items():
+            if is_result_metric(k) and finite(v):
+                w.add_scalar(f"result/{k}", float(v), step)
+        if "samples_png" in artifacts:
+            w.add_image("samples/per_class_rows", _png_to_array(artifacts["samples_png"]), 0, dataformats="HW")
+        if "confusion" in artifacts:
+            w.add_image("confusion/test", confusion_image(np.asarray(artifacts["confusion"])), 0, dataformats="HWC")
+        w.flush()
+        w.close()
+        self._writers.pop(trial_id, None)
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+
+def _session_summaries(hp: dict[str, Any], status: str) -> list[Any]:
+    """HParams session start (hyperparameters) and end (status) summaries.
+
+    Built here rather than with torch's hparams(), which stores a bool as the number 1.0 (bool is an int) and marks
+    every session a success: here a bool stays a bool, and error and diverged trials end as failures, which the
+    HParams dashboard can filter out.
+    """
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for k, v in hp.items():
+        if isinstance(v, bool):
+            start.hparams[k].bool_value = v
+        elif isinstance(v, str):
+            start.hparams[k].string_value = v
+        else:
+            start.hparams[k].number_value = float(v)
+    ok = status in ("completed", "stopped")  # stopped: ASHA ended it early, by design
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
+                                         end_time_secs=time.time())
+    out = []
+    for tag, data in ((metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+                      (metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))):
+        # In the form TensorBoard's readers migrate hparams summaries to: a tensor time series with an empty tensor.
+        md = metadata.create_summary_metadata(data)
+        md.data_class = summary_pb2.DATA_CLASS_TENSOR
+        out.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=md,
+                                                                        tensor=metadata.NULL_TENSOR)]))
+    return out
+
+
+def _tag(metric: str) -> str:
+    """val_macro_f1 -> val/macro_f1, so TensorBoard groups a split's curves together."""
+    split, _, name = metric.partition("_")
+    return f"{split}/{name}" if split in ("train", "val", "test") and name else metric
+
+
+def _png_to_array(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def confusion_image(matrix: np.ndarray, class_names: tuple[str, ...] = CLASSES) -> np.ndarray:
+    """Render a confusion matrix (rows true, columns predicted) as an RGB uint8 picture with counts and names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=80)
+    draw_confusion(ax, matrix, class_names)
+    ax.set_title("Test confusion (row-normalised colour, counts)")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def draw_confusion(ax, matrix: np.ndarray, class_names: tuple[str, ...] = CLASSES):
+    """A confusion matrix (rows true, columns predicted) on matplotlib axes AX: colour is the share of the true
+    class's images, each cell shows its count; returns the image (for a colour bar)."""
+    matrix = np.asarray(matrix)
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return image
