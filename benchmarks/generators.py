@@ -26,7 +26,8 @@ from fercore.config import resolve
 from fercore.data import load
 from fercore.generators import GENERATORS, build_generator
 from fercore.labels import CLASSES
-from fercore.metrics.quality import generator_quality, train_reference_classifier
+from fercore.metrics.quality import generator_quality
+from fercore.reference import train_reference_classifier
 
 SAMPLES_PER_CLASS = 1000 // len(CLASSES) + 1  # ~1,000 images in all, for the speed and quality figures
 # Small, CPU-sized settings per type; the budget sets the epochs.

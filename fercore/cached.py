@@ -23,7 +23,7 @@ from fercore.config import TrialConfig
 from fercore.data import FaceSet
 from fercore.generators import build_generator
 from fercore.generators.base import Generator
-from fercore.metrics.quality import ReferenceClassifier, load_reference_classifier, train_reference_classifier
+from fercore.reference import ReferenceClassifier, load_reference_classifier, train_reference_classifier
 
 REFERENCE_EPOCHS = 6  # The judge of every trial in a sweep; fixed so all trials are judged by the same model.
 REFERENCE_SEED = 0

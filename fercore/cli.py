@@ -133,17 +133,16 @@ def _cmd_trial(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    from fercore import config as cfg
+    from fercore import config
     from fercore.sweepfile import list_search_spaces, list_sweeps
 
-    for section, (selector, _, _, default) in cfg.SELECTORS.items():
-        reg = cfg.registry(section)
+    for section, (selector, reg, default) in config.SELECTORS.items():
         print(f"{section}.{selector} (default {default}):")
         for name, entry in reg.items():
-            own = ", ".join(f"{section}.{p.name}={p.default}" for p in getattr(entry, "params", ()))
-            print(f"  {name:<14} {getattr(entry, 'help', '')}" + (f"  [{own}]" if own else ""))
+            own = ", ".join(f"{section}.{p.name}={p.default}" for p in entry.params)
+            print(f"  {name:<14} {entry.help}" + (f"  [{own}]" if own else ""))
     print("common keys:")
-    print("  seed=0  " + "  ".join(f"{s}.{p.name}={p.default}" for s, ps in cfg.COMMON.items() for p in ps))
+    print("  seed=0  " + "  ".join(f"{s}.{p.name}={p.default}" for s, ps in config.COMMON.items() for p in ps))
     print("search spaces: " + ", ".join(list_search_spaces()))
     print("sweeps: " + ", ".join(list_sweeps()))
     return 0

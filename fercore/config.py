@@ -4,75 +4,23 @@ Keys are `section.name` (sections: data, generator, augment, classifier, train) 
 parameters declared here, and the registry entry it selects (a generator type, a backbone, a mixing policy) declares
 its own. `resolve()` checks every key and value, fills defaults and returns a `TrialConfig`; its `flat()` is the dict
 stored with every result row and checkpoint.
+
+The registries stand on fercore.params and this module on them: it imports them as any module would.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, NamedTuple
 
+from fercore.augment.policies import POLICIES
+from fercore.classifiers import CLASSIFIERS
 from fercore.errors import ConfigError
+from fercore.generators import GENERATORS
+from fercore.params import Param, Section
+from fercore.registry import Registry
 
-
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter: its name inside the section, default, and what values are valid."""
-
-    name: str
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    choices: tuple | None = None
-    help: str = ""
-
-    @property
-    def kind(self) -> type:
-        return type(self.default)
-
-    def valid_text(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(map(str, self.choices))
-        if self.low is not None or self.high is not None:
-            return f"a {self.kind.__name__} in [{self.low}, {self.high}]"
-        return f"a {self.kind.__name__}"
-
-    def coerce(self, key: str, value: Any) -> Any:
-        """Convert VALUE (possibly a string from the command line) to this parameter's type and check its range."""
-        kind = self.kind
-        try:
-            if kind is bool:
-                value = _to_bool(value)
-            elif kind is int:
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                if isinstance(value, bool):
-                    raise ValueError
-                value = int(value)
-            elif kind is float:
-                if isinstance(value, bool):
-                    raise ValueError
-                value = float(value)
-                if not math.isfinite(value):
-                    raise ValueError
-            else:
-                value = str(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected {self.valid_text()}, got {value!r}") from None
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{key}: expected {self.valid_text()}, got {value!r}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise ConfigError(f"{key}: expected {self.valid_text()}, got {value!r}")
-        return value
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-        return value.lower() in ("true", "yes", "1", "on")
-    raise ValueError
+__all__ = ["AUGMENT", "CLASSIFIER", "COMMON", "DATA", "GENERATOR", "SEED", "SELECTORS", "TRAIN", "Param", "Section",
+           "Selector", "TrialConfig", "all_keys", "parse_assignments", "registry", "resolve", "section_params"]
 
 
 # Common parameters of each section. The selector of a registry section ("generator.type", ...) is added below.
@@ -124,45 +72,36 @@ TRAIN = (
     Param("threads", 0, 0, 256, help="torch CPU threads; 0 leaves torch's default"),
 )
 
-# section -> (selector param name, registry loader). Loaders import lazily so `config` has no heavy imports.
+
+class Selector(NamedTuple):
+    """The key of a section that picks its registry entry (generator.type), the registry, and the default entry."""
+
+    param: str
+    registry: Registry
+    default: str
+
+
 SELECTORS = {
-    "generator": ("type", "fercore.generators", "GENERATORS", "cgan"),
-    "augment": ("policy", "fercore.augment.policies", "POLICIES", "none"),
-    "classifier": ("backbone", "fercore.classifiers", "CLASSIFIERS", "cnn3"),
+    "generator": Selector("type", GENERATORS, "cgan"),
+    "augment": Selector("policy", POLICIES, "none"),
+    "classifier": Selector("backbone", CLASSIFIERS, "cnn3"),
 }
 COMMON = {"data": DATA, "generator": GENERATOR, "augment": AUGMENT, "classifier": CLASSIFIER, "train": TRAIN}
 
 
-def registry(section: str):
-    import importlib
-
-    _, module, attr, _ = SELECTORS[section]
-    return getattr(importlib.import_module(module), attr)
+def registry(section: str) -> Registry:
+    """The registry whose entry SECTION's selector names (generator -> GENERATORS)."""
+    return SELECTORS[section].registry
 
 
 def section_params(section: str, choice: str | None) -> tuple[Param, ...]:
     """Every parameter a section has when its registry entry is CHOICE: the common ones, then the entry's own."""
     params = COMMON[section]
     if section in SELECTORS and choice is not None:
-        entry = registry(section).get(choice)
-        own = tuple(getattr(entry, "params", ()))
+        own = tuple(registry(section).get(choice).params)
         overridden = {p.name for p in own}
         params = tuple(p for p in params if p.name not in overridden) + own
     return params
-
-
-@dataclass(frozen=True)
-class Section:
-    """The resolved values of one section; attribute access (cfg.generator.lr_g) for code, `values` for storage."""
-
-    name: str
-    values: Mapping[str, Any] = field(default_factory=dict)
-
-    def __getattr__(self, item: str) -> Any:
-        try:
-            return self.values[item]
-        except KeyError:
-            raise AttributeError(f"{self.name}.{item} is not a parameter of this config") from None
 
 
 @dataclass(frozen=True)
@@ -190,10 +129,10 @@ def all_keys() -> dict[str, list[str]]:
         for p in params:
             keys.setdefault(f"{section}.{p.name}", []).append("*")
         if section in SELECTORS:
-            sel = SELECTORS[section][0]
+            sel = SELECTORS[section].param
             keys.setdefault(f"{section}.{sel}", []).append("*")
             for name, entry in registry(section).items():
-                for p in getattr(entry, "params", ()):
+                for p in entry.params:
                     keys.setdefault(f"{section}.{p.name}", []).append(name)
     return keys
 
@@ -214,7 +153,7 @@ def resolve(flat: Mapping[str, Any], *, drop_inapplicable: bool = False) -> Tria
     for section in COMMON:
         choice = None
         if section in SELECTORS:
-            sel, _, _, default = SELECTORS[section]
+            sel, _, default = SELECTORS[section]
             key = f"{section}.{sel}"
             choice = str(flat.get(key, default))
             reg = registry(section)
@@ -233,7 +172,7 @@ def resolve(flat: Mapping[str, Any], *, drop_inapplicable: bool = False) -> Tria
             except ConfigError as e:
                 errors.append(str(e))
         if section in SELECTORS:
-            sel = SELECTORS[section][0]
+            sel = SELECTORS[section].param
             for key in flat:
                 head, _, name = key.partition(".")
                 if head == section and name != sel and name not in names and key in known and not drop_inapplicable:

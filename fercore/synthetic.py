@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from fercore import cached
-from fercore.augment.filters import build_scorer, fill_pool
+from fercore.augment import filters
+from fercore.augment.filters import ScoreFn, fill_pool
 from fercore.cache import CacheStore
 from fercore.config import TrialConfig
 from fercore.data import FaceSet
-from fercore.metrics.quality import ReferenceClassifier, quality_and_embedding
+from fercore.generators import Generator
+from fercore.metrics.quality import quality_and_embedding
+from fercore.reference import ReferenceClassifier, confidence_scorer
 
 GRID_COLUMNS = 8  # samples per class in the trial's image grid
 EMBEDDING_POINTS = 100  # per class and source: the points of embeddings.parquet (a report's scatter plot)
@@ -48,6 +51,33 @@ class _Reference:
         if self.model is None:
             self.model, self.entry = cached.reference(self.data, self.store, self.device)
         return self.model
+
+
+class _Judges:
+    """What a quality filter may keep images by (fercore.augment.filters.Judges), each made when first asked for."""
+
+    def __init__(self, generator: Generator, reference: Callable[[], ReferenceClassifier]):
+        self.generator, self.reference = generator, reference
+
+    def reference_confidence(self) -> ScoreFn:
+        return confidence_scorer(self.reference())
+
+    def discriminator(self) -> ScoreFn:
+        return discriminator_scorer(self.generator)
+
+
+def build_scorer(name: str, generator: Generator, reference: Callable[[], ReferenceClassifier]) -> ScoreFn | None:
+    """The score function of filter NAME for this generator and reference classifier (made only if the filter
+    needs it); fails at once when the generator cannot serve the filter."""
+    return filters.build_scorer(name, _Judges(generator, reference))
+
+
+def discriminator_scorer(generator: Generator) -> ScoreFn:
+    """generator.discriminator_scores; asked once with no images first, so a type without a discriminator raises its
+    ConfigError here (also before training) rather than in the middle of drawing."""
+    size = generator.image_size
+    generator.discriminator_scores(np.zeros((0, size, size), np.uint8), 0)
+    return generator.discriminator_scores
 
 
 def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheStore,

@@ -1,6 +1,9 @@
-"""One trial, end to end, without Ray: config -> generator (training split only, cached) -> filtered synthetic pool
--> mix -> classifier trained on the device -> per-epoch validation reports -> one read of the test split -> leakage
-audit and the uplift over the paired real-only baseline -> one result row.
+"""One trial, end to end, without Ray, in one direction:
+
+    config -> generator (training split only, cached) -> filtered synthetic pool -> mix
+    -> classifier trained on the device, each epoch reported as it ends -> the best epoch restored
+    -> one read of the test split -> its metrics -> leakage audit -> paired comparisons -> one result row,
+    sent with the last epoch's report.
 
 `run()` is called by the sweep layer (which adapts `report` to Ray Tune) and by `fersweep trial` (which logs it).
 """
@@ -9,30 +12,29 @@ from __future__ import annotations
 import io
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from fercore import cached
-from fercore.augment.policies import mix, plan_mix
+from fercore.augment.policies import MixPlan, mix, plan_mix
 from fercore.cache import CacheStore
 from fercore.classifiers import build_classifier
 from fercore.config import TrialConfig, resolve
 from fercore.data import FaceSet
 from fercore.errors import ConfigError
-from fercore.metrics import confusion
-from fercore.metrics.classification import bootstrap_intervals
-from fercore.metrics.leakage import leakage_rows
-from fercore.metrics.uplift import uplift_metrics
-from fercore.synthetic import make_pool
-from fercore.train import Trainer, metrics_from_proba, pick_device
+from fercore.metrics import Read, calc_metric, calc_metrics, confusion
+from fercore.synthetic import SyntheticPool, make_pool
+from fercore.train import Trainer, pick_device
 
 # report(epoch, metrics, artifacts): metrics are flat scalars; artifacts (only with the last epoch) hold the
-# trial's result row (without its config), the confusion matrix, a PNG grid of synthetic samples per class and the
-# projected real and synthetic points of its embedding figure.
+# trial's whole result row (config keys included, as TrialResult.row), the confusion matrix, a PNG grid of synthetic
+# samples per class and the projected real and synthetic points of its embedding figure.
 Report = Callable[[int, dict[str, float], "dict[str, Any] | None"], None]
+
+TEST_METRICS = ("classification", "bootstrap")  # fercore.metrics names, measured on the one read of the test split
 
 
 @dataclass
@@ -40,6 +42,20 @@ class TrialResult:
     row: dict[str, Any]  # every config key, then metrics, then bookkeeping: one row of trials.parquet
     epochs: list[dict[str, float]] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    test: Read | None = None  # the one read of the test split: per-image labels and class probabilities
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a paired comparison is given: the trial, where it ran, and its read of the test split."""
+
+    cfg: TrialConfig
+    data: FaceSet
+    device: torch.device
+    cache: CacheStore
+    test: Read
+    test_metrics: dict[str, Any]
+    augmented: bool  # the classifier trained on synthetic images too
 
 
 def _print_report(epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
@@ -63,63 +79,89 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.train.device)
-    num_classes = len(data.class_names)
 
     # Mix: the generator sees the training split only; validation and test images never reach it.
+    plan, pool, (mixed_x, mixed_y, is_synthetic) = _mix(cfg, data, cache, device)
+
+    # Train; validation picks the epoch. Every epoch is reported as it ends, but the last: its report carries the row.
+    t0 = time.perf_counter()
+    trainer = _trainer(cfg, (mixed_x, mixed_y), data, device)
+    epochs = _train(trainer, report)
+
+    # Restore the best epoch and read the test split, once.
+    test_x, test_y = data.split("test")
+    test = Read("test", test_y, _predict_best(trainer, test_x, device), data.class_names, cfg.seed)
+    test_metrics = calc_metrics(TEST_METRICS, read=test)
+    classifier_seconds = time.perf_counter() - t0
+
+    # The audit: synthetic images in the final training set, and the data set's own real train images, that nearly
+    # copy a test image (fercore.metrics.leakage).
+    leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[~is_synthetic], test=test_x)
+
+    # Paired comparisons: each step trains or fetches what this trial is compared against.
+    outcome = Outcome(cfg, data, device, cache, test, test_metrics, augmented=pool is not None)
+    paired = {key: value for step in PAIRED for key, value in step(outcome).items()}
+
+    last = epochs[-1]
+    kept = epochs[trainer.best_epoch - 1] if trainer.best_epoch else last
+    final = {
+        **{k: v for k, v in kept.items() if k.startswith("val_")},  # the best epoch's, whose weights were tested
+        **test_metrics,
+        "status": "completed", "reason": "", "best_epoch": trainer.best_epoch, "epochs_run": len(epochs),
+        **_training_counts(data.class_names, plan, is_synthetic),
+        "generator_seconds": pool.seconds if pool else 0.0, "classifier_seconds": classifier_seconds,
+        "device": str(device), "data_fingerprint": data.fingerprint,
+        **(pool.row if pool else {}),
+        **leakage,
+        **paired,
+    }
+    final["train_seconds"] = time.perf_counter() - started
+    row = {**cfg.flat(), **final}
+    artifacts = _artifacts(pool, test, row)
+    # The last epoch's own keys keep its values (the epochs table stays true); the row, whose val_ metrics are the
+    # best epoch's, travels whole as an artifact, so a driver can record the trial from the report stream alone.
+    report(last["epoch"], {**last, **{k: v for k, v in final.items() if not k.startswith("val_")}}, artifacts)
+    return TrialResult(row, epochs, artifacts, test)
+
+
+def _mix(cfg: TrialConfig, data: FaceSet, cache: CacheStore, device: torch.device
+         ) -> tuple[MixPlan, SyntheticPool | None, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The policy's plan, the synthetic pool it needs (None when it needs none), and the mixed training set:
+    images, labels and an is_synthetic flag per image."""
     train_x, train_y = data.split("train")
-    counts = np.bincount(train_y, minlength=num_classes)
-    plan = plan_mix(cfg.augment.policy, counts, dict(cfg.augment.values))
+    plan = plan_mix(cfg.augment.policy, np.bincount(train_y, minlength=len(data.class_names)),
+                    dict(cfg.augment.values))
+    pool = make_pool(cfg, data, plan.synthetic, cache, device) if plan.synthetic.sum() > 0 else None
+    return plan, pool, mix(train_x, train_y, plan, pool.images if pool else {}, seed=cfg.seed)
+
+
+def _training_counts(class_names: tuple[str, ...], plan: MixPlan, is_synthetic: np.ndarray) -> dict[str, int]:
+    return {"n_train_real": int((~is_synthetic).sum()), "n_train_synthetic": int(is_synthetic.sum()),
+            **{f"n_train_real_{name}": int(n) for name, n in zip(class_names, plan.real)},
+            **{f"n_train_synthetic_{name}": int(n) for name, n in zip(class_names, plan.synthetic)}}
+
+
+def _artifacts(pool: SyntheticPool | None, test: Read, row: dict[str, Any]) -> dict[str, Any]:
+    """What the last report carries besides its metrics: the sample grid and embedding points of the synthetic
+    pool, the test confusion matrix, and the whole result row."""
     artifacts: dict[str, Any] = {}
-    synthetic_row: dict[str, Any] = {}
-    pool = None
-    if plan.synthetic.sum() > 0:
-        pool = make_pool(cfg, data, plan.synthetic, cache, device)
+    if pool is not None:
         artifacts["samples_png"] = grid_png(pool.grid)
         if pool.embedding:
             artifacts["embedding"] = pool.embedding
-        synthetic_row = pool.row
-    mixed_x, mixed_y, is_synthetic = mix(train_x, train_y, plan, pool.images if pool else {}, seed=cfg.seed)
+    artifacts["confusion"] = confusion(test.labels, test.predicted, len(test.class_names)).tolist()
+    artifacts["row"] = row
+    return artifacts
 
-    # Train the classifier; validation picks the epoch, the test split is read once at the end.
-    t0 = time.perf_counter()
-    trainer = _trainer(cfg, (mixed_x, mixed_y), data, device)
+
+def _train(trainer: Trainer, report: Report) -> list[dict[str, float]]:
+    """Every epoch's metrics; each epoch is reported as it ends, except the last, whose report waits for the row."""
     epochs: list[dict[str, float]] = []
-    final: dict[str, Any] = {}
     for result in trainer.epochs():
-        metrics = {"epoch": result.epoch, **result.metrics}
-        epochs.append(metrics)
-        if result.last:
-            test_x, test_y = data.split("test")
-            proba = _test_proba(trainer, test_x, device)
-            artifacts["confusion"] = confusion(test_y, proba.argmax(1), num_classes).tolist()
-            # The last report carries the whole result: the best epoch's validation metrics, the test metrics of
-            # its weights, and the bookkeeping, so a driver can build the row from the report stream alone.
-            kept = epochs[trainer.best_epoch - 1] if trainer.best_epoch else metrics
-            test_metrics = {**metrics_from_proba(proba, test_y, "test"),
-                            **bootstrap_intervals(test_y, proba.argmax(1), "test", num_classes, seed=cfg.seed)}
-            final = {
-                **{k: v for k, v in kept.items() if k.startswith("val_")},
-                **test_metrics,
-                "status": "completed", "reason": "",
-                "best_epoch": trainer.best_epoch, "epochs_run": len(epochs),
-                "n_train_real": int((~is_synthetic).sum()), "n_train_synthetic": int(is_synthetic.sum()),
-                **{f"n_train_real_{name}": int(n) for name, n in zip(data.class_names, plan.real)},
-                **{f"n_train_synthetic_{name}": int(n) for name, n in zip(data.class_names, plan.synthetic)},
-                "generator_seconds": pool.seconds if pool else 0.0, "classifier_seconds": time.perf_counter() - t0,
-                "device": str(device), "data_fingerprint": data.fingerprint,
-                **synthetic_row,
-                # The audit: synthetic images in the final training set, and the data set's own real train images,
-                # that nearly copy a test image (fercore.metrics.leakage).
-                **leakage_rows(mixed_x[is_synthetic], mixed_x[~is_synthetic], test_x),
-                **_paired(cfg, data, device, cache, test_y, proba, test_metrics, pool is not None),
-            }
-            final["train_seconds"] = time.perf_counter() - started
-            # The epoch's own keys keep the last epoch's values (the epochs table stays true); the row, whose val_
-            # metrics are the best epoch's, travels whole as an artifact.
-            metrics = {**metrics, **{k: v for k, v in final.items() if not k.startswith("val_")}}
-            artifacts["row"] = final
-        report(result.epoch, metrics, artifacts if result.last else None)
-    return TrialResult({**cfg.flat(), **final}, epochs, artifacts)
+        epochs.append({"epoch": result.epoch, **result.metrics})
+        if not result.last:
+            report(result.epoch, epochs[-1], None)
+    return epochs
 
 
 def _trainer(cfg: TrialConfig, train: tuple[np.ndarray, np.ndarray], data: FaceSet, device: torch.device) -> Trainer:
@@ -131,32 +173,41 @@ def _trainer(cfg: TrialConfig, train: tuple[np.ndarray, np.ndarray], data: FaceS
                    len(data.class_names))
 
 
-def _test_proba(trainer: Trainer, test_x: np.ndarray, device: torch.device) -> np.ndarray:
+def _predict_best(trainer: Trainer, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """Class probabilities of IMAGES by the weights of the best validation epoch."""
     trainer.restore_best()
-    return trainer.predict_proba(torch.from_numpy(test_x).to(device))
+    return trainer.predict_proba(torch.from_numpy(images).to(device))
 
 
-def _paired(cfg: TrialConfig, data: FaceSet, device: torch.device, cache: CacheStore, test_y: np.ndarray,
-            proba: np.ndarray, test_metrics: dict[str, Any], augmented: bool) -> dict[str, Any]:
+def _train_and_read(o: Outcome, train: tuple[np.ndarray, np.ndarray]) -> Read:
+    """A classifier of the trial's config and seed trained on TRAIN, read on the same test images as the trial."""
+    trainer = _trainer(o.cfg, train, o.data, o.device)
+    for _ in trainer.epochs():
+        pass
+    return replace(o.test, proba=_predict_best(trainer, o.data.split("test")[0], o.device))
+
+
+def paired_baseline(o: Outcome) -> dict[str, Any]:
     """The real-only baseline of the same backbone, training config and seed, and this trial's uplift over it.
 
     A real-only trial is its own baseline: it stores its outcome for the augmented trials that pair with it."""
-    if not augmented:
-        _, _, entry = cached.baseline(cfg, data, cache, lambda: (proba, test_metrics))
+    if not o.augmented:
+        _, _, entry = cached.baseline(o.cfg, o.data, o.cache, lambda: (o.test.proba, o.test_metrics))
         return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit}
-    if not cfg.augment.paired_baseline:
+    if not o.cfg.augment.paired_baseline:
         return {}
 
     def train_baseline() -> tuple[np.ndarray, dict[str, Any]]:
-        trainer = _trainer(cfg, data.split("train"), data, device)
-        for _ in trainer.epochs():
-            pass
-        base = _test_proba(trainer, data.split("test")[0], device)
-        return base, metrics_from_proba(base, test_y, "test")
+        base = _train_and_read(o, o.data.split("train"))
+        return base.proba, calc_metric("classification", read=base)
 
-    base_proba, _, entry = cached.baseline(cfg, data, cache, train_baseline)
+    base_proba, _, entry = cached.baseline(o.cfg, o.data, o.cache, train_baseline)
     return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit,
-            **uplift_metrics(test_y, base_proba.argmax(1), proba.argmax(1), "test", data.class_names, seed=cfg.seed)}
+            **calc_metric("uplift", read=o.test, baseline=base_proba)}
+
+
+# The paired comparisons, in row order: each step gets the trial's Outcome and returns its row keys.
+PAIRED: tuple[Callable[[Outcome], dict[str, Any]], ...] = (paired_baseline,)
 
 
 def grid_png(images: np.ndarray) -> bytes:

@@ -1,19 +1,19 @@
 import pytest
 
-from fercore import config as cfg
+from fercore import config
 from fercore.errors import ConfigError
 
 
 def test_defaults_fill_every_section_and_flat_round_trips():
-    resolved = cfg.resolve({})
+    resolved = config.resolve({})
     flat = resolved.flat()
     assert flat["generator.type"] == "cgan" and flat["classifier.backbone"] == "cnn3" and flat["augment.policy"] == "none"
     assert flat["generator.latent_dim"] == 100  # declared by the cgan entry itself
-    assert cfg.resolve(flat).flat() == flat
+    assert config.resolve(flat).flat() == flat
 
 
 def test_strings_from_the_command_line_are_converted():
-    resolved = cfg.resolve({"classifier.epochs": "3", "classifier.lr": "1e-3", "classifier.small_stem": "true",
+    resolved = config.resolve({"classifier.epochs": "3", "classifier.lr": "1e-3", "classifier.small_stem": "true",
                             "classifier.backbone": "resnet18", "seed": "7"})
     assert resolved.classifier.epochs == 3 and resolved.classifier.lr == 1e-3
     assert resolved.classifier.small_stem is True and resolved.seed == 7
@@ -21,41 +21,41 @@ def test_strings_from_the_command_line_are_converted():
 
 def test_unknown_key_is_named_with_the_valid_keys():
     with pytest.raises(ConfigError, match=r"classifier\.lrr: unknown key; valid keys: .*classifier\.lr"):
-        cfg.resolve({"classifier.lrr": 0.1})
+        config.resolve({"classifier.lrr": 0.1})
 
 
 def test_out_of_range_value_names_key_and_range():
     with pytest.raises(ConfigError, match=r"augment\.real_ratio: expected a float in \[0\.0, 1\.0\], got 1\.5"):
-        cfg.resolve({"augment.policy": "real_ratio", "augment.real_ratio": 1.5})
+        config.resolve({"augment.policy": "real_ratio", "augment.real_ratio": 1.5})
 
 
 def test_unknown_choice_lists_registered_names():
     with pytest.raises(ConfigError, match=r"generator\.type: unknown generator type 'vae'; valid: .*cgan"):
-        cfg.resolve({"generator.type": "vae"})
+        config.resolve({"generator.type": "vae"})
 
 
 def test_key_of_another_entry_is_an_error_unless_dropped():
     with pytest.raises(ConfigError, match=r"classifier\.small_stem: does not apply to classifier\.backbone=cnn3"):
-        cfg.resolve({"classifier.small_stem": True})
-    flat = cfg.resolve({"classifier.small_stem": True}, drop_inapplicable=True).flat()
+        config.resolve({"classifier.small_stem": True})
+    flat = config.resolve({"classifier.small_stem": True}, drop_inapplicable=True).flat()
     assert "classifier.small_stem" not in flat
 
 
 def test_all_problems_are_reported_together():
     with pytest.raises(ConfigError) as e:
-        cfg.resolve({"classifier.epochs": 0, "train.flip": "often", "nope": 1})
+        config.resolve({"classifier.epochs": 0, "train.flip": "often", "nope": 1})
     text = str(e.value)
     assert "classifier.epochs" in text and "train.flip" in text and "nope" in text
 
 
 def test_integer_keys_reject_fractions_and_bools():
     with pytest.raises(ConfigError, match="classifier.epochs"):
-        cfg.resolve({"classifier.epochs": 2.5})
+        config.resolve({"classifier.epochs": 2.5})
     with pytest.raises(ConfigError, match="classifier.epochs"):
-        cfg.resolve({"classifier.epochs": True})
+        config.resolve({"classifier.epochs": True})
 
 
 def test_assignments_need_an_equals_sign():
-    assert cfg.parse_assignments(["a.b=1", "seed = 2"]) == {"a.b": "1", "seed": "2"}
+    assert config.parse_assignments(["a.b=1", "seed = 2"]) == {"a.b": "1", "seed": "2"}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
-        cfg.parse_assignments(["classifier.lr"])
+        config.parse_assignments(["classifier.lr"])

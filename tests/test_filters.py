@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from fercore.augment import filters
-from fercore.augment.filters import FILTERS, FilterShortfall, build_scorer, confidence_scorer, fill_pool
+from fercore.augment.filters import FILTERS, FilterShortfall, fill_pool
 from fercore.config import COMMON, resolve
 from fercore.errors import ConfigError, UserError
 from fercore.generators import build_generator
 from fercore.generators.per_class import PerClass
 from fercore.labels import CLASSES
+from fercore.reference import confidence_scorer
+from fercore.synthetic import build_scorer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -188,7 +190,7 @@ def test_a_tiny_trained_cgans_discriminator_filters_its_own_samples(faces):
 
 
 def test_a_tiny_reference_classifier_scores_the_conditioned_class(tiny_faces):
-    from fercore.metrics.quality import train_reference_classifier
+    from fercore.reference import train_reference_classifier
 
     ref = train_reference_classifier(tiny_faces, epochs=1, device=CPU)
     score = build_scorer("classifier_confidence", None, reference=lambda: ref)

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
+from fercore.errors import ConfigError
+from fercore.labels import CLASSES
+from fercore.metrics import Read, calc_metric, calc_metrics
 from fercore.metrics.classification import bootstrap_intervals, class_weights, classification_metrics, macro_auroc
+from fercore.metrics.uplift import uplift_metrics
+from fercore.train import metrics_from_proba
 
 
 def test_class_weights_follow_003s_formula_by_hand():
@@ -56,3 +61,19 @@ def test_bootstrap_interval_matches_a_slow_reference():
     assert ci["test_macro_f1_ci_high"] == pytest.approx(np.percentile(f1s, 97.5))
     point = f1_score(y, pred, average="macro")
     assert ci["test_macro_f1_ci_low"] < point < ci["test_macro_f1_ci_high"]
+
+
+def test_registered_metrics_give_their_functions_figures_in_the_order_named():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 300)
+    proba = rng.dirichlet(np.ones(7), 300)
+    base = rng.dirichlet(np.ones(7), 300)
+    read = Read("test", y, proba, CLASSES, seed=3)
+    figures = calc_metrics(("classification", "bootstrap"), read=read)
+    # The trainer's own figures of a split (loss first), then the intervals: the keys and order of a result row.
+    expected = {**metrics_from_proba(proba, y, "test"), **bootstrap_intervals(y, proba.argmax(1), "test", 7, seed=3)}
+    assert list(figures.items()) == list(expected.items())
+    assert calc_metric("uplift", read=read, baseline=base) == uplift_metrics(y, base.argmax(1), proba.argmax(1),
+                                                                             "test", CLASSES, seed=3)
+    with pytest.raises(ConfigError, match="unknown metric 'fid'; valid: bootstrap, classification, leakage, uplift"):
+        calc_metric("fid", read=read)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from fercore.metrics.quality import frechet_distance, generator_quality, train_reference_classifier
+from fercore.metrics.quality import frechet_distance, generator_quality
+from fercore.reference import train_reference_classifier
 
 FrechetInceptionDistance = pytest.importorskip("torchmetrics.image.fid").FrechetInceptionDistance
 

@@ -31,6 +31,13 @@ def test_one_whole_trial_on_tiny_data(tiny_faces, monkeypatch):
     assert "test_accuracy" not in reports[0][1] and reports[0][2] is None
     assert "test_accuracy" in reports[1][1] and reports[1][2]["samples_png"].startswith(b"\x89PNG")
     assert np.asarray(reports[1][2]["confusion"]).sum() == (tiny_faces.splits == 2).sum()
+    # The last report carries the whole row, config keys included, and the epochs table keeps each epoch's own values.
+    assert reports[1][2]["row"] == result.row and reports[1][2]["row"]["augment.policy"] == "balance"
+    assert [{k: m[k] for k in e} for (_, m, _), e in zip(reports, result.epochs)] == result.epochs
+    # The one read of the test split: a probability per class for every test image, as the row's metrics saw it.
+    test_x, test_y = tiny_faces.split("test")
+    assert result.test.proba.shape == (len(test_x), 7) and np.array_equal(result.test.labels, test_y)
+    assert np.allclose(result.test.proba.sum(1), 1, atol=1e-5)
 
     row = result.row
     counts = np.bincount(train_y, minlength=7)

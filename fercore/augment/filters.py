@@ -1,9 +1,10 @@
 """Quality filters for synthetic images, registered by name (`augment.filter`), and `fill_pool`, which over-generates
 until every class has exactly the synthetic images its mixing policy promised.
 
-A filter scores each image in [0, 1]; images scoring >= augment.filter_tau are kept. Scores:
-- classifier_confidence: the reference classifier's probability of the conditioned class (metrics.quality's
-  conditional accuracy, made per image): drops faces that do not show their expression.
+A filter keeps the images its score function (images, class -> a score in [0, 1] per image) rates >= augment.filter_tau.
+Filters know score functions only, never a generator or classifier type; the trial offers them (`Judges`):
+- classifier_confidence: the reference classifier's probability of the conditioned class (fercore.reference):
+  drops faces that do not show their expression.
 - discriminator: sigmoid of the trained discriminator's logit: drops faces D finds unrealistic.
 Rejected images are replaced by drawing more: each round draws what the acceptance observed so far says is missing,
 with a margin; after augment.filter_rounds rounds a class still short is an error, since the policy's counts are a
@@ -11,18 +12,13 @@ promise that the result row's n_train_synthetic reports.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
 from fercore.errors import UserError
 from fercore.labels import CLASSES
-from fercore.registry import Registry
-
-if TYPE_CHECKING:  # Imported for annotations only: this module stays free of torch and the metrics stack.
-    from fercore.generators.base import Generator
-    from fercore.metrics.quality import ReferenceClassifier
+from fercore.registry import Entry, Registry
 
 SampleFn = Callable[[int, int, int], np.ndarray]  # (n, label, seed) -> uint8 n x H x W, as Generator.sample
 ScoreFn = Callable[[np.ndarray, int], np.ndarray]  # (images, label) -> one score in [0, 1] per image
@@ -37,58 +33,37 @@ class FilterShortfall(UserError):
     """A class got fewer accepted synthetic images than its mixing policy needs within augment.filter_rounds."""
 
 
-@dataclass(frozen=True)
-class FilterEntry:
-    # (trained generator, reference classifier builder) -> score function, or None for no filtering. The reference
-    # classifier comes as a function so only the filter that needs one pays for training it.
-    scorer: Callable[[Generator, Callable[[], ReferenceClassifier]], ScoreFn | None]
-    help: str = ""
+class Judges(Protocol):
+    """The score functions a trial offers its filter, each made when first asked for: only the filter that needs
+    the reference classifier pays for training it."""
+
+    def reference_confidence(self) -> ScoreFn: ...
+
+    def discriminator(self) -> ScoreFn: ...
 
 
-FILTERS: Registry[FilterEntry] = Registry("quality filter", "augment.filter")
+# Each entry's target: Judges -> the score function the filter keeps images by, or None to keep every image.
+FILTERS: Registry[Entry] = Registry("quality filter", "augment.filter")
 
 
-def register(name: str, help: str = ""):
-    def add(scorer):
-        FILTERS.register(name)(FilterEntry(scorer, help))
-        return scorer
-
-    return add
-
-
-@register("none", help="keep every synthetic image")
-def _none(generator, reference):
+@FILTERS.register("none", help="keep every synthetic image")
+def _none(judges: Judges) -> ScoreFn | None:
     return None
 
 
-@register("classifier_confidence", help="keep images the reference classifier gives their class >= tau")
-def _classifier_confidence(generator, reference):
-    return confidence_scorer(reference())
+@FILTERS.register("classifier_confidence", help="keep images the reference classifier gives their class >= tau")
+def _classifier_confidence(judges: Judges) -> ScoreFn | None:
+    return judges.reference_confidence()
 
 
-@register("discriminator", help="keep images the generator's discriminator finds real with probability >= tau")
-def _discriminator(generator, reference):
-    return discriminator_scorer(generator)
+@FILTERS.register("discriminator", help="keep images the generator's discriminator finds real with probability >= tau")
+def _discriminator(judges: Judges) -> ScoreFn | None:
+    return judges.discriminator()
 
 
-def build_scorer(name: str, generator: Generator, reference: Callable[[], ReferenceClassifier]) -> ScoreFn | None:
-    """The score function of filter NAME (None for `none`); fails at once when the generator cannot serve it."""
-    return FILTERS.get(name).scorer(generator, reference)
-
-
-def confidence_scorer(ref: ReferenceClassifier) -> ScoreFn:
-    def score(images: np.ndarray, label: int) -> np.ndarray:
-        return ref.features_and_proba(images)[1][:, label].astype(np.float64)
-
-    return score
-
-
-def discriminator_scorer(generator: Generator) -> ScoreFn:
-    """generator.discriminator_scores; asked once with no images first, so a type without a discriminator raises its
-    ConfigError here (also before training) rather than in the middle of drawing."""
-    size = generator.image_size
-    generator.discriminator_scores(np.zeros((0, size, size), np.uint8), 0)
-    return generator.discriminator_scores
+def build_scorer(name: str, judges: Judges) -> ScoreFn | None:
+    """The score function of filter NAME (None for `none`), from the ones JUDGES offers."""
+    return FILTERS.get(name).target(judges)
 
 
 def fill_pool(sample_fn: SampleFn, needed: np.ndarray, score_fn: ScoreFn | None = None, tau: float = 0.5,

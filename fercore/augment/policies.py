@@ -3,14 +3,14 @@ and how many synthetic ones to add, per class. Which images are drawn is decided
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from fercore.config import Param
 from fercore.errors import ConfigError
 from fercore.labels import CLASS_INDEX, CLASSES
-from fercore.registry import Registry
+from fercore.params import Param
+from fercore.registry import Entry, Registry
 
 
 @dataclass(frozen=True)
@@ -19,44 +19,32 @@ class MixPlan:
     synthetic: np.ndarray  # synthetic images to add, per class
 
 
-@dataclass(frozen=True)
-class PolicyEntry:
-    plan: Callable[[np.ndarray, dict[str, Any]], MixPlan]
-    params: tuple[Param, ...] = ()
-    help: str = ""
+# Each entry's target: (real training counts per class, the augment section's values) -> MixPlan.
+POLICIES: Registry[Entry] = Registry("mixing policy", "augment.policy")
 
 
-POLICIES: Registry[PolicyEntry] = Registry("mixing policy", "augment.policy")
-
-
-def register(name: str, params: tuple[Param, ...] = (), help: str = ""):
-    def add(plan):
-        POLICIES.register(name)(PolicyEntry(plan, params, help))
-        return plan
-
-    return add
-
-
-@register("none", help="real images only")
+@POLICIES.register("none", help="real images only")
 def _none(counts, values):
     return MixPlan(counts.copy(), np.zeros_like(counts))
 
 
-@register("balance", help="top every class up to the largest class with synthetic images (002, Aug. 1)")
+@POLICIES.register("balance", help="top every class up to the largest class with synthetic images (002, Aug. 1)")
 def _balance(counts, values):
     return MixPlan(counts.copy(), counts.max() - counts)
 
 
-@register("real_ratio", params=(Param("real_ratio", 0.5, 0.0, 1.0, help="share of real images in the training set"),),
-          help="training set of the real set's size, a share r real and 1-r synthetic, class proportions kept (004)")
+@POLICIES.register(
+    "real_ratio", params=(Param("real_ratio", 0.5, 0.0, 1.0, help="share of real images in the training set"),),
+    help="training set of the real set's size, a share r real and 1-r synthetic, class proportions kept (004)")
 def _real_ratio(counts, values):
     real = np.round(counts * values["real_ratio"]).astype(np.int64)
     return MixPlan(real, counts - real)
 
 
-@register("per_class", params=(Param("per_class_target", 1000, 1, 1_000_000,
-                                     help="images per class after topping up (002: 10,000-15,000 on FER2013)"),),
-          help="top every class up to N images; a class already above N keeps its real images and gets none (002)")
+@POLICIES.register(
+    "per_class", params=(Param("per_class_target", 1000, 1, 1_000_000,
+                               help="images per class after topping up (002: 10,000-15,000 on FER2013)"),),
+    help="top every class up to N images; a class already above N keeps its real images and gets none (002)")
 def _per_class(counts, values):
     return MixPlan(counts.copy(), np.maximum(values["per_class_target"] - counts, 0))
 
@@ -82,7 +70,7 @@ def class_ids(key: str, text: Any) -> tuple[int, ...]:
     return tuple(sorted({CLASS_INDEX[n] for n in names}))
 
 
-@register("minority", params=(
+@POLICIES.register("minority", params=(
     ClassListParam("minority_classes", "disgust,fear,surprise", help="classes to top up, comma-separated"),
     Param("minority_target", 0, 0, 1_000_000, help="images per named class after topping up; 0: the largest class's"),
 ), help="top up only the named classes (default disgust, fear, surprise) to a target count; others stay real")
@@ -95,15 +83,16 @@ def _minority(counts, values):
     return MixPlan(counts.copy(), synthetic)
 
 
-@register("multiply", params=(Param("multiply_k", 1.0, 0.0, 20.0, help="synthetic images per real image"),),
-          help="add k synthetic images per real image of every class (k * n_c, half rounded up), proportions kept")
+@POLICIES.register(
+    "multiply", params=(Param("multiply_k", 1.0, 0.0, 20.0, help="synthetic images per real image"),),
+    help="add k synthetic images per real image of every class (k * n_c, half rounded up), proportions kept")
 def _multiply(counts, values):
     # floor(x + 0.5) rather than np.round: halves go up, not to the nearest even count.
     return MixPlan(counts.copy(), np.floor(counts * values["multiply_k"] + 0.5).astype(np.int64))
 
 
 def plan_mix(policy: str, counts: np.ndarray, values: dict[str, Any]) -> MixPlan:
-    plan = POLICIES.get(policy).plan(np.asarray(counts, dtype=np.int64), values)
+    plan = POLICIES.get(policy).target(np.asarray(counts, dtype=np.int64), values)
     assert (plan.real <= counts).all() and (plan.real >= 0).all() and (plan.synthetic >= 0).all(), plan
     return plan
 

@@ -2,35 +2,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-from fercore.config import Param, Section
 from fercore.errors import ConfigError
-from fercore.registry import Registry
+from fercore.params import Section
+from fercore.registry import Entry, Registry
 
 
 @dataclass(frozen=True)
-class ClassifierEntry:
-    build: Callable[[Section, int, int], nn.Module]  # (classifier section, image size, number of classes) -> network
-    params: tuple[Param, ...] = ()
-    help: str = ""
+class ClassifierEntry(Entry):
+    # target: (classifier section, image size, number of classes) -> network.
     # oneDNN's CPU convolutions ran 15-25 % faster on channels_last tensors for most backbones here (training steps
     # at batch 128, 48x48, 2 cores); ConvNeXt's permutes and LayerNorm made it ~7 % slower instead.
     channels_last_cpu: bool = True
 
 
-CLASSIFIERS: Registry[ClassifierEntry] = Registry("backbone", "classifier.backbone")
-
-
-def register(name: str, params: tuple[Param, ...] = (), help: str = "", channels_last_cpu: bool = True):
-    def add(build):
-        CLASSIFIERS.register(name)(ClassifierEntry(build, params, help, channels_last_cpu))
-        return build
-
-    return add
+CLASSIFIERS: Registry[ClassifierEntry] = Registry("backbone", "classifier.backbone", ClassifierEntry)
 
 
 def memory_format(backbone: str, device: torch.device) -> torch.memory_format:
@@ -44,7 +33,7 @@ def memory_format(backbone: str, device: torch.device) -> torch.memory_format:
 def build_classifier(cfg: Section, image_size: int, num_classes: int) -> nn.Module:
     """The network CFG names, checked by one forward pass of a blank image: a backbone that downsamples an image of
     this size to nothing is a ConfigError, not a failure in the first training step."""
-    model = CLASSIFIERS.get(cfg.backbone).build(cfg, image_size, num_classes)
+    model = CLASSIFIERS.get(cfg.backbone).target(cfg, image_size, num_classes)
     was_training = model.training
     model.eval()
     try:

@@ -6,16 +6,16 @@ each network's final Linear.
 """
 from __future__ import annotations
 
-from fercore.classifiers import register
+from fercore.classifiers import CLASSIFIERS
 from fercore.classifiers import resemotenet as ren
 from fercore.classifiers import torchvision_adapters as tv
 from fercore.classifiers.common import SMALL_STEM, WEIGHTS, freeze_param, freeze_stages
 from fercore.classifiers.simple import CNN3, LinearClassifier
 from fercore.classifiers.weights import load_weights
-from fercore.config import Param
+from fercore.params import Param
 
 
-@register("linear", params=(WEIGHTS,), help="flattened pixels -> 7 logits, the baseline of report 000")
+@CLASSIFIERS.register("linear", params=(WEIGHTS,), help="flattened pixels -> 7 logits, the baseline of report 000")
 def _linear(cfg, image_size, num_classes):
     model = LinearClassifier(image_size, num_classes, dropout=cfg.dropout)
     if cfg.weights:
@@ -23,8 +23,9 @@ def _linear(cfg, image_size, num_classes):
     return model
 
 
-@register("cnn3", params=(Param("width", 32, 4, 256, help="channels of the first conv; doubled twice"), WEIGHTS),
-          help="3-conv baseline CNN (report 003, table 1)")
+@CLASSIFIERS.register("cnn3", params=(Param("width", 32, 4, 256, help="channels of the first conv; doubled twice"),
+                                      WEIGHTS),
+                      help="3-conv baseline CNN (report 003, table 1)")
 def _cnn3(cfg, image_size, num_classes):
     model = CNN3(image_size, num_classes, dropout=cfg.dropout, width=cfg.width)
     if cfg.weights:
@@ -32,7 +33,7 @@ def _cnn3(cfg, image_size, num_classes):
     return model
 
 
-@register("resemotenet", params=(
+@CLASSIFIERS.register("resemotenet", params=(
     Param("width", 64, 4, 128, help="channels of the first conv (64: the published 80M-parameter network); "
                                     "the blocks have 1, 2, 4, 8, 16, 32 times as many"),
     freeze_param(6, "the 3 conv blocks, the 3rd with its SE block, then the 3 residual blocks"), WEIGHTS),
@@ -49,7 +50,7 @@ def _register_torchvision(name: str, arch: tv.Arch) -> None:
     stage_text = tv.FAMILIES[arch.family].stage_text
     params = (SMALL_STEM, freeze_param(arch.n_stages, stage_text), WEIGHTS)
 
-    @register(name, params=params, help=arch.help, channels_last_cpu=arch.family != "convnext")
+    @CLASSIFIERS.register(name, params=params, help=arch.help, channels_last_cpu=arch.family != "convnext")
     def _build(cfg, image_size, num_classes):
         return tv.build(name, num_classes, dropout=cfg.dropout, small_stem=cfg.small_stem,
                         freeze=cfg.freeze_stages, weights=cfg.weights)

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from fercore.config import Param
+from fercore.params import Param
 
 WEIGHTS = Param("weights", "", help=(
     "local state-dict file (torch.save) to start from, never downloaded; a 3-channel torchvision ImageNet file has "

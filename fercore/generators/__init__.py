@@ -6,24 +6,17 @@ from typing import Any
 import torch
 
 from fercore.generators.base import Diverged, Generator
-from fercore.registry import Registry
+from fercore.registry import Entry, Registry
 
-GENERATORS: Registry[type[Generator]] = Registry("generator type", "generator.type")
+# Each entry's target: a Generator subclass, built from (generator section values, image size, classes, device).
+GENERATORS: Registry[Entry] = Registry("generator type", "generator.type")
 
 
 def build_generator(values: dict[str, Any], image_size: int, num_classes: int, device: torch.device) -> Generator:
-    return GENERATORS.get(values["type"])(values, image_size, num_classes, device)
+    return GENERATORS.get(values["type"]).target(values, image_size, num_classes, device)
 
 
-def _register_builtin_types() -> None:
-    """Import every module of this package, so each type registers itself; a new type needs no edit here."""
-    import importlib
-    import pkgutil
-
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-_register_builtin_types()
+# Register the built-in types: each module's decorator adds its type (a new type adds its module here).
+from fercore.generators import cgan, dcgan, diffusion, folder, gan, stylegan  # noqa: E402,F401
 
 __all__ = ["GENERATORS", "Diverged", "Generator", "build_generator"]

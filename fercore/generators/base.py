@@ -4,17 +4,17 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fercore.atomic import atomic_write
-from fercore.config import Param
 from fercore.errors import ConfigError
+from fercore.params import Param
 
-# Hyperparameters every adversarial type shares; each GAN class lists them in its own `params`.
+# Hyperparameters every adversarial type shares; each GAN type's registration lists them in its `params`.
 GAN_PARAMS = (
     Param("lr_g", 2e-4, 1e-6, 1.0, help="generator learning rate (Adam)"),
     Param("lr_d", 2e-4, 1e-6, 1.0, help="discriminator learning rate (Adam)"),
@@ -47,9 +47,6 @@ class Diverged(RuntimeError):
 
 class Generator(ABC):
     """Trained on the training split only; draws uint8 images of the data set's size for a given class."""
-
-    params: ClassVar[tuple[Param, ...]] = ()
-    help: ClassVar[str] = ""
 
     def __init__(self, values: dict[str, Any], image_size: int, num_classes: int, device: torch.device):
         self.values = dict(values)  # the resolved generator.* section, stored beside the weights

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from fercore.config import Param
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
+from fercore.params import Param
 
 
 class CGANGenerator(nn.Module):
@@ -64,17 +64,18 @@ class CGANDiscriminator(nn.Module):
         return self.head(self.features(torch.cat([x, masks], dim=1)).flatten(1)).squeeze(1)
 
 
-@GENERATORS.register("cgan")
-class CGAN(Generator):
-    help = "conditional DCGAN with spectral-norm discriminator and label mask channels (001)"
-    params = GAN_PARAMS + (
-        Param("latent_dim", 100, 2, 1024, help="noise vector length (001 used 150)"),
-        Param("width", 16, 4, 128, help="base channel count w (001 used 64)"),
-        Param("resolution", 64, choices=(32, 64), help="side G draws and D sees (001: 64); images are resized to the data's"),
-        Param("conditioning", "mask", choices=("mask", "projection"),
-              help="how D sees the label: one-hot mask channels (001) or a projection of a label embedding"),
-    )
+CGAN_PARAMS = GAN_PARAMS + (
+    Param("latent_dim", 100, 2, 1024, help="noise vector length (001 used 150)"),
+    Param("width", 16, 4, 128, help="base channel count w (001 used 64)"),
+    Param("resolution", 64, choices=(32, 64), help="side G draws and D sees (001: 64); images are resized to the data's"),
+    Param("conditioning", "mask", choices=("mask", "projection"),
+          help="how D sees the label: one-hot mask channels (001) or a projection of a label embedding"),
+)
 
+
+@GENERATORS.register("cgan", params=CGAN_PARAMS,
+                     help="conditional DCGAN with spectral-norm discriminator and label mask channels (001)")
+class CGAN(Generator):
     def __init__(self, values, image_size, num_classes, device):
         super().__init__(values, image_size, num_classes, device)
         self.g = CGANGenerator(values["latent_dim"], num_classes, values["width"], values["resolution"]).to(device)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fercore.config import Param
 from fercore.generators import GENERATORS
 from fercore.generators.base import GAN_PARAMS
 from fercore.generators.gan import UnconditionalGAN
 from fercore.generators.per_class import PerClass
+from fercore.params import Param
 
 RESOLUTION = 64
 
@@ -66,11 +66,13 @@ class DCGANModel(UnconditionalGAN):
         return DCGANGenerator(self.latent_dim, width), DCGANDiscriminator(width)
 
 
-@GENERATORS.register("dcgan")
+DCGAN_PARAMS = GAN_PARAMS + (
+    Param("latent_dim", 100, 2, 1024, help="noise vector length (000 used 100)"),
+    Param("width", 16, 4, 128, help="base channel count w (the tutorial's ngf/ndf: 64)"),
+)
+
+
+@GENERATORS.register("dcgan", params=DCGAN_PARAMS, help=(
+    "DCGAN (000, the PyTorch tutorial's): transposed-conv generator at 64x64, resized; one model per class"))
 class DCGAN(PerClass):
-    help = "DCGAN (000, the PyTorch tutorial's): transposed-conv generator at 64x64, resized; one model per class"
     inner = DCGANModel
-    params = GAN_PARAMS + (
-        Param("latent_dim", 100, 2, 1024, help="noise vector length (000 used 100)"),
-        Param("width", 16, 4, 128, help="base channel count w (the tutorial's ngf/ndf: 64)"),
-    )

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore.config import Param
 from fercore.errors import ConfigError
 from fercore.generators import GENERATORS
 from fercore.generators.base import Diverged, Generator, StepHook, to_uint8, to_unit_range
 from fercore.generators.unet import UNet, downsampling
+from fercore.params import Param
 
 SAMPLE_CHUNK = 256  # images per DDIM batch (twice that through the UNet with guidance)
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]  # (x_t, t) -> predicted noise
@@ -101,27 +101,28 @@ def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, ti
     return x
 
 
-@GENERATORS.register("diffusion")
-class Diffusion(Generator):
-    help = "class-conditional DDPM (small UNet) with classifier-free guidance and DDIM sampling; stands in for 002"
-    params = (
-        Param("lr", 1e-3, 1e-6, 1e-1, help="AdamW learning rate (2e-4 is the usual for long GPU runs)"),
-        Param("batch_size", 16, 2, 4096, help="small: in a CPU budget, more steps beat bigger batches"),
-        Param("width", 16, 4, 256, help="UNet base channel count (levels have 1x, 2x, 2x); 16 is ~0.27M weights"),
-        Param("blocks", 1, 1, 4, help="residual blocks per UNet level"),
-        Param("attention", True, help="self-attention at the UNet's lowest resolution"),
-        Param("resolution", 32, choices=(32, 48, 64), help="side the model works at; images are resized to it"),
-        Param("schedule", "cosine", choices=("cosine", "linear"), help="noise schedule"),
-        Param("noise_steps", 1000, 10, 4000, help="training timesteps T of the noise schedule"),
-        Param("sampling_steps", 25, 1, 1000, help="DDIM steps per sample; at most noise_steps"),
-        Param("guidance", 2.0, 0.0, 20.0, help="classifier-free guidance scale: 0 unconditional, 1 conditional"),
-        Param("p_uncond", 0.1, 0.0, 0.9, help="probability a training label is replaced by the null class"),
-        Param("prediction", "v", choices=("v", "eps"), help="what the UNet predicts: v (as SD 2 does) or the noise"),
-        Param("min_snr", 5.0, 0.0, 100.0, help="Min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE"),
-        Param("ema", 0.999, 0.0, 0.9999, help="decay of the weights' moving average that samples; 0 turns it off"),
-        Param("flip", True, help="train on random horizontal flips as well"),
-    )
+DIFFUSION_PARAMS = (
+    Param("lr", 1e-3, 1e-6, 1e-1, help="AdamW learning rate (2e-4 is the usual for long GPU runs)"),
+    Param("batch_size", 16, 2, 4096, help="small: in a CPU budget, more steps beat bigger batches"),
+    Param("width", 16, 4, 256, help="UNet base channel count (levels have 1x, 2x, 2x); 16 is ~0.27M weights"),
+    Param("blocks", 1, 1, 4, help="residual blocks per UNet level"),
+    Param("attention", True, help="self-attention at the UNet's lowest resolution"),
+    Param("resolution", 32, choices=(32, 48, 64), help="side the model works at; images are resized to it"),
+    Param("schedule", "cosine", choices=("cosine", "linear"), help="noise schedule"),
+    Param("noise_steps", 1000, 10, 4000, help="training timesteps T of the noise schedule"),
+    Param("sampling_steps", 25, 1, 1000, help="DDIM steps per sample; at most noise_steps"),
+    Param("guidance", 2.0, 0.0, 20.0, help="classifier-free guidance scale: 0 unconditional, 1 conditional"),
+    Param("p_uncond", 0.1, 0.0, 0.9, help="probability a training label is replaced by the null class"),
+    Param("prediction", "v", choices=("v", "eps"), help="what the UNet predicts: v (as SD 2 does) or the noise"),
+    Param("min_snr", 5.0, 0.0, 100.0, help="Min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE"),
+    Param("ema", 0.999, 0.0, 0.9999, help="decay of the weights' moving average that samples; 0 turns it off"),
+    Param("flip", True, help="train on random horizontal flips as well"),
+)
 
+
+@GENERATORS.register("diffusion", params=DIFFUSION_PARAMS, help=(
+    "class-conditional DDPM (small UNet) with classifier-free guidance and DDIM sampling; stands in for 002"))
+class Diffusion(Generator):
     def __init__(self, values, image_size, num_classes, device):
         super().__init__(values, image_size, num_classes, device)
         if values["sampling_steps"] > values["noise_steps"]:

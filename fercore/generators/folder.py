@@ -16,21 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fercore.config import Param
 from fercore.data.folders import _visible, _walk_files, read_images
 from fercore.errors import ConfigError, DataError
 from fercore.generators import GENERATORS
 from fercore.generators.base import Generator, StepHook
 from fercore.labels import CLASS_INDEX, CLASSES, canonical_class
+from fercore.params import Param
 
 EXPECTED = "a folder with one subfolder of images per class, e.g. ROOT/happy/*.png, ROOT/sad/*.jpg"
+FOLDER_PARAMS = (Param("path", "", help=f"{EXPECTED}; class names or aliases (angry, anger, happiness, ...)"),)
 
 
-@GENERATORS.register("folder")
+@GENERATORS.register("folder", params=FOLDER_PARAMS,
+                     help="images made elsewhere (e.g. Stable Diffusion from prompts, as in 002), one folder per class")
 class FolderImages(Generator):
-    help = "images made elsewhere (e.g. Stable Diffusion from prompts, as in 002), one folder per class"
-    params = (Param("path", "", help=f"{EXPECTED}; class names or aliases (angry, anger, happiness, ...)"),)
-
     def __init__(self, values, image_size, num_classes, device):
         super().__init__(values, image_size, num_classes, device)
         if not str(values["path"]).strip():

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore.config import Param
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, recalibrate_batch_norm, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
 from fercore.generators.per_class import PerClass
+from fercore.params import Param
 
 
 class UnconditionalGAN(Generator):
@@ -109,11 +109,12 @@ class MLPGAN(UnconditionalGAN):
         return MLPGenerator(self.latent_dim, width, image_size), MLPDiscriminator(width, image_size)
 
 
-@GENERATORS.register("gan")
+MLP_GAN_PARAMS = GAN_PARAMS + (
+    Param("latent_dim", 100, 2, 1024, help="noise vector length (000 used 100)"),
+    Param("width", 32, 4, 1024, help="first hidden layer of G; G has w, 2w, 4w, 8w, D 4w, 2w (classic: 128)"),
+)
+
+
+@GENERATORS.register("gan", params=MLP_GAN_PARAMS, help="MLP GAN (000), one unconditional model per class")
 class GAN(PerClass):
-    help = "MLP GAN (000), one unconditional model per class"
     inner = MLPGAN
-    params = GAN_PARAMS + (
-        Param("latent_dim", 100, 2, 1024, help="noise vector length (000 used 100)"),
-        Param("width", 32, 4, 1024, help="first hidden layer of G; G has w, 2w, 4w, 8w, D 4w, 2w (classic: 128)"),
-    )

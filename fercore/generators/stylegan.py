@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore.config import Param
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
 from fercore.generators.d_augment import DAugment
 from fercore.generators.per_class import PerClass
 from fercore.generators.stylegan_networks import StyleDiscriminator, StyleGenerator
+from fercore.params import Param
 
 _STYLEGAN2_DEFAULTS = {"lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "ema": 0.99}
 
@@ -111,22 +111,23 @@ class StyleGANPerClass(PerClass):
     inner = StyleGANModel
 
 
-@GENERATORS.register("stylegan")
-class StyleGAN(Generator):
-    help = "compact StyleGAN2 (modulated convs, noise, skip outputs, residual D, R1, EMA, ADA) at 32/64 px (004)"
-    params = tuple(replace(p, default=_STYLEGAN2_DEFAULTS[p.name]) if p.name in _STYLEGAN2_DEFAULTS else p
-                   for p in GAN_PARAMS) + (
-        Param("latent_dim", 64, 8, 512, help="size of z and w"),
-        Param("mapping_layers", 2, 1, 8, help="FC layers of the mapping network z -> w (StyleGAN2 uses 8)"),
-        Param("mapping_lr_mul", 0.01, 1e-3, 1.0, help="mapping network's learning-rate multiplier; StyleGAN2's 0.01 suits "
-                                                                "millions of images, CPU budgets of ~1,000 steps want ~1"),
-        Param("width", 8, 4, 128, help="channels at 64 px, doubling per halving up to 8x (StyleGAN2-ADA: 256-512)"),
-        Param("resolution", 32, choices=(32, 64), help="side the networks work at; output is resized to the data's"),
-        Param("r1_gamma", 0.1, 0.0, 100.0, help="R1 penalty weight on real images (lazy, every 4 D steps); 0: off"),
-        Param("conditioning", "per_class", choices=("per_class", "label"),
-              help="per_class: one unconditional model per class (004); label: one model, class in mapping and D"),
-    )
+STYLEGAN_PARAMS = tuple(replace(p, default=_STYLEGAN2_DEFAULTS[p.name]) if p.name in _STYLEGAN2_DEFAULTS else p
+                        for p in GAN_PARAMS) + (
+    Param("latent_dim", 64, 8, 512, help="size of z and w"),
+    Param("mapping_layers", 2, 1, 8, help="FC layers of the mapping network z -> w (StyleGAN2 uses 8)"),
+    Param("mapping_lr_mul", 0.01, 1e-3, 1.0, help="mapping network's learning-rate multiplier; StyleGAN2's 0.01 suits "
+                                                        "millions of images, CPU budgets of ~1,000 steps want ~1"),
+    Param("width", 8, 4, 128, help="channels at 64 px, doubling per halving up to 8x (StyleGAN2-ADA: 256-512)"),
+    Param("resolution", 32, choices=(32, 64), help="side the networks work at; output is resized to the data's"),
+    Param("r1_gamma", 0.1, 0.0, 100.0, help="R1 penalty weight on real images (lazy, every 4 D steps); 0: off"),
+    Param("conditioning", "per_class", choices=("per_class", "label"),
+          help="per_class: one unconditional model per class (004); label: one model, class in mapping and D"),
+)
 
+
+@GENERATORS.register("stylegan", params=STYLEGAN_PARAMS, help=(
+    "compact StyleGAN2 (modulated convs, noise, skip outputs, residual D, R1, EMA, ADA) at 32/64 px (004)"))
+class StyleGAN(Generator):
     def __init__(self, values, image_size, num_classes, device):
         super().__init__(values, image_size, num_classes, device)
         kind = StyleGANPerClass if values["conditioning"] == "per_class" else StyleGANModel

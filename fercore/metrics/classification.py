@@ -30,6 +30,12 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, split: str,
     return out
 
 
+def mean_cross_entropy(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Mean cross-entropy of predicted class probabilities (nan for no images); fercore.train's loss of a split."""
+    eps = 1e-12  # A probability of exactly 0 for the true class would make the loss infinite.
+    return float(-np.mean(np.log(proba[np.arange(len(y_true)), y_true] + eps))) if len(y_true) else float("nan")
+
+
 def macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> float:
     """Macro one-vs-rest AUROC over the classes present in y_true (a class absent from the split has no AUROC)."""
     present = np.unique(y_true)
