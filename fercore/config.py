@@ -1,7 +1,7 @@
 """One validated config per trial: flat dotted keys outside (what Ray Tune, Optuna and Parquet see), typed sections inside.
 
 Keys are `section.name` (sections: data, generator, augment, classifier, train) plus `seed`. Each section has common
-parameters declared here, and the registry entry it selects (a generator type, a backbone, a mixing policy) declares
+parameters (declared in fercore.sections, a ground-floor module the report can read too), and the registry entry it selects (a generator type, a backbone, a mixing policy) declares
 its own. `resolve()` checks every key and value, fills defaults and returns a `TrialConfig`; its `flat()` is the dict
 stored with every result row and checkpoint.
 
@@ -18,59 +18,10 @@ from fercore.errors import ConfigError
 from fercore.generators import GENERATORS
 from fercore.params import Param, Section
 from fercore.registry import Registry
+from fercore.sections import AUGMENT, CLASSIFIER, DATA, GENERATOR, SEED, TRAIN
 
 __all__ = ["AUGMENT", "CLASSIFIER", "COMMON", "DATA", "GENERATOR", "SEED", "SELECTORS", "TRAIN", "Param", "Section",
            "Selector", "TrialConfig", "all_keys", "parse_assignments", "registry", "resolve", "section_params"]
-
-
-# Common parameters of each section. The selector of a registry section ("generator.type", ...) is added below.
-SEED = Param("seed", 0, 0, 2**31 - 1, help="seeds the generator, the mixing and the classifier of the trial")
-DATA = (
-    Param("source", "procedural", help="'procedural', a FER2013 .csv, a class-per-folder tree or a RAF-DB folder"),
-    Param("scale", 0.1, 0.001, 10.0, help="procedural set size as a multiple of FER2013's class counts"),
-    Param("seed", 0, 0, 2**31 - 1, help="seeds the procedural drawing and carved validation splits, fixed per sweep"),
-    Param("image_size", 48, 16, 256, help="side of the square grayscale images, pixels"),
-    Param("val_fraction", 0.1, 0.01, 0.5, help="share of training images carved out for validation where a layout has none"),
-)
-GENERATOR = (  # Every type has a budget and a batch; the rest (learning rates, latent size, ...) each type declares.
-    Param("epochs", 5, 0, 10_000, help="generator training budget, passes over the training split"),
-    Param("batch_size", 64, 2, 4096),
-)
-AUGMENT = (  # The policy (augment.policy) says how many synthetic images; the filter, which ones are good enough.
-    Param("filter", "none", choices=("none", "classifier_confidence", "discriminator"),
-          help="quality filter for synthetic images: the reference classifier's confidence in the conditioned class, "
-               "or the generator's discriminator; rejected images are replaced by over-generating"),
-    Param("filter_tau", 0.5, 0.0, 1.0, help="a synthetic image is kept when its filter score is >= this"),
-    Param("filter_rounds", 5, 1, 50, help="over-generation rounds per class before a short class is an error"),
-    Param("paired_baseline", True, help="pair a trial that uses synthetic images with the real-only baseline of the "
-                                        "same classifier config and seed (cached), and record the uplift over it"),
-)
-CLASSIFIER = (
-    Param("lr", 1e-3, 1e-6, 1.0, help="classifier learning rate"),
-    Param("epochs", 5, 1, 1000, help="classifier training epochs"),
-    Param("batch_size", 64, 2, 8192),
-    Param("weight_decay", 0.0, 0.0, 1.0),
-    Param("dropout", 0.5, 0.0, 0.95, help="dropout before the classifier head"),
-    Param("optimizer", "adam", choices=("adam", "adamw", "sgd"), help="sgd uses classifier.momentum"),
-    Param("momentum", 0.9, 0.0, 0.999, help="SGD momentum"),
-    Param("schedule", "none", choices=("none", "cosine", "onecycle", "plateau"),
-          help="learning-rate schedule; plateau halves it when validation loss stalls for 2 epochs (002)"),
-    Param("label_smoothing", 0.0, 0.0, 0.5),
-    Param("class_weights", False, help="weight the loss by w_c = (1/n_c) / sum_k(1/n_k) * K (003)"),
-    Param("patience", 0, 0, 1000, help="stop after this many epochs without improvement; 0 never stops early"),
-    Param("early_stop", "val_macro_f1", choices=("val_macro_f1", "val_loss"),
-          help="what early stopping and the kept epoch are judged by"),
-)
-TRAIN = (
-    Param("flip", 0.5, 0.0, 1.0, help="probability of a horizontal flip per training image"),
-    Param("translate", 2, 0, 16, help="largest random shift per training image, pixels"),
-    Param("rotate", 0.0, 0.0, 45.0, help="largest random rotation, degrees either way (003 used 15)"),
-    Param("crop", 0.0, 0.0, 0.9, help="random resized crop: up to this share of the area is cut away"),
-    Param("erase", 0.0, 0.0, 1.0, help="probability of erasing one random rectangle per image"),
-    Param("compile", False, help="torch.compile the classifier (worth it on a GPU for long trials)"),
-    Param("device", "auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present, else CPU"),
-    Param("threads", 0, 0, 256, help="torch CPU threads; 0 leaves torch's default"),
-)
 
 
 class Selector(NamedTuple):

@@ -21,7 +21,7 @@ class Layer:
 
 
 LAYERS = (
-    Layer("ground", ("fercore.errors", "fercore.atomic", "fercore.labels", "fercore.params", "fercore.registry",
+    Layer("ground", ("fercore.errors", "fercore.atomic", "fercore.labels", "fercore.params", "fercore.sections", "fercore.registry",
                      "fercore.numbers", "fercore.pareto", "fercore.layers"),
           "errors, atomic writes, class names, parameters, the registry type, small numeric helpers", only=()),
     Layer("data", ("fercore.data",), "sources (FER2013 CSV, folders, RAF-DB, procedural) -> FaceSet"),

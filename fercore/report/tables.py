@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fercore.config import AUGMENT
+from fercore.sections import AUGMENT
 from fercore.errors import UserError
 from fercore.labels import CLASSES
 from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS, compact
@@ -219,7 +219,7 @@ def setting_label(row: pd.Series) -> str:
 
 def _policy_params(row: pd.Series) -> list[str]:
     """The names of the policy's own values in ROW, in column order: its augment.* keys but the policy and the keys
-    every policy has (fercore.config.AUGMENT). A row holds only the keys that apply to its config (rows are
+    every policy has (fercore.sections.AUGMENT). A row holds only the keys that apply to its config (rows are
     resolved with drop_inapplicable), so another policy's keys are null in it; the report needs no registry."""
     common = {"policy", *(p.name for p in AUGMENT)}
     return [k.removeprefix("augment.") for k, v in row.items()
