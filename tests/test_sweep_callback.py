@@ -34,6 +34,7 @@ def test_rows_take_the_config_the_worker_resolved(tmp_path):
     # What Ray sampled; the workers' resolved configs carry seed 7, which resolving Ray's config would not give.
     raw = {"classifier.lr": 0.002}
     sent = resolve({**raw, "seed": 7}, drop_inapplicable=True).flat()
+    pairs = tuple(sent.items())  # as the worker sends it (fercore.sweep.trainable)
     trials = {tid: make_trial(tmp_path, tid, config) for tid, config in (
         ("row_without_config", raw), ("whole_row", raw), ("bad_config", {"classifier.backbone": "vgg99"}),
         ("never_reported", raw))}
@@ -44,10 +45,10 @@ def test_rows_take_the_config_the_worker_resolved(tmp_path):
         callback.on_trial_start(0, every, trial)
 
     a, b = trials["row_without_config"], trials["whole_row"]
-    callback.on_trial_result(1, every, a, epoch_result(1, 0.3, {CONFIG: sent}))
+    callback.on_trial_result(1, every, a, epoch_result(1, 0.3, {CONFIG: pairs}))
     callback.on_trial_result(2, every, a, epoch_result(2, 0.4, {"row": row_of(0.4), "confusion": [[1] * 7] * 7}))
     callback.on_trial_complete(2, every, a)
-    callback.on_trial_result(3, every, b, epoch_result(1, 0.5, {CONFIG: sent, "row": {**sent, **row_of(0.5)}}))
+    callback.on_trial_result(3, every, b, epoch_result(1, 0.5, {CONFIG: pairs, "row": {**sent, **row_of(0.5)}}))
     callback.on_trial_complete(3, every, b)
     # The worker could not resolve its config: it reports its end without one.
     bad = trials["bad_config"]

@@ -72,8 +72,8 @@ class ResultsCallback(tune.Callback):
         if trial.trial_id in self._recorded:  # a resumed sweep's finished trial, re-reporting to the searcher
             return
         artifacts = dict(result.get("artifacts") or {})
-        if CONFIG in artifacts:
-            self._configs[trial.trial_id] = artifacts.pop(CONFIG)
+        if CONFIG in artifacts:  # the first report's: the config as the worker resolved it, as (key, value) pairs
+            self._configs[trial.trial_id] = dict(artifacts.pop(CONFIG))
         where = {"node_ip": result.get("node_ip", ""), "node_id": result.get("node_id", "")}
         if "epoch" not in result:  # The trial's own account of its end: it diverged, or its config cannot run.
             self._outcome[trial.trial_id] = (result.get("status", "error"), result.get("reason", ""))

@@ -136,7 +136,8 @@ KEYS: tuple[SweepKey, ...] = (
              help="names the results folder (<storage>/<name>/) and the Optuna study"),
     SweepKey("description", "text", "", default_text="empty", help="a line for the report"),
     SweepKey("data", "mapping", {}, default_text="{}",
-             help="data.* config keys without their section (source, scale, ...); the data set is loaded once per sweep"),
+             help="data.* config keys without their section (source, scale, ...); the data set is loaded once per "
+                  "sweep"),
     SweepKey("space", "text", "", default_text="none",
              help="a search space of search_spaces/ (a define-by-run function); required unless sampler is grid, "
                   "which names none. Before the sweep starts it is drawn from at random: every draw must resolve, "
