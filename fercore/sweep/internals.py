@@ -123,4 +123,5 @@ def ray_result_keys() -> set[str]:
     return set(AUTO_RESULT_KEYS)
 
 
-__doc__ += "\nPrivate attributes, and why each is needed:\n" + recheck_list() + "\n"
+if __doc__:  # None under python -OO
+    __doc__ += "\nPrivate attributes, and why each is needed:\n" + recheck_list() + "\n"

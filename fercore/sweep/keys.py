@@ -230,4 +230,5 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("<", "&lt;")  # a bare < would open an HTML tag
 
 
-__doc__ += "\nThe keys (every one optional but space, which a grid sweep must not have):\n" + text_table() + "\n"
+if __doc__:  # None under python -OO
+    __doc__ += "\nThe keys (every one optional but space, which a grid sweep must not have):\n" + text_table() + "\n"
