@@ -3,7 +3,7 @@ grid key's values did, as Markdown: the figures behind README's "Results on the 
 
     .venv/bin/python benchmarks/paper_sweeps.py [--storage DIR] [--only NAME ...]
 
-Smoke size (fercore.sweepfile.smoke_spec): 2 classifier epochs, generators of 1 epoch and width 8, the procedural set
+Smoke size (fercore.sweep.smoke.smoke_spec): 2 classifier epochs, generators of 1 epoch and width 8, the procedural set
 at scale 0.015. It checks that each report's experiment runs end to end and shows what the report's tables would
 hold; at this size the intervals are wide, and the figures say nothing about FER2013.
 """

@@ -54,8 +54,8 @@ def measure(trials: int, concurrent: int, reuse: bool) -> tuple[int, float, floa
     """One no-op sweep: (trials, wall seconds, driver RSS at start and peak in KB, KB per trial after trial 20)."""
     import ray
 
-    from fercore.sweep import run_sweep
-    from fercore.sweepfile import load_sweep
+    from fercore.sweep.run import run_sweep
+    from fercore.sweep.spec import load_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -81,12 +81,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from fercore.sweepfile import load_sweep, set_gpus_per_trial
+    from fercore.sweep.spec import load_sweep, set_gpus_per_trial
 
     spec = load_sweep(args.sweep)  # Validate before Ray is imported or started.
     if args.gpus_per_trial is not None:
         set_gpus_per_trial(spec, args.gpus_per_trial)
-    from fercore.sweep import run_sweep
+    from fercore.sweep.run import run_sweep
 
     run_sweep(spec, args.storage, address=args.address, num_samples=args.num_samples,
               max_concurrent=args.max_concurrent, smoke=args.smoke, resume=args.resume)
@@ -94,15 +94,15 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_trial(args) -> int:
-    from fercore import config as cfg
+    from fercore import config
     from fercore.data import load
     from fercore.cache import CacheStore
     from fercore.trial import run
 
-    flat = cfg.parse_assignments(args.assignments)
+    flat = config.parse_assignments(args.assignments)
     if args.data:
         flat["data.source"] = args.data
-    resolved = cfg.resolve(flat)
+    resolved = config.resolve(flat)
     d = resolved.data
     data = load(d.source, image_size=d.image_size, scale=d.scale, seed=d.seed, val_fraction=d.val_fraction)
     print(f"data: {data.source}, {len(data.images)} images", flush=True)
@@ -134,7 +134,8 @@ def _cmd_trial(args) -> int:
 
 def _cmd_list(args) -> int:
     from fercore import config
-    from fercore.sweepfile import list_search_spaces, list_sweeps
+    from fercore.sweep.keys import text_table
+    from fercore.sweep.spaces import list_search_spaces, list_sweeps
 
     for section, (selector, reg, default) in config.SELECTORS.items():
         print(f"{section}.{selector} (default {default}):")
@@ -143,6 +144,8 @@ def _cmd_list(args) -> int:
             print(f"  {name:<14} {entry.help}" + (f"  [{own}]" if own else ""))
     print("common keys:")
     print("  seed=0  " + "  ".join(f"{s}.{p.name}={p.default}" for s, ps in config.COMMON.items() for p in ps))
+    print("sweep-file keys (sweeps/*.yaml):")
+    print(text_table())
     print("search spaces: " + ", ".join(list_search_spaces()))
     print("sweeps: " + ", ".join(list_sweeps()))
     return 0

@@ -39,7 +39,7 @@ LAYERS = (
           only=("ground",)),
     Layer("report", ("fercore.report",), "Parquet tables -> report.md, report.html, plots; no runtime registry",
           only=("ground", "results")),
-    Layer("sweep", ("fercore.sweep", "fercore.sweepfile", "fercore.storage", "fercore.tune_state"),
+    Layer("sweep", ("fercore.sweep",),
           "the only Ray code: sweep files, spaces, searchers, trainable, driver callback, storage, resume state"),
     Layer("cli", ("fercore.cli",), "`fersweep` verbs; nothing imports it"),
 )

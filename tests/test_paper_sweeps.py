@@ -9,7 +9,8 @@ import pytest
 from fercore import config as cfg
 from fercore.augment.policies import plan_mix
 from fercore.data.procedural import FER2013_TRAIN, split_counts
-from fercore.sweepfile import REPO_ROOT, load_sweep
+from fercore.sweep.spaces import REPO_ROOT
+from fercore.sweep.spec import load_sweep
 
 REPORTS = {  # sweep -> the report it runs (None: all of them)
     "confidence_filter": "000_d4268ee43cae98ab.txt",

@@ -28,7 +28,7 @@ def sweep_dir(tmp_path_factory):
     import ray
 
     from fercore.sweep import run_sweep
-    from fercore.sweepfile import load_sweep
+    from fercore.sweep.spec import load_sweep
 
     tmp = tmp_path_factory.mktemp("report_sweep")
     sweep = {"name": "report_fill", "description": "every report section, in small",

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from fercore import config as cfg
-from fercore.sweepfile import flat_config, load_space
+from fercore.sweep.spaces import flat_config, load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

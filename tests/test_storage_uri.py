@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from fercore.sweepfile import load_sweep
+from fercore.sweep.spec import load_sweep
 
 FERSWEEP = Path(sys.executable).parent / "fersweep"
 TRIALS = 3
@@ -90,7 +90,7 @@ def test_an_s3_sweep_killed_midway_resumes_from_the_bucket_alone(tmp_path, s3_se
     """The driver is killed (SIGKILL) once the bucket holds a trial's row; a driver on "another machine" (no working
     copy) resumes from the bucket alone and finishes the sweep: every trial in the bucket's trials.parquet once, the
     rows from before the kill unchanged, and Optuna's study, also from the bucket, told each trial once."""
-    from fercore.storage import working_root
+    from fercore.sweep.storage import working_root
     from fercore.sweep import run_sweep
 
     uri = f"s3://results/sweeps?endpoint_override={s3_server}&scheme=http"
@@ -143,3 +143,30 @@ def test_a_storage_uri_that_cannot_be_opened_is_one_line_and_status_2(tmp_path, 
         assert main(["run", sweep, "--storage", uri]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("fersweep: error: --storage:") and why in err and "\n" not in err, err
+
+
+def test_the_trials_table_is_uploaded_last_as_a_file_or_a_folder_of_parts(tmp_path, monkeypatch):
+    """push() uploads everything else, then the tables, then trials.parquet last, whether the trials table is one
+    file or a folder of part files; both layouts reach the URI whole."""
+    from fercore.sweep.storage import SweepFolder, upload_order
+
+    names = ["trials.parquet/part-00002.parquet", "tune/experiment_state-x.json", "epochs.parquet",
+             "trials.parquet", "optuna.db", "epochs.parquet/part-00001.parquet", "trials.parquet/part-00001.parquet",
+             "tb/t1/events.out", "sweep.json"]
+    ordered = sorted(names, key=upload_order)
+    assert ordered[:4] == ["optuna.db", "sweep.json", "tb/t1/events.out", "tune/experiment_state-x.json"]
+    assert set(ordered[4:6]) == {"epochs.parquet", "epochs.parquet/part-00001.parquet"}
+    assert ordered[6:] == ["trials.parquet", "trials.parquet/part-00001.parquet", "trials.parquet/part-00002.parquet"]
+
+    monkeypatch.setenv("FERCORE_CACHE", str(tmp_path / "cache"))
+    remote = tmp_path / "remote"
+    folder = SweepFolder(f"file://{remote}", "s")
+    for name in ("trials.parquet/part-00001.parquet", "epochs.parquet", "tune/experiment_state-x.json"):
+        (folder.local / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder.local / name).write_bytes(name.encode())
+    uploaded = []
+    put = folder._put
+    monkeypatch.setattr(folder, "_put", lambda path, rel: (uploaded.append(rel), put(path, rel)))
+    folder.push()
+    assert uploaded == ["tune/experiment_state-x.json", "epochs.parquet", "trials.parquet/part-00001.parquet"]
+    assert (remote / "s" / "trials.parquet" / "part-00001.parquet").read_bytes() == b"trials.parquet/part-00001.parquet"

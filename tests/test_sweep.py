@@ -6,7 +6,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fercore.labels import CLASSES
-from fercore.sweepfile import load_sweep
+from fercore.sweep.spec import load_sweep
 from tests.conftest import TINY_TRIAL
 
 
@@ -65,7 +65,7 @@ def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, loc
 
 
 def test_sweep_file_problems_are_reported_together(tmp_path):
-    from fercore.sweepfile import SweepError
+    from fercore.sweep.spec import SweepError
 
     path = write_sweep(tmp_path, space="nope", sampler="bayes", fixed={"classifier.backbone": "vgg99"}, extra=1)
     with pytest.raises(SweepError) as e:
@@ -288,7 +288,7 @@ def test_a_resume_ray_cannot_restore_stops_before_running_anything(tmp_path, loc
 
 
 def test_failed_trials_are_labelled_by_their_last_error_line():
-    from fercore.sweep import _failure_status
+    from fercore.sweep.callback import _failure_status
 
     assert _failure_status("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB") == "oom"
     assert _failure_status("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low") == "oom"

@@ -10,7 +10,9 @@ from PIL import Image
 
 from fercore.cli import main
 
-from fercore.sweepfile import REPO_ROOT, SMOKE_AT_MOST, SMOKE_SET, load_sweep, smoke_spec
+from fercore.sweep.smoke import SMOKE_AT_MOST, SMOKE_SET, smoke_spec
+from fercore.sweep.spaces import REPO_ROOT
+from fercore.sweep.spec import load_sweep
 
 SWEEPS = sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml"))
 AUGMENTED = {"confidence_filter", "cgan_minority", "balance_targets", "real_ratio_grid"}

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from fercore.cli import main
-from fercore.sweepfile import (REPO_ROOT, FixedSpace, SweepError, flat_config, list_search_spaces, load_space,
-                               load_sweep, set_gpus_per_trial)
+from fercore.sweep.spaces import REPO_ROOT, FixedSpace, flat_config, list_search_spaces, load_space
+from fercore.sweep.spec import SweepError, load_sweep, set_gpus_per_trial
 
 BASE = {"name": "t", "data": {"source": "procedural", "scale": 0.01}, "space": "quickstart",
         "fixed": {"classifier.epochs": 1}}

@@ -5,8 +5,8 @@ import zipfile
 
 import pytest
 
-from fercore import tune_state
 from fercore.errors import UserError
+from fercore.sweep import state as tune_state
 
 SESSION = "2026-11-23_10-00-00"
 

@@ -34,7 +34,7 @@ from fercore.results.rows import union_keys
 # trial rows of 200 columns, 2,000 epochs.
 PART_CELLS = 65_536
 PART_PREFIX = "part-"
-TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # pyarrow and DuckDB skip hidden files; fercore.storage skips *.tmp
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # pyarrow and DuckDB skip hidden files; fercore.sweep.storage skips *.tmp
 
 Key = tuple[Hashable, ...]
 

@@ -47,7 +47,7 @@ class ResultsStore:
 
     def __init__(self, folder: Path, after_flush: Callable[[], None] | None = None):
         self.folder = Path(folder)
-        self.after_flush = after_flush  # called once the tables are written: fercore.storage uploads them to a URI
+        self.after_flush = after_flush  # called once the tables are written: fercore.sweep.storage uploads them to a URI
         self.folder.mkdir(parents=True, exist_ok=True)
         for name in TABLE_KEYS:
             restore_interrupted_migration(self.folder / name)

@@ -11,8 +11,8 @@ Ray Tune's state goes through the copy too, rather than to the URI through RunCo
 uploads its whole experiment folder after every save (a request per trial folder, and this sweep layer saves at
 every step of Ray's loop, TUNE_GLOBAL_CHECKPOINT_S=0), back to back for as long as the sweep runs. Uploaded at each
 flush instead, the URI's tables, study and Ray state are snapshots of the same moment: every trial with a row is
-known to the Ray state beside it (tune_state.zip, which fercore.tune_state keeps whole), as resuming needs. `--resume` (on any machine) downloads everything but the events
-into a fresh copy, then Ray restores from it.
+known to the Ray state beside it (tune_state.zip, which fercore.sweep.state keeps whole), as resuming needs.
+`--resume` (on any machine) downloads everything but the events into a fresh copy, then Ray restores from it.
 """
 from __future__ import annotations
 
@@ -114,9 +114,7 @@ class SweepFolder:
             if Path(root) == self.local:
                 dirs[:] = [d for d in dirs if d not in LOCAL_ONLY]
             files += [Path(root) / n for n in names if not n.endswith((".tmp", "-journal", "-wal", "-shm"))]
-        # The tables last: a trial's row at the URI then implies that Ray's state and the study beside it know the
-        # trial, which resuming from the URI relies on (the driver may die between two uploads).
-        files.sort(key=lambda p: (p.suffix == ".parquet", p.name == TRIALS, str(p)))
+        files.sort(key=lambda p: upload_order(p.relative_to(self.local).as_posix()))
         with tempfile.TemporaryDirectory(dir=self.local.parent) as scratch:
             for path in files:
                 rel = path.relative_to(self.local).as_posix()
@@ -169,6 +167,15 @@ class SweepFolder:
         # One call into Arrow, which opens, writes and closes the destination with no Python code in between: an
         # interrupt (Ctrl-C) cannot close an upload half written, which would publish half a table.
         pafs.copy_files(str(path), dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+
+def upload_order(rel: str) -> tuple[bool, bool, str]:
+    """Sort key of a file (its path relative to the sweep folder) in an upload: everything else, then the tables,
+    then the trials table last, so that a trial's row at the URI implies that Ray's state and the study beside it
+    know the trial, which resuming from the URI relies on (the driver may die between two uploads). A table is a
+    Parquet file or a folder of Parquet parts (trials.parquet/part-....parquet): every file under it counts as it."""
+    top = rel.split("/", 1)[0]
+    return rel.endswith(".parquet") or top.endswith(".parquet"), top == TRIALS, rel
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:

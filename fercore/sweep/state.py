@@ -8,7 +8,8 @@ during that copy leaves a truncated experiment_state there, or one from another 
 fails to restore, logs it, and silently starts a new experiment of one trial (TuneController.__init__), so a resumed
 sweep "finishes" without running the trials it was missing. The staging folder itself is consistent between two
 steps of Ray's loop (the save runs in the loop's thread), so a callback copies it from there, and `--resume` puts
-that copy back into tune/ before Ray reads it."""
+that copy back into tune/ before Ray reads it. The file names are Ray's own (fercore.sweep.internals lists them
+with the other Ray internals this layer relies on)."""
 from __future__ import annotations
 
 import fnmatch

@@ -1,0 +1,232 @@
+"""run_sweep: a validated SweepSpec becomes a Ray Tune run in which OptunaSearch samples the define-by-run space
+(fercore.sweep.searchers), ASHA stops weak trials on the validation metric, workers run fercore.trial
+(fercore.sweep.trainable), and a driver-side callback writes the Parquet tables and TensorBoard events as trials
+report and finish (fercore.sweep.callback). A crashed trial is retried (max_failures); one that diverged or whose
+config cannot run reports that as its result and ends, since a retry would end the same way. `--resume` finishes a
+sweep whose driver stopped, from Ray's saved state (fercore.sweep.state).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+# We write our own tables and event files; Ray's JSON/CSV/TensorBoard loggers would duplicate them per trial.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Ray saves its experiment state (trials, searcher) at most this often. At Ray's default (10 s or more) a trial can
+# start and finish unseen by the last save, and a resumed sweep then runs one trial too many; 0 saves at every step
+# of Ray's loop (benchmarks/sweep_overhead.py measures what that costs).
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from fercore import pareto  # noqa: E402
+from fercore.atomic import atomic_write  # noqa: E402
+from fercore.cache import CacheStore  # noqa: E402
+from fercore.config import resolve  # noqa: E402
+from fercore.data import FaceSet, load  # noqa: E402
+from fercore.errors import UserError  # noqa: E402
+from fercore.results import SWEEP_RECORD, ResultsStore  # noqa: E402
+from fercore.sweep import internals, state  # noqa: E402
+from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
+from fercore.sweep.searchers import make_searcher  # noqa: E402
+from fercore.sweep.smoke import smoke_spec  # noqa: E402
+from fercore.sweep.spec import SweepSpec  # noqa: E402
+from fercore.sweep.storage import SweepFolder  # noqa: E402
+from fercore.sweep.study import fail_running, open_storage  # noqa: E402
+from fercore.sweep.summary import print_summary  # noqa: E402
+from fercore.sweep.trainable import trainable as run_trial  # noqa: E402
+
+MAX_T_WITHOUT_EPOCHS = 100  # ASHA's last rung when neither scheduler.max_t nor classifier.epochs is fixed
+
+
+def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str | None = None,
+              num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False,
+              resume: bool = False, trainable: Callable | None = None, reuse_actors: bool = True) -> Path:
+    """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/. STORAGE may be a URI
+    (s3://bucket/prefix ...): results are then uploaded to URI/<sweep name>/ and the folder returned is the driver's
+    working copy of it (fercore.sweep.storage).
+
+    resume: finish the sweep whose driver stopped (even by SIGKILL): Ray restores its trials and the searcher's
+    state from storage/<name>/tune; trials already in trials.parquet are not run again.
+    trainable: a stand-in for the trial function with fercore.sweep.trainable.trainable's signature (benchmarks of
+    the sweep layer).
+    reuse_actors: run a trial in a finished trial's worker process when it needs the same resources; False starts
+    a fresh process per trial (~1.5 s each on 2 CPU cores; benchmarks/sweep_overhead.py compares).
+    """
+    started = time.time()
+    _quiet_libraries()
+    location = SweepFolder(storage, spec.name)  # a URI that cannot be opened or written fails here, before Ray starts
+    out = location.local
+    location.pull()  # A URI's tables, optuna.db and Ray state, into the working copy the driver writes.
+    if resume and not tune.Tuner.can_restore(str(out / TUNE_DIR)):
+        raise UserError(f"--resume: {location.where(TUNE_DIR)} holds no sweep to resume; run without --resume to "
+                        f"start it")
+    out.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        spec = smoke_spec(spec, num_samples)
+    fixed = spec.base_config()
+    _write_sweep_record(out, spec, fixed, smoke)
+    n = _trial_count(spec, num_samples)
+    resources = _start_ray(spec, address)
+    data = _load_data(fixed)
+    study_storage = open_storage(spec, out)
+    cache = CacheStore(out / "cache", enabled=spec.cache)
+    # Resumed: Ray may not know these finished (a driver killed between our row and Ray's next save of its state).
+    finished = _recorded_objectives(spec, out) if resume else {}
+    fn = tune.with_resources(tune.with_parameters(trainable or run_trial, data=data, cache=cache,
+                                                  objectives=tuple(spec.metrics), finished=finished), resources)
+    if resume:
+        callback = _resume(fn, spec, location, len(finished))
+    else:
+        callback = _start(fn, spec, fixed, n, study_storage, location, max_concurrent or spec.max_concurrent,
+                          reuse_actors)
+    return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location)
+
+
+def _trial_count(spec: SweepSpec, num_samples: int | None) -> int:
+    n = num_samples or spec.num_samples  # --smoke --num-samples N: N tiny trials
+    if spec.sampler == "grid" and n > spec.grid_size:
+        print(f"The grid has {spec.grid_size} points: running {spec.grid_size} trials, not {n}.", flush=True)
+        n = spec.grid_size
+    return n
+
+
+def _start_ray(spec: SweepSpec, address: str | None) -> dict[str, float]:
+    """Start or join Ray; the resources each trial asks for."""
+    for line in internals.untested_versions():
+        print(f"Warning: {line}: the private Ray and Optuna attributes fercore/sweep/internals.py lists were "
+              f"checked on those versions only", flush=True)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
+                 logging_level="WARNING")
+    resources = {"cpu": spec.setting("resources.cpu"), "gpu": spec.setting("resources.gpu")}
+    # Only a local instance started here is known to lack GPUs; a cluster (--address, or a Ray job's RAY_ADDRESS)
+    # may add GPU nodes once trials ask for them.
+    if resources["gpu"] and address is None and not os.environ.get("RAY_ADDRESS") \
+            and not ray.cluster_resources().get("GPU"):
+        raise UserError(f"resources.gpu: each trial asks for {resources['gpu']} GPU but this Ray instance has none; "
+                        f"set resources.gpu: 0 (or --gpus-per-trial) or run where CUDA is present")
+    return resources
+
+
+def _load_data(fixed: dict[str, Any]) -> FaceSet:
+    """The sweep's data set, loaded once on the driver and handed to every trial through Ray's object store."""
+    data_cfg = resolve(fixed, drop_inapplicable=True).data
+    print(f"Loading data: {data_cfg.source}", flush=True)
+    data = load(data_cfg.source, image_size=data_cfg.image_size, scale=data_cfg.scale, seed=data_cfg.seed,
+                val_fraction=data_cfg.val_fraction)
+    counts = data.counts()
+    print(f"  {len(data.images)} images: train {sum(counts['train'])}, val {sum(counts['val'])}, "
+          f"test {sum(counts['test'])}", flush=True)
+    return data
+
+
+def _recorded_objectives(spec: SweepSpec, out: Path) -> dict[str, dict[str, Any]]:
+    return {tid: {m: row.get(m) for m in spec.metrics} for tid, row in ResultsStore(out).trials.items()}
+
+
+def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, location: SweepFolder,
+           max_concurrent: int, reuse_actors: bool) -> ResultsCallback:
+    """Run a new sweep of N sampled configs (times seeds); its results callback, whose store holds every row."""
+    searcher = make_searcher(spec, fixed, study_storage)
+    n *= spec.seeds
+    callback = ResultsCallback(location.local, n, spec.time_budget_s, after_flush=location.push)
+    tuner = tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(spec, fixed), num_samples=n,
+                                    max_concurrent_trials=max_concurrent, time_budget_s=spec.time_budget_s,
+                                    trial_dirname_creator=_trial_dirname, reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(location.local), callbacks=[callback], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+    )
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metrics, spec.modes))
+    print(f"Running {n} trials of sweep {spec.name!r} ({f'space {spec.space}' if spec.space else 'a grid'}, sampler "
+          f"{spec.sampler}, scheduler {spec.scheduler.get('type', 'asha')}, objectives {objectives}) ...", flush=True)
+    tuner.fit()
+    return callback
+
+
+def _scheduler(spec: SweepSpec, fixed: dict[str, Any]):
+    """ASHA on the first objective, reported every epoch (load_sweep checked that it is), or None."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    if spec.setting("scheduler.type") != "asha":
+        return None
+    max_t = spec.setting("scheduler.max_t") or int(fixed.get("classifier.epochs", MAX_T_WITHOUT_EPOCHS))
+    max_t = max(1, int(max_t))
+    return ASHAScheduler(time_attr="epoch", max_t=max_t, metric=spec.metric, mode=spec.mode,
+                         grace_period=min(max_t, int(spec.setting("scheduler.grace_period"))),
+                         reduction_factor=spec.setting("scheduler.reduction_factor"))
+
+
+def _resume(fn, spec: SweepSpec, location: SweepFolder, recorded: int) -> ResultsCallback:
+    """Finish a stopped sweep: the searcher, scheduler and results callback come back from Ray's saved state."""
+    out = location.local
+    # Ray's copy in tune/ may be half written (a kill during its copy thread's write): put back the whole one.
+    state.restore(out / state.TUNE_STATE, out / TUNE_DIR)
+    state.check(out / TUNE_DIR)
+    tuner = tune.Tuner.restore(str(out / TUNE_DIR), fn, resume_unfinished=True, resume_errored=False,
+                               restart_errored=False)
+    callback = _repoint_callback(tuner, location, spec)
+    print(f"Resuming sweep {spec.name!r}: {recorded} trials already recorded", flush=True)
+    tuner.fit()
+    return callback
+
+
+def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> ResultsCallback:
+    """Give the restored results callback this run's folder and upload hook, and return it (its store holds every
+    row once the sweep ends). Ray restores it as pickled when the sweep started, with that driver's folder, which
+    for a URI is a working copy that may lie elsewhere here."""
+    for callback in internals.restored_callbacks(tuner):
+        if not isinstance(callback, ResultsCallback):
+            continue
+        before = Path(callback.folder)
+        callback.folder, callback.after_flush = location.local, location.push
+        callback.resuming = True  # setup() checks that Ray restored the sweep rather than starting a new one
+        # The restored searcher also holds its Optuna storage as pickled: a study file in the old folder.
+        if spec.storage_url(before) != spec.storage_url(location.local):
+            raise UserError(f"--resume: the sweep's Optuna study is restored as {spec.storage_url(before)}, in the "
+                            f"results folder of the driver that started it; resume with that folder "
+                            f"({before}{', set through FERCORE_CACHE' if location.uri else ''})")
+        return callback
+    raise UserError(f"--resume: the Ray Tune run in {location.where(TUNE_DIR)} has no fercore results callback: it "
+                    f"was not started by `fersweep run`")
+
+
+def _write_sweep_record(out: Path, spec: SweepSpec, fixed: dict[str, Any], smoke: bool) -> None:
+    """What the sweep asked for, beside its tables: a report names the objectives and the grid from it."""
+    record = {"name": spec.name, "description": spec.description, "sweep_file": str(spec.path),
+              "metrics": spec.metrics, "modes": spec.modes, "sampler": spec.sampler, "space": spec.space,
+              "grid": spec.grid, "fixed": fixed, "scheduler": spec.scheduler, "seeds": spec.seeds, "smoke": smoke}
+    atomic_write(out / SWEEP_RECORD, lambda f: f.write(json.dumps(record, indent=1, default=str).encode()))
+
+
+def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage, cache: CacheStore,
+                  started: float, location: SweepFolder) -> Path:
+    fail_running(spec, study_storage)  # trials a time budget cut off are still RUNNING in a kept study
+    if spec.multi_objective:  # The front, over every completed row (a resumed sweep's earlier ones too).
+        rows = list(store.trials.values())
+        for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):
+            store.add_trial({**row, "pareto": on})
+        store.flush()
+    location.push()  # What was written after the last flush (the last TensorBoard events), to a URI.
+    print_summary(out, store, spec, time.time() - started, cache, spec.storage_url(out), location)
+    return out
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"  # Ray's default packs the config into the name and runs past path limits.
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # With Ray's own loggers off, the result grid warns that it finds no result.json; our tables are the results.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

@@ -1,0 +1,268 @@
+"""Sweep files (sweeps/*.yaml) read safely and validated whole before anything starts, into a SweepSpec.
+
+A sweep file is declarative: the data source, a search space (a define-by-run function in search_spaces/), fixed
+values that override it, the sampler, the objectives, the scheduler, the trial budget and resources. Every key, its
+valid values and default are declared in fercore.sweep.keys (`fersweep list` prints them); this module checks each
+value against that table, then the rules that tie keys together, then the configs the sweep will run
+(fercore.sweep.checks), and reports every problem at once, each with its key. No Ray here: fercore.sweep.run turns
+a SweepSpec into a Ray Tune run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fercore import config
+from fercore.errors import UserError
+from fercore.sweep import keys
+from fercore.sweep.checks import check_draws, check_grid, config_lines
+from fercore.sweep.keys import SweepError, gpu_problem
+from fercore.sweep.spaces import list_sweeps, load_space, sweep_dirs
+
+EPOCH_METRICS = ("train_loss", "lr")  # reported every epoch, as every val_ metric is: what ASHA can judge trials on
+
+
+def _default(name: str):
+    return field(default_factory=lambda: keys.default(name))
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep file; the defaults are fercore.sweep.keys's."""
+
+    name: str
+    path: Path
+    space: str = ""  # empty for a grid sweep
+    data: dict[str, Any] = _default("data")
+    fixed: dict[str, Any] = _default("fixed")
+    sampler: str = keys.default("sampler")
+    grid: dict[str, list] = _default("grid")  # config key -> values, each coerced to the key's type
+    metrics: list[str] = field(default_factory=lambda: [keys.default("metric")])
+    modes: list[str] = field(default_factory=lambda: [keys.default("mode")])
+    scheduler: dict[str, Any] = _default("scheduler")  # none by default with several metrics
+    num_samples: int = keys.default("num_samples")
+    max_concurrent: int = keys.default("max_concurrent")
+    resources: dict[str, float] = _default("resources")
+    seed: int = keys.default("seed")
+    seeds: int = keys.default("seeds")  # each sampled config runs this many times; the searcher sees the mean
+    cache: bool = keys.default("cache")
+    time_budget_s: float | None = keys.default("time_budget_s")
+    max_failures: int = keys.default("max_failures")
+    optuna_storage: bool | str = keys.default("optuna_storage")
+    description: str = keys.default("description")
+
+    @property
+    def metric(self) -> str:
+        """The first objective: the one ASHA and the 'best trial' line use."""
+        return self.metrics[0]
+
+    @property
+    def mode(self) -> str:
+        return self.modes[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metrics) > 1
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid.values()) if self.grid else 0
+
+    def setting(self, name: str) -> Any:
+        """A mapping key's value (`scheduler.grace_period`, `resources.gpu`), its default where the file has none."""
+        mapping, _, key = name.partition(".")
+        return getattr(self, mapping).get(key, keys.default(name))
+
+    def base_config(self) -> dict[str, Any]:
+        """The fixed part of every trial's config: the data section and the sweep's fixed values."""
+        return {**{f"data.{k}": v for k, v in self.data.items()}, **self.fixed}
+
+    def storage_url(self, out: Path) -> str | None:
+        """Where Optuna keeps the study (an SQLAlchemy URL), or None for in memory."""
+        if self.optuna_storage is False:
+            return None
+        if self.optuna_storage is True:
+            return f"sqlite:///{Path(out).resolve() / 'optuna.db'}"
+        if "://" in self.optuna_storage:
+            return self.optuna_storage
+        return f"sqlite:///{(Path(out) / Path(self.optuna_storage).expanduser()).resolve()}"
+
+
+def set_gpus_per_trial(spec: SweepSpec, value: float) -> None:
+    """`fersweep run --gpus-per-trial F`: override the sweep file's resources.gpu."""
+    problem = gpu_problem(value, zero_ok=False)
+    if problem:
+        raise SweepError(f"--gpus-per-trial: {problem}")
+    spec.resources["gpu"] = int(value) if float(value).is_integer() else float(value)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file; every problem is reported at once, each with its key."""
+    path = _find(Path(path))
+    raw = _read_yaml(path)
+    errors = [f"{key}: unknown sweep key; valid: {', '.join(sorted(keys.TOP_LEVEL))}"
+              for key in raw if key not in keys.TOP_LEVEL]
+    spec = SweepSpec(name=str(raw.get("name", path.stem)), path=path.resolve(), space=str(raw.get("space") or ""),
+                     description=str(raw.get("description", "")))
+    _read_values(raw, spec, errors)
+    _read_objectives(raw, spec, errors)
+    _read_scheduler(raw, spec, errors)
+    _read_mapping("resources", spec.resources, errors)
+    base_ok = _check_base(spec, errors)
+    if spec.sampler == "grid":
+        _read_grid(raw, spec, errors, check_grid if base_ok else None)
+    else:
+        if "grid" in raw:
+            errors.append(f"grid: only for sampler: grid (this sweep's sampler is {spec.sampler})")
+        if not spec.space:
+            errors.append("space: missing; name a search space in search_spaces/")
+        elif _space_loads(spec, errors) and base_ok:
+            check_draws(spec, errors)
+    if errors:
+        raise SweepError(f"{path}: " + (errors[0] if len(errors) == 1 else
+                                        f"{len(errors)} problems:\n  " + "\n  ".join(errors)))
+    return spec
+
+
+def _find(path: Path) -> Path:
+    if not path.exists() and not path.suffix:
+        for d in sweep_dirs():  # `fersweep run quickstart` finds sweeps/quickstart.yaml
+            if (d / f"{path}.yaml").exists():
+                return d / f"{path}.yaml"
+    if not path.exists():
+        raise SweepError(f"{path}: no such sweep file; known sweeps: {', '.join(list_sweeps())}")
+    return path
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SweepError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping of sweep keys ({', '.join(sorted(keys.TOP_LEVEL))})")
+    return raw
+
+
+# Keys read with their own rules below: name, description and space as text, the objectives as lists, the grid by
+# resolving its points.
+_OWN_RULES = {"name", "description", "space", "metric", "mode", "grid"}
+
+
+def _read_values(raw: dict, spec: SweepSpec, errors: list[str]) -> None:
+    """Check each top-level value against its key and keep the valid ones in SPEC (a mapping as a copy)."""
+    for key in keys.KEYS:
+        if key.name not in raw or "." in key.name:
+            continue
+        problem = key.problem(raw[key.name])
+        if problem:
+            errors.append(problem)
+        elif key.name not in _OWN_RULES:
+            value = raw[key.name]
+            setattr(spec, key.name, dict(value) if isinstance(value, dict) else value)
+
+
+def _read_mapping(name: str, values: dict[str, Any], errors: list[str]) -> None:
+    """Check a mapping's keys (scheduler, resources) against its declared sub-keys."""
+    declared = {key.name.partition(".")[2]: key for key in keys.sub_keys(name)}
+    for sub, value in values.items():
+        if sub not in declared:
+            errors.append(f"{name}.{sub}: unknown; valid: {', '.join(declared)}")
+        elif problem := declared[sub].problem(value):
+            errors.append(problem)
+
+
+def _read_objectives(raw: dict, spec: SweepSpec, errors: list[str]) -> None:
+    """metric and mode: one mode per metric, no metric twice, none of the test split."""
+    metric, mode = raw.get("metric", keys.default("metric")), raw.get("mode")
+    if keys.BY_NAME["metric"].problem(metric) or ("mode" in raw and keys.BY_NAME["mode"].problem(mode)):
+        return  # _read_values reported it
+    metrics = metric if isinstance(metric, list) else [metric]
+    for m in sorted({m for m in metrics if metrics.count(m) > 1}):
+        errors.append(f"metric: {m} is listed twice")
+    for m in metrics:
+        if m.startswith("test_"):
+            errors.append(f"metric: {m}: the test split is read once, at the end, and must not steer the search; "
+                          f"use val_{m.removeprefix('test_')}")
+    if "mode" not in raw:
+        if len(metrics) > 1:
+            errors.append(f"mode: missing; give one mode (max or min) per metric, e.g. mode: "
+                          f"[{', '.join('max' for _ in metrics)}]")
+            return
+        modes = [keys.default("mode")]
+    else:
+        modes = mode if isinstance(mode, list) else [mode]
+        if len(modes) != len(metrics):
+            errors.append(f"mode: {len(modes)} mode(s) for {len(metrics)} metric(s) ({', '.join(metrics)}); "
+                          f"give one per metric")
+            return
+    spec.metrics, spec.modes = list(metrics), list(modes)
+
+
+def _read_scheduler(raw: dict, spec: SweepSpec, errors: list[str]) -> None:
+    """The scheduler's keys, and asha only where it can judge: one objective, reported every epoch."""
+    if "scheduler" in raw and not isinstance(raw["scheduler"], dict):
+        return  # _read_values reported it
+    if "scheduler" not in raw and spec.multi_objective:
+        spec.scheduler = {}
+    kind = spec.scheduler.setdefault("type", "none" if spec.multi_objective else keys.default("scheduler.type"))
+    _read_mapping("scheduler", spec.scheduler, errors)
+    if kind != "asha":
+        return
+    if spec.multi_objective:
+        errors.append(f"scheduler.type: asha stops trials on one metric, which would cut the Pareto front of "
+                      f"{', '.join(spec.metrics)} short; use scheduler: {{type: none}} (the default with several "
+                      f"metrics)")
+    elif not (spec.metric.startswith("val_") or spec.metric in EPOCH_METRICS):
+        errors.append(f"scheduler.type: asha compares trials on {spec.metric} every epoch, but it is measured only "
+                      f"at the end; use a val_ metric (e.g. val_macro_f1) or scheduler: {{type: none}}")
+
+
+def _check_base(spec: SweepSpec, errors: list[str]) -> bool:
+    """The data section and the fixed values must form a valid config on their own (defaults fill the rest);
+    False when they do not (the grid and the space are then not resolved with them)."""
+    known = config.all_keys()
+    for key in spec.data:
+        if f"data.{key}" not in known:
+            errors.append(f"data.{key}: unknown; valid: {', '.join(p.name for p in config.DATA)}")
+    base_ok = True
+    try:
+        config.resolve(spec.base_config(), drop_inapplicable=True)
+    except UserError as e:
+        errors.extend(config_lines(e))
+        base_ok = False
+    source = spec.data.get("source", "procedural")
+    if source != "procedural" and not Path(source).exists():
+        errors.append(f"data.source: {source}: no such file or folder")
+    return base_ok
+
+
+def _read_grid(raw: dict, spec: SweepSpec, errors: list[str], check_grid) -> None:
+    """A grid sweep: a grid and no space; num_samples defaults to the grid's size and may not exceed it.
+    CHECK_GRID resolves the grid's points (None when the fixed values do not resolve on their own)."""
+    if spec.space:
+        errors.append("space: a grid sweep enumerates its grid and names no space; put constants in fixed")
+    if "grid" not in raw:
+        errors.append("grid: missing; sampler: grid needs grid: {config key: [values]}")
+    elif check_grid is not None and not keys.BY_NAME["grid"].problem(raw["grid"]):
+        check_grid(raw["grid"], spec, errors)
+    if "num_samples" not in raw and spec.grid:
+        spec.num_samples = spec.grid_size
+    elif spec.grid and spec.num_samples > spec.grid_size:
+        errors.append(f"num_samples: {spec.num_samples} is more than the grid's {spec.grid_size} points; each "
+                      f"point runs once (seeds: K repeats each)")
+
+
+def _space_loads(spec: SweepSpec, errors: list[str]) -> bool:
+    try:
+        load_space(spec.space, spec.path)
+    except SweepError as e:
+        errors.append(str(e))
+        return False
+    return True

@@ -1,0 +1,72 @@
+"""The one-screen summary a sweep ends with: trials by status, the best trial or the Pareto front, what the cache
+saved, and where the results, TensorBoard's events and the Optuna study are. No Ray here.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fercore.cache import CacheStore
+from fercore.results import ResultsStore
+from fercore.sweep.spec import SweepSpec
+from fercore.sweep.storage import SweepFolder
+
+DESCRIBED = ("classifier.backbone", "augment.policy", "generator.type")  # what a best or front trial is shown by
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore,
+                  study_url: str | None = None, location: SweepFolder | None = None) -> None:
+    rows = list(store.trials.values())
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    print(f"\nSweep {spec.name!r} finished in {seconds:.0f} s: "
+          + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())))
+    done = [r for r in rows if r["status"] == "completed"]
+    for m in spec.metrics:
+        if done and not any(_finite(r.get(m)) for r in done):
+            print(f"Note: no completed trial has a value of {m}; is the sweep's metric spelt as the rows' columns?")
+    if spec.multi_objective:
+        _print_front(rows, done, spec)
+    elif any(_finite(r.get(spec.metric)) for r in done):
+        _print_best(done, spec)
+    _print_cache(cache)
+    where = location.where if location is not None else lambda name: f"{out}/{name}"
+    print(f"Results: {where('trials.parquet')}, {where('epochs.parquet')}")
+    if location is not None and location.uri:
+        print(f"  uploaded with tb/ from the driver's working copy {out}")
+    print(f"TensorBoard: tensorboard --logdir {out}/tb")
+    if study_url:
+        print(f"Optuna study {spec.name!r}: optuna-dashboard {study_url}")
+
+
+def _print_front(rows: list[dict], done: list[dict], spec: SweepSpec) -> None:
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[spec.metric], reverse=spec.mode == "max")
+    print(f"Pareto front over {', '.join(f'{m} ({d})' for m, d in zip(spec.metrics, spec.modes))}: "
+          f"{len(front)} of {len(done)} completed trials (column 'pareto' in trials.parquet)")
+    for r in front:
+        print(f"  trial {r['trial_id']}: " + ", ".join(f"{m}={r[m]:.4g}" for m in spec.metrics) + "; "
+              + ", ".join(f"{k}={r[k]}" for k in DESCRIBED if k in r))
+
+
+def _print_best(done: list[dict], spec: SweepSpec) -> None:
+    best = (max if spec.mode == "max" else min)((r for r in done if _finite(r.get(spec.metric))),
+                                                key=lambda r: r[spec.metric])
+    print(f"Best by {spec.metric}: trial {best['trial_id']} ({spec.metric}={best[spec.metric]:.4f}, "
+          f"test_macro_f1={best.get('test_macro_f1', float('nan')):.4f}, "
+          f"test_accuracy={best.get('test_accuracy', float('nan')):.4f})")
+    print("  " + ", ".join(f"{k}={best[k]}" for k in DESCRIBED if k in best))
+
+
+def _print_cache(cache: CacheStore) -> None:
+    # Kinds are generator-v1, pool-v1, reference-v1, baseline-v1: what the cache saved this sweep.
+    counts = cache.counts_by_kind()
+    kinds = sorted({kind for kind, _ in counts})
+    if kinds:
+        print("Cache: " + ", ".join(f"{k} built {counts[k, 'built']}, reused {counts[k, 'hit']}" for k in kinds)
+              + f" ({cache.root})")

@@ -1,0 +1,93 @@
+"""The worker side of a sweep: one Ray Tune trial running fercore.trial.run, its per-epoch reports adapted to
+tune.report.
+
+The config Ray samples is resolved once, here, and the resolved flat config travels to the driver with the trial's
+first report (artifacts[CONFIG]), so the driver records it with the trial's row without resolving it again. A trial
+that diverged or whose config cannot run reports that as its last result (status, reason) and ends normally: a
+retry would end the same way. Anything else it raises is a crash, which Ray retries (max_failures).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.search.repeater import TRIAL_INDEX
+
+from fercore.cache import CacheStore
+from fercore.config import resolve
+from fercore.data import FaceSet
+from fercore.errors import UserError
+from fercore.sweep.searchers import RESUMED
+from fercore.sweep.spaces import flat_config
+
+CONFIG = "config"  # the artifacts key of the resolved flat config, sent with the trial's first report
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's flat config as Ray hands it over, without Ray's own keys and with suggestion names as config keys
+    (`augment.filter@no_discriminator` sets augment.filter); a repeat of a sampled config (sweep key `seeds`) gets
+    its own seed: the config's seed plus the repeat's index."""
+    flat = flat_config({k: v for k, v in config.items() if k != TRIAL_INDEX})
+    if config.get(TRIAL_INDEX):
+        flat["seed"] = int(flat.get("seed", 0)) + int(config[TRIAL_INDEX])
+    return flat
+
+
+class _Reporter:
+    """fercore.trial's report(epoch, metrics, artifacts) as tune.report, and the trial's own account of its end.
+    Ray wants the searcher's metrics in every result: an objective measured only at the end (train_seconds) is None
+    until then. The first report carries the resolved config, once it is known."""
+
+    def __init__(self, objectives: tuple[str, ...]):
+        self.unmeasured = dict.fromkeys(objectives)
+        # Several nodes of one machine share an IP address (a local test cluster); the node id tells them apart.
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.config: dict[str, Any] | None = None  # resolved and not yet sent
+
+    def __call__(self, epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
+        self._report({**self.unmeasured, **metrics, "node_id": self.node_id}, artifacts)
+
+    def ended(self, status: str, reason: str) -> None:
+        """The trial's last result, without an epoch: it diverged, or its config cannot run."""
+        self._report({**self.unmeasured, "status": status, "reason": reason, "node_id": self.node_id}, None)
+
+    def _report(self, result: dict[str, Any], artifacts: dict | None) -> None:
+        if self.config is not None:
+            # As (key, value) pairs, not a dict: Ray keeps running statistics of every number in a result's nested
+            # dicts (Trial.update_last_result) and saves them with its state at every step. As a dict, the config
+            # made that state a fifth larger (the quickstart's smoke run, two trials: 313 KB, against 263 KB
+            # without it and as pairs).
+            artifacts, self.config = {CONFIG: tuple(self.config.items()), **(artifacts or {})}, None
+        tune.report({**result, "artifacts": artifacts} if artifacts else result)
+
+
+def trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheStore | None = None,
+              objectives: tuple[str, ...] = (), finished: dict[str, dict] | None = None) -> None:
+    """One trial: the config Ray sampled, resolved and run on DATA with CACHE, reporting OBJECTIVES every epoch.
+    FINISHED holds the recorded objectives of a resumed sweep's trials by trial id."""
+    import torch
+
+    from fercore import trial
+    from fercore.generators import Diverged
+
+    recorded = (finished or {}).get(tune.get_context().get_trial_id())
+    if recorded is not None:
+        # Resumed: this trial finished (its row is in trials.parquet) after Ray's last experiment checkpoint, so Ray
+        # restarts it. It is not run again: its recorded objectives go back to the searcher.
+        tune.report({**dict.fromkeys(objectives), **{m: recorded.get(m) for m in objectives}, RESUMED: True})
+        return
+    report = _Reporter(objectives)
+    try:
+        resolved = resolve(trial_config(config), drop_inapplicable=True)
+        report.config = resolved.flat()
+        if not resolved.train.threads:
+            # Each trial gets its share of the node's cores, not torch's default of all of them.
+            cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+            torch.set_num_threads(max(1, int(cpus)))
+        trial.run(resolved, data, report, cache)
+    except (Diverged, UserError) as e:
+        # An outcome of this config and seed, not a crash: a retry would end the same way. Reported as the trial's
+        # last result (without an epoch), so the trial ends normally and FailureConfig does not retry it.
+        reason = str(e) if isinstance(e, Diverged) else f"{type(e).__name__}: {e}"
+        report.ended("diverged" if isinstance(e, Diverged) else "error", reason)

@@ -1,0 +1,78 @@
+"""The driver's results callback fed real Ray Trial objects and the results a worker reports, its trials.parquet
+read back with pyarrow: a trial's config is the resolved one its worker sent with its first report (not resolved
+again on the driver), merged before the row the last report sent, whether or not that row repeats the config keys;
+a trial that never reported falls back to Ray's config, resolved where it resolves. No Ray instance is started."""
+import pyarrow.parquet as pq
+
+from fercore.config import resolve
+from fercore.labels import CLASSES
+from fercore.sweep.callback import ResultsCallback
+from fercore.sweep.trainable import CONFIG
+
+
+def make_trial(tmp_path, trial_id: str, config: dict):
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(storage_path=str(tmp_path / "ray"), experiment_dir_name="tune")
+    return Trial("fercore_stub", config=config, trial_id=trial_id, stub=True, storage=storage)
+
+
+def epoch_result(epoch: int, f1: float, artifacts: dict | None = None) -> dict:
+    result = {"epoch": epoch, "val_macro_f1": f1, "train_loss": 1.0 / epoch, "training_iteration": epoch,
+              "time_total_s": 2.0 * epoch, "node_ip": "127.0.0.1", "node_id": "n1", "done": False}
+    return {**result, "artifacts": artifacts} if artifacts else result
+
+
+def row_of(f1: float) -> dict:
+    return {"val_macro_f1": f1, "test_macro_f1": f1 - 0.1, "test_accuracy": 0.5, "status": "completed", "reason": "",
+            "train_seconds": 3.5, **{f"test_recall_{c}": 0.5 for c in CLASSES}}
+
+
+def test_rows_take_the_config_the_worker_resolved(tmp_path):
+    out = tmp_path / "results"
+    # What Ray sampled; the workers' resolved configs carry seed 7, which resolving Ray's config would not give.
+    raw = {"classifier.lr": 0.002}
+    sent = resolve({**raw, "seed": 7}, drop_inapplicable=True).flat()
+    pairs = tuple(sent.items())  # as the worker sends it (fercore.sweep.trainable)
+    trials = {tid: make_trial(tmp_path, tid, config) for tid, config in (
+        ("row_without_config", raw), ("whole_row", raw), ("bad_config", {"classifier.backbone": "vgg99"}),
+        ("never_reported", raw))}
+    callback = ResultsCallback(out, total=len(trials))
+    callback.setup(total_num_samples=len(trials))
+    every = list(trials.values())
+    for trial in every:
+        callback.on_trial_start(0, every, trial)
+
+    a, b = trials["row_without_config"], trials["whole_row"]
+    callback.on_trial_result(1, every, a, epoch_result(1, 0.3, {CONFIG: pairs}))
+    callback.on_trial_result(2, every, a, epoch_result(2, 0.4, {"row": row_of(0.4), "confusion": [[1] * 7] * 7}))
+    callback.on_trial_complete(2, every, a)
+    callback.on_trial_result(3, every, b, epoch_result(1, 0.5, {CONFIG: pairs, "row": {**sent, **row_of(0.5)}}))
+    callback.on_trial_complete(3, every, b)
+    # The worker could not resolve its config: it reports its end without one.
+    bad = trials["bad_config"]
+    callback.on_trial_result(4, every, bad, {"status": "error", "reason": "ConfigError: vgg99", "node_ip": "127.0.0.1",
+                                             "val_macro_f1": None, "training_iteration": 1})
+    callback.on_trial_complete(4, every, bad)
+    callback.on_experiment_end(every)  # never_reported: still running when the sweep ended
+
+    rows = {r["trial_id"]: r for r in pq.read_table(out / "trials.parquet").to_pylist()}
+    assert set(rows) == set(trials)
+    for tid in ("row_without_config", "whole_row"):
+        row = rows[tid]
+        assert row["status"] == "completed" and row["seed"] == 7, row  # the sent config, not the driver's resolve
+        assert {k: row[k] for k in sent} == sent
+        assert row["val_macro_f1"] == (0.4 if tid == "row_without_config" else 0.5)
+        assert row["attempts"] == 1 and row["train_seconds"] == 3.5
+    bad_row = rows["bad_config"]
+    assert bad_row["status"] == "error" and bad_row["reason"] == "ConfigError: vgg99"
+    assert bad_row["classifier.backbone"] == "vgg99" and bad_row["classifier.lr"] is None  # Ray's config as sampled
+    never = rows["never_reported"]
+    assert never["status"] == "stopped" and never["reason"] == "the sweep ended after epoch 0"
+    assert never["seed"] == 0 and never["generator.type"] == "cgan"  # Ray's config, resolved on the driver
+    epochs = pq.read_table(out / "epochs.parquet").to_pylist()
+    assert sorted((r["trial_id"], r["epoch"]) for r in epochs) == [
+        ("row_without_config", 1), ("row_without_config", 2), ("whole_row", 1)]
+    assert not any(k.startswith(("artifacts", CONFIG)) for r in epochs for k in r)
+    assert len(pq.read_table(out / "confusion.parquet")) == 49

@@ -1,0 +1,171 @@
+"""fercore.sweep.internals against the Ray and Optuna installed. Written against Ray 2.60.x and Optuna 5.x: on other
+versions the first test fails, listing each private attribute to re-check in the new source; the others check, on
+real Ray and Optuna objects, that every private attribute fercore reaches still exists and means what fercore takes
+it to mean. No Ray instance is started but in the last test."""
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fercore.sweep import internals, state
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+RAY, OPTUNA = "2.60.", "5."  # the versions this test (and internals.py) were written against
+
+
+def recheck(attribute: str) -> str:
+    """The failure message naming ATTRIBUTE (an entry of internals.PRIVATE) and why fercore needs it."""
+    import ray
+
+    why = next(w for owner, attr, w in internals.PRIVATE if f"{owner}.{attr}".endswith(attribute))
+    return (f"Ray {ray.__version__} / Optuna {optuna.__version__}: re-check the private {attribute} "
+            f"(fercore/sweep/internals.py; needed for: {why})")
+
+
+def test_ray_and_optuna_are_the_versions_the_private_attributes_were_read_in():
+    assert internals.WRITTEN_AGAINST == {"ray": RAY, "optuna": OPTUNA}
+    untested = internals.untested_versions()
+    assert not untested, (
+        f"fercore/sweep/internals.py reaches private attributes read in Ray {RAY}x and Optuna {OPTUNA}x, but "
+        f"{'; '.join(untested)} is installed. Re-check each of these in the new version's source, then update "
+        f"WRITTEN_AGAINST and this test:\n{internals.recheck_list()}")
+
+
+def space(trial):
+    trial.suggest_float("x", 0.0, 1.0)
+
+
+def searcher(metric="m", mode="max"):
+    """A real OptunaSearch whose study lives in a storage the test can read through Optuna's public API."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.InMemoryStorage()
+    return OptunaSearch(space=space, metric=metric, mode=mode, study_name="s", storage=storage, seed=0), storage
+
+
+def states(storage) -> list[str]:
+    return [t.state.name for t in optuna.load_study(study_name="s", storage=storage).trials]
+
+
+def test_optuna_search_trials_study_and_completed_set():
+    search, storage = searcher()
+    search.suggest("a")
+    search.suggest("b")
+    for name in ("_ot_trials", "_ot_study", "_completed_trials"):
+        assert hasattr(search, name), recheck(f"OptunaSearch.{name}")
+    assert not internals.search_completed(search, "a") and not internals.told_before(search, "a"), \
+        recheck("OptunaSearch._completed_trials")
+    assert not internals.told_before(search, "never suggested"), recheck("OptunaSearch._ot_trials")
+    internals.tell_failed(search, "a")
+    assert states(storage) == ["FAIL", "RUNNING"], recheck("OptunaSearch._ot_study")
+    assert internals.search_completed(search, "a"), recheck("OptunaSearch._completed_trials")
+    # Study._storage and Trial._trial_id: the finished state is read back from the study's storage.
+    assert internals.told_before(search, "a") and not internals.told_before(search, "b"), recheck("Trial._trial_id")
+    # Ray's own completion marks a trial completed the same way tell_failed does.
+    search.on_trial_complete("b", {"m": 0.5})
+    assert internals.search_completed(search, "b") and states(storage) == ["FAIL", "COMPLETE"], \
+        recheck("OptunaSearch._completed_trials")
+
+
+def test_fercore_search_tells_fail_where_ray_would_leave_a_trial_running():
+    from fercore.sweep.searchers import _Search
+
+    storage = optuna.storages.InMemoryStorage()
+    search = _Search(space=space, metric="m", mode="max", study_name="s", storage=storage, seed=0)
+    for trial_id in ("nan", "none", "ok"):
+        search.suggest(trial_id)
+    search.on_trial_complete("nan", {"m": math.nan})
+    search.on_trial_complete("none", None)
+    search.on_trial_complete("ok", {"m": 0.5})
+    assert states(storage) == ["FAIL", "FAIL", "COMPLETE"]
+    search.on_trial_complete("ok", {"m": 0.5})  # told before (a resumed sweep's persistent study): not told twice
+    assert states(storage) == ["FAIL", "FAIL", "COMPLETE"]
+
+
+def test_repeater_groups():
+    from ray.tune.search import Repeater
+
+    search, _ = searcher()
+    repeater = Repeater(search, repeat=2)
+    repeater.suggest("a")
+    repeater.suggest("b")
+    assert hasattr(repeater, "_trial_id_to_group"), recheck("Repeater._trial_id_to_group")
+    assert internals.report_repeat(repeater, "b", [0.3, 1.0]) is None, recheck("Repeater._trial_id_to_group")
+    assert internals.report_repeat(repeater, "a", [0.1, 2.0]) == ("a", [[0.1, 2.0], [0.3, 1.0]]), \
+        recheck("Repeater._trial_id_to_group")
+
+
+def test_fercore_repeater_averages_several_objectives_over_seeds():
+    from fercore.sweep.searchers import _Repeater, _Search
+
+    storage = optuna.storages.InMemoryStorage()
+    search = _Search(space=space, metric=["m", "n"], mode=["max", "min"], study_name="s", storage=storage, seed=0)
+    repeater = _Repeater(search, repeat=2)
+    repeater.suggest("a")
+    repeater.suggest("b")
+    repeater.on_trial_complete("a", {"m": 1.0, "n": 2.0})
+    repeater.on_trial_complete("b", {"m": 3.0, "n": math.nan})  # a seed without a value is left out of the mean
+    (trial,) = optuna.load_study(study_name="s", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == [2.0, 2.0]
+
+
+def test_tuner_run_config_callbacks(tmp_path):
+    from ray import tune
+
+    class Marker(tune.Callback):
+        pass
+
+    marker = Marker()
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="x", storage_path=str(tmp_path),
+                                                                      callbacks=[marker]))
+    assert hasattr(tuner, "_local_tuner"), recheck("Tuner._local_tuner")
+    assert internals.restored_callbacks(tuner) == [marker], recheck("Tuner._local_tuner")
+
+
+def stub_trial(tmp_path):
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="x")
+    return Trial("fercore_stub", config={}, stub=True, storage=storage), storage
+
+
+def test_trial_storage_context_has_the_driver_staging_path(tmp_path):
+    trial, storage = stub_trial(tmp_path)
+    assert isinstance(trial.storage, type(storage)), recheck("Trial.storage.experiment_driver_staging_path")
+    assert isinstance(getattr(type(storage), "experiment_driver_staging_path", None), property), \
+        recheck("Trial.storage.experiment_driver_staging_path")
+
+
+def test_ray_result_keys_and_state_file_names():
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search import Searcher
+    from ray.tune.search.search_generator import SearchGenerator
+
+    assert {"time_total_s", "training_iteration", "node_ip", "pid"} <= internals.ray_result_keys(), \
+        recheck("ray.tune.result.AUTO_RESULT_KEYS")
+    names = tuple(cls.CKPT_FILE_TMPL.format("*") for cls in (TuneController, SearchGenerator, Searcher))
+    assert names == state.STATE_PATTERNS, recheck("TuneController.CKPT_FILE_TMPL")
+
+
+@pytest.mark.slow
+def test_the_driver_staging_path_is_a_folder_of_this_ray_session(tmp_path):
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+    try:
+        from ray._private.worker import global_worker
+
+        trial, _ = stub_trial(tmp_path)
+        path = Path(internals.driver_staging_path(trial))
+        # <session dir>/artifacts/<timestamp>/<experiment>/driver_artifacts, where Ray stages its state files.
+        session = Path(global_worker.node.get_session_dir_path())
+        assert path.is_relative_to(session) and path.parent.name == "x", \
+            recheck("Trial.storage.experiment_driver_staging_path")
+    finally:
+        if started:
+            ray.shutdown()
