@@ -1,6 +1,7 @@
 """Do two versions of fercore write the same outputs? Runs benchmarks/equivalence/grid.yaml (a grid without ASHA,
 one trial at a time, whose trials repeat exactly on the CPU) and compares two results folders: every Parquet table,
-the report's text and every TensorBoard event (scalars, images, HParams sessions).
+every TensorBoard event (scalars, images, HParams sessions) and the report's text (each folder's report written by
+the code that ran its sweep, from its tables with Ray's random trial ids replaced by what each trial was).
 
     python benchmarks/same_outputs.py run OUT                  # this checkout's fercore
     PYTHONPATH=/path/to/other/checkout python benchmarks/same_outputs.py run OUT_OTHER
@@ -30,11 +31,38 @@ VOLATILE = re.compile(r"(^|_)seconds$|^time_total_s$|^node_ip$|^node_id$|^trial_
 IDENTITY = ("classifier.backbone", "augment.policy", "generator.type", "seed")
 
 
+CODE = "fercore_used.txt"  # beside a run's results: the checkout whose fercore wrote them (it writes the report too)
+CLI = [sys.executable, "-c", "import sys; from fercore.cli import main; sys.exit(main())"]
+
+
 def run(out: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cli = [sys.executable, "-c", "import sys; from fercore.cli import main; sys.exit(main())"]
-    subprocess.run([*cli, "run", str(SWEEP), "--storage", str(out)], check=True, env=env)
-    subprocess.run([*cli, "report", str(out / "equivalence")], check=True, env=env)
+    subprocess.run([*CLI, "run", str(SWEEP), "--storage", str(out)], check=True, env=env)
+    import fercore
+
+    (out / "equivalence" / CODE).write_text(str(Path(fercore.__file__).resolve().parent.parent))
+
+
+def _report_with_canonical_ids(folder: Path, scratch: Path) -> Path:
+    """FOLDER's report written again, by the code that ran the sweep, from a copy of its tables in which every trial
+    id is what the trial was (cnn3/balance/cgan/0). Ray draws trial ids at random and the report orders trials by
+    id (which fANOVA's importance depends on): two runs of the same code would otherwise differ there."""
+    labels = _labels(folder)
+    copy = scratch / folder.parent.name / folder.name
+    copy.mkdir(parents=True)
+    for name in TABLES:
+        df = _read(folder, name)
+        for column in ("trial_id", "source_trial_id"):
+            if column in df:
+                df[column] = df[column].map(lambda v: labels.get(v, v))
+        df.to_parquet(copy / f"{name}.parquet", index=False)
+    for extra in ("sweep.json", "optuna.db"):
+        if (folder / extra).exists():
+            (copy / extra).write_bytes((folder / extra).read_bytes())
+    code = (folder / CODE).read_text().strip()
+    env = {**os.environ, "PYTHONPATH": code}
+    subprocess.run([*CLI, "report", str(copy)], check=True, env=env, stdout=subprocess.DEVNULL)
+    return copy
 
 
 def _read(folder: Path, name: str) -> pd.DataFrame:
@@ -96,14 +124,24 @@ def _none_if_nan(v):
 
 
 def compare_report(a: Path, b: Path, problems: list[str]) -> None:
+    import tempfile
+
     texts = []
-    for folder in (a, b):
-        text = (folder / "report" / "report.md").read_text()
-        for trial_id, label in _labels(folder).items():
-            text = text.replace(trial_id, label)
-        # Seconds are clocks; the folder is each run's own.
-        text = re.sub(r"\d+(\.\d+)? ?s\b", "<s>", text).replace(str(folder), "<folder>")
-        texts.append(_without_timed_sections(text.splitlines()))
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, folder in enumerate((a, b)):
+            copy = _report_with_canonical_ids(folder, Path(scratch) / str(i))
+            texts.append(_normalised(copy))
+    _compare_lines(texts, problems)
+
+
+def _normalised(folder: Path) -> list[str]:
+    text = (folder / "report" / "report.md").read_text()
+    # Seconds are clocks; the folder is each run's own.
+    text = re.sub(r"\d+(\.\d+)? ?s\b", "<s>", text).replace(str(folder), "<folder>")
+    return _without_timed_sections(text.splitlines())
+
+
+def _compare_lines(texts: list[list[str]], problems: list[str]) -> None:
     for i, (la, lb) in enumerate(zip(*texts)):
         if la != lb:
             problems.append(f"report.md line {i + 1}: {la!r} != {lb!r}")

@@ -213,7 +213,8 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
         for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):
             store.add_trial({**row, "pareto": on})
         store.flush()
-    location.push()  # What was written after the last flush (the last TensorBoard events), to a URI.
+    store.compact()  # One part per table again: appends made a part per trial (or per few); readers want few files.
+    location.push()  # What was written after the last flush (the last TensorBoard events, the merged parts), to a URI.
     print_summary(out, store, spec, time.time() - started, cache, spec.storage_url(out), location)
     return out
 

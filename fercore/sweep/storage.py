@@ -130,7 +130,22 @@ class SweepFolder:
                     # push, in order (the tables after what they rely on).
                     print(f"[storage] uploading to {self.uri} failed at {rel} ({_one_line(e)}); tried again at the "
                           f"next upload, until then the latest results are only in {self.local}", flush=True)
-                    break
+                    return
+        self._remove_stale_parts()
+
+    def _remove_stale_parts(self) -> None:
+        """Delete the URI's part files of a table (a folder `*.parquet/`) that the working copy no longer has: parts a
+        compaction merged, whose rows the merged part (uploaded before this) holds. Left there, a reader of the URI
+        would count those rows twice."""
+        for table in self.local.glob("*.parquet"):
+            if not table.is_dir():
+                continue
+            remote = f"{self.fs_path}/{table.name}"
+            for info in self.fs.get_file_info(pafs.FileSelector(remote, allow_not_found=True)):
+                name = info.path.rsplit("/", 1)[-1]
+                if info.type == pafs.FileType.File and not (table / name).exists():
+                    self.fs.delete_file(info.path)
+                    self._synced.pop(f"{table.name}/{name}", None)
 
     def _upload(self, path: Path, rel: str, stamp: tuple[int, int], scratch: Path) -> bool:
         """Upload a snapshot of PATH; False (try again at the next push) when it changed while being copied."""
