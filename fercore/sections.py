@@ -54,3 +54,6 @@ TRAIN = (
     Param("device", "auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present, else CPU"),
     Param("threads", 0, 0, 256, help="torch CPU threads; 0 leaves torch's default"),
 )
+
+# The keys a trial is shown by, beside its id, in the sweep's summary and the report.
+DESCRIBED = ("classifier.backbone", "generator.type", "augment.policy")

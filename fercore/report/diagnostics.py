@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 
 from fercore.labels import CLASSES
+from fercore.numbers import finite
 from fercore.report import plots
 from fercore.report.importance import param_importances, pareto_front
 from fercore.report.outcomes import config_cells, plural
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, DESCRIBED, Results, augmented, best_by, confusion_matrix, finite, fmt, fmt_ci, fmt_count, fmt_value,
-    group_labels, num, uplift_trials, used_synthetic)
+    DASH, Results, augmented, best_by, confusion_matrix, fmt, fmt_ci, fmt_count, fmt_value, group_labels, num,
+    uplift_trials, used_synthetic)
+from fercore.sections import DESCRIBED
 
 MAX_EMBEDDING_PANELS = 4
 MAX_LEAK_ROWS = 50

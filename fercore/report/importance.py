@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from fercore import pareto
-from fercore.report.tables import DESCRIBED, Results, distinct, num, varying_keys
+from fercore.report.tables import Results, distinct, num, varying_keys
+from fercore.sections import DESCRIBED
 
 MIN_TRIALS = 3  # fewer completed trials than this say nothing about importance
 LOG_SPAN = 10.0  # a positive range wider than this factor gets a log scale

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fercore.numbers import finite
 from fercore.report import plots
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, DESCRIBED, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, finite, fmt,
-    fmt_ci, fmt_value, group_labels, leak_trials, num, real_share, recall_by_setting, share_curves, uplift_groups,
+    DASH, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, fmt, fmt_ci,
+    fmt_value, group_labels, leak_trials, num, real_share, recall_by_setting, share_curves, uplift_groups,
     uplift_trials, varying_keys)
+from fercore.sections import DESCRIBED
 
 MAX_INLINE_KEYS = 4  # more varying keys than this share one "other varying keys" column
 MAX_FAILED = 5  # failed trials whose reason the header quotes

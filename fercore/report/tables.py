@@ -19,10 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fercore.sections import AUGMENT
 from fercore.errors import UserError
 from fercore.labels import CLASSES
+from fercore.numbers import finite
 from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS, compact
+from fercore.sections import AUGMENT
 
 DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
 DASH = "–"  # a value that does not apply or was not measured
@@ -30,7 +31,6 @@ REAL_ONLY = "real only"
 PAIRED_BASELINE = "real-only baseline (paired)"  # a column derived from the uplift, when no trial is real only
 MAX_SETTINGS = 12  # more augmentation settings than this are merged per policy
 MAX_SHARES = 8  # more distinct real shares than this are binned to 0.1
-DESCRIBED = ("classifier.backbone", "generator.type", "augment.policy")  # always shown beside a trial
 
 
 @dataclass
@@ -107,10 +107,6 @@ def load(folder: str | Path) -> Results:
 
 
 # Formatting: three decimals everywhere, intervals as `0.412 [0.380, 0.445]`, a dash for what is missing.
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
-
 
 def fmt(x: Any, digits: int = 3, signed: bool = False) -> str:
     if not finite(x):

@@ -11,12 +11,12 @@ keys (dotted) are never figures; a key naming two classes (a pairwise figure) is
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 import numpy as np
 
 from fercore.labels import CLASSES
+from fercore.numbers import is_number
 
 TRIALS = "trials.parquet"
 EPOCHS = "epochs.parquet"
@@ -159,14 +159,6 @@ def scalars(values: dict[str, Any]) -> dict[str, Any]:
         if v is None or isinstance(v, (bool, int, float, str)):
             out[k] = v
     return out
-
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def finite(v: Any) -> bool:
-    return is_number(v) and math.isfinite(v)
 
 
 def union_keys(rows: Iterable[dict[str, Any]]) -> list[str]:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from fercore.labels import CLASSES
-from fercore.results.rows import finite, is_curve, is_result_metric
+from fercore.numbers import finite
+from fercore.results.rows import is_curve, is_result_metric
 
 
 class TensorBoardWriter:

@@ -14,15 +14,12 @@ from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESample
 from ray.tune.search import Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from fercore.numbers import finite
 from fercore.sweep import internals
 from fercore.sweep.spaces import FixedSpace
 from fercore.sweep.spec import SweepSpec
 
 RESUMED = "resumed"  # result key of a finished trial that a resumed sweep re-reports instead of running
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _objectives(metric: str | list[str]) -> list[str]:

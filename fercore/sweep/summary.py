@@ -3,20 +3,14 @@ saved, and where the results, TensorBoard's events and the Optuna study are. No 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 from fercore.cache import CacheStore
+from fercore.numbers import finite
 from fercore.results import ResultsStore
+from fercore.sections import DESCRIBED
 from fercore.sweep.spec import SweepSpec
 from fercore.sweep.storage import SweepFolder
-
-DESCRIBED = ("classifier.backbone", "augment.policy", "generator.type")  # what a best or front trial is shown by
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore,
@@ -29,11 +23,11 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
           + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())))
     done = [r for r in rows if r["status"] == "completed"]
     for m in spec.metrics:
-        if done and not any(_finite(r.get(m)) for r in done):
+        if done and not any(finite(r.get(m)) for r in done):
             print(f"Note: no completed trial has a value of {m}; is the sweep's metric spelt as the rows' columns?")
     if spec.multi_objective:
         _print_front(rows, done, spec)
-    elif any(_finite(r.get(spec.metric)) for r in done):
+    elif any(finite(r.get(spec.metric)) for r in done):
         _print_best(done, spec)
     _print_cache(cache)
     where = location.where if location is not None else lambda name: f"{out}/{name}"
@@ -55,7 +49,7 @@ def _print_front(rows: list[dict], done: list[dict], spec: SweepSpec) -> None:
 
 
 def _print_best(done: list[dict], spec: SweepSpec) -> None:
-    best = (max if spec.mode == "max" else min)((r for r in done if _finite(r.get(spec.metric))),
+    best = (max if spec.mode == "max" else min)((r for r in done if finite(r.get(spec.metric))),
                                                 key=lambda r: r[spec.metric])
     print(f"Best by {spec.metric}: trial {best['trial_id']} ({spec.metric}={best[spec.metric]:.4f}, "
           f"test_macro_f1={best.get('test_macro_f1', float('nan')):.4f}, "
