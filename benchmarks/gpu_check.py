@@ -156,7 +156,7 @@ class Run:
             if self.finished:
                 return
             self.data["aborted"] = f"the cap of {self.cap_s:.0f} s was reached during {self.current or 'set-up'}"
-            sec = self.data["sections"].get(self.current)
+            sec = self.data["sections"].get(self.current.split(":")[0])  # "classifier_speed: fercore" -> its section
             if sec is not None and sec.get("status") == "running":
                 sec["status"], sec["note"] = "partial", "cut off by the cap"
             stop_children(self.children)
@@ -173,18 +173,35 @@ def _plain(value):
 
 
 def stop_children(children: list[subprocess.Popen]) -> None:
-    """SIGTERM, then SIGKILL, to each child's whole session (a packing driver and the Ray processes it started)."""
+    """SIGTERM, then SIGKILL, to every process in each child's session (each child is started as a session leader:
+    a packing driver, and the Ray processes and workers it started, which stay in its session)."""
+    sessions = {p.pid for p in children}
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in children:
-            if p.poll() is None or sig == signal.SIGKILL:
-                try:
-                    os.killpg(p.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        for pid in _session_members(sessions):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         if sig == signal.SIGTERM:
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and any(p.poll() is None for p in children):
+            while time.monotonic() < deadline and _session_members(sessions):
                 time.sleep(0.2)
+    for p in children:
+        p.poll()  # reap
+
+
+def _session_members(sessions: set[int]) -> list[int]:
+    """Live processes (zombies aside) whose session is one of SESSIONS, this process excepted."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.getsid(int(entry)) in sessions and "State:\tZ" not in Path(f"/proc/{entry}/status").read_text():
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def device_name() -> str:
@@ -421,8 +438,8 @@ class GpuSampler(threading.Thread):
                 nvml = importlib.import_module(module)
                 nvml.nvmlInit()
                 handle = nvml.nvmlDeviceGetHandleByIndex(0)
-                return "nvml", lambda: (nvml.nvmlDeviceGetUtilizationRates(handle).gpu,
-                                        nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20)
+                return "nvml", lambda nvml=nvml, handle=handle: (nvml.nvmlDeviceGetUtilizationRates(handle).gpu,
+                                                                 nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20)
             except Exception:  # noqa: BLE001 - not installed, or no driver
                 continue
 
@@ -468,7 +485,8 @@ def packing_sweep(sizes: Sizes, fraction: float, budget_s: float) -> dict:
     return {"name": f"packing_{str(fraction).replace('.', '_')}", "data": data, "sampler": "grid",
             "grid": {"classifier.backbone": ["cnn3", "resnet18"], "augment.policy": list(sizes.packing_policies)},
             "fixed": fixed, "metric": "val_macro_f1", "mode": "max", "scheduler": {"type": "none"},
-            "num_samples": 2 * len(sizes.packing_policies), "seeds": sizes.packing_seeds, "max_concurrent": concurrent, "max_failures": 0,
+            "num_samples": 2 * len(sizes.packing_policies), "seeds": sizes.packing_seeds,
+            "max_concurrent": concurrent, "max_failures": 0,
             "time_budget_s": max(5, int(budget_s)), "resources": {"cpu": 1, "gpu": fraction}}
 
 
@@ -495,21 +513,23 @@ def trial_packing(run: Run, sizes: Sizes, deadline: float, work: Path) -> None:
         proc = subprocess.Popen([sys.executable, __file__, "--packing-driver", json.dumps(spec)], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     run.children.append(proc)
-    seen = 0
+    seen, cut = 0, False
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
             seen = _read_packing(results, seen, sec, sampler, run)
-        if proc.poll() is None:
-            sec["note"] = (sec.get("note", "") + "; " if sec.get("note") else "") + "slice ran out: driver stopped"
+        cut = proc.poll() is None
+        if cut:
+            sec["note"] = "; ".join(filter(None, (sec.get("note"), "the slice ran out: the driver was stopped")))
     finally:
         stop_children([proc])
         sampler.halt.set()
     _read_packing(results, seen, sec, sampler, run)
     sec["driver_exit"] = proc.returncode
-    if proc.returncode not in (0, None) and not sec["runs"]:
-        sec["status"] = "error"
-        sec["error"] = log.read_text(errors="replace")[-1500:]
+    if not sec["runs"]:
+        sec["status"] = "partial" if cut else "error"
+        if not cut:
+            sec["error"] = f"the driver ended with status {proc.returncode}: " + log.read_text(errors="replace")[-1500:]
         return
     rates = {f: r["trials_per_hour"] for f, r in sec["runs"].items()}
     if rates:

@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 
-from fercore.augment.batch import normalise
 from fercore.classifiers import CHANNELS_LAST_CPU, build_classifier, model_layout
 from fercore.classifiers.simple import CNN3
 from fercore.config import Section, resolve
@@ -53,7 +52,7 @@ def test_precision_auto_on_the_cpu_trains_exactly_as_fp32(tiny_faces):
     auto_metrics = [r.metrics for r in auto.epochs()]  # before the next trainer reseeds dropout's global generator
     fp32 = trainer(tiny_faces, **{"train.precision": "fp32"})
     assert auto_metrics == [r.metrics for r in fp32.epochs()]
-    for a, b in zip(auto.model.state_dict().values(), fp32.model.state_dict().values()):
+    for a, b in zip(auto.model.state_dict().values(), fp32.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
