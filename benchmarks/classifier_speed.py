@@ -27,6 +27,10 @@ import time
 import numpy as np
 import torch
 
+from pipelines import conventional_batches as _conventional_batches
+from pipelines import conventional_infer_batches as _conventional_infer_batches
+from pipelines import sync as _sync
+
 BATCH = 128
 
 
@@ -59,36 +63,6 @@ def fercore_batches(x_u8, y, device, strengths, layout):
         for i in range(0, len(x) - BATCH + 1, BATCH):
             idx = order[i:i + BATCH]
             yield augment(normalise(x[idx]), strengths, gen).contiguous(memory_format=layout), yt[idx]
-
-
-def conventional_batches(x_u8, y, device, workers):
-    """The same batches from a DataLoader over PIL images with torchvision transforms in worker processes."""
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
-
-    class Faces(Dataset):
-        def __init__(self):
-            self.t = transforms.Compose([transforms.RandomHorizontalFlip(),
-                                         transforms.RandomAffine(0, translate=(2 / 48, 2 / 48)),
-                                         transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
-
-        def __len__(self):
-            return len(x_u8)
-
-        def __getitem__(self, i):
-            return self.t(Image.fromarray(x_u8[i])), int(y[i])
-
-    loader = DataLoader(Faces(), batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True,
-                        pin_memory=device.type == "cuda")
-    while True:  # Closing this generator ends the loader's iterator and with it the worker processes.
-        for xb, yb in loader:
-            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _train_rate(make_batches, step, seconds, device) -> float:
@@ -157,6 +131,16 @@ def _infer_rate(model, make_batches, device, seconds) -> float:
     return rate
 
 
+def conventional_batches(x_u8, y, device, workers):
+    """The same batches from a DataLoader over PIL images with torchvision transforms in worker processes."""
+    return _conventional_batches(x_u8, y, device, workers, BATCH)
+
+
+def conventional_infer_batches(x_u8, device, workers):
+    """Conventional: a DataLoader over PIL images with ToTensor + Normalize in worker processes."""
+    return _conventional_infer_batches(x_u8, device, workers, INFER_BATCH, limit=4096)
+
+
 def fercore_infer_batches(x_u8, device, layout):
     """fercore: the uint8 images already on the device, normalised there batch by batch."""
     from fercore.augment.batch import normalise
@@ -165,27 +149,6 @@ def fercore_infer_batches(x_u8, device, layout):
     while True:
         for i in range(0, len(x), INFER_BATCH):
             yield normalise(x[i:i + INFER_BATCH]).contiguous(memory_format=layout)
-
-
-def conventional_infer_batches(x_u8, device, workers):
-    """Conventional: a DataLoader over PIL images with ToTensor + Normalize in worker processes."""
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
-
-    class Faces(Dataset):
-        t = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
-
-        def __len__(self):
-            return min(4096, len(x_u8))
-
-        def __getitem__(self, i):
-            return self.t(Image.fromarray(x_u8[i]))
-
-    loader = DataLoader(Faces(), batch_size=INFER_BATCH, num_workers=workers, pin_memory=device.type == "cuda")
-    while True:
-        for xb in loader:
-            yield xb.to(device, non_blocking=True)
 
 
 def one(backbone: str, small_stem: bool, budget: float, scale: float) -> dict:

@@ -130,5 +130,7 @@ def _tree_fingerprint(root: Path) -> str:
 
 
 def _train_values(cfg: TrialConfig) -> dict[str, Any]:
-    # Threads and device change speed, not the result a baseline stands for.
-    return {k: v for k, v in cfg.train.values.items() if k not in ("threads", "device", "compile")}
+    # Threads and device change speed, not the result a baseline stands for. precision=auto follows the device
+    # (bf16 on CUDA, fp32 on the CPU) and is left out, so the keys made before train.precision existed still hold.
+    return {k: v for k, v in cfg.train.values.items()
+            if k not in ("threads", "device", "compile") and not (k == "precision" and v == "auto")}

@@ -52,6 +52,7 @@ TRAIN = (
     Param("erase", 0.0, 0.0, 1.0, help="probability of erasing one random rectangle per image"),
     Param("compile", False, help="torch.compile the classifier (worth it on a GPU for long trials)"),
     Param("device", "auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present, else CPU"),
+    Param("precision", "auto", choices=("auto", "fp32", "bf16"), help="autocast: auto is bf16 on CUDA, fp32 on CPU"),
     Param("threads", 0, 0, 256, help="torch CPU threads; 0 leaves torch's default"),
 )
 

@@ -5,6 +5,7 @@ trainer state can be saved and restored so a paused or restarted trial resumes e
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -15,8 +16,9 @@ from torch import nn
 
 from fercore.atomic import atomic_write
 from fercore.augment.batch import Strengths, augment, normalise
-from fercore.classifiers import memory_format
-from fercore.config import Section
+from fercore.classifiers import model_layout
+from fercore.params import Section
+from fercore.errors import ConfigError
 from fercore.metrics.classification import class_weights, classification_metrics
 
 
@@ -28,9 +30,23 @@ class EpochResult:
 
 
 def pick_device(name: str) -> torch.device:
+    """train.device as a torch device; asking for CUDA where there is none is the config's error, said before any
+    tensor is placed (torch's own error would come later, as a traceback from deep inside a trial)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA device or driver is visible"
+        raise ConfigError(f"train.device=cuda: CUDA is not available here ({why}; CUDA_VISIBLE_DEVICES="
+                          f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}); use train.device=auto or cpu")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype train.precision runs the forward pass in on DEVICE, or None for plain fp32. bf16 keeps fp32's
+    range, so no loss scaling is needed; auto is bf16 on CUDA (tensor cores) and fp32 on the CPU."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
 
 
 def _optimizer(model: nn.Module, cfg: Section) -> torch.optim.Optimizer:
@@ -53,13 +69,17 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: Section, steps_per_epoch: int):
 
 class Trainer:
     def __init__(self, model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                 classifier: Section, train_cfg: Section, seed: int, device: torch.device, num_classes: int = 7):
+                 classifier: Section, train_cfg: Section, seed: int, device: torch.device, num_classes: int = 7,
+                 compile_backend: str = "inductor"):
+        """compile_backend: torch.compile's backend when train.compile is on (benchmarks/gpu_check.py's dry run
+        traces with aot_eager, which makes no code and so needs no compiler warm-up)."""
         self.device = device
         self.cuda = device.type == "cuda"
-        self.layout = memory_format(classifier.backbone, device)
+        self.layout = model_layout(model, device)  # as the network's builder recorded it
+        self.amp_dtype = autocast_dtype(train_cfg.precision, device)
         self.model = model.to(device, memory_format=self.layout)
         # Compile only the forward pass; state dicts stay those of the plain module.
-        self.forward = torch.compile(self.model) if train_cfg.compile else self.model
+        self.forward = torch.compile(self.model, backend=compile_backend) if train_cfg.compile else self.model
         self.cfg, self.strengths = classifier, Strengths.from_section(train_cfg)
         self.x = torch.from_numpy(np.ascontiguousarray(train[0])).to(device)
         self.y = torch.from_numpy(np.asarray(train[1])).long().to(device)
@@ -82,8 +102,9 @@ class Trainer:
         self.stopped = False
 
     def _autocast(self):
-        # bf16 on CUDA keeps fp32's range, so no loss scaling is needed; the CPU stays in fp32.
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
+        # The same autocast on either device (CPU autocast runs train.precision=bf16 there too).
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
 
     def epochs(self) -> Iterator[EpochResult]:
         while self.epoch < self.cfg.epochs and not self.stopped:

@@ -81,6 +81,20 @@ def test_cluster_yaml_passes_ray_cluster_launcher_validation():
     assert "boto3" in "\n".join(prepared["head_setup_commands"])  # the head's autoscaler calls the AWS API
 
 
+def test_cluster_yaml_gpu_node_type_packs_four_quarter_gpu_trials():
+    """Each GPU node type declares its GPUs (whole: Ray's schema refuses a fraction) beside enough CPUs that trials
+    of {cpu: 1, gpu: 0.25} (`--gpus-per-trial 0.25`) pack four to a node. tests/test_gpu_cpu.py runs four such
+    trials at once on a local Ray instance declaring the GPU node type's resources."""
+    prepared = _launcher_checks(_cluster_config())
+    gpu_types = {n: t for n, t in prepared["available_node_types"].items() if t["resources"].get("GPU")}
+    assert gpu_types
+    for name, t in gpu_types.items():
+        res = t["resources"]
+        assert isinstance(res["GPU"], int) and res["GPU"] >= 1, name
+        fits = min(int(res.get("CPU", 0) // 1), int(res["GPU"] / 0.25))
+        assert fits >= 4, f"{name}: {res} holds {fits} trials of {{cpu: 1, gpu: 0.25}}, not 4"
+
+
 @pytest.mark.parametrize("break_it, message", [
     (lambda c: c.update(max_worker=4), "Additional properties are not allowed ('max_worker' was unexpected)"),
     (lambda c: c.update(max_workers="four"), "'four' is not of type 'integer'"),

@@ -22,18 +22,32 @@ class ClassifierEntry(Entry):
 CLASSIFIERS: Registry[ClassifierEntry] = Registry("backbone", "classifier.backbone", ClassifierEntry)
 
 
+# The attribute build_classifier sets on each network: whether its entry trains faster channels_last on the CPU.
+CHANNELS_LAST_CPU = "fercore_channels_last_cpu"
+
+
 def memory_format(backbone: str, device: torch.device) -> torch.memory_format:
     """The layout the backbone trains fastest in on DEVICE: channels_last on CUDA (bf16 tensor cores) and on the
     CPU where the entry says so, the default contiguous layout otherwise."""
-    if device.type == "cuda" or CLASSIFIERS.get(backbone).channels_last_cpu:
-        return torch.channels_last
-    return torch.contiguous_format
+    return _layout(CLASSIFIERS.get(backbone).channels_last_cpu, device)
+
+
+def model_layout(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """The layout MODEL trains fastest in on DEVICE, as build_classifier recorded it on the network: a trainer handed
+    a model needs no registry to know it. A network built elsewhere (the reference cnn3) gets an entry's default."""
+    return _layout(getattr(model, CHANNELS_LAST_CPU, ClassifierEntry.channels_last_cpu), device)
+
+
+def _layout(channels_last_cpu: bool, device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type == "cuda" or channels_last_cpu else torch.contiguous_format
 
 
 def build_classifier(cfg: Section, image_size: int, num_classes: int) -> nn.Module:
     """The network CFG names, checked by one forward pass of a blank image: a backbone that downsamples an image of
     this size to nothing is a ConfigError, not a failure in the first training step."""
-    model = CLASSIFIERS.get(cfg.backbone).target(cfg, image_size, num_classes)
+    entry = CLASSIFIERS.get(cfg.backbone)
+    model = entry.target(cfg, image_size, num_classes)
+    setattr(model, CHANNELS_LAST_CPU, entry.channels_last_cpu)  # The layout travels with the network (model_layout).
     was_training = model.training
     model.eval()
     try:
