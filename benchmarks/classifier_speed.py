@@ -53,7 +53,7 @@ def _step_fn(model):
 def fercore_batches(x_u8, y, device, strengths, layout):
     """fercore's device-resident batches: the uint8 set on the device, indexed, normalised and augmented there, in
     the memory layout the trainer picks for the backbone."""
-    from fercore.augment.batch import augment, normalise
+    from fercore.transforms import augment, normalise
 
     x = torch.from_numpy(x_u8).to(device)
     yt = torch.from_numpy(y).long().to(device)
@@ -143,7 +143,7 @@ def conventional_infer_batches(x_u8, device, workers):
 
 def fercore_infer_batches(x_u8, device, layout):
     """fercore: the uint8 images already on the device, normalised there batch by batch."""
-    from fercore.augment.batch import normalise
+    from fercore.transforms import normalise
 
     x = torch.from_numpy(x_u8[:4096]).to(device)
     while True:
@@ -152,7 +152,7 @@ def fercore_infer_batches(x_u8, device, layout):
 
 
 def one(backbone: str, small_stem: bool, budget: float, scale: float) -> dict:
-    from fercore.augment.batch import Strengths
+    from fercore.transforms import Strengths
     from fercore.classifiers import CLASSIFIERS, build_classifier, memory_format
     from fercore.config import resolve
     from fercore.data import load

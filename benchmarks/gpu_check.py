@@ -675,7 +675,7 @@ class _StrictFp32:
 
 
 def cpu_gpu_agreement(run: Run, sizes: Sizes, device: torch.device, deadline: float) -> None:
-    from fercore.augment.batch import normalise
+    from fercore.transforms import normalise
     from fercore.classifiers import build_classifier
     from fercore.config import resolve
     from fercore.data import load

@@ -2,7 +2,7 @@
 judge of every trial's synthetic images. Its penultimate layer is the feature space of fercore.metrics.quality
 (FID, embedding distance); its class probabilities are the score of the classifier_confidence quality filter.
 
-Here live the model wrapper, its training, save and load; fercore.cached keeps one per data set.
+Here live the model wrapper, its training, save and load; fercore.cache.entries keeps one per data set.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fercore.atomic import atomic_write
-from fercore.augment.batch import normalise
+from fercore.transforms import normalise
 from fercore.augment.filters import ScoreFn
 from fercore.classifiers.simple import CNN3
 from fercore.config import resolve

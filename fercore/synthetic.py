@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fercore import cached
+from fercore.cache import entries
 from fercore.augment import filters
 from fercore.augment.filters import ScoreFn, fill_pool
 from fercore.cache import CacheStore
@@ -45,11 +45,11 @@ class _Reference:
     def __init__(self, data: FaceSet, store: CacheStore, device: torch.device):
         self.data, self.store, self.device = data, store, device
         self.model: ReferenceClassifier | None = None
-        self.entry: cached.Cached | None = None
+        self.entry: entries.Cached | None = None
 
     def __call__(self) -> ReferenceClassifier:
         if self.model is None:
-            self.model, self.entry = cached.reference(self.data, self.store, self.device)
+            self.model, self.entry = entries.reference(self.data, self.store, self.device)
         return self.model
 
 
@@ -85,7 +85,7 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     """The generator of CFG (trained once per content key), and NEEDED[c] accepted synthetic images of class c."""
     t0 = time.perf_counter()
     names = data.class_names
-    gen, gen_entry = cached.generator(cfg, data, store, device)
+    gen, gen_entry = entries.generator(cfg, data, store, device)
     reference = _Reference(data, store, device)
     aug = cfg.augment
     scorer = build_scorer(aug.filter, gen, reference)
@@ -94,9 +94,9 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     if aug.filter != "none":
         parts |= {"tau": aug.filter_tau, "rounds": aug.filter_rounds}
     if aug.filter == "classifier_confidence":  # The judge decides which images are kept.
-        parts["reference"] = cached.reference_key(data)[0]
+        parts["reference"] = entries.reference_key(data)[0]
     # Seeds cfg.seed * 1000 + c per class, as before filters existed: filter=none keeps earlier trials' images.
-    images, acceptance, generated, pool_entry = cached.pool(
+    images, acceptance, generated, pool_entry = entries.pool(
         parts, store, lambda: fill_pool(gen.sample, needed, scorer, aug.filter_tau, aug.filter_rounds,
                                         seed=cfg.seed * 1000))
     grid = np.stack([gen.sample(GRID_COLUMNS, c, seed=cfg.seed * 1000 + 500 + c) for c in range(len(names))])

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercore.atomic import atomic_write
-from fercore.augment.batch import Strengths, augment, normalise
+from fercore.transforms import Strengths, augment, normalise
 from fercore.classifiers import model_layout
 from fercore.params import Section
 from fercore.errors import ConfigError

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from fercore import cached
+from fercore.cache import entries
 from fercore.augment.policies import MixPlan, mix, plan_mix
 from fercore.cache import CacheStore
 from fercore.classifiers import build_classifier
@@ -192,7 +192,7 @@ def paired_baseline(o: Outcome) -> dict[str, Any]:
 
     A real-only trial is its own baseline: it stores its outcome for the augmented trials that pair with it."""
     if not o.augmented:
-        _, _, entry = cached.baseline(o.cfg, o.data, o.cache, lambda: (o.test.proba, o.test_metrics))
+        _, _, entry = entries.baseline(o.cfg, o.data, o.cache, lambda: (o.test.proba, o.test_metrics))
         return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit}
     if not o.cfg.augment.paired_baseline:
         return {}
@@ -201,7 +201,7 @@ def paired_baseline(o: Outcome) -> dict[str, Any]:
         base = _train_and_read(o, o.data.split("train"))
         return base.proba, calc_metric("classification", read=base)
 
-    base_proba, _, entry = cached.baseline(o.cfg, o.data, o.cache, train_baseline)
+    base_proba, _, entry = entries.baseline(o.cfg, o.data, o.cache, train_baseline)
     return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit,
             **calc_metric("uplift", read=o.test, baseline=base_proba)}
 

@@ -17,23 +17,23 @@ Optuna fixes a categorical's choices and treats a parameter as one thing per nam
 key means or which values it has, the suggestion is named `KEY@VARIANT` (`augment.filter_tau@discriminator`); the
 sweep sets config key KEY from it.
 """
-from fercore import config as cfg
+from fercore import config
 
 
 def _declares(section: str, name: str, key: str) -> bool:
-    return any(p.name == key for p in cfg.section_params(section, name))
+    return any(p.name == key for p in config.section_params(section, name))
 
 
-GENERATORS = cfg.registry("generator").names()
+GENERATORS = config.registry("generator").names()
 GAN_TYPES = [t for t in GENERATORS if _declares("generator", t, "lr_d")]  # adversarial: these have a discriminator
 DIFFUSION_TYPES = [t for t in GENERATORS if _declares("generator", t, "sampling_steps")]
 # `folder` serves images made elsewhere: nothing to tune, and it needs their path (augmentation(folder=PATH)).
 SAMPLED_GENERATORS = [t for t in GENERATORS if not _declares("generator", t, "path")]
-BACKBONES = cfg.registry("classifier").names()
-FREEZE_STAGES = {b: int(p.high) for b in BACKBONES for p in cfg.section_params("classifier", b)
+BACKBONES = config.registry("classifier").names()
+FREEZE_STAGES = {b: int(p.high) for b in BACKBONES for p in config.section_params("classifier", b)
                  if p.name == "freeze_stages"}
-POLICIES = cfg.registry("augment").names()
-FILTERS = list(next(p for p in cfg.AUGMENT if p.name == "filter").choices)
+POLICIES = config.registry("augment").names()
+FILTERS = list(next(p for p in config.AUGMENT if p.name == "filter").choices)
 
 
 def generator(trial, types=None) -> str:

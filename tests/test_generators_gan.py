@@ -9,7 +9,7 @@ import torch
 from fercore.config import resolve
 from fercore.errors import ConfigError
 from fercore.generators import Diverged, Generator, build_generator
-from fercore.generators.d_augment import DAugment
+from fercore.generators.discriminator_augment import DAugment
 from fercore.generators.per_class import PerClass
 from fercore.generators.watchdog import Watchdog
 

@@ -58,7 +58,7 @@ def test_precision_auto_on_the_cpu_trains_exactly_as_fp32(tiny_faces):
 
 
 def test_precision_auto_keeps_the_real_only_baseline_key_and_bf16_changes_it(tiny_faces):
-    from fercore.cached import baseline_key
+    from fercore.cache.entries import baseline_key
 
     key, parts = baseline_key(resolve({}), tiny_faces)
     assert "precision" not in parts["train"]  # so the keys made before train.precision existed still hold

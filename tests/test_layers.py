@@ -76,7 +76,7 @@ def test_no_registry_module_stands_on_config(module):
 
 @pytest.mark.parametrize("module", modules_under("metrics"))
 def test_metrics_import_no_training_code(module):
-    training = {"fercore.train", "fercore.reference", "fercore.trial", "fercore.synthetic", "fercore.cached"}
+    training = {"fercore.train", "fercore.reference", "fercore.trial", "fercore.synthetic", "fercore.cache.entries"}
     assert not closure(module) & training, closure(module) & training
     assert not any(m.startswith(("fercore.classifiers", "fercore.generators")) for m in closure(module))
 

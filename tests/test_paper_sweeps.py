@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fercore import config as cfg
+from fercore import config
 from fercore.augment.policies import plan_mix
 from fercore.data.procedural import FER2013_TRAIN, split_counts
 from fercore.sweep.spaces import REPO_ROOT
@@ -30,7 +30,7 @@ def specs():
 def points(spec) -> list[dict]:
     """Every grid point resolved with the sweep's data and fixed values, as a trial would see it."""
     keys = list(spec.grid)
-    return [cfg.resolve({**spec.base_config(), **dict(zip(keys, values))}, drop_inapplicable=True).flat()
+    return [config.resolve({**spec.base_config(), **dict(zip(keys, values))}, drop_inapplicable=True).flat()
             for values in itertools.product(*spec.grid.values())]
 
 
@@ -67,7 +67,7 @@ def test_confidence_filter_is_report_000(specs):
     assert {r["classifier.freeze_stages"] for r in only(rows, classifier__backbone="resnet18")} == {2}
     assert all("classifier.freeze_stages" not in r for r in only(rows, classifier__backbone="linear"))
     # fercore has one classifier learning rate: the report's separate head rate (1e-3) cannot be set.
-    assert not any("head" in key for key in cfg.all_keys()), "a head learning rate exists now: use it in the sweep"
+    assert not any("head" in key for key in config.all_keys()), "a head learning rate exists now: use it in the sweep"
 
 
 def test_cgan_minority_is_report_001(specs):

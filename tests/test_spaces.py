@@ -6,7 +6,7 @@ import random
 import optuna
 import pytest
 
-from fercore import config as cfg
+from fercore.config import registry, resolve
 from fercore.sweep.spaces import flat_config, load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -46,7 +46,7 @@ def test_parts_read_the_registries():
     assert "folder" not in parts_.SAMPLED_GENERATORS and set(parts_.SAMPLED_GENERATORS) == set(
         parts_.GAN_TYPES + parts_.DIFFUSION_TYPES)
     # The backbones that can freeze stages: the torchvision adapters and ResEmoteNet, not linear or cnn3.
-    assert set(parts_.FREEZE_STAGES) == set(cfg.registry("classifier").names()) - {"linear", "cnn3"}
+    assert set(parts_.FREEZE_STAGES) == set(registry("classifier").names()) - {"linear", "cnn3"}
     assert parts_.FREEZE_STAGES["resemotenet"] == 6 and parts_.FREEZE_STAGES["resnet18"] == 4
 
 
@@ -56,8 +56,8 @@ def test_full_space_draws_are_valid_and_conditional_keys_appear_only_where_they_
     choices = {}
     for config, trial in draws(full, 200):
         # Strict: no key that does not apply to the chosen entries (drop_inapplicable would hide one).
-        resolved = cfg.resolve(config).flat()
-        assert cfg.resolve(config, drop_inapplicable=True).flat() == resolved
+        resolved = resolve(config).flat()
+        assert resolve(config, drop_inapplicable=True).flat() == resolved
         for key in seen:
             if key in config:
                 seen[key].add(config[key])
@@ -82,9 +82,9 @@ def test_full_space_draws_are_valid_and_conditional_keys_appear_only_where_they_
         assert ("augment.filter_tau" in config) == (chosen_filter != "none"), config
 
     # Every backbone, policy, generator type (folder needs a path) and filter is offered, and was drawn.
-    assert set(choices["classifier.backbone"]) == set(cfg.registry("classifier").names())
-    assert set(choices["augment.policy"]) == set(cfg.registry("augment").names())
-    assert set(choices["generator.type"]) == set(cfg.registry("generator").names()) - {"folder"}
+    assert set(choices["classifier.backbone"]) == set(registry("classifier").names())
+    assert set(choices["augment.policy"]) == set(registry("augment").names())
+    assert set(choices["generator.type"]) == set(registry("generator").names()) - {"folder"}
     assert set(choices["augment.filter"]) == {"none", "classifier_confidence", "discriminator"}
     assert set(choices["augment.filter@no_discriminator"]) == {"none", "classifier_confidence"}
     assert seen["classifier.backbone"] == set(choices["classifier.backbone"])
@@ -95,7 +95,7 @@ def test_full_space_draws_are_valid_and_conditional_keys_appear_only_where_they_
 
 def test_the_quickstart_space_draws_valid_configs():
     for config, _ in draws(load_space("quickstart"), 30):
-        cfg.resolve({**config, "generator.type": "cgan"})
+        resolve({**config, "generator.type": "cgan"})
 
 
 def test_narrow_compositions(parts):
@@ -107,7 +107,7 @@ def test_narrow_compositions(parts):
         assert config["classifier.backbone"] in ("cnn3", "linear") and "classifier.freeze_stages" not in config
         assert config["generator.type"] == "folder" and config["generator.path"] == "/faces"
         assert config["augment.filter"] in ("none", "classifier_confidence")  # a folder has no discriminator
-        cfg.resolve(config)
+        resolve(config)
 
     def pretrained(trial):
         return parts.classifier(trial, backbones=["resnet18"], weights={"resnet18": "/w/resnet18.pt"})

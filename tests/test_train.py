@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fercore.augment.batch import Strengths, augment, normalise
+from fercore.transforms import Strengths, augment, normalise
 from fercore.classifiers import build_classifier
 from fercore.config import resolve
 from fercore.train import Trainer

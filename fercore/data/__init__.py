@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fercore.data.cache import cache_key, load_or_build
+from fercore.data.converted import cache_key, load_or_build
 from fercore.data.faceset import SPLITS, FaceSet, make_faceset
 from fercore.errors import DataError
 

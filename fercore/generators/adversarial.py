@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercore.generators.base import StepHook, to_unit_range
-from fercore.generators.d_augment import DAugment
+from fercore.generators.discriminator_augment import DAugment
 from fercore.generators.watchdog import Watchdog
 
 

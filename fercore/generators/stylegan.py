@@ -23,7 +23,7 @@ from torch import nn
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
-from fercore.generators.d_augment import DAugment
+from fercore.generators.discriminator_augment import DAugment
 from fercore.generators.per_class import PerClass
 from fercore.generators.stylegan_networks import StyleDiscriminator, StyleGenerator
 from fercore.params import Param

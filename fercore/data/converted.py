@@ -1,4 +1,5 @@
-"""On-disk cache of converted data sets, keyed by the source's identity; written atomically so a failed or
+"""Data sets converted once from their files (CSV, image trees) and kept on disk as arrays (not to be confused with
+fercore.cache, which keeps what trials train), keyed by the source's identity; written atomically so a failed or
 interrupted conversion leaves nothing behind."""
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Augmentation of whole batches on the device: the data stays uint8 there, and each batch is normalised and
-augmented in a few tensor operations instead of per-image PIL transforms.
+"""The random transforms of a classifier's training batches (the train.flip, train.translate, ... keys), applied to
+whole batches on the device: the data stays uint8 there, and each batch is normalised and augmented in a few tensor
+operations instead of per-image PIL transforms.
 
 Strengths (all off at 0): flip (probability), translate (pixels), rotate (degrees, +-), crop (random resized crop:
 the smallest kept share of the image's area, so 0.2 keeps 20-100 %), erase (probability of one random rectangle).
