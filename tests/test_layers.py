@@ -1,14 +1,15 @@
 """The core's imports flow one way (shared/architecture.md): the ground floor (params, registry, errors) imports
 nothing above it, the registries stand on fercore.params and never on fercore.config, config imports the registries
-the ordinary way, and fercore.metrics measures without importing training code. Read from the source files' import
+the ordinary way, and fercore.metrics measures without importing training code; and every import of the package
+keeps to the layer table of fercore/layers.py (the README's layout section). Read from the source files' import
 statements (every one, also those inside functions), followed transitively, so no module needs importing here."""
-import ast
 from functools import cache
 from pathlib import Path
 
 import pytest
 
 import fercore
+from fercore import layers
 
 ROOT = Path(fercore.__file__).parent
 
@@ -24,21 +25,9 @@ def module_file(name: str) -> Path | None:
 
 @cache
 def direct_imports(name: str) -> frozenset[str]:
-    """The fercore modules NAME's source imports: `from fercore.a import b` counts fercore.a, and fercore.a.b where
-    that is a module."""
-    tree = ast.parse(module_file(name).read_text())
-    package = name if module_file(name).name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the package, up level - 1
-                parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names if module_file(f"{base}.{a.name}")}
+    """The fercore modules NAME's source imports (fercore.layers' reader: `from fercore.a import b` counts fercore.a,
+    and fercore.a.b where that is a module; module paths written as strings count too)."""
+    found = layers.imports_of(module_file(name), name)
     return frozenset(m for m in found if m.split(".")[0] == "fercore" and module_file(m))
 
 
@@ -90,3 +79,32 @@ def test_the_import_reader_sees_what_python_imports():
     """The checks above are only as good as this reader: it finds the imports a known module really makes."""
     assert direct_imports("fercore.trial") >= {"fercore.train", "fercore.config", "fercore.metrics"}
     assert "fercore.train" in closure("fercore.reference") and "fercore.params" in closure("fercore.config")
+
+
+def test_no_import_runs_against_the_layer_table():
+    assert layers.violations(ROOT) == []
+
+
+def test_every_module_is_in_a_layer_and_the_table_names_no_missing_module():
+    modules = {layers.module_name(p, ROOT) for p in ROOT.rglob("*.py")} - {"fercore"}
+    assert all(layers.layer_of(m) is not None for m in modules), [m for m in modules if layers.layer_of(m) is None]
+    for layer in layers.LAYERS:
+        for prefix in layer.modules:
+            assert any(m == prefix or m.startswith(prefix + ".") for m in modules), f"{layer.name}: {prefix} is gone"
+
+
+def test_the_layer_check_catches_an_upward_import_a_ray_import_and_a_string(tmp_path):
+    """A package shaped like fercore with three planted faults: each is reported, with the layers it crosses."""
+    pkg = tmp_path / "fercore"
+    (pkg / "metrics").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text("")
+    (pkg / "metrics" / "__init__.py").write_text("")
+    (pkg / "metrics" / "quality.py").write_text("def f():\n    from fercore.train import Trainer\n")
+    (pkg / "report").mkdir()
+    (pkg / "report" / "__init__.py").write_text("import ray\nNAME = 'fercore.train'\n")
+    found = layers.violations(pkg)
+    assert "fercore.metrics.quality -> fercore.train: layer measures may not import layer training" in found
+    assert "fercore.report -> ray: only the sweep layer imports Ray" in found
+    assert "fercore.report -> fercore.train: layer report may not import layer training" in found
+    assert len(found) == 3, found
