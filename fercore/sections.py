@@ -37,9 +37,15 @@ CLASSIFIER = (
     Param("optimizer", "adam", choices=("adam", "adamw", "sgd"), help="sgd uses classifier.momentum"),
     Param("momentum", 0.9, 0.0, 0.999, help="SGD momentum"),
     Param("schedule", "none", choices=("none", "cosine", "onecycle", "plateau"),
-          help="learning-rate schedule; plateau halves it when validation loss stalls for 2 epochs (002)"),
+          help="learning-rate schedule; plateau multiplies it by classifier.plateau_factor when the validation loss "
+               "has not improved for classifier.plateau_patience epochs (002 divides it by 10)"),
+    Param("plateau_factor", 0.5, 0.01, 0.99, help="schedule=plateau: the rate is multiplied by this when it stalls"),
+    Param("plateau_patience", 2, 0, 100, help="schedule=plateau: epochs without a better validation loss before the "
+                                              "rate is cut"),
     Param("label_smoothing", 0.0, 0.0, 0.5),
-    Param("class_weights", False, help="weight the loss by w_c = (1/n_c) / sum_k(1/n_k) * K (003)"),
+    Param("class_weights", False, help="weight the loss by w_c = (1/n_c) / sum_k(1/n_k) * K (003); early stopping "
+                                       "on val_loss and the plateau schedule then judge the weighted validation "
+                                       "loss (val_weighted_loss)"),
     Param("patience", 0, 0, 1000, help="stop after this many epochs without improvement; 0 never stops early"),
     Param("early_stop", "val_macro_f1", choices=("val_macro_f1", "val_loss"),
           help="what early stopping and the kept epoch are judged by"),
@@ -54,6 +60,9 @@ TRAIN = (
     Param("device", "auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present, else CPU"),
     Param("precision", "auto", choices=("auto", "fp32", "bf16"), help="autocast: auto is bf16 on CUDA, fp32 on CPU"),
     Param("threads", 0, 0, 256, help="torch CPU threads; 0 leaves torch's default"),
+    Param("deterministic", False, help="bit-repeatable runs on a GPU: torch.use_deterministic_algorithms (an op "
+                                       "without a deterministic kernel warns) and cuDNN's deterministic, "
+                                       "non-benchmarking kernels, for the whole trial; slower"),
 )
 
 # The keys a trial is shown by, beside its id, in the sweep's summary and the report.

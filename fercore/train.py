@@ -4,6 +4,7 @@ best validation epoch are kept, so the caller can restore them before the one re
 trainer state can be saved and restored so a paused or restarted trial resumes exactly where it stopped."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: Section, steps_per_epoch: int):
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
     return None
 
 
@@ -88,8 +90,11 @@ class Trainer:
         self.num_classes = num_classes
         torch.manual_seed(seed)  # Dropout draws from the global generator; its state is saved with the trainer.
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        weight = torch.tensor(class_weights(train[1], num_classes), dtype=torch.float32, device=device) \
-            if classifier.class_weights else None
+        # The training set's class weights (a mixed set's counts, synthetic images included): the loss it optimises,
+        # which early stopping on val_loss and the plateau schedule then judge too (val_weighted_loss).
+        self.class_weights = class_weights(train[1], num_classes) if classifier.class_weights else None
+        weight = torch.tensor(self.class_weights, dtype=torch.float32, device=device) \
+            if self.class_weights is not None else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=classifier.label_smoothing)
         self.steps_per_epoch = max(1, len(self.x) // classifier.batch_size + (len(self.x) % classifier.batch_size >= 2))
         self.opt = _optimizer(self.model, classifier)
@@ -111,14 +116,16 @@ class Trainer:
             train_loss = self._train_one_epoch()
             val = self.evaluate(self.val_x, self.val_y, "val")
             self.epoch += 1
-            score = val["val_macro_f1"] if self.cfg.early_stop == "val_macro_f1" else -val["val_loss"]
+            # The validation loss of the loss trained on: weighted by class when classifier.class_weights is on.
+            val_loss = val.get("val_weighted_loss", val["val_loss"])
+            score = val["val_macro_f1"] if self.cfg.early_stop == "val_macro_f1" else -val_loss
             if score > self.best_score:
                 self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
                 self.best_state = copy.deepcopy(self.model.state_dict())
             else:
                 self.bad_epochs += 1
             if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.sched.step(val["val_loss"])
+                self.sched.step(val_loss)
             self.stopped = 0 < self.cfg.patience <= self.bad_epochs
             metrics = {"train_loss": train_loss, "lr": self.opt.param_groups[0]["lr"], **val}
             yield EpochResult(self.epoch, metrics, last=self.stopped or self.epoch == self.cfg.epochs)
@@ -163,7 +170,7 @@ class Trainer:
     def evaluate(self, images: torch.Tensor | np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        return metrics_from_proba(self.predict_proba(images), labels, split)
+        return metrics_from_proba(self.predict_proba(images), labels, split, self.class_weights)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed trainer needs to continue exactly: weights, optimizer, schedule, RNGs, counters."""
@@ -196,8 +203,41 @@ class Trainer:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
 
-def metrics_from_proba(proba: np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
-    """Cross-entropy and the classification metrics of predicted class probabilities."""
+def metrics_from_proba(proba: np.ndarray, labels: np.ndarray, split: str,
+                       weights: np.ndarray | None = None) -> dict[str, float]:
+    """Cross-entropy and the classification metrics of predicted class probabilities. With class WEIGHTS, also
+    `<split>_weighted_loss`: the weighted mean sum_i w_(y_i) * nll_i / sum_i w_(y_i), as torch's CrossEntropyLoss
+    with weight= computes it (`<split>_loss` stays the plain mean, comparable across trials)."""
     eps = 1e-12  # A probability of exactly 0 for the true class would make the loss infinite.
-    loss = float(-np.mean(np.log(proba[np.arange(len(labels)), labels] + eps))) if len(labels) else float("nan")
-    return {f"{split}_loss": loss, **classification_metrics(labels, proba.argmax(1), split, proba=proba)}
+    labels = np.asarray(labels)
+    nll = -np.log(proba[np.arange(len(labels)), labels] + eps)
+    out = {f"{split}_loss": float(nll.mean()) if len(labels) else float("nan")}
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)[labels]
+        out[f"{split}_weighted_loss"] = float((w * nll).sum() / w.sum()) if w.sum() > 0 else float("nan")
+    return {**out, **classification_metrics(labels, proba.argmax(1), split, proba=proba)}
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """train.deterministic: inside, torch picks deterministic kernels (an op that has none warns rather than fails,
+    so a backbone with one such op still trains) and cuDNN neither benchmarks nor picks nondeterministic
+    algorithms; cuBLAS gets the fixed workspace it needs to be repeatable. The process's previous settings are
+    restored on leaving, so a sweep worker's next trial runs as its own config says."""
+    if not enabled:
+        yield
+        return
+    kept = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+            os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    # Read by cuBLAS when its handle is made: a process whose first CUDA work is this trial's gets it.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(kept[0], warn_only=kept[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = kept[2], kept[3]
+        if kept[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -13,8 +13,10 @@ from fercore.classifiers import CLASSIFIERS, build_classifier
 from fercore.classifiers import resemotenet as ren
 from fercore.classifiers import torchvision_adapters as tv
 from fercore.classifiers.common import FrozenBatchNorm2d
+from fercore.classifiers.weights import IMAGENET_MEAN, IMAGENET_STD, fold_imagenet_normalisation, load_weights
 from fercore.config import resolve
 from fercore.errors import ConfigError
+from fercore.transforms import normalise
 
 TV = list(tv.ARCHS)
 HEAVY = {"resnet50", "densenet121", "convnext_tiny"}
@@ -201,10 +203,16 @@ def test_imagenet_state_dict_loads_with_summed_first_conv(tmp_path, name):
         ref.kernel_size, ref.stride, ref.padding)
     state = model.state_dict()
     conv = fam.first_conv + ".weight"
-    assert imagenet[conv].shape[1] == 3 and torch.equal(state[conv], imagenet[conv].sum(1, keepdim=True))
+    kernel, constant = fold_imagenet_normalisation(imagenet[conv])
+    assert imagenet[conv].shape[1] == 3 and torch.equal(state[conv], kernel)
     assert state[fam.head + ".weight"].shape[0] == 7  # the 1000-class head is skipped
+    # The normalisation's offset lands in the conv's bias, or in the running mean of the batch norm after it.
+    offset = fam.first_conv + ".bias" if fam.first_conv + ".bias" in imagenet else next(
+        k for k in imagenet if k.endswith(".running_mean") and imagenet[k].shape == constant.shape)
+    sign = 1 if offset.endswith(".bias") else -1
+    assert torch.allclose(state[offset], imagenet[offset] + sign * constant) and constant.abs().sum() > 0
     for k, v in imagenet.items():
-        if not k.startswith((fam.head + ".", conv)):
+        if not k.startswith((fam.head + ".", conv)) and k != offset:
             assert torch.equal(state[k], v), k
 
 
@@ -242,3 +250,40 @@ def test_image_too_small_for_the_backbone_is_a_config_error():
     with pytest.raises(ConfigError, match=r"data\.image_size=16 is too small for classifier\.backbone=convnext_tiny"):
         build("convnext_tiny", size=16)
     assert build("convnext_tiny", size=16, small_stem=True)(torch.zeros(2, 1, 16, 16)).shape == (2, 7)
+
+
+class _TinyStem(torch.nn.Module):
+    """A first conv (with or without bias; a batch norm after it when without), as in torchvision's stems."""
+
+    def __init__(self, in_channels: int, bias: bool):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, 4, 3, padding=1, bias=bias)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.head = torch.nn.Linear(4, 7)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_folded_imagenet_normalisation_on_a_grey_image_equals_the_rgb_conv_on_its_normalised_copy(tmp_path, bias):
+    torch.manual_seed(0)
+    rgb = _TinyStem(3, bias).eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity, so the running mean's shift shows
+        rgb.bn.running_mean.uniform_(-1, 1)
+        rgb.bn.running_var.uniform_(0.5, 2)
+    torch.save(rgb.state_dict(), tmp_path / "imagenet.pt")
+    grey = _TinyStem(1, bias).eval()
+    notes = load_weights(grey, str(tmp_path / "imagenet.pt"), "tiny", first_conv="conv", head="head")
+    assert any("mean and std folded in" in n for n in notes)
+
+    image = torch.randint(0, 256, (2, 20, 20), dtype=torch.uint8)
+    pixel = image.float().unsqueeze(1) / 255  # what an ImageNet pipeline reads: [0, 1], the grey copied to RGB
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = rgb((pixel.expand(-1, 3, -1, -1) - mean) / std)
+        got = grey(normalise(image))  # fercore's input: one channel in [-1, 1]
+    # Equal wherever the 3x3 kernel does not reach the zero padding (the module docstring says why the border differs).
+    assert torch.allclose(got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], atol=1e-4)
+    assert not torch.allclose(grey.conv.weight, rgb.conv.weight.sum(1, keepdim=True))  # a plain sum would not do

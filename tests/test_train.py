@@ -1,10 +1,14 @@
+import os
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fercore.transforms import Strengths, augment, normalise
 from fercore.classifiers import build_classifier
 from fercore.config import resolve
-from fercore.train import Trainer
+from fercore.train import Trainer, deterministic_algorithms, metrics_from_proba
 
 
 def make_trainer(data, **overrides):
@@ -84,3 +88,58 @@ def test_augmentations_are_off_at_zero_and_change_images_when_on():
     # A 90-degree-free small rotation keeps the image's centre pixel nearly in place.
     centre = normalise(torch.zeros(1, 48, 48, dtype=torch.uint8) + 200)
     assert torch.allclose(augment(centre, Strengths(rotate=15), gen), centre, atol=1e-5)
+
+
+def test_plateau_factor_and_patience_are_config_keys(tiny_faces):
+    t = make_trainer(tiny_faces, **{"classifier.schedule": "plateau", "classifier.epochs": 5, "classifier.lr": 1e-3,
+                                    "classifier.plateau_factor": 0.1, "classifier.plateau_patience": 1})
+    real_evaluate = t.evaluate
+    t.evaluate = lambda images, labels, split: {**real_evaluate(images, labels, split), "val_loss": 1.0}
+    lrs = [r.metrics["lr"] for r in t.epochs()]
+    # Cut by 10 after more than one stalled epoch, then again two epochs later (002's schedule, not the default's).
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+    assert resolve({}).classifier.plateau_factor == 0.5 and resolve({}).classifier.plateau_patience == 2
+
+
+def test_weighted_validation_loss_is_torchs_weighted_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = torch.from_numpy(rng.normal(size=(50, 7)))
+    labels = rng.integers(0, 7, 50)
+    weights = rng.uniform(0.1, 3.0, 7)
+    m = metrics_from_proba(torch.softmax(logits, 1).numpy(), labels, "val", weights)
+    expected = F.cross_entropy(logits, torch.from_numpy(labels), weight=torch.from_numpy(weights))
+    assert m["val_weighted_loss"] == pytest.approx(float(expected), rel=1e-6)
+    assert m["val_loss"] == pytest.approx(float(F.cross_entropy(logits, torch.from_numpy(labels))), rel=1e-6)
+    assert m["val_weighted_loss"] != pytest.approx(m["val_loss"])
+    assert "val_weighted_loss" not in metrics_from_proba(torch.softmax(logits, 1).numpy(), labels, "val")
+
+
+def test_early_stopping_on_val_loss_judges_the_weighted_loss_with_class_weights(tiny_faces):
+    t = make_trainer(tiny_faces, **{"classifier.class_weights": True, "classifier.early_stop": "val_loss",
+                                    "classifier.epochs": 4})
+    real_evaluate = t.evaluate
+    plain = iter([4.0, 3.0, 2.0, 1.0])  # improves every epoch
+    weighted = iter([1.0, 2.0, 3.0, 4.0])  # gets worse every epoch: the one that must decide
+
+    def evaluate(images, labels, split):
+        m = real_evaluate(images, labels, split)
+        assert "val_weighted_loss" in m and m["val_weighted_loss"] != m["val_loss"]
+        return {**m, "val_loss": next(plain), "val_weighted_loss": next(weighted)}
+
+    t.evaluate = evaluate
+    list(t.epochs())
+    assert t.best_epoch == 1
+    unweighted = make_trainer(tiny_faces, **{"classifier.early_stop": "val_loss", "classifier.epochs": 1})
+    assert "val_weighted_loss" not in next(unweighted.epochs()).metrics
+
+
+def test_deterministic_mode_is_set_inside_and_restored_after():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    with deterministic_algorithms(True):
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"]
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark) == before
+    with deterministic_algorithms(False):
+        assert torch.are_deterministic_algorithms_enabled() == before[0]

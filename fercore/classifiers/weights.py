@@ -5,8 +5,18 @@ Accepted files (read with torch.load(weights_only=True)):
   (a fercore trainer checkpoint) or "state_dict"; "module." and "_orig_mod." prefixes (DataParallel, torch.compile)
   are removed;
 - a torchvision ImageNet state dict of the same architecture: when the file's first conv has 3 input channels and the
-  model's has 1, the file's kernel is summed over its channels (a grey image x gives the response the RGB image
-  (x, x, x) would), and a head whose shape differs (1000 classes) is skipped and keeps its fresh initialisation.
+  model's has 1, the file's kernel is summed over its channels with ImageNet's input normalisation folded in (below),
+  and a head whose shape differs (1000 classes) is skipped and keeps its fresh initialisation.
+
+Folding the normalisation. An ImageNet network expects each RGB channel c as (p - mean_c) / std_c, p the pixel in
+[0, 1]; fercore feeds x = 2p - 1 (fercore.transforms.normalise) on one grey channel. For a grey image the RGB input is
+(p, p, p), so the first conv's response is sum_c W_c * ((x + 1) / 2 - mean_c) / std_c + b: the one-channel kernel
+sum_c W_c / (2 std_c) and the constant sum_c sum(W_c) * (1/2 - mean_c) / std_c per output channel. The constant
+goes into the conv's bias, or, for a conv without one (ResNet, MobileNet, EfficientNet, ShuffleNet, DenseNet), into
+the running mean of the batch norm that follows it (subtracted: exact in eval mode; in training mode the batch's own
+mean removes a constant anyway). Exact away from the image border: the RGB network pads its normalised input with 0,
+which is grey p = mean_c there, while the folded one pads x with 0, grey p = 0.5 - close to ImageNet's means.
+A 3-channel file is taken to be normalised as torchvision's ImageNet weights are (IMAGENET_MEAN, IMAGENET_STD).
 
 Tolerated and reported with a warning: a first conv whose shape still differs after the channel sum (small_stem's 3x3
 against ImageNet's 7x7; it keeps its fresh initialisation), a head of another shape or missing (fresh), missing batch-
@@ -24,6 +34,32 @@ from torch import nn
 from fercore.errors import ConfigError
 
 _SHOW = 5  # mismatching keys named per kind in an error message
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet weights expect (p - mean) / std per RGB channel
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def fold_imagenet_normalisation(w_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An RGB first-conv kernel (out x 3 x kh x kw) -> the one-channel kernel for fercore's grey input in [-1, 1],
+    and the constant per output channel the normalisation adds (see the module docstring)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    w = w_rgb.double()
+    kernel = (w / (2 * std)).sum(dim=1, keepdim=True)
+    constant = (w * (0.5 - mean) / std).sum(dim=(1, 2, 3))
+    return kernel.to(w_rgb.dtype), constant.to(w_rgb.dtype)
+
+
+def _following_batch_norm(model: nn.Module, conv_path: str, channels: int) -> str | None:
+    """The first BatchNorm after the module CONV_PATH (in registration order) with CHANNELS features, or None."""
+    seen = False
+    for name, module in model.named_modules():
+        if name == conv_path:
+            seen = True
+        elif seen and isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == channels:
+            return name
+        elif seen and isinstance(module, nn.Conv2d):
+            return None  # another conv first: the constant would not reach a batch norm unchanged
+    return None
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -74,19 +110,24 @@ def load_weights(model: nn.Module, path: str, backbone: str, first_conv: str | N
     def under(key: str, prefix: str | None) -> bool:
         return prefix is not None and key.startswith(prefix + ".")
 
-    # First conv: sum a 3-channel kernel to one channel; leave a conv of another shape fresh.
+    # First conv: sum a 3-channel kernel to one channel, ImageNet's normalisation folded in; leave a conv of another
+    # shape fresh.
     conv_keys = [k for k in own if under(k, first_conv)]
+    constant: torch.Tensor | None = None  # the folded normalisation's offset per output channel
     if conv_keys and all(k in file for k in conv_keys):
         wkey = first_conv + ".weight"
         w = file[wkey]
-        if w.shape != own[wkey].shape and w.dim() == 4 and w.shape[1] == 3 and own[wkey].shape[1] == 1:
-            w = w.sum(dim=1, keepdim=True)
-            notes.append(f"{wkey}: summed over its 3 input channels")
+        summed = w.shape != own[wkey].shape and w.dim() == 4 and w.shape[1] == 3 and own[wkey].shape[1] == 1
+        if summed:
+            w, constant = fold_imagenet_normalisation(w)
         if any((w if k == wkey else file[k]).shape != own[k].shape for k in conv_keys):
             fresh.append(f"first conv {first_conv} ({_shape(file[wkey])} in the file, {_shape(own[wkey])} here)")
+            constant = None
         else:
             merged[wkey] = w
             merged.update({k: file[k] for k in conv_keys if k != wkey})
+            if summed:
+                notes.append(f"{wkey}: summed over its 3 input channels with ImageNet's mean and std folded in")
         file = {k: v for k, v in file.items() if not under(k, first_conv)}
     else:
         conv_keys = []  # Absent from the file: reported as missing below.
@@ -114,9 +155,29 @@ def load_weights(model: nn.Module, path: str, backbone: str, first_conv: str | N
         raise ConfigError(f"classifier.weights: {path} does not fit classifier.backbone={backbone}: "
                           + "; ".join(p for p in parts if p))
     merged.update({k: v for k, v in file.items()})
+    if constant is not None:
+        notes.append(_fold_constant(model, merged, first_conv, constant, path))
     model.load_state_dict(merged)
     for item in fresh:
         notes.append(f"{item} kept fresh")
         warnings.warn(f"classifier.weights: {path}: {item} does not fit; it keeps its random initialisation",
                       stacklevel=2)
     return notes
+
+
+def _fold_constant(model: nn.Module, merged: dict[str, torch.Tensor], first_conv: str, constant: torch.Tensor,
+                   path: str) -> str:
+    """Add the folded normalisation's CONSTANT to the first conv's bias, or take it from the running mean of the
+    batch norm that follows a conv without one; says where it went."""
+    bias = first_conv + ".bias"
+    if bias in merged:
+        merged[bias] = merged[bias] + constant.to(merged[bias].dtype)
+        return f"{bias}: the normalisation's offset added"
+    bn = _following_batch_norm(model, first_conv, len(constant))
+    if bn is not None:
+        mean = bn + ".running_mean"
+        merged[mean] = merged[mean] - constant.to(merged[mean].dtype)
+        return f"{mean}: the normalisation's offset subtracted"
+    warnings.warn(f"classifier.weights: {path}: {first_conv} has no bias and no batch norm after it; ImageNet's "
+                  f"mean is not folded in (its std is)", stacklevel=3)
+    return f"{first_conv}: the normalisation's offset has nowhere to go and is left out"
