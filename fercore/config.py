@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from fercore.augment.policies import POLICIES
+from fercore.augment.policies import POLICIES, uses_generator
 from fercore.classifiers import CLASSIFIERS
 from fercore.errors import ConfigError
 from fercore.generators import GENERATORS
@@ -21,7 +21,8 @@ from fercore.registry import Registry
 from fercore.sections import AUGMENT, CLASSIFIER, DATA, GENERATOR, SEED, TRAIN
 
 __all__ = ["AUGMENT", "CLASSIFIER", "COMMON", "DATA", "GENERATOR", "SEED", "SELECTORS", "TRAIN", "Param", "Section",
-           "Selector", "TrialConfig", "all_keys", "parse_assignments", "registry", "resolve", "section_params"]
+           "Selector", "TrialConfig", "all_keys", "inapplicable", "parse_assignments", "registry", "resolve",
+           "section_params"]
 
 
 class Selector(NamedTuple):
@@ -64,13 +65,34 @@ class TrialConfig:
     classifier: Section
     train: Section
 
-    def flat(self) -> dict[str, Any]:
-        """The flat dotted-key dict: what is stored with every result row and checkpoint."""
+    def flat(self, applicable_only: bool = False) -> dict[str, Any]:
+        """The flat dotted-key dict: what is stored with every checkpoint. APPLICABLE_ONLY (a result row, TensorBoard's
+        HParams): the keys that do not apply to this trial (`inapplicable`) are there with None, so a table has their
+        column but no value that was never used."""
         out: dict[str, Any] = {"seed": self.seed}
         for name in COMMON:
             section: Section = getattr(self, name)
             out.update({f"{name}.{k}": v for k, v in section.values.items()})
+        if applicable_only:
+            out.update(dict.fromkeys(inapplicable(self), None))
         return out
+
+
+def inapplicable(cfg: TrialConfig) -> list[str]:
+    """The keys of CFG whose values take no part in its trial: every generator.* key when the policy uses no
+    generator (none, oversample_*), the filter's threshold and rounds without a filter, the plateau schedule's
+    factor and patience under another schedule, and SGD's momentum with another optimizer. The values stay in
+    the config (and in the generator's cache key, which only trials with a generator compute)."""
+    keys = []
+    if not uses_generator(cfg.augment.policy):
+        keys += [f"generator.{k}" for k in cfg.generator.values]
+    if cfg.augment.filter == "none":
+        keys += ["augment.filter_tau", "augment.filter_rounds"]
+    if cfg.classifier.schedule != "plateau":
+        keys += ["classifier.plateau_factor", "classifier.plateau_patience"]
+    if cfg.classifier.optimizer != "sgd":
+        keys.append("classifier.momentum")
+    return keys
 
 
 def all_keys() -> dict[str, list[str]]:

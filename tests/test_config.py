@@ -59,3 +59,22 @@ def test_assignments_need_an_equals_sign():
     assert config.parse_assignments(["a.b=1", "seed = 2"]) == {"a.b": "1", "seed": "2"}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         config.parse_assignments(["classifier.lr"])
+
+
+@pytest.mark.parametrize("policy", ["none", "oversample_balance"])
+def test_a_real_only_trials_row_has_no_generator_values(policy):
+    cfg = config.resolve({"augment.policy": policy})
+    row = cfg.flat(applicable_only=True)
+    generator_keys = [k for k in cfg.flat() if k.startswith("generator.")]
+    assert "generator.latent_dim" in generator_keys and "generator.lr_d" in generator_keys
+    assert all(row[k] is None for k in generator_keys)  # present, so the table has the column, but empty
+    assert row["augment.filter_tau"] is None and row["augment.filter_rounds"] is None  # filter none
+    assert row["classifier.plateau_factor"] is None and row["classifier.momentum"] is None  # adam, no plateau
+    assert row["classifier.lr"] == cfg.classifier.lr and row.keys() == cfg.flat().keys()
+    assert cfg.flat()["generator.latent_dim"] == 100  # the config itself keeps every value
+
+
+def test_keys_a_trial_uses_keep_their_values():
+    cfg = config.resolve({"augment.policy": "balance", "augment.filter": "classifier_confidence",
+                   "classifier.schedule": "plateau", "classifier.optimizer": "sgd"})
+    assert cfg.flat(applicable_only=True) == cfg.flat()

@@ -3,7 +3,7 @@ validation of their config keys."""
 import numpy as np
 import pytest
 
-from fercore.augment.policies import POLICIES, mix, plan_mix
+from fercore.augment.policies import POLICIES, MixPlan, mix, plan_mix, uses_generator
 from fercore.config import COMMON, all_keys, resolve, section_params
 from fercore.errors import ConfigError
 from fercore.labels import CLASSES
@@ -117,12 +117,56 @@ def test_out_of_range_policy_params_are_config_errors_naming_the_key(key, value)
 def test_a_policys_key_does_not_apply_to_another_policy():
     with pytest.raises(ConfigError, match="augment.multiply_k: does not apply to augment.policy=balance"):
         resolve({"augment.policy": "balance", "augment.multiply_k": 2})
-    assert all_keys()["augment.minority_classes"] == ["minority"]
+    # oversample_minority reaches minority's counts, so it reads minority's keys; no other policy does.
+    assert all_keys()["augment.minority_classes"] == ["minority", "oversample_minority"]
 
 
 def test_augment_param_names_are_unique_across_the_section():
-    """All policies' params share one section: a name declared twice would mean different things per policy."""
-    names = [p.name for p in COMMON["augment"]] + [p.name for _, e in POLICIES.items() for p in e.params]
-    assert len(names) == len(set(names)), names
+    """All policies' params share one section: a name declared twice would mean different things per policy, unless
+    it is the very same Param (oversample_per_class's per_class_target is per_class's)."""
+    declared: dict[str, object] = {p.name: p for p in COMMON["augment"]}
+    for _, entry in POLICIES.items():
+        for p in entry.params:
+            assert declared.setdefault(p.name, p) is p, p.name
     for name, _ in POLICIES.items():
         assert {"filter", "filter_tau", "filter_rounds"} <= {p.name for p in section_params("augment", name)}
+
+
+@pytest.mark.parametrize("counts", COUNT_VECTORS)
+@pytest.mark.parametrize("target, values", [("balance", {}), ("per_class", {"per_class_target": 50}),
+                                            ("minority", {"minority_classes": "disgust,fear", "minority_target": 0})])
+def test_oversample_reaches_its_targets_counts_with_real_images_drawn_again(counts, target, values):
+    plan = plan_mix(f"oversample_{target}", counts, values)
+    wanted = plan_mix(target, counts, values)
+    assert plan.synthetic.sum() == 0 and plan.real.tolist() == counts.tolist()
+    # The target's counts, except a class with no real image to draw from, which stays empty.
+    assert plan.total.tolist() == np.where(counts > 0, wanted.total, 0).tolist()
+    assert not uses_generator(f"oversample_{target}") and uses_generator(target) and not uses_generator("none")
+
+
+def test_mix_draws_duplicates_from_the_kept_images_evenly_and_seeded():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(7), COUNTS)
+    images = rng.integers(0, 255, (len(labels), 8, 8), dtype=np.uint8)
+    images[:, 0, 0], images[:, 0, 1] = np.arange(len(labels)) % 256, np.arange(len(labels)) // 256  # ids
+    ids = lambda x: x[:, 0, 0].astype(int) + 256 * x[:, 0, 1].astype(int)  # noqa: E731
+    plan = MixPlan(np.array([20, 2, 41, 72, 48, 32, 50]), np.zeros(7, np.int64), np.array([50, 9, 0, 0, 1, 0, 0]))
+    x, y, synthetic = mix(images, labels, plan, {}, seed=4)
+    assert not synthetic.any() and np.bincount(y, minlength=7).tolist() == plan.total.tolist()
+    kept = ids(x[:plan.real.sum()])
+    plain, _, _ = mix(images, labels, MixPlan(plan.real, plan.synthetic), {}, seed=4)
+    assert (ids(plain) == kept).all()  # duplicates do not change which real images are kept
+    for c in range(7):
+        drawn = ids(x[plan.real.sum():][y[plan.real.sum():] == c])
+        assert set(drawn) <= set(kept[labels[kept] == c])  # drawn again from the kept images of the class only
+        times = np.bincount(drawn, minlength=len(labels))[kept[labels[kept] == c]] if len(drawn) else np.zeros(1)
+        assert max(times) - min(times) <= 1  # as evenly as the count allows: 50 of 20 images is 2 or 3 each
+    again, _, _ = mix(images, labels, plan, {}, seed=4)
+    other, _, _ = mix(images, labels, plan, {}, seed=5)
+    assert (again == x).all() and not (other == x).all()
+
+
+def test_oversample_names_no_key_of_its_own_but_its_targets():
+    assert [p.name for p in POLICIES.get("oversample_per_class").params] == ["per_class_target"]
+    flat = resolve({"augment.policy": "oversample_minority", "augment.minority_classes": "fear"}).flat()
+    assert flat["augment.minority_classes"] == "fear" and "augment.per_class_target" not in flat

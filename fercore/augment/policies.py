@@ -1,5 +1,17 @@
-"""Mixing policies, registered by name: given the real training counts per class, how many real images to keep
-and how many synthetic ones to add, per class. Which images are drawn is decided by `mix()`, seeded."""
+"""Mixing policies, registered by name: given the real training counts per class, how many real images to keep,
+how many synthetic ones to add and how many of the kept real ones to draw again (duplicate), per class. Which images
+are drawn is decided by `mix()`, seeded.
+
+The oversample_* policies add no synthetic image: they reach the counts of balance, per_class and minority by drawing
+the class's real training images again, so `augment.policy: [balance, oversample_balance]` is one sweep asking
+whether a generator beats duplicating real faces. The same draw is every augmented trial's oversampling control
+(fercore.trial): the trial's synthetic images replaced by real images of their class drawn again.
+
+What a generator saw: every real training image (fercore.synthetic fits it on the whole training split), whatever
+share of them the policy keeps. With real_ratio r the trial drops 1 - r of the real images, but its synthetic images
+still carry what the generator learnt from them; the trial's real-subset control (the kept share alone) tells them
+apart.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,13 +29,33 @@ from fercore.registry import Entry, Registry
 class MixPlan:
     real: np.ndarray  # real images to keep, per class
     synthetic: np.ndarray  # synthetic images to add, per class
+    duplicate: np.ndarray | None = None  # kept real images drawn again, per class (None: none)
+
+    def __post_init__(self):
+        if self.duplicate is None:
+            object.__setattr__(self, "duplicate", np.zeros_like(self.synthetic))
+
+    @property
+    def total(self) -> np.ndarray:
+        """Training images per class."""
+        return self.real + self.synthetic + self.duplicate
+
+
+@dataclass(frozen=True)
+class PolicyEntry(Entry):
+    synthetic: bool = True  # the policy can add synthetic images, so a trial of it uses a generator
 
 
 # Each entry's target: (real training counts per class, the augment section's values) -> MixPlan.
-POLICIES: Registry[Entry] = Registry("mixing policy", "augment.policy")
+POLICIES: Registry[PolicyEntry] = Registry("mixing policy", "augment.policy", PolicyEntry)
 
 
-@POLICIES.register("none", help="real images only")
+def uses_generator(policy: str) -> bool:
+    """Whether a trial of POLICY uses a generator (and so has generator.* keys and a synthetic pool)."""
+    return POLICIES.get(policy).synthetic
+
+
+@POLICIES.register("none", synthetic=False, help="real images only")
 def _none(counts, values):
     return MixPlan(counts.copy(), np.zeros_like(counts))
 
@@ -41,9 +73,12 @@ def _real_ratio(counts, values):
     return MixPlan(real, counts - real)
 
 
+PER_CLASS_TARGET = Param("per_class_target", 1000, 1, 1_000_000,
+                         help="images per class after topping up (002: 10,000-15,000 on FER2013)")
+
+
 @POLICIES.register(
-    "per_class", params=(Param("per_class_target", 1000, 1, 1_000_000,
-                               help="images per class after topping up (002: 10,000-15,000 on FER2013)"),),
+    "per_class", params=(PER_CLASS_TARGET,),
     help="top every class up to N images; a class already above N keeps its real images and gets none (002)")
 def _per_class(counts, values):
     return MixPlan(counts.copy(), np.maximum(values["per_class_target"] - counts, 0))
@@ -70,10 +105,13 @@ def class_ids(key: str, text: Any) -> tuple[int, ...]:
     return tuple(sorted({CLASS_INDEX[n] for n in names}))
 
 
-@POLICIES.register("minority", params=(
+MINORITY = (
     ClassListParam("minority_classes", "disgust,fear,surprise", help="classes to top up, comma-separated"),
     Param("minority_target", 0, 0, 1_000_000, help="images per named class after topping up; 0: the largest class's"),
-), help="top up only the named classes (default disgust, fear, surprise) to a target count; others stay real")
+)
+
+
+@POLICIES.register("minority", params=MINORITY, help="top up only the named classes (default disgust, fear, surprise) to a target count; others stay real")
 def _minority(counts, values):
     # Validated again here: plan_mix may get values that never went through resolve().
     chosen = [c for c in class_ids("augment.minority_classes", values["minority_classes"]) if c < len(counts)]
@@ -91,17 +129,38 @@ def _multiply(counts, values):
     return MixPlan(counts.copy(), np.floor(counts * values["multiply_k"] + 0.5).astype(np.int64))
 
 
+def _oversampling(target: str):
+    """The oversample_TARGET policy: TARGET's counts, its synthetic images replaced by real ones drawn again (a class
+    without real images cannot be drawn from and stays empty)."""
+    def plan(counts, values):
+        wanted = POLICIES.get(target).target(counts, values)
+        return MixPlan(counts.copy(), np.zeros_like(counts), np.where(counts > 0, wanted.synthetic, 0))
+    return plan
+
+
+for _target, _params in (("balance", ()), ("per_class", (PER_CLASS_TARGET,)), ("minority", MINORITY)):
+    POLICIES.register(f"oversample_{_target}", params=_params, synthetic=False,
+                      help=f"{_target}'s counts reached by drawing the class's real training images again, no "
+                           f"generator: the control for {_target} as a policy")(_oversampling(_target))
+
+
 def plan_mix(policy: str, counts: np.ndarray, values: dict[str, Any]) -> MixPlan:
     plan = POLICIES.get(policy).target(np.asarray(counts, dtype=np.int64), values)
     assert (plan.real <= counts).all() and (plan.real >= 0).all() and (plan.synthetic >= 0).all(), plan
+    assert (plan.duplicate >= 0).all() and not ((plan.duplicate > 0) & (plan.real == 0)).any(), plan
     return plan
 
 
 def mix(images: np.ndarray, labels: np.ndarray, plan: MixPlan, synthetic: dict[int, np.ndarray],
         seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Real images kept by the plan (a seeded subset per class) plus the synthetic ones.
+    """Real images kept by the plan (a seeded subset per class), then per class the synthetic ones and the kept real
+    ones drawn again. Returns images, labels and an is_synthetic flag per image; the kept real images come first
+    (plan.real.sum() of them), in their order in IMAGES.
 
-    Returns images, labels and an is_synthetic flag per image.
+    Duplicates are drawn from the class's kept images as evenly as a count allows: every image floor(d / n) times,
+    and d mod n of them (a seeded choice) once more. Their stream is apart from the keeping's, so a plan without
+    duplicates draws what it drew before they existed, and two plans with the same real and duplicate counts (an
+    oversample_* trial and the control of an augmented trial) draw the same training set.
     """
     rng = np.random.default_rng(seed)
     keep = []
@@ -110,11 +169,20 @@ def mix(images: np.ndarray, labels: np.ndarray, plan: MixPlan, synthetic: dict[i
         keep.append(idx if n == len(idx) else rng.choice(idx, size=int(n), replace=False))
     keep_idx = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
     parts_x, parts_y, parts_s = [images[keep_idx]], [labels[keep_idx]], [np.zeros(len(keep_idx), bool)]
-    for c, n in enumerate(plan.synthetic):
+    again = np.random.default_rng([seed, 1])
+    for c, (n, d) in enumerate(zip(plan.synthetic, plan.duplicate)):
         if n:
             pool = synthetic[c]
             assert len(pool) >= n, f"class {c}: {len(pool)} synthetic images for {n} needed"
             parts_x.append(pool[:n])
             parts_y.append(np.full(n, c, dtype=labels.dtype))
             parts_s.append(np.ones(n, bool))
+        if d:
+            kept = keep_idx[labels[keep_idx] == c]
+            assert len(kept), f"class {c}: {d} duplicates asked of a class with no real image kept"
+            whole, rest = divmod(int(d), len(kept))
+            drawn = np.concatenate([np.tile(kept, whole), np.sort(again.choice(kept, size=rest, replace=False))])
+            parts_x.append(images[drawn])
+            parts_y.append(labels[drawn])
+            parts_s.append(np.zeros(len(drawn), bool))
     return np.concatenate(parts_x), np.concatenate(parts_y), np.concatenate(parts_s)
