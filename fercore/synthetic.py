@@ -34,7 +34,8 @@ class SyntheticPool:
     images: dict[int, np.ndarray]  # class -> uint8 n x H x W, exactly the policy's count
     grid: np.ndarray  # classes x GRID_COLUMNS x H x W, unfiltered samples for TensorBoard
     row: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # all of it: the generator, drawing and filtering the pool, its quality figures
+    generator_seconds: float = 0.0  # training the generator, or loading it from the cache
     embedding: dict[str, np.ndarray] = field(default_factory=dict)  # fercore.metrics.embedding.embedding_sample
 
 
@@ -86,6 +87,7 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     t0 = time.perf_counter()
     names = data.class_names
     gen, gen_entry = entries.generator(cfg, data, store, device)
+    generator_seconds = time.perf_counter() - t0
     reference = _Reference(data, store, device)
     aug = cfg.augment
     scorer = build_scorer(aug.filter, gen, reference)
@@ -119,4 +121,4 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
         row |= quality
     if reference.entry is not None:
         row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit}
-    return SyntheticPool(images, grid, row, time.perf_counter() - t0, points)
+    return SyntheticPool(images, grid, row, time.perf_counter() - t0, generator_seconds, points)

@@ -5,6 +5,17 @@
     -> one read of the test split -> its metrics -> leakage audit -> paired comparisons -> one result row,
     sent with the last epoch's report.
 
+The paired comparisons (PAIRED), each a classifier of the trial's own classifier and training config and seed,
+trained once per content key (fercore.cache.entries) and read on the same test images:
+- the real-only baseline (`uplift_*`): what the trial's whole recipe buys over the real training set;
+- the oversampling control (`control_*`, `gain_control_*`), for a trial that trains on synthetic images: the same
+  counts per class and schedule, each synthetic image replaced by a real image of its class drawn again (from the
+  real images the trial kept) under the same batch transforms. It holds steps per epoch and class balance fixed, so
+  the gain over it is what the synthetic images' content adds;
+- the real-subset control (`subset_*`, `gain_subset_*`), for a trial that drops real images (real_ratio): the real
+  images it kept, alone. The generator saw every real training image, so the synthetic images also carry what the
+  dropped ones hold.
+
 `run()` is called by the sweep layer (which adapts `report` to Ray Tune) and by `fersweep trial` (which logs it).
 """
 from __future__ import annotations
@@ -27,11 +38,12 @@ from fercore.data import FaceSet
 from fercore.errors import ConfigError
 from fercore.metrics import Read, calc_metric, calc_metrics, confusion
 from fercore.synthetic import SyntheticPool, make_pool
-from fercore.train import Trainer, pick_device
+from fercore.train import Trainer, deterministic_algorithms, pick_device
 
 # report(epoch, metrics, artifacts): metrics are flat scalars; artifacts (only with the last epoch) hold the
-# trial's whole result row (config keys included, as TrialResult.row), the confusion matrix, a PNG grid of synthetic
-# samples per class and the projected real and synthetic points of its embedding figure.
+# trial's whole result row (config keys included, as TrialResult.row), the confusion matrix, the per-image test
+# predictions, a PNG grid of synthetic samples per class and the projected real and synthetic points of its
+# embedding figure.
 Report = Callable[[int, dict[str, float], "dict[str, Any] | None"], None]
 
 TEST_METRICS = ("classification", "bootstrap")  # fercore.metrics names, measured on the one read of the test split
@@ -43,11 +55,12 @@ class TrialResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
     test: Read | None = None  # the one read of the test split: per-image labels and class probabilities
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # as artifacts["predictions"]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a paired comparison is given: the trial, where it ran, and its read of the test split."""
+    """What a paired comparison is given: the trial, where it ran, its training plan and its read of the test split."""
 
     cfg: TrialConfig
     data: FaceSet
@@ -55,7 +68,14 @@ class Outcome:
     cache: CacheStore
     test: Read
     test_metrics: dict[str, Any]
-    augmented: bool  # the classifier trained on synthetic images too
+    plan: MixPlan  # the trial's training counts per class
+    counts: np.ndarray  # the real training split's counts per class
+    spent: list[float] = field(default_factory=list)  # seconds each comparison trained here (none on cache hits)
+
+    @property
+    def real_only(self) -> bool:
+        """The trial trained on the real training split exactly as it is: it is its own real-only baseline."""
+        return not self.plan.synthetic.any() and not self.plan.duplicate.any() and (self.plan.real == self.counts).all()
 
 
 def _print_report(epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
@@ -74,6 +94,11 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
     if cfg.data.image_size != data.image_size:
         raise ConfigError(f"data.image_size: config says {cfg.data.image_size} but the data set has "
                           f"{data.image_size}x{data.image_size} images")
+    with deterministic_algorithms(cfg.train.deterministic):
+        return _run(cfg, data, report, cache)
+
+
+def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> TrialResult:
     started = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -87,19 +112,21 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
     t0 = time.perf_counter()
     trainer = _trainer(cfg, (mixed_x, mixed_y), data, device)
     epochs = _train(trainer, report)
+    classifier_seconds = time.perf_counter() - t0  # the classifier's own training, nothing before or after it
 
     # Restore the best epoch and read the test split, once.
     test_x, test_y = data.split("test")
     test = Read("test", test_y, _predict_best(trainer, test_x, device), data.class_names, cfg.seed)
     test_metrics = calc_metrics(TEST_METRICS, read=test)
-    classifier_seconds = time.perf_counter() - t0
 
-    # The audit: synthetic images in the final training set, and the data set's own real train images, that nearly
-    # copy a test image (fercore.metrics.leakage).
-    leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[~is_synthetic], test=test_x)
+    # The audit: synthetic images in the final training set, and the data set's own real train images the trial
+    # kept (first in the mixed set; their duplicates are not counted again), that nearly copy a test image
+    # (fercore.metrics.leakage).
+    leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[:int(plan.real.sum())], test=test_x)
 
     # Paired comparisons: each step trains or fetches what this trial is compared against.
-    outcome = Outcome(cfg, data, device, cache, test, test_metrics, augmented=pool is not None)
+    counts = np.bincount(data.split("train")[1], minlength=len(data.class_names))
+    outcome = Outcome(cfg, data, device, cache, test, test_metrics, plan, counts)
     paired = {key: value for step in PAIRED for key, value in step(outcome).items()}
 
     last = epochs[-1]
@@ -108,20 +135,24 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
         **{k: v for k, v in kept.items() if k.startswith("val_")},  # the best epoch's, whose weights were tested
         **test_metrics,
         "status": "completed", "reason": "", "best_epoch": trainer.best_epoch, "epochs_run": len(epochs),
-        **_training_counts(data.class_names, plan, is_synthetic),
-        "generator_seconds": pool.seconds if pool else 0.0, "classifier_seconds": classifier_seconds,
+        **_training_counts(data.class_names, plan),
+        "classifier_seconds": classifier_seconds,
+        "generator_seconds": pool.generator_seconds if pool else 0.0,
+        "synthetic_seconds": pool.seconds if pool else 0.0,
+        "paired_seconds": sum(outcome.spent),
         "device": str(device), "data_fingerprint": data.fingerprint,
         **(pool.row if pool else {}),
         **leakage,
         **paired,
     }
     final["train_seconds"] = time.perf_counter() - started
-    row = {**cfg.flat(), **final}
-    artifacts = _artifacts(pool, test, row)
+    row = {**cfg.flat(applicable_only=True), **final}  # keys the trial did not use are there, empty
+    predictions = _predictions(test)
+    artifacts = _artifacts(pool, test, row, predictions)
     # The last epoch's own keys keep its values (the epochs table stays true); the row, whose val_ metrics are the
     # best epoch's, travels whole as an artifact, so a driver can record the trial from the report stream alone.
     report(last["epoch"], {**last, **{k: v for k, v in final.items() if not k.startswith("val_")}}, artifacts)
-    return TrialResult(row, epochs, artifacts, test)
+    return TrialResult(row, epochs, artifacts, test, predictions)
 
 
 def _mix(cfg: TrialConfig, data: FaceSet, cache: CacheStore, device: torch.device
@@ -135,21 +166,34 @@ def _mix(cfg: TrialConfig, data: FaceSet, cache: CacheStore, device: torch.devic
     return plan, pool, mix(train_x, train_y, plan, pool.images if pool else {}, seed=cfg.seed)
 
 
-def _training_counts(class_names: tuple[str, ...], plan: MixPlan, is_synthetic: np.ndarray) -> dict[str, int]:
-    return {"n_train_real": int((~is_synthetic).sum()), "n_train_synthetic": int(is_synthetic.sum()),
-            **{f"n_train_real_{name}": int(n) for name, n in zip(class_names, plan.real)},
-            **{f"n_train_synthetic_{name}": int(n) for name, n in zip(class_names, plan.synthetic)}}
+def _training_counts(class_names: tuple[str, ...], plan: MixPlan) -> dict[str, int]:
+    counts = {"n_train_real": int(plan.real.sum()), "n_train_synthetic": int(plan.synthetic.sum()),
+              "n_train_duplicate": int(plan.duplicate.sum()),
+              **{f"n_train_real_{name}": int(n) for name, n in zip(class_names, plan.real)},
+              **{f"n_train_synthetic_{name}": int(n) for name, n in zip(class_names, plan.synthetic)}}
+    if plan.duplicate.any():  # real images drawn again (oversample_*): per class only where there are some
+        counts |= {f"n_train_duplicate_{name}": int(n) for name, n in zip(class_names, plan.duplicate)}
+    return counts
 
 
-def _artifacts(pool: SyntheticPool | None, test: Read, row: dict[str, Any]) -> dict[str, Any]:
+def _predictions(test: Read) -> dict[str, np.ndarray]:
+    """Per-image test predictions, so any two trials can be compared paired after the fact: each image's index in
+    the test split, its true and predicted class ids and every class's probability."""
+    return {"index": np.arange(len(test.labels), dtype=np.int64), "true": np.asarray(test.labels, dtype=np.int64),
+            "predicted": test.predicted.astype(np.int64), "proba": test.proba.astype(np.float32)}
+
+
+def _artifacts(pool: SyntheticPool | None, test: Read, row: dict[str, Any],
+               predictions: dict[str, np.ndarray]) -> dict[str, Any]:
     """What the last report carries besides its metrics: the sample grid and embedding points of the synthetic
-    pool, the test confusion matrix, and the whole result row."""
+    pool, the test confusion matrix and predictions, and the whole result row."""
     artifacts: dict[str, Any] = {}
     if pool is not None:
         artifacts["samples_png"] = grid_png(pool.grid)
         if pool.embedding:
             artifacts["embedding"] = pool.embedding
     artifacts["confusion"] = confusion(test.labels, test.predicted, len(test.class_names)).tolist()
+    artifacts["predictions"] = predictions
     artifacts["row"] = row
     return artifacts
 
@@ -181,33 +225,83 @@ def _predict_best(trainer: Trainer, images: np.ndarray, device: torch.device) ->
 
 def _train_and_read(o: Outcome, train: tuple[np.ndarray, np.ndarray]) -> Read:
     """A classifier of the trial's config and seed trained on TRAIN, read on the same test images as the trial."""
+    t0 = time.perf_counter()
     trainer = _trainer(o.cfg, train, o.data, o.device)
     for _ in trainer.epochs():
         pass
-    return replace(o.test, proba=_predict_best(trainer, o.data.split("test")[0], o.device))
+    read = replace(o.test, proba=_predict_best(trainer, o.data.split("test")[0], o.device))
+    o.spent.append(time.perf_counter() - t0)
+    return read
+
+
+def _trained_on(o: Outcome, plan: MixPlan) -> Callable[[], entries.Outcome]:
+    """What makes a compared classifier: trained on the real training images PLAN keeps (and draws again), with the
+    trial's mixing seed, so it keeps the very images the trial kept."""
+    def make() -> entries.Outcome:
+        x, y, _ = mix(*o.data.split("train"), plan, {}, seed=o.cfg.seed)
+        read = _train_and_read(o, (x, y))
+        return read.proba, calc_metric("classification", read=read)
+    return make
+
+
+def _figures(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A compared classifier's own test figures as NAME_test_... row keys: accuracy, macro-F1, recall per class."""
+    return {f"{name}_{k}": v for k, v in metrics.items()
+            if k in ("test_accuracy", "test_macro_f1") or k.startswith("test_recall_")}
 
 
 def paired_baseline(o: Outcome) -> dict[str, Any]:
     """The real-only baseline of the same backbone, training config and seed, and this trial's uplift over it.
 
-    A real-only trial is its own baseline: it stores its outcome for the augmented trials that pair with it."""
-    if not o.augmented:
-        _, _, entry = entries.baseline(o.cfg, o.data, o.cache, lambda: (o.test.proba, o.test_metrics))
+    A real-only trial is its own baseline: it stores its outcome for the trials that pair with it."""
+    if o.real_only:
+        _, _, entry = entries.baseline(o.cfg, o.data, o.cache, o.device, lambda: (o.test.proba, o.test_metrics))
         return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit}
     if not o.cfg.augment.paired_baseline:
         return {}
-
-    def train_baseline() -> tuple[np.ndarray, dict[str, Any]]:
-        base = _train_and_read(o, o.data.split("train"))
-        return base.proba, calc_metric("classification", read=base)
-
-    base_proba, _, entry = entries.baseline(o.cfg, o.data, o.cache, train_baseline)
+    real = MixPlan(o.counts, np.zeros_like(o.counts))
+    base_proba, _, entry = entries.baseline(o.cfg, o.data, o.cache, o.device, _trained_on(o, real))
     return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit,
             **calc_metric("uplift", read=o.test, baseline=base_proba)}
 
 
+def paired_control(o: Outcome) -> dict[str, Any]:
+    """The oversampling control of a trial that trains on synthetic images, and the trial's gain over it.
+
+    An oversample_* trial is the control of every trial with its counts: it stores its outcome under that key."""
+    plan = o.plan
+    if not plan.synthetic.any():
+        if not plan.duplicate.any():
+            return {}
+        key, parts = entries.control_key(o.cfg, o.data, o.device, plan.real, plan.total)
+        _, _, entry = entries.compared(key, parts, o.cache, lambda: (o.test.proba, o.test_metrics))
+        return {"control_key": entry.key, "control_cache_hit": entry.hit}
+    drawn = plan.synthetic + plan.duplicate
+    if not o.cfg.augment.paired_baseline or (drawn[plan.real == 0] > 0).any():
+        return {}  # not asked for, or a class with synthetic images has no real image kept to draw again
+    control = MixPlan(plan.real, np.zeros_like(drawn), drawn)
+    key, parts = entries.control_key(o.cfg, o.data, o.device, control.real, control.total)
+    proba, metrics, entry = entries.compared(key, parts, o.cache, _trained_on(o, control))
+    return {"control_key": entry.key, "control_cache_hit": entry.hit, **_figures("control", metrics),
+            **calc_metric("uplift", read=o.test, baseline=proba, prefix="gain_control")}
+
+
+def paired_subset(o: Outcome) -> dict[str, Any]:
+    """The real-subset control of a trial that trains on synthetic images and drops real ones (real_ratio): the real
+    images it kept, alone; and the trial's gain over it."""
+    plan = o.plan
+    if not plan.synthetic.any() or not o.cfg.augment.paired_baseline or (plan.real == o.counts).all() \
+            or not plan.real.any():
+        return {}
+    subset = MixPlan(plan.real, np.zeros_like(plan.real))
+    key, parts = entries.subset_key(o.cfg, o.data, o.device, plan.real)
+    proba, metrics, entry = entries.compared(key, parts, o.cache, _trained_on(o, subset))
+    return {"subset_key": entry.key, "subset_cache_hit": entry.hit, **_figures("subset", metrics),
+            **calc_metric("uplift", read=o.test, baseline=proba, prefix="gain_subset")}
+
+
 # The paired comparisons, in row order: each step gets the trial's Outcome and returns its row keys.
-PAIRED: tuple[Callable[[Outcome], dict[str, Any]], ...] = (paired_baseline,)
+PAIRED: tuple[Callable[[Outcome], dict[str, Any]], ...] = (paired_baseline, paired_control, paired_subset)
 
 
 def grid_png(images: np.ndarray) -> bytes:

@@ -32,7 +32,7 @@ def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path
     # Same config and seed, generator loaded instead of trained: the same trial.
     assert again["test_macro_f1"] == row["test_macro_f1"] and again["gen_fid"] == row["gen_fid"]
     events = store.counts_by_kind()
-    for kind in ("generator-v1", "pool-v1", "reference-v1", "baseline-v1"):
+    for kind in ("generator-v1", "pool-v1", "reference-v1", "baseline-v2", "control-v1"):
         assert events[kind, "built"] == 1 and events[kind, "hit"] == 1, (kind, events)
 
 
@@ -43,7 +43,7 @@ def test_a_real_only_trial_is_the_baseline_augmented_trials_pair_with(tiny_faces
     augmented = trial.run(AUGMENTED, tiny_faces, lambda *a: None, store).row
     assert augmented["baseline_cache_hit"] is True and augmented["baseline_key"] == real["baseline_key"]
     assert augmented["uplift_test_macro_f1"] == pytest.approx(augmented["test_macro_f1"] - real["test_macro_f1"])
-    assert store.counts_by_kind()["baseline-v1", "built"] == 1
+    assert store.counts_by_kind()["baseline-v2", "built"] == 1
 
 
 def test_without_paired_baseline_no_uplift_is_recorded(tiny_faces):

@@ -102,3 +102,14 @@ def test_mismatched_lengths_and_unknown_classes_are_refused():
         uplift_metrics(np.zeros(3, int), np.zeros(3, int), np.zeros(4, int))
     with pytest.raises(AssertionError, match="outside 0..6"):
         uplift_metrics(np.zeros(3, int), np.zeros(3, int), np.array([0, 7, 1]))
+
+
+def test_a_control_names_its_figures_and_they_equal_the_uplifts():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 7, 300)
+    a, b = rng.integers(0, 7, 300), np.where(rng.random(300) < 0.5, y, rng.integers(0, 7, 300))
+    uplift = uplift_metrics(y, a, b, seed=5)
+    gain = uplift_metrics(y, a, b, seed=5, prefix="gain_control")
+    assert gain == {k.replace("uplift_", "gain_control_", 1): v for k, v in uplift.items()}
+    assert set(gain) >= {"gain_control_test_macro_f1_low", "gain_control_test_macro_f1_high",
+                         "gain_control_test_recall_disgust", "gain_control_test_accuracy"}

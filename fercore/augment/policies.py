@@ -111,7 +111,8 @@ MINORITY = (
 )
 
 
-@POLICIES.register("minority", params=MINORITY, help="top up only the named classes (default disgust, fear, surprise) to a target count; others stay real")
+@POLICIES.register("minority", params=MINORITY, help="top up only the named classes (default disgust, fear, "
+                                                     "surprise) to a target count; others stay real")
 def _minority(counts, values):
     # Validated again here: plan_mix may get values that never went through resolve().
     chosen = [c for c in class_ids("augment.minority_classes", values["minority_classes"]) if c < len(counts)]

@@ -1,11 +1,16 @@
 """What a trial keeps in the content-addressed cache (fercore.cache), so a sweep never trains the same thing twice:
 the trained generator, its filtered synthetic pool, the reference classifier that judges synthetic images, and the
-real-only baseline each augmented trial is paired with.
+classifiers each trial is compared against - the real-only baseline, the oversampling control (the trial's counts,
+its synthetic images replaced by real ones drawn again) and the real-subset control (the real images a trial kept,
+alone) - each stored as its test-set class probabilities and metrics.
 
 Each key holds everything that decides the entry's content and nothing else: a generator's key is its config, the
 data set's fingerprint (which fixes the images, labels and the training split) and the seed, so 004's grid of
-7 backbones x 3 generator settings x 5 ratios trains 3 generators. The `-vN` suffix of a kind is bumped when what
-an entry holds, or how it is made, changes.
+7 backbones x 3 generator settings x 5 ratios trains 3 generators. A compared classifier's key is what decides its
+weights: the classifier and training config (keys that take no part left out), the data, the seed, the training
+set's counts, and where it ran - the device type and the precision the forward pass ran in - so a CPU fp32 baseline
+is never paired with a GPU bf16 trial. The `-vN` suffix of a kind is bumped when what an entry holds, or how it is
+made, changes.
 """
 from __future__ import annotations
 
@@ -19,11 +24,15 @@ import torch
 
 from fercore.atomic import atomic_write
 from fercore.cache import CacheStore, content_key
-from fercore.config import TrialConfig
+from fercore.config import TrialConfig, inapplicable
 from fercore.data import FaceSet
 from fercore.generators import build_generator
 from fercore.generators.base import Generator
 from fercore.reference import ReferenceClassifier, load_reference_classifier, train_reference_classifier
+from fercore.train import autocast_dtype, pick_device
+
+# A compared classifier's outcome: its test-set class probabilities and its result metrics.
+Outcome = tuple[np.ndarray, dict[str, Any]]
 
 REFERENCE_EPOCHS = 6  # The judge of every trial in a sweep; fixed so all trials are judged by the same model.
 REFERENCE_SEED = 0
@@ -95,21 +104,44 @@ def pool(parts: dict[str, Any], store: CacheStore,
         return images, z["acceptance"], z["generated"], Cached(folder, key, hit)
 
 
-def baseline_key(cfg: TrialConfig, data: FaceSet) -> tuple[str, dict[str, Any]]:
-    """The real-only baseline of a trial: same backbone, classifier and training config, data and seed."""
-    parts = {"classifier": dict(cfg.classifier.values), "train": _train_values(cfg), "data": data.fingerprint,
-             "seed": cfg.seed}
-    return content_key("baseline-v1", parts), parts
+def classifier_parts(cfg: TrialConfig, data: FaceSet, device: torch.device | None = None) -> dict[str, Any]:
+    """What decides the weights of a classifier trained with CFG's classifier and training config on DATA, on DEVICE
+    (None: where train.device puts it here)."""
+    device = device or pick_device(cfg.train.device)
+    unused = set(inapplicable(cfg))
+    return {"classifier": {k: v for k, v in cfg.classifier.values.items() if f"classifier.{k}" not in unused},
+            "train": _train_values(cfg), "data": data.fingerprint, "seed": cfg.seed, "device": device.type,
+            "precision": "bf16" if autocast_dtype(cfg.train.precision, device) is not None else "fp32"}
 
 
-def baseline(cfg: TrialConfig, data: FaceSet, store: CacheStore,
-             make: Callable[[], tuple[np.ndarray, dict[str, Any]]]) -> tuple[np.ndarray, dict[str, Any], Cached]:
-    """Test-set class probabilities and result metrics of the baseline; MAKE trains it when the cache has none.
+def baseline_key(cfg: TrialConfig, data: FaceSet, device: torch.device | None = None) -> tuple[str, dict[str, Any]]:
+    """The real-only baseline of a trial: same backbone, classifier and training config, data, seed and device."""
+    parts = classifier_parts(cfg, data, device)
+    return content_key("baseline-v2", parts), parts
 
-    A trial with augment.policy=none stores its own outcome here (its make returns what it already computed), so a
-    later augmented trial with the same classifier config pairs with it instead of training another."""
-    key, parts = baseline_key(cfg, data)
 
+def control_key(cfg: TrialConfig, data: FaceSet, device: torch.device, real: np.ndarray,
+                total: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """The oversampling control: REAL[c] real images of class c kept (mix()'s seeded choice), drawn again up to
+    TOTAL[c]. An oversample_* trial with the same counts trains exactly this set, so it is its own control."""
+    parts = {**classifier_parts(cfg, data, device), "real": [int(n) for n in real], "total": [int(n) for n in total]}
+    return content_key("control-v1", parts), parts
+
+
+def subset_key(cfg: TrialConfig, data: FaceSet, device: torch.device, real: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """The real-subset control: the REAL[c] real images of class c a trial kept (mix()'s seeded choice), alone."""
+    parts = {**classifier_parts(cfg, data, device), "real": [int(n) for n in real]}
+    return content_key("subset-v1", parts), parts
+
+
+def compared(key: str, parts: dict[str, Any], store: CacheStore,
+             make: Callable[[], Outcome]) -> tuple[np.ndarray, dict[str, Any], Cached]:
+    """Test-set class probabilities and result metrics of a compared classifier under KEY; MAKE trains it when the
+    cache has none.
+
+    A trial that trained exactly that classifier (policy none for a baseline, oversample_* for a control) stores its
+    own outcome here (its make returns what it already computed), so later trials pair with it instead of training
+    another."""
     def build(folder: Path) -> None:
         proba, metrics = make()
         atomic_write(folder / "test_proba.npy", lambda f: np.save(f, proba))
@@ -118,6 +150,12 @@ def baseline(cfg: TrialConfig, data: FaceSet, store: CacheStore,
     folder, hit = store.get_or_create(key, build, parts)
     proba = np.load(folder / "test_proba.npy")
     return proba, json.loads((folder / "metrics.json").read_text()), Cached(folder, key, hit)
+
+
+def baseline(cfg: TrialConfig, data: FaceSet, store: CacheStore, device: torch.device,
+             make: Callable[[], Outcome]) -> tuple[np.ndarray, dict[str, Any], Cached]:
+    """The real-only baseline's outcome (see `compared`)."""
+    return compared(*baseline_key(cfg, data, device), store, make)
 
 
 def _tree_fingerprint(root: Path) -> str:
@@ -130,7 +168,6 @@ def _tree_fingerprint(root: Path) -> str:
 
 
 def _train_values(cfg: TrialConfig) -> dict[str, Any]:
-    # Threads and device change speed, not the result a baseline stands for. precision=auto follows the device
-    # (bf16 on CUDA, fp32 on the CPU) and is left out, so the keys made before train.precision existed still hold.
-    return {k: v for k, v in cfg.train.values.items()
-            if k not in ("threads", "device", "compile") and not (k == "precision" and v == "auto")}
+    # Threads and compile change speed, not the result; device and precision are in the key as what they resolved
+    # to (classifier_parts), so device=auto and device=cuda on a GPU share an entry.
+    return {k: v for k, v in cfg.train.values.items() if k not in ("threads", "device", "compile", "precision")}

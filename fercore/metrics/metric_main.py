@@ -75,8 +75,8 @@ def leakage(synthetic: np.ndarray, real: np.ndarray, test: np.ndarray) -> dict[s
 
 
 @METRICS.register("uplift", help="this classifier minus a baseline on the same read, with a paired bootstrap "
-                                 "interval for macro-F1: `uplift_<split>_...`")
-def uplift(read: Read, baseline: np.ndarray) -> dict[str, float]:
-    """BASELINE: the baseline classifier's class probabilities for the images of READ."""
+                                 "interval for macro-F1: `uplift_<split>_...` (`<prefix>_<split>_...` for a control)")
+def uplift(read: Read, baseline: np.ndarray, prefix: str = "uplift") -> dict[str, float]:
+    """BASELINE: the baseline classifier's class probabilities for the images of READ; PREFIX names the figures."""
     return uplift_metrics(read.labels, baseline.argmax(1), read.predicted, read.split, read.class_names,
-                          seed=read.seed)
+                          seed=read.seed, prefix=prefix)

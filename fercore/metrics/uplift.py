@@ -42,9 +42,10 @@ def paired_bootstrap_macro_f1(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np
 
 def uplift_metrics(y_true: np.ndarray, pred_baseline: np.ndarray, pred_augmented: np.ndarray, split: str = "test",
                    class_names: tuple[str, ...] = CLASSES, resamples: int = 1000, seed: int = 0,
-                   level: float = 0.95) -> dict[str, float]:
+                   level: float = 0.95, prefix: str = "uplift") -> dict[str, float]:
     """Augmented minus baseline: accuracy, macro-F1 with its paired percentile interval (`_low`, `_high`) and
-    per-class recall, as `uplift_<split>_...` row keys."""
+    per-class recall, as `<prefix>_<split>_...` row keys (PREFIX: uplift over the real-only baseline, gain_control over
+    the oversampling control, gain_subset over the real-subset control)."""
     y_true, pred_baseline, pred_augmented = (np.asarray(a, dtype=np.int64)
                                              for a in (y_true, pred_baseline, pred_augmented))
     assert y_true.shape == pred_baseline.shape == pred_augmented.shape and y_true.ndim == 1, (
@@ -53,15 +54,15 @@ def uplift_metrics(y_true: np.ndarray, pred_baseline: np.ndarray, pred_augmented
     if len(y_true) == 0:
         return {}
     k = len(class_names)
-    for name, a in (("y_true", y_true), ("pred_baseline", pred_baseline), ("pred_augmented", pred_augmented)):
-        assert a.min() >= 0 and a.max() < k, f"{name} holds class ids outside 0..{k - 1}: {a.min()}..{a.max()}"
+    for what, a in (("y_true", y_true), ("pred_baseline", pred_baseline), ("pred_augmented", pred_augmented)):
+        assert a.min() >= 0 and a.max() < k, f"{what} holds class ids outside 0..{k - 1}: {a.min()}..{a.max()}"
     base = classification_metrics(y_true, pred_baseline, split, class_names)
     aug = classification_metrics(y_true, pred_augmented, split, class_names)
     diffs = paired_bootstrap_macro_f1(y_true, pred_baseline, pred_augmented, k, resamples, seed)
     lo, hi = np.percentile(diffs, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    out = {f"uplift_{split}_accuracy": aug[f"{split}_accuracy"] - base[f"{split}_accuracy"],
-           f"uplift_{split}_macro_f1": aug[f"{split}_macro_f1"] - base[f"{split}_macro_f1"],
-           f"uplift_{split}_macro_f1_low": float(lo), f"uplift_{split}_macro_f1_high": float(hi)}
-    for name in class_names:
-        out[f"uplift_{split}_recall_{name}"] = aug[f"{split}_recall_{name}"] - base[f"{split}_recall_{name}"]
+    out = {f"{prefix}_{split}_accuracy": aug[f"{split}_accuracy"] - base[f"{split}_accuracy"],
+           f"{prefix}_{split}_macro_f1": aug[f"{split}_macro_f1"] - base[f"{split}_macro_f1"],
+           f"{prefix}_{split}_macro_f1_low": float(lo), f"{prefix}_{split}_macro_f1_high": float(hi)}
+    for c in class_names:
+        out[f"{prefix}_{split}_recall_{c}"] = aug[f"{split}_recall_{c}"] - base[f"{split}_recall_{c}"]
     return out

@@ -1,0 +1,174 @@
+"""The controls a trial is compared against besides the real-only baseline: the oversampling control (the trial's
+counts, synthetic images replaced by real ones drawn again) and the real-subset control (real_ratio's kept real
+images alone); oversample_* trials, which are their own control; the cache keys of compared classifiers; and what a
+row and the last report carry (cost keys, per-image predictions, empty keys that do not apply)."""
+import numpy as np
+import pytest
+import torch
+
+from fercore import trial
+from fercore.cache import CacheStore
+from fercore.cache.entries import baseline_key, control_key, subset_key
+from fercore.config import resolve
+from fercore.labels import CLASSES
+from tests.conftest import TINY_TRIAL
+
+ONE_EPOCH = {**TINY_TRIAL, "classifier.epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_faces, tmp_path_factory):
+    """Trials in one cache, in this order: oversample_balance, balance, real_ratio 0.5, balance again; with the
+    training set of every classifier each one trained (its own first, then its paired ones', in PAIRED's order)."""
+    store = CacheStore(tmp_path_factory.mktemp("controls") / "cache")
+    sets: list[tuple[np.ndarray, np.ndarray]] = []
+    build = trial._trainer
+
+    def spy(cfg, train, data, device):
+        sets.append((np.array(train[0]), np.array(train[1])))
+        return build(cfg, train, data, device)
+
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trial, "_trainer", spy)
+        for name, extra in (("oversample", {"augment.policy": "oversample_balance"}),
+                            ("balance", {"augment.policy": "balance"}),
+                            ("real_ratio", {"augment.policy": "real_ratio", "augment.real_ratio": 0.5}),
+                            ("balance_again", {"augment.policy": "balance"})):
+            sets.clear()
+            result = trial.run({**ONE_EPOCH, **extra}, tiny_faces, lambda *a: None, store)
+            out[name] = (result, list(sets))
+    out["store"] = store
+    return out
+
+
+def _ids(images: np.ndarray) -> list[bytes]:
+    return [img.tobytes() for img in images]
+
+
+def _counts(labels: np.ndarray) -> list[int]:
+    return np.bincount(labels, minlength=len(CLASSES)).tolist()
+
+
+@pytest.mark.slow
+def test_an_oversample_trial_uses_no_generator_and_is_the_control_of_a_trial_with_its_counts(runs, tiny_faces):
+    over, [(over_x, over_y), (base_x, _)] = runs["oversample"]  # itself, then its real-only baseline
+    row = over.row
+    train_x, train_y = tiny_faces.split("train")
+    assert np.array_equal(base_x, train_x) and row["uplift_test_macro_f1"] is not None
+    counts = np.bincount(train_y, minlength=7)
+    assert _counts(over_y) == [int(counts.max())] * 7  # balance's counts
+    assert set(_ids(over_x)) <= set(_ids(train_x))  # real images only, drawn again
+    assert row["n_train_synthetic"] == 0 and row["n_train_duplicate"] == (counts.max() - counts).sum()
+    assert "generator_key" not in row and "samples_png" not in over.artifacts
+    assert all(v is None for k, v in row.items() if k.startswith("generator."))
+    assert row["control_cache_hit"] is False and "gain_control_test_macro_f1" not in row
+
+    balance, sets = runs["balance"]
+    b = balance.row
+    # The control of the balance trial is the oversample trial: found in the cache, its figures are the trial's.
+    assert b["control_cache_hit"] is True and b["control_key"] == row["control_key"]
+    assert b["control_test_macro_f1"] == row["test_macro_f1"] and b["control_test_accuracy"] == row["test_accuracy"]
+    assert b["gain_control_test_macro_f1"] == pytest.approx(b["test_macro_f1"] - row["test_macro_f1"])
+    assert b["gain_control_test_accuracy"] == pytest.approx(b["test_accuracy"] - row["test_accuracy"])
+    assert b["gain_control_test_macro_f1_low"] <= b["gain_control_test_macro_f1"] <= b["gain_control_test_macro_f1_high"]
+    for c in CLASSES:
+        assert b[f"gain_control_test_recall_{c}"] == pytest.approx(b[f"test_recall_{c}"] - row[f"test_recall_{c}"])
+    # The balance trial trained itself only (its baseline is the oversample trial's); the control's training set,
+    # had it trained one, is exactly the oversample trial's: the trial's counts, its kept real images, no synthetic.
+    [(own_x, own_y)] = sets
+    assert b["baseline_cache_hit"] is True and b["baseline_key"] == row["baseline_key"]
+    assert _counts(own_y) == _counts(over_y) and b["n_train_synthetic"] > 0
+    real = b["n_train_real"]
+    assert np.array_equal(own_x[:real], over_x[:real])
+    assert b["uplift_test_macro_f1"] == pytest.approx(b["test_macro_f1"] - (row["test_macro_f1"]
+                                                                          - row["uplift_test_macro_f1"]))
+
+
+@pytest.mark.slow
+def test_real_ratio_is_paired_with_both_controls_trained_on_its_kept_images(runs, tiny_faces):
+    result, sets = runs["real_ratio"]
+    row = result.row
+    # Its own set, then (the baseline found in the cache) the oversampling control's and the real subset's.
+    assert row["baseline_cache_hit"] is True and row["control_cache_hit"] is False and row["subset_cache_hit"] is False
+    (own_x, own_y), (control_x, control_y), (subset_x, subset_y) = sets
+    kept = row["n_train_real"]
+    assert 0 < kept < len(tiny_faces.split("train")[1])
+    # The control: the trial's counts per class, no synthetic image, its real images drawn from the kept ones.
+    assert _counts(control_y) == _counts(own_y)
+    assert np.array_equal(control_x[:kept], own_x[:kept]) and set(_ids(control_x)) <= set(_ids(own_x[:kept]))
+    # The subset: exactly the real images the trial kept, nothing else.
+    assert np.array_equal(subset_x, own_x[:kept]) and np.array_equal(subset_y, own_y[:kept])
+    for name in ("control", "subset"):
+        assert row[f"{name}_key"].startswith(f"{name}-v1-")
+        assert row[f"gain_{name}_test_macro_f1"] == pytest.approx(row["test_macro_f1"] - row[f"{name}_test_macro_f1"])
+        assert row[f"gain_{name}_test_macro_f1_low"] <= row[f"gain_{name}_test_macro_f1"] \
+            <= row[f"gain_{name}_test_macro_f1_high"]
+        for c in CLASSES:
+            assert row[f"gain_{name}_test_recall_{c}"] == pytest.approx(row[f"test_recall_{c}"]
+                                                                      - row[f"{name}_test_recall_{c}"])
+    assert "subset_key" not in runs["balance"][0].row  # balance keeps every real image
+
+
+@pytest.mark.slow
+def test_cost_keys_say_what_each_part_took(runs):
+    first, again = runs["balance"][0].row, runs["balance_again"][0].row
+    for row in (first, again):
+        assert 0 < row["classifier_seconds"] < row["train_seconds"]
+        assert row["classifier_seconds"] + row["synthetic_seconds"] + row["paired_seconds"] <= row["train_seconds"]
+        assert 0 < row["generator_seconds"] <= row["synthetic_seconds"]
+    for row in (first, again):  # their baseline and control were in the cache: nothing trained but the trial
+        assert row["paired_seconds"] == 0 and row["baseline_cache_hit"] and row["control_cache_hit"]
+    assert again["generator_seconds"] < first["generator_seconds"]  # loaded, not trained
+    over = runs["oversample"][0].row
+    assert over["generator_seconds"] == 0 == over["synthetic_seconds"] and over["paired_seconds"] > 0  # its baseline
+    assert runs["real_ratio"][0].row["paired_seconds"] > 0  # its two controls
+    # A generator's cache key is what it was before the keys that do not apply were emptied (pinned).
+    assert first["generator_key"] == "generator-v1-885caf48e03fe516"
+    events = runs["store"].counts_by_kind()
+    assert events["control-v1", "built"] == 2 and events["subset-v1", "built"] == 1  # oversample's, real_ratio's
+
+
+@pytest.mark.slow
+def test_the_last_report_carries_per_image_test_predictions(runs, tiny_faces):
+    result = runs["balance"][0]
+    p = result.artifacts["predictions"]
+    assert p is result.predictions
+    test_y = tiny_faces.split("test")[1]
+    n = len(test_y)
+    assert p["index"].dtype == np.int64 and np.array_equal(p["index"], np.arange(n))
+    assert p["true"].dtype == np.int64 and np.array_equal(p["true"], test_y)
+    assert p["predicted"].dtype == np.int64 and np.array_equal(p["predicted"], p["proba"].argmax(1))
+    assert p["proba"].dtype == np.float32 and p["proba"].shape == (n, len(CLASSES))
+    assert np.mean(p["predicted"] == p["true"]) == pytest.approx(result.row["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_train_deterministic_holds_for_the_whole_trial_and_is_restored(tiny_faces):
+    seen = []
+    before = torch.are_deterministic_algorithms_enabled()
+    trial.run({**ONE_EPOCH, "train.deterministic": True}, tiny_faces,
+              lambda *a: seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                                      torch.backends.cudnn.benchmark)))
+    assert seen and all(s == (True, True, False) for s in seen)
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_compared_classifiers_keys_hold_the_device_type_and_precision(tiny_faces):
+    cfg = resolve({})
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    real, total = np.full(7, 5), np.full(7, 9)
+    for key in (lambda c, d: baseline_key(c, tiny_faces, d), lambda c, d: control_key(c, tiny_faces, d, real, total),
+                lambda c, d: subset_key(c, tiny_faces, d, real)):
+        k_cpu, parts = key(cfg, cpu)
+        assert parts["device"] == "cpu" and parts["precision"] == "fp32"
+        k_cuda, parts_cuda = key(cfg, cuda)  # precision auto: bf16 on CUDA
+        assert parts_cuda["device"] == "cuda" and parts_cuda["precision"] == "bf16" and k_cuda != k_cpu
+        assert key(resolve({"train.precision": "bf16"}), cpu)[0] not in (k_cpu, k_cuda)
+        assert key(resolve({"train.precision": "fp32"}), cpu)[0] == k_cpu  # auto is fp32 on the CPU
+        assert key(resolve({"train.threads": 3, "train.compile": True}), cpu)[0] == k_cpu  # speed, not the result
+    assert baseline_key(cfg, tiny_faces, cpu)[0].startswith("baseline-v2-")
+    # Keys that take no part in the classifier (momentum under adam) do not split its entries.
+    assert baseline_key(resolve({"classifier.momentum": 0.5}), tiny_faces, cpu)[0] == baseline_key(cfg, tiny_faces,
+                                                                                                    cpu)[0]
+    assert control_key(cfg, tiny_faces, cpu, real, total + 1)[0] != control_key(cfg, tiny_faces, cpu, real, total)[0]
