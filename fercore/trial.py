@@ -85,7 +85,7 @@ def _print_report(epoch: int, metrics: dict[str, float], artifacts: dict | None)
 
 def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report = _print_report,
         cache: CacheStore | None = None) -> TrialResult:
-    """CACHE holds trained generators, synthetic pools, the reference classifier and real-only baselines (a sweep
+    """CACHE holds trained generators, synthetic pools, the reference classifier, baselines and controls (a sweep
     passes one under its storage); without one, everything is made afresh in a temporary folder."""
     if cache is None:
         with tempfile.TemporaryDirectory(prefix="fercore-trial-") as tmp:
