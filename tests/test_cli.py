@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from fercore.cli import main
@@ -33,6 +34,7 @@ def test_data_preview_writes_a_grid_per_class(tmp_path, capsys):
         assert im.format == "PNG" and im.size == (3 * 48, 7 * 48)
 
 
+@pytest.mark.slow
 def test_bad_data_file_is_one_line_and_status_2(tmp_path):
     bad = tmp_path / "fer2013.csv"
     bad.write_text("emotion,pixels,Usage\n0," + " ".join(["1"] * 2304) + ",Training\n9," + " ".join(["1"] * 2304)

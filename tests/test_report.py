@@ -77,6 +77,7 @@ def table_after(markdown: str, marker: str) -> pd.DataFrame:
     return pd.DataFrame(body, columns=header)
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_html_and_every_plot_it_references(written, capsys):
     out, md = written
     html = (out / "report.html").read_text()
@@ -148,6 +149,7 @@ def write_trials(folder, table: pd.DataFrame):
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), folder / "trials.parquet")
 
 
+@pytest.mark.slow
 def test_a_planted_leak_is_the_first_thing_the_report_says(written, sweep_dir, tmp_path):
     _, clean = written
     assert "WARNING" not in clean

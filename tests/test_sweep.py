@@ -30,6 +30,7 @@ def write_sweep(tmp_path, **overrides):
     return path
 
 
+@pytest.mark.slow
 def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, local_ray):
     from fercore.sweep import run_sweep
 
@@ -82,6 +83,7 @@ def test_quickstart_sweep_file_is_valid():
     assert spec.space == "quickstart" and spec.num_samples >= 4
 
 
+@pytest.mark.slow
 def test_a_diverged_generator_is_recorded_and_the_sweep_goes_on(tmp_path, local_ray):
     """G barely learns (lr_g at its minimum) while D learns fast: D soon wins completely and the watchdog stops the
     generator after collapse_steps such steps. That trial is recorded as diverged; real-only trials still complete."""
@@ -116,6 +118,7 @@ def _space(tmp_path, name: str, body: str) -> None:
     (tmp_path / "sweeps").mkdir(exist_ok=True)
 
 
+@pytest.mark.slow
 def test_concurrent_trials_train_a_shared_generator_once(tmp_path, local_ray):
     """004's grid in small: one generator config, three real ratios, two trials at a time. The first two trials
     need the generator at once: one trains it while the other waits; the third finds it. Counted by the cache's
@@ -142,6 +145,7 @@ def test_concurrent_trials_train_a_shared_generator_once(tmp_path, local_ray):
     assert events["baseline-v1", "built"] == 1 and events["reference-v1", "built"] == 1
 
 
+@pytest.mark.slow
 def test_seeds_repeat_each_sampled_config(tmp_path, local_ray):
     from fercore.sweep import run_sweep
 
@@ -160,6 +164,7 @@ def test_seeds_repeat_each_sampled_config(tmp_path, local_ray):
 REAL_ONLY = {"augment.policy": "none", "classifier.epochs": 1, "classifier.batch_size": 32, "classifier.width": 8}
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_runs_every_point_once_and_keeps_its_study_in_sqlite(tmp_path, local_ray, capsys):
     import optuna
 
@@ -192,6 +197,7 @@ def test_a_grid_sweep_runs_every_point_once_and_keeps_its_study_in_sqlite(tmp_pa
     assert f"optuna-dashboard {url}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_several_objectives_mark_the_pareto_front(tmp_path, local_ray, capsys):
     """NSGA-II on (val_macro_f1 max, train_seconds min), two seeds per config: Optuna is told each config's mean
     of both objectives, and trials.parquet marks the completed rows no other row beats on both."""
@@ -227,6 +233,7 @@ def test_several_objectives_mark_the_pareto_front(tmp_path, local_ray, capsys):
         assert t.values == pytest.approx([sum(r[m] for r in seeds) / 2 for m in ("val_macro_f1", "train_seconds")])
 
 
+@pytest.mark.slow
 def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path, local_ray, capsys):
     """A trial that crashes (an exception that is no user error fercore catches, raised here around the real trial
     function for one grid point) runs again (max_failures=1) and is recorded as an error after its two attempts;
@@ -251,6 +258,7 @@ def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path,
     assert f"[retry] trial {rows[2e-3]['trial_id']} crashed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_time_budget_ends_the_sweep_and_records_the_trial_it_cut_short(tmp_path, local_ray):
     """Trials of 1000 epochs, 50 of them, one at a time, in a 15 s budget: the sweep ends with the running trial
     recorded as stopped by the budget (no trial can finish 1000 epochs of Ray reports in that time)."""
@@ -268,6 +276,7 @@ def test_the_time_budget_ends_the_sweep_and_records_the_trial_it_cut_short(tmp_p
     assert all(r["epochs_run"] < 1000 for r in stopped)
 
 
+@pytest.mark.slow
 def test_a_resume_ray_cannot_restore_stops_before_running_anything(tmp_path, local_ray):
     """Ray 2.60 answers a saved state it cannot read by logging it and starting a new experiment of one trial, which
     would end "finished" without the sweep's missing trials. With no tune_state.zip to put back, the resumed sweep
@@ -299,6 +308,7 @@ def test_failed_trials_are_labelled_by_their_last_error_line():
     assert _failure_status("RuntimeError: Found no NVIDIA driver on your system.") == "error"
 
 
+@pytest.mark.slow
 def test_a_gpu_sweep_on_a_local_instance_without_gpus_is_a_clear_error(tmp_path, local_ray, monkeypatch):
     from fercore.errors import UserError
     from fercore.sweep import run_sweep
