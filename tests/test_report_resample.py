@@ -17,7 +17,7 @@ def reference(true, pred_b, k, pred_a=None, shared=None, resamples=100, seed=0):
     n_seeds, n_max = len(true), max(sizes)
     shared = len(set(sizes)) == 1 if shared is None else shared
     picks = rng.integers(0, n_seeds, size=(resamples, n_seeds))
-    f1 = lambda t, p: f1_score(t, p, labels=list(range(k)), average="macro", zero_division=0)  # noqa: E731
+    f1 = lambda t, p: f1_score(t, p, labels=list(range(k)), average="macro", zero_division=0)
     out = []
     for b in range(resamples):
         u = rng.random(n_max) if shared else rng.random((n_seeds, n_max))
@@ -128,8 +128,13 @@ def test_figures_bootstrap_covers_a_known_mean_and_draws_the_image_level():
 
 
 def test_p_value_and_holm():
-    assert p_value(np.full(99, 0.3)) == pytest.approx(2 / 100)
+    # z = estimate / bootstrap standard error, two-sided: 1.96 standard errors from 0 is p = 0.05.
+    draws = np.random.default_rng(0).standard_normal(20000) * 0.01
+    assert p_value(draws, 0.0196) == pytest.approx(0.05, rel=0.03)
+    assert p_value(draws, -0.0196) == pytest.approx(0.05, rel=0.03)
+    assert p_value(draws + 0.05) < 1e-6  # far beyond what counting resamples could show
     assert p_value(np.r_[np.full(50, -1.0), np.full(50, 1.0)]) == 1.0
+    assert p_value(np.full(10, 0.2)) == 0.0 and p_value(np.zeros(10)) == 1.0
     # Holm by hand: sorted 0.01, 0.02, 0.04, 0.3 times 4, 3, 2, 1 = 0.04, 0.06, 0.08, 0.3 (already increasing).
     assert holm([0.04, 0.01, 0.3, 0.02]) == pytest.approx([0.08, 0.04, 0.3, 0.06])
     # Monotone: a larger raw p never gets a smaller adjusted p.
