@@ -179,7 +179,8 @@ def uplift(res: Results, out: Path) -> list[Block]:
     for key, name in (("generator.type", "generator type"), ("augment.policy", "policy")):
         groups = uplift_groups(aug, key, res.selection)
         rows = [[g["group"], str(g["trials"]), *[fmt(g[f"{n}_mean"], signed=True) for n, _ in present],
-                 f"{g['chosen_trial']} ({metric} {fmt(g['chosen_value'])})",
+                 f"{g['chosen_trial']} ({metric} {fmt(g['chosen_value'])})" if g["chosen_trial"] is not None
+                 else DASH,
                  *[fmt_ci(g[f"{n}_chosen"], g[f"{n}_low"], g[f"{n}_high"], True) for n, _ in present],
                  *[f"{g[f'{n}_above']} / {g[f'{n}_below']}" if g[f"{n}_n"] else DASH for n, _ in present]]
                 for _, g in groups.iterrows()]
@@ -379,6 +380,7 @@ def _recall_title(table: pd.DataFrame) -> str:
     if base and finite(row[base]):
         if others.max() <= row[base]:
             return f"No augmentation setting beat {base} on {focus} recall ({row[base]:.2f})"
-        return f"{name} recall: {row[base]:.2f} {base}, best {others.max():.2f} with {best_setting}"
-    return f"{name} recall highest with {best_setting} ({others.max():.2f})"
+        return (f"{name} recall: {row[base]:.2f} {base}, highest {others.max():.2f} with {best_setting} "
+                f"(best of {len(others)} on test: exploratory)")
+    return f"{name} recall highest with {best_setting} ({others.max():.2f}; best of {len(others)} on test: exploratory)"
 
