@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import f1_score
 
-from fercore.cli import main
 from fercore.labels import CLASSES
+from tests.test_report import report, table_after
 from fercore.report import plots
 
 K, N, SEEDS = len(CLASSES), 140, (0, 1, 2)
@@ -101,24 +101,6 @@ def write_folder(folder, table, true, preds, objective=("val_macro_f1", "max"), 
 @pytest.fixture(scope="module")
 def grid():
     return build_trials(np.random.default_rng(3))
-
-
-def report(folder, out) -> str:
-    assert main(["report", str(folder), "--out", str(out)]) == 0
-    return (out / "report.md").read_text()
-
-
-def table_after(markdown: str, marker: str) -> pd.DataFrame:
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if marker in line)
-    rows = []
-    for line in lines[start + 1:]:
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
-        elif rows:
-            break
-    header, _, *body = rows
-    return pd.DataFrame(body, columns=header)
 
 
 def section(markdown: str, heading: str) -> str:
