@@ -47,9 +47,10 @@ def test_each_sweep_validates_runs_anywhere_and_says_how_to_run_it(specs, name):
     assert all(line.startswith("#") for line in header.splitlines() if line.strip()), "a header comment comes first"
     assert f"fersweep run sweeps/{name}.yaml --smoke" in header
     assert "data.source" in header and "--gpus-per-trial" in header
+    assert spec.seeds >= 3  # every config over at least 3 seeds: a report's figures come with their spread
     if REPORTS[name]:
         assert REPORTS[name] in header
-        assert (spec.sampler, spec.seeds) == ("grid", 1)  # every setting once, as the reports ran them
+        assert spec.sampler == "grid"
         assert spec.scheduler["type"] == "none"  # a controlled comparison: no grid point is cut short
         assert spec.num_samples == spec.grid_size
 

@@ -31,7 +31,9 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
         _print_best(done, spec)
     _print_cache(cache)
     where = location.where if location is not None else lambda name: f"{out}/{name}"
-    print(f"Results: {where('trials.parquet')}, {where('epochs.parquet')}")
+    tables = ["trials.parquet", "epochs.parquet"] + (["predictions.parquet"] if (out / "predictions.parquet").exists()
+                                                     else [])
+    print("Results: " + ", ".join(where(name) for name in tables))
     if location is not None and location.uri:
         print(f"  uploaded with tb/ from the driver's working copy {out}")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")
