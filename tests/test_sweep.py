@@ -297,7 +297,8 @@ def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path,
     function for one grid point) runs again (max_failures=1) and is recorded as an error after its two attempts;
     the grid's other point completes. (train.device=cuda without CUDA was the crash here; it is now a ConfigError,
     recorded at once: tests/test_gpu_cpu.py.)"""
-    from fercore.sweep import _trainable, run_sweep
+    from fercore.sweep import run_sweep
+    from fercore.sweep.trainable import trainable as _trainable
 
     def crashes_at_lr_2e_3(config, **kwargs):  # Defined here, so Ray pickles it by value for its workers.
         if config.get("classifier.lr") == 2e-3:

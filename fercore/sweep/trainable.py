@@ -41,8 +41,9 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 
 class _Reporter:
     """fercore.trial's report(epoch, metrics, artifacts) as tune.report, and the trial's own account of its end.
-    Ray wants the searcher's metrics in every result: an objective measured only at the end (train_seconds) is None
-    until then. The first report carries the resolved config, once it is known."""
+    Ray wants the searcher's metrics in every result: an objective measured only at the end (classifier_seconds) is
+    None until then. The first report carries the resolved config, once it is known; the last one the row's values
+    of the objectives (TESTED)."""
 
     def __init__(self, objectives: tuple[str, ...]):
         self.objectives = objectives
@@ -57,7 +58,8 @@ class _Reporter:
         if row is not None:  # the last report: the objectives as the row holds them (TESTED says why)
             tested = {m: row[m] for m in self.objectives if m in row}
             artifacts = {**artifacts, EPOCH_VALUES: {m: metrics[m] for m in tested if m in metrics}}
-            result.update(tested, **{TESTED: True})
+            result.update(tested)
+            result[TESTED] = True
         self._report(result, artifacts)
 
     def ended(self, status: str, reason: str) -> None:
