@@ -28,5 +28,5 @@ from fercore.results.store import ResultsStore, compact
 from fercore.results.tensorboard import TensorBoardWriter, confusion_image, draw_confusion
 
 __all__ = ["CONFUSION", "EMBEDDINGS", "EPOCHS", "GENERATORS", "PER_CLASS", "PREDICTIONS", "SOURCES", "SWEEP_RECORD",
-           "TRIALS", "ResultsStore", "TensorBoardWriter", "class_figure", "compact", "confusion_image", "draw_confusion",
-           "generator_rows", "is_curve", "is_result_metric", "per_class_rows", "write_table_atomic"]
+           "TRIALS", "ResultsStore", "TensorBoardWriter", "class_figure", "compact", "confusion_image",
+           "draw_confusion", "generator_rows", "is_curve", "is_result_metric", "per_class_rows", "write_table_atomic"]
