@@ -233,6 +233,73 @@ def test_several_objectives_mark_the_pareto_front(tmp_path, local_ray, capsys):
         assert t.values == pytest.approx([sum(r[m] for r in seeds) / 2 for m in ("val_macro_f1", "train_seconds")])
 
 
+# Learning rates at which a linear classifier's validation F1 on the tiny set goes up and down from epoch to epoch.
+OSCILLATING = {"augment.policy": "none", "classifier.backbone": "linear", "classifier.batch_size": 32,
+               "classifier.epochs": 5, "classifier.patience": 0}
+
+
+def _optuna_trials(out, name):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}").trials
+
+
+@pytest.mark.slow
+def test_optuna_is_told_each_configs_best_epoch_value_averaged_over_its_seeds(tmp_path, local_ray):
+    """Trials that peak before their last epoch: the values in the Optuna study are those of trials.parquet (the best
+    epoch's, whose weights were tested), averaged over the config's two seeds, for both objectives (the cost
+    objective classifier_seconds too); epochs.parquet keeps every epoch's own value."""
+    import optuna
+
+    from fercore.sweep import run_sweep
+
+    grid = {"classifier.lr": [0.01, 0.05, 0.1]}
+    sweep = write_sweep(tmp_path, name="best", space=None, sampler="grid", grid=grid, fixed=OSCILLATING,
+                        metric=["val_macro_f1", "classifier_seconds"], mode=["max", "min"],
+                        scheduler={"type": "none"}, num_samples=3, seeds=2, optuna_storage=True)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(rows) == 6 and all(r["status"] == "completed" for r in rows), [r["reason"] for r in rows]
+    peaked_early = [r for r in rows if r["best_epoch"] < r["epochs_run"]]
+    assert peaked_early, [(r["best_epoch"], r["epochs_run"]) for r in rows]
+    epochs = {(e["trial_id"], e["epoch"]): e for e in pq.read_table(out / "epochs.parquet").to_pylist()}
+    for r in rows:  # the row holds the best epoch's value; the epochs table each epoch's own
+        assert epochs[r["trial_id"], r["best_epoch"]]["val_macro_f1"] == r["val_macro_f1"]
+        assert all(epochs[r["trial_id"], e]["val_macro_f1"] <= r["val_macro_f1"] for e in range(1, 6))
+    assert any(epochs[r["trial_id"], 5]["val_macro_f1"] < r["val_macro_f1"] for r in peaked_early)
+
+    trials = _optuna_trials(out, "best")
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for t in trials:
+        seeds = [r for r in rows if r["classifier.lr"] == t.params["classifier.lr"]]
+        assert sorted(r["seed"] for r in seeds) == [0, 1]
+        assert t.values == pytest.approx([sum(r[m] for r in seeds) / 2 for m in ("val_macro_f1", "classifier_seconds")],
+                                         rel=1e-12)
+
+
+@pytest.mark.slow
+def test_a_trial_asha_stopped_is_pruned_in_optuna_and_a_completed_one_has_its_rows_value(tmp_path, local_ray):
+    import optuna
+
+    from fercore.sweep import run_sweep
+
+    grid = {"classifier.lr": [0.003, 0.01, 0.03, 0.05, 0.1]}
+    sweep = write_sweep(tmp_path, name="asha", space=None, sampler="grid", grid=grid, fixed=OSCILLATING,
+                        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}, num_samples=5,
+                        max_concurrent=1, optuna_storage=True)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = {r["classifier.lr"]: r for r in pq.read_table(out / "trials.parquet").to_pylist()}
+    statuses = sorted(r["status"] for r in rows.values())
+    assert "stopped" in statuses and "completed" in statuses, statuses  # the grid's order is the sampler seed's
+    for t in _optuna_trials(out, "asha"):
+        row = rows[t.params["classifier.lr"]]
+        if row["status"] == "stopped":
+            assert t.state == optuna.trial.TrialState.PRUNED, row["reason"]
+        else:
+            assert row["status"] == "completed" and t.state == optuna.trial.TrialState.COMPLETE
+            assert t.value == row["val_macro_f1"]
+
+
 @pytest.mark.slow
 def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path, local_ray, capsys):
     """A trial that crashes (an exception that is no user error fercore catches, raised here around the real trial
