@@ -5,7 +5,7 @@ the code that ran its sweep, from its tables with Ray's random trial ids replace
 
     python benchmarks/same_outputs.py run OUT                  # this checkout's fercore
     PYTHONPATH=/path/to/other/checkout python benchmarks/same_outputs.py run OUT_OTHER
-    python benchmarks/same_outputs.py compare OUT_OTHER/equivalence OUT/equivalence
+    python benchmarks/same_outputs.py compare OUT_OTHER/equivalence OUT/equivalence [--new-key train.precision]
 
 Rows are matched by what the trial was (its config), not by Ray's trial ids, which differ between runs; wall times,
 node ids and the trial ids themselves are left out of the comparison. Exits 1 and lists every difference when the
@@ -103,7 +103,7 @@ def _plain(v):
     return v
 
 
-def compare_tables(a: Path, b: Path, problems: list[str]) -> None:
+def compare_tables(a: Path, b: Path, problems: list[str], new_keys: tuple[str, ...] = ()) -> None:
     la, lb = _labels(a), _labels(b)
     for name in TABLES:
         ta, tb = _keyed(_read(a, name), la), _keyed(_read(b, name), lb)
@@ -114,6 +114,8 @@ def compare_tables(a: Path, b: Path, problems: list[str]) -> None:
             ra, rb = ta[key], tb[key]
             # A column all null in one run may be absent in the other's table; both mean "no value".
             for col in sorted(set(ra) | set(rb)):
+                if col in new_keys and col not in ra:
+                    continue
                 va, vb = ra.get(col), rb.get(col)
                 if not _same(_none_if_nan(va), _none_if_nan(vb)):
                     problems.append(f"{name} {key} {col}: {va!r} != {vb!r}")
@@ -188,7 +190,7 @@ def _events(folder: Path) -> dict[str, dict]:
     return out
 
 
-def compare_events(a: Path, b: Path, problems: list[str]) -> None:
+def compare_events(a: Path, b: Path, problems: list[str], new_keys: tuple[str, ...] = ()) -> None:
     ea, eb = _events(a), _events(b)
     for label in sorted(set(ea) | set(eb)):
         if label not in ea or label not in eb:
@@ -205,14 +207,19 @@ def compare_events(a: Path, b: Path, problems: list[str]) -> None:
                         continue
                 elif va == vb:
                     continue
+                elif kind == "hparams" and tag == "start" and va is not None and vb is not None \
+                        and {k: v for k, v in vb.items() if not (k in new_keys and k not in va)} == va:
+                    continue
                 problems.append(f"tb {label} {kind} {tag}: differs ({str(va)[:120]} != {str(vb)[:120]})")
 
 
-def compare(a: Path, b: Path) -> list[str]:
+def compare(a: Path, b: Path, new_keys: tuple[str, ...] = ()) -> list[str]:
+    """Every difference between results folders A and B; a config key in NEW_KEYS that only B's trials have (a key
+    added on purpose since A was written) is not one."""
     problems: list[str] = []
-    compare_tables(a, b, problems)
+    compare_tables(a, b, problems, new_keys)
     compare_report(a, b, problems)
-    compare_events(a, b, problems)
+    compare_events(a, b, problems, new_keys)
     return problems
 
 
@@ -224,16 +231,19 @@ def main() -> int:
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
+    c.add_argument("--new-key", action="append", default=[], metavar="KEY",
+                   help="a config key B's code added on purpose: its column and HParams entry are not differences")
     args = p.parse_args()
     if args.cmd == "run":
         run(args.out)
         return 0
-    problems = compare(args.a, args.b)
+    problems = compare(args.a, args.b, tuple(args.new_key))
     for line in problems:
         print(line)
     n = len(_labels(args.a))
+    added = f"; keys only B has, on purpose: {', '.join(args.new_key)}" if args.new_key else ""
     print(f"{'DIFFERENT' if problems else 'SAME'}: {n} trials; tables {', '.join(TABLES)}, report.md, "
-          f"TensorBoard events compared; {len(problems)} difference(s)")
+          f"TensorBoard events compared; {len(problems)} difference(s){added}")
     return 1 if problems else 0
 
 

@@ -126,10 +126,24 @@ def _cmd_trial(args) -> int:
             store.add_epoch(trial_id, e)
         store.flush()
         print(f"wrote {Path(args.storage) / 'trials.parquet'}", flush=True)
-    metrics = {k: v for k, v in result.row.items() if k.startswith(("val_", "test_")) or k in (
-        "status", "best_epoch", "train_seconds", "n_train_real", "n_train_synthetic")}
-    print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}))
+    print(json.dumps(row_figures(result.row, resolved.flat())))
     return 0
+
+
+def row_figures(row: dict, config: dict) -> dict:
+    """Everything of a trial's row but its config (whose values the command line set): every figure, comparison,
+    cache hit and count, as `fersweep trial`'s last line; a value JSON cannot hold (NaN) is null."""
+    out = {}
+    for key, value in row.items():
+        if key in config or "." in key:
+            continue
+        if hasattr(value, "item"):  # a numpy scalar
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        if value is None or isinstance(value, (bool, int, float, str)):
+            out[key] = value
+    return out
 
 
 def _cmd_list(args) -> int:
@@ -142,6 +156,7 @@ def _cmd_list(args) -> int:
         for name, entry in reg.items():
             own = ", ".join(f"{section}.{p.name}={p.default}" for p in entry.params)
             print(f"  {name:<14} {entry.help}" + (f"  [{own}]" if own else ""))
+    _list_filters()
     print("common keys:")
     print("  seed=0  " + "  ".join(f"{s}.{p.name}={p.default}" for s, ps in config.COMMON.items() for p in ps))
     print("sweep-file keys (sweeps/*.yaml):")
@@ -149,6 +164,20 @@ def _cmd_list(args) -> int:
     print("search spaces: " + ", ".join(list_search_spaces()))
     print("sweeps: " + ", ".join(list_sweeps()))
     return 0
+
+
+def _list_filters() -> None:
+    """The quality filters (augment.filter), each with the keys it reads, as the policies are listed."""
+    from fercore.augment.filters import FILTERS
+    from fercore.sections import AUGMENT
+
+    common = [p for p in AUGMENT if p.name.startswith("filter_")]
+    default = next(p.default for p in AUGMENT if p.name == "filter")
+    print(f"{FILTERS.key} (default {default}):")
+    for name, entry in FILTERS.items():
+        own = [*(() if name == "none" else common), *entry.params]  # none keeps every image: it reads no key
+        keys = ", ".join(f"augment.{p.name}={p.default}" for p in own)
+        print(f"  {name:<14} {entry.help}" + (f"  [{keys}]" if keys else ""))
 
 
 def _cmd_report(args) -> int:

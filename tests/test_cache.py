@@ -67,6 +67,7 @@ def test_key_changes_with_any_value(change):
     assert content_key("generator-v2", PARTS) != KEY
 
 
+@pytest.mark.slow
 def test_key_is_the_same_in_another_process_and_release():
     # A fresh interpreter with a different str hash seed; the pinned value catches a change of the canonical form,
     # which would silently orphan every stored entry.
@@ -213,6 +214,7 @@ def _waited_pids(store: CacheStore) -> set[int]:
     return {e["pid"] for e in store.events() if e["event"] == "waited"}
 
 
+@pytest.mark.slow
 def test_concurrent_processes_build_once_and_share(tmp_path):
     root, gate = tmp_path / "cache", tmp_path / "gate"
     gate.mkdir()
@@ -237,6 +239,7 @@ def test_concurrent_processes_build_once_and_share(tmp_path):
     assert not _temps(root)
 
 
+@pytest.mark.slow
 def test_crashed_builder_leaves_no_entry_and_next_caller_builds(tmp_path):
     root, gate = tmp_path / "cache", tmp_path / "gate"
     gate.mkdir()
@@ -252,6 +255,7 @@ def test_crashed_builder_leaves_no_entry_and_next_caller_builds(tmp_path):
     assert store.stats()["total"] == {"built": 1}  # The dead holder's lock did not make us wait.
 
 
+@pytest.mark.slow
 def test_waiter_takes_over_when_the_holder_is_killed(tmp_path):
     root, gate = tmp_path / "cache", tmp_path / "gate"
     gate.mkdir()

@@ -65,6 +65,7 @@ def stages_of(name, model):
 CASES = [(n, None) for n in ("linear", "cnn3", "resemotenet")] + [(n, s) for n in TV for s in (False, True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,small_stem", CASES, ids=[f"{n}-{'small' if s else 'std'}" if s is not None else n
                                                           for n, s in CASES])
 def test_builds_runs_and_trains(name, small_stem):

@@ -210,6 +210,7 @@ def two_node_cluster():
         cluster.stop()
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path, two_node_cluster):
     cluster = two_node_cluster
     node_ids = cluster.alive_node_ids(want=2)

@@ -36,6 +36,7 @@ def trained(faces, **overrides):
     return gen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conditioning", ["per_class", "label"])
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_trains_samples_and_round_trips(faces, tmp_path, resolution, conditioning):

@@ -144,7 +144,7 @@ def gpu_node_ray():
 
 
 def write_sweep(tmp_path, name: str, grid: dict, gpu: float, **fixed):
-    from fercore.sweepfile import load_sweep
+    from fercore.sweep.spec import load_sweep
 
     sweep = {"name": name, "data": {"source": "procedural", "scale": 0.01}, "sampler": "grid", "grid": grid,
              "fixed": {"augment.policy": "none", "classifier.backbone": "linear", "classifier.epochs": 1,

@@ -42,6 +42,7 @@ def torchmetrics_fid(reference, real: np.ndarray, fake: np.ndarray) -> float:
     return float(out)
 
 
+@pytest.mark.slow
 def test_frechet_distance_agrees_with_torchmetrics(tiny_faces, reference):
     real = tiny_faces.split("train")[0]
     for fake in (perturbed(real, 0), tiny_faces.split("test")[0]):
@@ -50,6 +51,7 @@ def test_frechet_distance_agrees_with_torchmetrics(tiny_faces, reference):
         assert ours == pytest.approx(torchmetrics_fid(reference, real, fake), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_per_class_fid_agrees_with_torchmetrics(tiny_faces, reference):
     real, labels = tiny_faces.split("train")
     fake = perturbed(real, 1)

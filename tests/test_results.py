@@ -126,6 +126,8 @@ def test_per_class_and_generator_tables_are_derived_from_the_trial_rows(tmp_path
     # g2: no trial here built it; its figures are its first user's, and no build time is claimed.
     assert (g2["source_trial_id"], g2["built_in_sweep"], g2["trials"], g2["cache_hits"]) == ("t3", False, 1, 1)
     assert g2["gen_fid"] == 13.0 and g2["generator_seconds"] is None
+    # Its build time shared among the trials that used it; none where no trial here built it.
+    assert g1["generator_seconds_amortised"] == 101.0 / 2 and g2["generator_seconds_amortised"] is None
     assert not {k for k in g1 if k.startswith("gen_fid_") or k.startswith(("test_", "classifier."))}
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -152,3 +154,49 @@ def test_derived_tables_count_each_trial_once_across_replays_and_resume(tmp_path
     [g1] = _read(tmp_path / "generators.parquet")
     assert (g1["trials"], g1["cache_hits"], g1["source_trial_id"]) == (3, 2, "t1")
     assert len(_read(tmp_path / "trials.parquet")) == 3
+
+
+def _predictions(n: int, seed: int) -> dict:
+    """A trial's artifacts["predictions"] in the format fercore.trial sends them (the issue 15 contract)."""
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(np.ones(len(CLASSES)), size=n).astype(np.float32)
+    return {"index": np.arange(n, dtype=np.int64) * 3, "true": rng.integers(0, len(CLASSES), n).astype(np.int64),
+            "predicted": proba.argmax(1).astype(np.int64), "proba": proba}
+
+
+def test_predictions_are_a_table_of_one_row_per_trial_and_test_image(tmp_path):
+    from fercore.results import PREDICTIONS, compact
+
+    store = ResultsStore(tmp_path)
+    sent = {f"t{i}": _predictions(3000, i) for i in range(6)}  # 3,000 x 11 cells a trial (FER2013: 3,589): parts
+    for trial_id, predictions in sent.items():
+        store.add_trial({"trial_id": trial_id, "status": "completed"})
+        store.add_artifacts(trial_id, {"predictions": predictions, "row": {}})
+        store.flush()  # each trial appended as it ends
+    assert len(list((tmp_path / PREDICTIONS).glob("part-*.parquet"))) > 1
+    store.add_artifacts("t2", {"predictions": _predictions(10, 99)})  # a trial recorded again replaces its rows
+    store.flush()
+    sent["t2"] = _predictions(10, 99)
+
+    def check():
+        table = pq.read_table(tmp_path / PREDICTIONS)
+        assert table.column_names == ["trial_id", "index", "true", "predicted", *(f"p_{c}" for c in CLASSES)]
+        assert str(table.schema.field("index").type) == "int64" and str(table.schema.field("p_sad").type) == "float"
+        rows = table.to_pylist()
+        for trial_id, predictions in sent.items():
+            mine = [r for r in rows if r["trial_id"] == trial_id]
+            assert [r["index"] for r in mine] == predictions["index"].tolist()
+            assert [r["true"] for r in mine] == [CLASSES[i] for i in predictions["true"]]
+            assert [r["predicted"] for r in mine] == [CLASSES[i] for i in predictions["predicted"]]
+            proba = np.array([[r[f"p_{c}"] for c in CLASSES] for r in mine], dtype=np.float32)
+            assert np.array_equal(proba, predictions["proba"])
+        return rows
+
+    check()
+    compact(tmp_path)
+    assert len(list((tmp_path / PREDICTIONS).glob("part-*.parquet"))) == 1
+    rows = check()
+    assert [r["trial_id"] for r in rows] == sorted(r["trial_id"] for r in rows)  # by trial once compacted
+    store.add_artifacts("t9", {"confusion": np.eye(7, dtype=int).tolist()})  # no predictions: no rows, no error
+    store.flush()
+    assert len(pq.read_table(tmp_path / PREDICTIONS)) == len(rows)

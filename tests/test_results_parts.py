@@ -269,6 +269,7 @@ def test_generator_rows_kept_up_to_date_equal_a_whole_derivation():
     assert use.take_changed(trials) == []
 
 
+@pytest.mark.slow
 def test_the_scale_benchmark_runs_small_and_ends_with_its_figures(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["results_scale.py", "--trials", "60", "--batch", "10"])
     runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "results_scale.py"), run_name="__main__")

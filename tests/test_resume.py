@@ -14,7 +14,10 @@ from pathlib import Path
 
 import optuna
 import pyarrow.parquet as pq
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # every test here starts Ray, a subprocess or real training
 
 FERSWEEP = Path(sys.executable).parent / "fersweep"
 TRIALS = 6

@@ -50,6 +50,7 @@ def test_parts_read_the_registries():
     assert parts_.FREEZE_STAGES["resemotenet"] == 6 and parts_.FREEZE_STAGES["resnet18"] == 4
 
 
+@pytest.mark.slow
 def test_full_space_draws_are_valid_and_conditional_keys_appear_only_where_they_apply(full, parts):
     seen: dict[str, set] = {k: set() for k in ("classifier.backbone", "augment.policy", "generator.type",
                                                 "augment.filter")}

@@ -69,6 +69,7 @@ def write_sweep(tmp_path: Path, **overrides) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_sweep_through_a_file_uri_leaves_its_tables_and_ray_state_there(tmp_path, local_ray, capsys):
     from fercore.sweep import run_sweep
 
@@ -86,6 +87,7 @@ def test_a_sweep_through_a_file_uri_leaves_its_tables_and_ray_state_there(tmp_pa
     assert f"Results: file://{remote}/uri/trials.parquet" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_s3_sweep_killed_midway_resumes_from_the_bucket_alone(tmp_path, s3_server):
     """The driver is killed (SIGKILL) once the bucket holds a trial's row; a driver on "another machine" (no working
     copy) resumes from the bucket alone and finishes the sweep: every trial in the bucket's trials.parquet once, the
@@ -145,6 +147,7 @@ def test_a_storage_uri_that_cannot_be_opened_is_one_line_and_status_2(tmp_path, 
         assert err.startswith("fersweep: error: --storage:") and why in err and "\n" not in err, err
 
 
+@pytest.mark.slow
 def test_the_trials_table_is_uploaded_last_as_a_file_or_a_folder_of_parts(tmp_path, monkeypatch):
     """push() uploads everything else, then the tables, then trials.parquet last, whether the trials table is one
     file or a folder of part files; both layouts reach the URI whole."""

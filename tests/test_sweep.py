@@ -30,6 +30,7 @@ def write_sweep(tmp_path, **overrides):
     return path
 
 
+@pytest.mark.slow
 def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, local_ray):
     from fercore.sweep import run_sweep
 
@@ -82,6 +83,7 @@ def test_quickstart_sweep_file_is_valid():
     assert spec.space == "quickstart" and spec.num_samples >= 4
 
 
+@pytest.mark.slow
 def test_a_diverged_generator_is_recorded_and_the_sweep_goes_on(tmp_path, local_ray):
     """G barely learns (lr_g at its minimum) while D learns fast: D soon wins completely and the watchdog stops the
     generator after collapse_steps such steps. That trial is recorded as diverged; real-only trials still complete."""
@@ -116,6 +118,7 @@ def _space(tmp_path, name: str, body: str) -> None:
     (tmp_path / "sweeps").mkdir(exist_ok=True)
 
 
+@pytest.mark.slow
 def test_concurrent_trials_train_a_shared_generator_once(tmp_path, local_ray):
     """004's grid in small: one generator config, three real ratios, two trials at a time. The first two trials
     need the generator at once: one trains it while the other waits; the third finds it. Counted by the cache's
@@ -142,6 +145,7 @@ def test_concurrent_trials_train_a_shared_generator_once(tmp_path, local_ray):
     assert events["baseline-v1", "built"] == 1 and events["reference-v1", "built"] == 1
 
 
+@pytest.mark.slow
 def test_seeds_repeat_each_sampled_config(tmp_path, local_ray):
     from fercore.sweep import run_sweep
 
@@ -160,6 +164,7 @@ def test_seeds_repeat_each_sampled_config(tmp_path, local_ray):
 REAL_ONLY = {"augment.policy": "none", "classifier.epochs": 1, "classifier.batch_size": 32, "classifier.width": 8}
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_runs_every_point_once_and_keeps_its_study_in_sqlite(tmp_path, local_ray, capsys):
     import optuna
 
@@ -192,6 +197,7 @@ def test_a_grid_sweep_runs_every_point_once_and_keeps_its_study_in_sqlite(tmp_pa
     assert f"optuna-dashboard {url}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_several_objectives_mark_the_pareto_front(tmp_path, local_ray, capsys):
     """NSGA-II on (val_macro_f1 max, train_seconds min), two seeds per config: Optuna is told each config's mean
     of both objectives, and trials.parquet marks the completed rows no other row beats on both."""
@@ -227,12 +233,81 @@ def test_several_objectives_mark_the_pareto_front(tmp_path, local_ray, capsys):
         assert t.values == pytest.approx([sum(r[m] for r in seeds) / 2 for m in ("val_macro_f1", "train_seconds")])
 
 
+# Learning rates at which a linear classifier's validation F1 on the tiny set goes up and down from epoch to epoch.
+OSCILLATING = {"augment.policy": "none", "classifier.backbone": "linear", "classifier.batch_size": 32,
+               "classifier.epochs": 5, "classifier.patience": 0}
+
+
+def _optuna_trials(out, name):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}").trials
+
+
+@pytest.mark.slow
+def test_optuna_is_told_each_configs_best_epoch_value_averaged_over_its_seeds(tmp_path, local_ray):
+    """Trials that peak before their last epoch: the values in the Optuna study are those of trials.parquet (the best
+    epoch's, whose weights were tested), averaged over the config's two seeds, for both objectives (the cost
+    objective classifier_seconds too); epochs.parquet keeps every epoch's own value."""
+    import optuna
+
+    from fercore.sweep import run_sweep
+
+    grid = {"classifier.lr": [0.01, 0.05, 0.1]}
+    sweep = write_sweep(tmp_path, name="best", space=None, sampler="grid", grid=grid, fixed=OSCILLATING,
+                        metric=["val_macro_f1", "classifier_seconds"], mode=["max", "min"],
+                        scheduler={"type": "none"}, num_samples=3, seeds=2, optuna_storage=True)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(rows) == 6 and all(r["status"] == "completed" for r in rows), [r["reason"] for r in rows]
+    peaked_early = [r for r in rows if r["best_epoch"] < r["epochs_run"]]
+    assert peaked_early, [(r["best_epoch"], r["epochs_run"]) for r in rows]
+    epochs = {(e["trial_id"], e["epoch"]): e for e in pq.read_table(out / "epochs.parquet").to_pylist()}
+    for r in rows:  # the row holds the best epoch's value; the epochs table each epoch's own
+        assert epochs[r["trial_id"], r["best_epoch"]]["val_macro_f1"] == r["val_macro_f1"]
+        assert all(epochs[r["trial_id"], e]["val_macro_f1"] <= r["val_macro_f1"] for e in range(1, 6))
+    assert any(epochs[r["trial_id"], 5]["val_macro_f1"] < r["val_macro_f1"] for r in peaked_early)
+
+    trials = _optuna_trials(out, "best")
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for t in trials:
+        seeds = [r for r in rows if r["classifier.lr"] == t.params["classifier.lr"]]
+        assert sorted(r["seed"] for r in seeds) == [0, 1]
+        assert t.values == pytest.approx([sum(r[m] for r in seeds) / 2 for m in ("val_macro_f1", "classifier_seconds")],
+                                         rel=1e-12)
+
+
+@pytest.mark.slow
+def test_a_trial_asha_stopped_is_pruned_in_optuna_and_a_completed_one_has_its_rows_value(tmp_path, local_ray):
+    import optuna
+
+    from fercore.sweep import run_sweep
+
+    grid = {"classifier.lr": [0.003, 0.01, 0.03, 0.05, 0.1]}
+    sweep = write_sweep(tmp_path, name="asha", space=None, sampler="grid", grid=grid, fixed=OSCILLATING,
+                        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}, num_samples=5,
+                        max_concurrent=1, optuna_storage=True)
+    out = run_sweep(load_sweep(sweep), tmp_path / "results")
+    rows = {r["classifier.lr"]: r for r in pq.read_table(out / "trials.parquet").to_pylist()}
+    statuses = sorted(r["status"] for r in rows.values())
+    assert "stopped" in statuses and "completed" in statuses, statuses  # the grid's order is the sampler seed's
+    for t in _optuna_trials(out, "asha"):
+        row = rows[t.params["classifier.lr"]]
+        if row["status"] == "stopped":
+            assert t.state == optuna.trial.TrialState.PRUNED, row["reason"]
+        else:
+            assert row["status"] == "completed" and t.state == optuna.trial.TrialState.COMPLETE
+            assert t.value == row["val_macro_f1"]
+
+
+@pytest.mark.slow
 def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path, local_ray, capsys):
     """A trial that crashes (an exception that is no user error fercore catches, raised here around the real trial
     function for one grid point) runs again (max_failures=1) and is recorded as an error after its two attempts;
     the grid's other point completes. (train.device=cuda without CUDA was the crash here; it is now a ConfigError,
     recorded at once: tests/test_gpu_cpu.py.)"""
-    from fercore.sweep import _trainable, run_sweep
+    from fercore.sweep import run_sweep
+    from fercore.sweep.trainable import trainable as _trainable
 
     def crashes_at_lr_2e_3(config, **kwargs):  # Defined here, so Ray pickles it by value for its workers.
         if config.get("classifier.lr") == 2e-3:
@@ -250,6 +325,7 @@ def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path,
     assert f"[retry] trial {rows[2e-3]['trial_id']} crashed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_time_budget_ends_the_sweep_and_records_the_trial_it_cut_short(tmp_path, local_ray):
     """Trials of 1000 epochs, 50 of them, one at a time, in a 15 s budget: the sweep ends with the running trial
     recorded as stopped by the budget (no trial can finish 1000 epochs of Ray reports in that time)."""
@@ -267,6 +343,7 @@ def test_the_time_budget_ends_the_sweep_and_records_the_trial_it_cut_short(tmp_p
     assert all(r["epochs_run"] < 1000 for r in stopped)
 
 
+@pytest.mark.slow
 def test_a_resume_ray_cannot_restore_stops_before_running_anything(tmp_path, local_ray):
     """Ray 2.60 answers a saved state it cannot read by logging it and starting a new experiment of one trial, which
     would end "finished" without the sweep's missing trials. With no tune_state.zip to put back, the resumed sweep
@@ -298,6 +375,7 @@ def test_failed_trials_are_labelled_by_their_last_error_line():
     assert _failure_status("RuntimeError: Found no NVIDIA driver on your system.") == "error"
 
 
+@pytest.mark.slow
 def test_a_gpu_sweep_on_a_local_instance_without_gpus_is_a_clear_error(tmp_path, local_ray, monkeypatch):
     from fercore.errors import UserError
     from fercore.sweep import run_sweep

@@ -76,3 +76,37 @@ def test_rows_take_the_config_the_worker_resolved(tmp_path):
         ("row_without_config", 1), ("row_without_config", 2), ("whole_row", 1)]
     assert not any(k.startswith(("artifacts", CONFIG)) for r in epochs for k in r)
     assert len(pq.read_table(out / "confusion.parquet")) == 49
+
+
+def test_the_last_report_tells_the_rows_value_and_the_epochs_table_keeps_the_epochs_own(tmp_path):
+    """The worker's last report carries the row's (best epoch's) value under the objective's name, for ASHA and
+    Optuna; the epochs table and TensorBoard get the last epoch's own value back from artifacts[EPOCH_VALUES]. Its
+    predictions go to predictions.parquet and out of the result Ray keeps."""
+    import numpy as np
+
+    from fercore.sweep.searchers import TESTED
+    from fercore.sweep.trainable import EPOCH_VALUES
+
+    out = tmp_path / "results"
+    trial = make_trial(tmp_path, "t1", {"classifier.lr": 0.002})
+    callback = ResultsCallback(out, total=1)
+    callback.setup(total_num_samples=1)
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(1, [trial], trial, epoch_result(1, 0.6))  # the best epoch
+    predictions = {"index": np.array([4, 9, 2]), "true": np.array([0, 3, 6]), "predicted": np.array([0, 3, 3]),
+                   "proba": np.full((3, 7), 1 / 7, np.float32)}
+    last = epoch_result(2, 0.6, {"row": row_of(0.6), EPOCH_VALUES: {"val_macro_f1": 0.45},
+                                 "predictions": predictions})
+    last[TESTED] = True
+    callback.on_trial_result(2, [trial], trial, last)
+    assert "predictions" not in last["artifacts"] and "row" in last["artifacts"]  # what Ray keeps of it
+    callback.on_trial_complete(2, [trial], trial)
+
+    epochs = sorted(pq.read_table(out / "epochs.parquet").to_pylist(), key=lambda r: r["epoch"])
+    assert [r["val_macro_f1"] for r in epochs] == [0.6, 0.45]
+    assert not any(TESTED in r or EPOCH_VALUES in r for r in epochs)
+    (row,) = pq.read_table(out / "trials.parquet").to_pylist()
+    assert row["val_macro_f1"] == 0.6 and row["status"] == "completed"
+    stored = pq.read_table(out / "predictions.parquet").to_pylist()
+    assert [(r["trial_id"], r["index"], r["true"], r["predicted"]) for r in stored] == [
+        ("t1", 4, "angry", "angry"), ("t1", 9, "happy", "happy"), ("t1", 2, "neutral", "happy")]

@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from fercore.sweep import internals, state
+from fercore.sweep.searchers import TESTED
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -76,12 +77,47 @@ def test_fercore_search_tells_fail_where_ray_would_leave_a_trial_running():
     search = _Search(space=space, metric="m", mode="max", study_name="s", storage=storage, seed=0)
     for trial_id in ("nan", "none", "ok"):
         search.suggest(trial_id)
-    search.on_trial_complete("nan", {"m": math.nan})
+    search.on_trial_complete("nan", {"m": math.nan, TESTED: True})
     search.on_trial_complete("none", None)
-    search.on_trial_complete("ok", {"m": 0.5})
+    search.on_trial_complete("ok", {"m": 0.5, TESTED: True})
     assert states(storage) == ["FAIL", "FAIL", "COMPLETE"]
-    search.on_trial_complete("ok", {"m": 0.5})  # told before (a resumed sweep's persistent study): not told twice
+    search.on_trial_complete("ok", {"m": 0.5, TESTED: True})  # told before (a resumed sweep's persistent study)
     assert states(storage) == ["FAIL", "FAIL", "COMPLETE"]
+
+
+def test_a_trial_the_scheduler_stopped_is_told_pruned_and_a_tested_one_its_rows_value():
+    from fercore.sweep.searchers import RESUMED, STOPPED, _Search
+
+    storage = optuna.storages.InMemoryStorage()
+    search = _Search(space=space, metric="m", mode="max", study_name="s", storage=storage, seed=0)
+    for trial_id in ("tested", "stopped", "crashed", "diverged", "resumed_stopped", "resumed_tested"):
+        search.suggest(trial_id)
+    # Ray gives on_trial_complete the trial's last result: the tested one's carries its row's (best epoch's) value.
+    search.on_trial_complete("tested", {"epoch": 4, "m": 0.5, TESTED: True})
+    search.on_trial_complete("stopped", {"epoch": 2, "m": 0.9})  # ASHA's STOP: an epoch, never tested
+    search.on_trial_complete("crashed", {"epoch": 1, "m": 0.9}, error=True)
+    search.on_trial_complete("diverged", {"status": "diverged", "m": None})  # its own report of its end
+    search.on_trial_complete("resumed_stopped", {"m": 0.7, RESUMED: True, TESTED: False, STOPPED: True})
+    search.on_trial_complete("resumed_tested", {"m": 0.6, RESUMED: True, TESTED: True, STOPPED: False})
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL", "FAIL", "PRUNED", "COMPLETE"]
+    assert (trials[0].value, trials[5].value) == (0.5, 0.6)
+
+
+def test_a_config_with_a_seed_the_scheduler_stopped_is_told_pruned():
+    from fercore.sweep.searchers import _Repeater, _Search
+
+    storage = optuna.storages.InMemoryStorage()
+    search = _Search(space=space, metric="m", mode="max", study_name="s", storage=storage, seed=0)
+    repeater = _Repeater(search, repeat=2)
+    for trial_id in ("a1", "a2", "b1", "b2"):
+        repeater.suggest(trial_id)
+    repeater.on_trial_complete("a1", {"epoch": 3, "m": 0.4, TESTED: True})
+    repeater.on_trial_complete("a2", {"epoch": 1, "m": 0.9})  # stopped: its partial value is no seed's result
+    repeater.on_trial_complete("b1", {"epoch": 3, "m": 0.4, TESTED: True})
+    repeater.on_trial_complete("b2", {"epoch": 3, "m": 0.6, TESTED: True})
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE"] and trials[1].value == pytest.approx(0.5)
 
 
 def test_repeater_groups():
@@ -105,8 +141,8 @@ def test_fercore_repeater_averages_several_objectives_over_seeds():
     repeater = _Repeater(search, repeat=2)
     repeater.suggest("a")
     repeater.suggest("b")
-    repeater.on_trial_complete("a", {"m": 1.0, "n": 2.0})
-    repeater.on_trial_complete("b", {"m": 3.0, "n": math.nan})  # a seed without a value is left out of the mean
+    repeater.on_trial_complete("a", {"m": 1.0, "n": 2.0, TESTED: True})
+    repeater.on_trial_complete("b", {"m": 3.0, "n": math.nan, TESTED: True})  # a seed without a value is left out
     (trial,) = optuna.load_study(study_name="s", storage=storage).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == [2.0, 2.0]
 

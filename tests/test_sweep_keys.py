@@ -22,7 +22,8 @@ from fercore.sweep.spec import SweepSpec, load_sweep
     ("cache", "yes", "cache: expected true or false, got 'yes'"),
     ("time_budget_s", float("inf"), "time_budget_s: expected a number of seconds > 0, got inf"),
     ("optuna_storage", "", "optuna_storage: expected true, false, a file path or an SQLAlchemy URL, got ''"),
-    ("metric", [], "metric: expected a metric name or a list of them (e.g. [val_macro_f1, train_seconds]), got []"),
+    ("metric", [],
+     "metric: expected a metric name or a list of them (e.g. [val_macro_f1, classifier_seconds]), got []"),
     ("mode", "up", "mode: expected max or min (a list of them for several metrics), got 'up'"),
     ("grid", {}, "grid: expected a mapping of config keys to lists of values, e.g. {classifier.backbone: [cnn3, "
                  "linear]}, got {}"),

@@ -55,6 +55,7 @@ def test_smoke_shrinks_sizes_but_keeps_the_sweeps_design():
     assert spec.fixed["classifier.width"] == 64, "the sweep itself is not changed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEPS)
 def test_sweep_runs_with_smoke(tmp_path, local_ray, name):
     from fercore.sweep import run_sweep

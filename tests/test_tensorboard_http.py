@@ -191,6 +191,7 @@ def _metrics(entry: dict) -> dict[str, float]:
     return {m["name"]["tag"]: m["value"] for m in entry.get("metricValues", [])}
 
 
+@pytest.mark.slow
 def test_hparams_experiment_is_the_union_of_all_trials_configs(server):
     exp = server.experiment()
     infos = {h["name"]: h for h in exp["hparamInfos"]}

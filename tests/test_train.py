@@ -20,6 +20,7 @@ def make_trainer(data, **overrides):
                    device=torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_resumed_trainer_ends_with_the_same_weights(tiny_faces, tmp_path):
     straight = make_trainer(tiny_faces, **{"classifier.schedule": "cosine", "classifier.optimizer": "sgd"})
     list(straight.epochs())
@@ -39,6 +40,7 @@ def test_resumed_trainer_ends_with_the_same_weights(tiny_faces, tmp_path):
     assert straight.best_epoch == resumed.best_epoch
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_patience(tiny_faces):
     # At a learning rate of ~0 the predictions, and so validation macro-F1, cannot improve after the first epoch.
     t = make_trainer(tiny_faces, **{"classifier.lr": 1e-6, "classifier.epochs": 20, "classifier.patience": 2,

@@ -10,6 +10,7 @@ from fercore.labels import CLASSES
 from tests.conftest import TINY_TRIAL
 
 
+@pytest.mark.slow
 def test_one_whole_trial_on_tiny_data(tiny_faces, monkeypatch):
     seen = {}
     fit = CGAN.fit
@@ -51,6 +52,7 @@ def test_one_whole_trial_on_tiny_data(tiny_faces, monkeypatch):
     assert row["status"] == "completed" and 1 <= row["best_epoch"] <= 2
 
 
+@pytest.mark.slow
 def test_real_only_trial_trains_no_generator(tiny_faces, monkeypatch):
     monkeypatch.setattr(CGAN, "fit", lambda *a, **k: pytest.fail("policy none must not train a generator"))
     config = {k: v for k, v in TINY_TRIAL.items() if k != "classifier.width"}  # cnn3's key, not resnet18's
@@ -59,6 +61,7 @@ def test_real_only_trial_trains_no_generator(tiny_faces, monkeypatch):
     assert result.row["n_train_synthetic"] == 0 and "samples_png" not in result.artifacts
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(tiny_faces):
     cfg = {**TINY_TRIAL, "augment.policy": "none", "classifier.epochs": 1}
     a = trial.run(cfg, tiny_faces, lambda *a: None).row
@@ -66,6 +69,7 @@ def test_same_seed_same_result(tiny_faces):
     assert a["test_macro_f1"] == b["test_macro_f1"] and a["val_loss"] == b["val_loss"]
 
 
+@pytest.mark.slow
 def test_trial_command_prints_metrics_as_json_last(capsys, tmp_path):
     args = [f"{k}={v}" for k, v in TINY_TRIAL.items()] + ["classifier.epochs=1"]
     assert main(["trial", *args, "--storage", str(tmp_path)]) == 0

@@ -9,7 +9,7 @@ from fercore.cache import CacheStore
 from fercore.labels import CLASSES
 from tests.conftest import TINY_TRIAL
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 AUGMENTED = {**TINY_TRIAL, "augment.policy": "balance", "classifier.epochs": 1}
 
 

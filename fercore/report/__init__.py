@@ -2,7 +2,11 @@
 (the same blocks rendered twice) with PNG plots beside them.
 
     tables.py       load the folder, compute the figures (pandas)
-    outcomes.py     sections 0-5: header and leak warning, best trials, uplift, real share, early stopping, recall
+    outcomes.py     sections 0-5: header and leak warning, best trials (by validation), uplift and gain over the
+                    oversampling control, real share, early stopping, recall
+    configs.py      trials grouped into configs over seeds, pairs of configs differing in one key, Holm's correction
+    resample.py     the two-level bootstrap (seeds, then test images) and p-values, numpy only
+    across.py       sections 2.1 and 2.2: per-config means over seeds, paired comparisons
     diagnostics.py  sections 6-10: confusion, generator quality, embeddings, importance and Pareto front, leakage
     importance.py   Optuna's fANOVA importance on a study rebuilt from the rows; the Pareto front
     plots.py        matplotlib (Agg), one function per figure
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fercore.atomic import atomic_write
-from fercore.report import diagnostics, outcomes
+from fercore.report import across, diagnostics, outcomes
+from fercore.report.configs import compare
 from fercore.report.render import Block, Image, to_html, to_markdown
 from fercore.report.tables import load
 
@@ -35,7 +40,9 @@ def build(results_dir: str | Path, out: str | Path) -> tuple[str, list[Block]]:
     res = load(results_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    comparisons = compare(res, across.MAX_CONFIGS)
     blocks = [*outcomes.header(res), *outcomes.best(res), *outcomes.uplift(res, out),
+              *across.seeds_section(res, comparisons), *across.pairs_section(res, comparisons),
               *outcomes.real_share_section(res, out), *outcomes.epochs_section(res, out),
               *outcomes.recall_section(res, out), *diagnostics.confusion_section(res, out),
               *diagnostics.quality_section(res, out), *diagnostics.embeddings_section(res, out),

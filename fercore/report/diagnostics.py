@@ -33,7 +33,7 @@ def _describe(row: pd.Series) -> str:
 
 
 def confusion_section(res: Results, out: Path) -> list[Block]:
-    blocks: list[Block] = [Heading("6. Confusion matrices: best real-only vs best augmented trial")]
+    blocks: list[Block] = [Heading("6. Confusion matrices: best real-only vs best augmented trial by validation")]
     if res.confusion.empty:
         return blocks + [Paragraph("This folder has no confusion counts (confusion.parquet is missing or empty: "
                                    "sweeps before it existed did not write it).")]
@@ -42,12 +42,13 @@ def confusion_section(res: Results, out: Path) -> list[Block]:
     aug = augmented(done)
     panels, picked = [], []
     for label, part in (("Best real-only", done[~aug]), ("Best augmented", done[aug])):
-        row = best_by(part)
+        row = best_by(part, res.selection)
         if row is None:
             continue
         matrix = confusion_matrix(res.confusion, row["trial_id"])
-        panels.append((f"{label}: trial {row['trial_id']} ({_describe(row)})\n"
-                       f"test macro-F1 {fmt(row.get('test_macro_f1'))}", matrix))
+        name = (f"{label}: trial {row['trial_id']} ({_describe(row)})\n{res.selection[0]} "
+                f"{fmt(row.get(res.selection[0]))}, test macro-F1 {fmt(row.get('test_macro_f1'))}")
+        panels.append((name, matrix))
         picked.append((label, row, matrix))
     if not panels:
         return blocks + [Paragraph("No completed trial has confusion counts.")]
@@ -68,8 +69,9 @@ def confusion_section(res: Results, out: Path) -> list[Block]:
     missing = "" if len(picked) == 2 else (
         " The sweep has no completed augmented trial with confusion counts." if picked[0][0].endswith("real-only")
         else " The sweep has no completed real-only trial with confusion counts.")
-    return blocks + [Paragraph("Test-split confusion counts of the best trial of each kind by test macro-F1; colour is "
-                               "the share of the true class's images (rows sum to 1)." + missing),
+    return blocks + [Paragraph(f"Test-split confusion counts of the best trial of each kind by {res.selection[0]} "
+                               f"(validation: the test split picks no trial); colour is the share of the true "
+                               f"class's images (rows sum to 1)." + missing),
                      Image("confusion.png", "confusion matrices", title + ".")]
 
 
@@ -110,7 +112,9 @@ def quality_section(res: Results, out: Path) -> list[Block]:
     return blocks + [
         Paragraph("Each augmented trial's pool quality, measured by the reference classifier on the training split, "
                   "against its test macro-F1 uplift. Pools of one generator differ between trials in size and filter"
-                  + (f"; the table shows the 30 largest uplifts of {len(aug)}." if len(aug) > 30 else ".")),
+                  + (f"; the table shows the 30 largest test uplifts of {len(aug)}, an exploratory listing (best 30 "
+                     f"of {len(aug)} by test: their uplifts overstate what such pools buy)." if len(aug) > 30
+                     else ".")),
         Table(["trial", "generator", "FID", "conditional accuracy", "embedding JSD", "filter acceptance",
                "uplift [95 % CI]"], rows, caption="Generator quality and uplift per augmented trial"),
         Image("quality_vs_uplift.png", "generator quality against uplift", title + ".")]
@@ -128,12 +132,14 @@ def embeddings_section(res: Results, out: Path) -> list[Block]:
         return blocks + [Paragraph("No completed augmented trial has embedding points.")]
     types = group_labels(done, "generator.type")
     picks = []
+    metric, mode = res.selection
     for g in sorted(types.unique()):
-        row = best_by(done[types == g])
-        if row is None:  # no test macro-F1: any of the type's trials will do
+        row = best_by(done[types == g], res.selection)
+        if row is None:  # no validation figure: any of the type's trials will do
             row = done[types == g].iloc[0]
         picks.append((g, row))
-    picks.sort(key=lambda p: -(p[1].get("test_macro_f1") if finite(p[1].get("test_macro_f1")) else -1))
+    sign = -1 if mode == "max" else 1  # the types whose chosen trial validated best first
+    picks.sort(key=lambda p: sign * p[1].get(metric) if finite(p[1].get(metric)) else np.inf)
     left_out = [g for g, _ in picks[MAX_EMBEDDING_PANELS:]]
     picks = picks[:MAX_EMBEDDING_PANELS]
     panels = [(f"{g}: trial {row['trial_id']}, embedding JSD {fmt(row.get('gen_embedding_jsd'))}",
@@ -152,8 +158,9 @@ def embeddings_section(res: Results, out: Path) -> list[Block]:
         Paragraph("The reference classifier's features of up to 100 real and 100 synthetic training images per class, "
                   "projected on the 2-D PCA fitted on the real images' features only: the fixed ruler on which "
                   "gen_embedding_jsd (Jensen-Shannon distance of the two 2-D histograms) was measured. One panel per "
-                  "generator type, its best augmented trial by test macro-F1 (report 004, figure 7, with PCA "
-                  "instead of t-SNE)." + (f" Generator types beyond the {MAX_EMBEDDING_PANELS} with the best trials, "
+                  f"generator type, its best augmented trial by {metric} (validation; report 004, figure 7, with "
+                  f"PCA instead of t-SNE)." + (f" Generator types beyond the {MAX_EMBEDDING_PANELS} with the best "
+                                              f"trials, "
                                           f"not shown: {', '.join(left_out)}." if left_out else "")),
         Image("embeddings.png", "real and synthetic embeddings", title + ".")]
 

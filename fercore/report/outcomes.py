@@ -1,5 +1,5 @@
-"""Sections 0-5 of the report, what the sweep measured: the header (with the leak warning first), the best trials,
-the synthetic uplift, macro-F1 against the real share, the early-stopping epoch and per-class recall by setting.
+"""Sections 0-5 of the report, what the sweep measured: the header (with the leak warning first), the best trials by
+validation, the synthetic uplift beside the gain over the oversampling control, macro-F1 against the real share, the early-stopping epoch and per-class recall by setting.
 
 Each section returns its blocks and writes its PNGs into OUT; when the sweep has no data for it, a sentence says why.
 """
@@ -14,9 +14,9 @@ from fercore.numbers import finite
 from fercore.report import plots
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, fmt, fmt_ci,
-    fmt_value, group_labels, leak_trials, num, real_share, recall_by_setting, share_curves, uplift_groups,
-    uplift_trials, varying_keys)
+    COMPARISONS, DASH, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, fmt,
+    fmt_ci, fmt_value, group_labels, has_column, leak_trials, num, real_share, recall_by_setting, share_curves,
+    uplift_groups, uplift_trials, varying_keys)
 from fercore.sections import DESCRIBED
 
 MAX_INLINE_KEYS = 4  # more varying keys than this share one "other varying keys" column
@@ -91,36 +91,69 @@ def config_cells(row: pd.Series, keys: list[str]) -> list[str]:
 
 
 def best(res: Results) -> list[Block]:
-    blocks: list[Block] = [Heading("1. Best trials by test macro-F1")]
-    top = best_trials(res.trials)
+    metric, mode = res.selection
+    blocks: list[Block] = [Heading(f"1. Best trials by {metric}, the validation figure the sweep chose on")]
+    top = best_trials(res.trials, res.selection)
     if top.empty:
-        return blocks + [Paragraph("No trial completed with a test macro-F1, so there is nothing to rank.")]
+        return blocks + [Paragraph(f"No completed trial has both {metric} and a test macro-F1, so there is nothing "
+                                   f"to rank.")]
     shown = [k for k in DESCRIBED if k in res.trials]
     others = [k for k in varying_keys(res.trials) if k not in shown]
     inline = others if len(others) <= MAX_INLINE_KEYS else []
-    columns = ["trial", "test macro-F1 [95 % CI]", "test accuracy [95 % CI]", "val macro-F1", *shown, *inline]
+    chosen = [] if metric == "val_macro_f1" else [metric]
+    columns = ["trial", *chosen, "val macro-F1", "test macro-F1 [95 % CI]", "test accuracy [95 % CI]", *shown,
+               *inline]
     if others and not inline:
         columns.append("other varying keys")
     rows = []
     for _, r in top.iterrows():
-        cells = [str(r["trial_id"]),
+        cells = [str(r["trial_id"]), *[fmt(r.get(m)) for m in chosen], fmt(r.get("val_macro_f1")),
                  fmt_ci(r.get("test_macro_f1"), r.get("test_macro_f1_ci_low"), r.get("test_macro_f1_ci_high")),
                  fmt_ci(r.get("test_accuracy"), r.get("test_accuracy_ci_low"), r.get("test_accuracy_ci_high")),
-                 fmt(r.get("val_macro_f1")), *config_cells(r, shown), *config_cells(r, inline)]
+                 *config_cells(r, shown), *config_cells(r, inline)]
         if others and not inline:
             cells.append("; ".join(f"{k}={fmt_value(r.get(k))}" for k in others
                                    if applies(k, r) and fmt_value(r.get(k)) != DASH))
         rows.append(cells)
     done = len(res.completed)
-    text = (f"The top {len(top)} of {plural(done, 'completed trial')} by test macro-F1, with 95 % bootstrap intervals "
-            f"over the test images. Trials were selected on {res.objectives[0][0]}; the test split is read once per "
-            f"trial. Config columns: the keys that vary across the sweep ({DASH}: does not apply, e.g. a generator "
-            f"key of a real-only trial).")
+    direction = "highest" if mode == "max" else "lowest"
+    text = (f"The top {len(top)} of {plural(done, 'completed trial')} by {metric} ({direction} first; the best "
+            f"epoch's value, the one the sweep's searcher was told), with each chosen trial's test figures beside it "
+            f"and their 95 % bootstrap intervals over the test images. The test split is read once per trial and "
+            f"chooses nothing here: a trial picked by its test score would overstate what it scores on new images."
+            f"{res.selection_note} Config columns: the keys that vary across the sweep ({DASH}: does not apply, e.g. "
+            f"a generator key of a real-only trial).")
     return blocks + [Paragraph(text), Table(columns, rows)]
 
 
+CONTROL_ANSWERS = (
+    "The gain over the oversampling control answers \"did the synthetic content help\": the control trains on the "
+    "same per-class counts with the same schedule, its synthetic images replaced by real training images of the "
+    "class drawn again, so the gain is what the synthetic images carry; the uplift over real-only also counts the "
+    "extra gradient steps and the rebalancing.")
+
+
+def _comparison_note(aug: pd.DataFrame) -> list[str]:
+    """Sentences on the comparisons besides the uplift: which answers the question, and why one is missing."""
+    notes = [CONTROL_ANSWERS]
+    if not has_column(aug, "gain_control_test_macro_f1"):
+        notes.append("These trials have no gain over the oversampling control (gain_control_test_macro_f1): they "
+                     "predate the control, or augment.paired_baseline was false; so this section cannot tell the "
+                     "synthetic content from more steps and rebalancing.")
+    ratio = aug[group_labels(aug, "augment.policy") == "real_ratio"]
+    if not ratio.empty:
+        notes.append("At real_ratio r the generator was trained on every real training image, so its images carry "
+                     "information from the 1 - r share the classifier never saw; the gain over the real subset "
+                     "(gain_subset_*, the r share of real images alone) is real_ratio's own comparison."
+                     + ("" if has_column(ratio, "gain_subset_test_macro_f1") else
+                        " These real_ratio trials have no gain_subset_* columns (they predate the real-subset "
+                        "control), so only the comparisons above are shown."))
+    return notes
+
+
 def uplift(res: Results, out: Path) -> list[Block]:
-    blocks: list[Block] = [Heading("2. Synthetic uplift over the real-only baseline")]
+    blocks: list[Block] = [Heading("2. Synthetic uplift over the real-only baseline and gain over the oversampling "
+                                   "control")]
     done = res.completed
     n_aug = int(augmented(done).sum())
     if n_aug == 0:
@@ -130,17 +163,28 @@ def uplift(res: Results, out: Path) -> list[Block]:
         return blocks + [Paragraph(f"{plural(n_aug, 'completed trial')} used synthetic images but none has a paired "
                                    f"uplift (uplift_test_macro_f1): their real-only baselines were not trained "
                                    f"(augment.paired_baseline false).")]
+    metric = res.selection[0]
     blocks.append(Paragraph(
         "Uplift = the augmented trial's test macro-F1 minus that of the real-only baseline with the same backbone, "
-        "training config and seed, scored on the same test images; the 95 % interval is a paired bootstrap over "
-        "those images. An interval wholly above 0 is a gain the test set can tell apart from noise."))
-    columns = ["trials", "mean uplift", "best uplift [95 % CI]", "best trial", "interval above 0",
-               "interval below 0"]
+        "training config and seed, scored on the same test images; gain over control = the same difference against "
+        "the oversampling control. Each 95 % interval is a paired bootstrap over those images; one wholly above 0 "
+        "is a gain the test set can tell apart from noise. " + " ".join(_comparison_note(aug))
+        + f" Per group, the trial shown is the one {metric} (validation) chose, not the one with the largest test "
+          f"figure; section 2.1 gives each config's mean over seeds."))
+    present = [(n, c) for n, c in COMPARISONS if has_column(aug, c)]
+    label = {"uplift": "uplift over real-only", "control": "gain over control", "subset": "gain over real subset"}
+    columns = ["trials", *[f"mean {label[n]}" for n, _ in present], "trial chosen on validation",
+               *[f"its {label[n]} [95 % CI]" for n, _ in present],
+               *[f"{label[n]}: intervals above / below 0" for n, _ in present]]
     for key, name in (("generator.type", "generator type"), ("augment.policy", "policy")):
-        groups = uplift_groups(aug, key)
-        rows = [[g.group, str(g.trials), fmt(g.mean, signed=True), fmt_ci(g.best, g.best_low, g.best_high, True),
-                 str(g.best_trial), str(g.above), str(g.below)] for g in groups.itertuples()]
-        blocks.append(Table([name, *columns], rows, caption=f"Test macro-F1 uplift per {name}"))
+        groups = uplift_groups(aug, key, res.selection)
+        rows = [[g["group"], str(g["trials"]), *[fmt(g[f"{n}_mean"], signed=True) for n, _ in present],
+                 f"{g['chosen_trial']} ({metric} {fmt(g['chosen_value'])})" if g["chosen_trial"] is not None
+                 else DASH,
+                 *[fmt_ci(g[f"{n}_chosen"], g[f"{n}_low"], g[f"{n}_high"], True) for n, _ in present],
+                 *[f"{g[f'{n}_above']} / {g[f'{n}_below']}" if g[f"{n}_n"] else DASH for n, _ in present]]
+                for _, g in groups.iterrows()]
+        blocks.append(Table([name, *columns], rows, caption=f"Test macro-F1 uplift and gain over control per {name}"))
     points = pd.DataFrame({"group": group_labels(aug, "generator.type"),
                            "trial_id": aug["trial_id"], "uplift": num(aug, "uplift_test_macro_f1"),
                            "low": num(aug, "uplift_test_macro_f1_low"), "high": num(aug, "uplift_test_macro_f1_high")})
@@ -150,6 +194,19 @@ def uplift(res: Results, out: Path) -> list[Block]:
     plots.uplift_by_trial(points, out / "uplift_by_trial.png", title)
     blocks.append(Image("uplift_by_trial.png", "test macro-F1 uplift per augmented trial, grouped by generator type",
                         "Each augmented trial's test macro-F1 uplift with its paired 95 % interval."))
+    if has_column(aug, "gain_control_test_macro_f1"):
+        gains = points.assign(uplift=num(aug, "gain_control_test_macro_f1"),
+                              low=num(aug, "gain_control_test_macro_f1_low"),
+                              high=num(aug, "gain_control_test_macro_f1_high"))
+        gains = gains[gains["uplift"].notna()]
+        above, below = int((gains["low"] > 0).sum()), int((gains["high"] < 0).sum())
+        title = (f"Gain over the oversampling control: interval above 0 in {above} of "
+                 f"{plural(len(gains), 'augmented trial')}, below 0 in {below}")
+        plots.uplift_by_trial(gains, out / "gain_over_control_by_trial.png", title, "gain over control")
+        blocks.append(Image("gain_over_control_by_trial.png", "test macro-F1 gain over the oversampling control per "
+                            "augmented trial", "Each augmented trial's test macro-F1 gain over its oversampling "
+                            "control (same counts and schedule, real images drawn again) with its paired 95 % "
+                            "interval: what the synthetic content added."))
     blocks += class_uplift_blocks(aug, out)
     return blocks
 
@@ -163,11 +220,18 @@ def class_uplift_blocks(aug: pd.DataFrame, out: Path) -> list[Block]:
     title = (f"Synthetic images changed {plots.HIGHLIGHT} recall by {fmt(focus, signed=True)} on average; "
              f"other classes by {fmt(rest, signed=True)}")
     plots.class_uplift_bars(table, out / "uplift_per_class.png", title)
-    rows = [[r["class"], str(r["trials"]), fmt(r["mean"], signed=True), str(r["gained"]), str(r["lost"]),
-             fmt(r["real"], 0), fmt(r["synthetic"], 0)] for _, r in table.iterrows()]
-    return [Paragraph(f"Per class: the change in test recall (per-class accuracy) over the baseline, averaged over "
-                      f"the {plural(len(aug), 'augmented trial')}, and how many synthetic images each class got."),
-            Table(["class", "trials", "mean uplift of test recall", "trials gained", "trials lost",
+    control = table["control"].notna().any()
+    rows = [[r["class"], str(r["trials"]), fmt(r["mean"], signed=True),
+             *([fmt(r["control"], signed=True)] if control else []),
+             str(r["gained"]), str(r["lost"]), fmt(r["real"], 0), fmt(r["synthetic"], 0)] for _, r in table.iterrows()]
+    return [Paragraph("Per class: the change in test recall (per-class accuracy) over the real-only baseline"
+                      + (" and over the oversampling control (the column that isolates the synthetic content)"
+                         if control else " (no gain over the oversampling control was measured: "
+                                         "gain_control_test_recall_<class> is absent)")
+                      + f", averaged over the {plural(len(aug), 'augmented trial')}, and how many synthetic images "
+                        f"each class got."),
+            Table(["class", "trials", "mean uplift of test recall",
+                   *(["mean gain of test recall over control"] if control else []), "trials gained", "trials lost",
                    "mean real train images", "mean synthetic train images"], rows,
                   caption="Per-class test recall uplift"),
             Image("uplift_per_class.png", "mean test recall uplift per class", title + ".")]
@@ -316,6 +380,7 @@ def _recall_title(table: pd.DataFrame) -> str:
     if base and finite(row[base]):
         if others.max() <= row[base]:
             return f"No augmentation setting beat {base} on {focus} recall ({row[base]:.2f})"
-        return f"{name} recall: {row[base]:.2f} {base}, best {others.max():.2f} with {best_setting}"
-    return f"{name} recall highest with {best_setting} ({others.max():.2f})"
+        return (f"{name} recall: {row[base]:.2f} {base}, highest {others.max():.2f} with {best_setting} "
+                f"(best of {len(others)} on test: exploratory)")
+    return f"{name} recall highest with {best_setting} ({others.max():.2f}; best of {len(others)} on test: exploratory)"
 

@@ -67,8 +67,9 @@ def _wrap(label: str, width: int) -> str:
     return "\n".join([*lines, line.rstrip()])
 
 
-def uplift_by_trial(points: pd.DataFrame, path: Path, title: str) -> None:
-    """POINTS: group, trial_id, uplift, low, high. One error bar per trial, trials grouped (sorted) by group."""
+def uplift_by_trial(points: pd.DataFrame, path: Path, title: str, what: str = "uplift") -> None:
+    """POINTS: group, trial_id, uplift, low, high. One error bar per trial, trials grouped (sorted) by group. WHAT:
+    "uplift" (over the real-only baseline) or "gain over control" (over the oversampling control)."""
     plt = _plt()
     groups = sorted(points["group"].unique())
     colours = _colours(groups)
@@ -84,8 +85,9 @@ def uplift_by_trial(points: pd.DataFrame, path: Path, title: str) -> None:
     ax.axhline(0, color="black", linewidth=1)
     ax.set_xticks([t for t, _ in ticks], [g for _, g in ticks])
     ax.set_xlim(-1, x - 1)
-    ax.set_xlabel("generator type (one point per augmented trial, sorted by uplift)")
-    ax.set_ylabel("test macro-F1 uplift over real-only baseline\n(paired bootstrap 95 % interval)")
+    ax.set_xlabel(f"generator type (one point per augmented trial, sorted by {what})")
+    over = "real-only baseline" if what == "uplift" else "oversampling control"
+    ax.set_ylabel(f"test macro-F1 {what.split(' over')[0]} over {over}\n(paired bootstrap 95 % interval)")
     ax.legend(loc="best", fontsize=8)
     _save(fig, path, title)
 

@@ -1,5 +1,6 @@
 """Load one sweep's results folder and compute the figures the report shows: trials.parquet (one wide row per
-trial: config, metrics, per-class figures), confusion.parquet, embeddings.parquet and sweep.json. epochs.parquet,
+trial: config, metrics, per-class figures), confusion.parquet, embeddings.parquet, predictions.parquet (each trial's
+test predictions, image by image) and sweep.json. epochs.parquet,
 per_class.parquet and generators.parquet hold nothing the sections need beyond those. Loading compacts the folder's
 tables first (fercore.results.compact), also while its sweep runs.
 
@@ -26,6 +27,8 @@ from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS, compact
 from fercore.sections import AUGMENT
 
 DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
+PREDICTIONS = "predictions.parquet"  # the name fercore.results writes it under (issue 15's contract)
+PREDICTION_COLUMNS = ("trial_id", "index", "true", "predicted")  # and p_<class> per class
 DASH = "–"  # a value that does not apply or was not measured
 REAL_ONLY = "real only"
 PAIRED_BASELINE = "real-only baseline (paired)"  # a column derived from the uplift, when no trial is real only
@@ -41,6 +44,7 @@ class Results:
     embeddings: pd.DataFrame = field(default_factory=pd.DataFrame)
     record: dict[str, Any] = field(default_factory=dict)  # sweep.json, {} when absent
     integer_keys: frozenset[str] = frozenset()  # trials.parquet's integer columns (pandas makes them floats with nulls)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty when absent or of another shape
 
     @property
     def name(self) -> str:
@@ -52,6 +56,25 @@ class Results:
         metrics, modes = self.record.get("metrics") or [], self.record.get("modes") or []
         pairs = [(m, d) for m, d in zip(metrics, modes) if d in ("max", "min")]
         return pairs or [DEFAULT_OBJECTIVE]
+
+    @property
+    def selection(self) -> tuple[str, str]:
+        """The (metric, mode) trials are ranked and picked by: the sweep's first objective that trials report before
+        the test split is read and that the table holds (what its searcher chose on), else val_macro_f1 (max).
+        Never a test figure: a trial picked by its test score overstates what it would score on new images."""
+        for metric, mode in self.objectives:
+            if "test" not in metric and metric.startswith("val_") and num(self.trials, metric).notna().any():
+                return metric, mode
+        return DEFAULT_OBJECTIVE
+
+    @property
+    def selection_note(self) -> str:
+        """Why the selection metric is not the sweep's first objective, or ''."""
+        first = self.objectives[0][0]
+        if self.selection[0] == first:
+            return ""
+        return (f" The sweep's first objective, {first}, is not a validation figure the table holds, so trials are "
+                f"ranked by {self.selection[0]} instead.")
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -102,8 +125,11 @@ def load(folder: str | Path) -> Results:
             record = json.loads((folder / SWEEP_RECORD).read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"{folder / SWEEP_RECORD}: not readable as JSON ({e})") from e
+    predictions = _read(folder / PREDICTIONS)
+    if not all(c in predictions for c in PREDICTION_COLUMNS):
+        predictions = pd.DataFrame()  # absent, empty, or not the table this report reads: the sections say so
     return Results(folder, trials, _read(folder / CONFUSION), _read(folder / EMBEDDINGS),
-                   record if isinstance(record, dict) else {}, integer_keys)
+                   record if isinstance(record, dict) else {}, integer_keys, predictions)
 
 
 # Formatting: three decimals everywhere, intervals as `0.412 [0.380, 0.445]`, a dash for what is missing.
@@ -242,19 +268,24 @@ def _is_float(text: str) -> bool:
 
 # Figures of the sections.
 
-def best_trials(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
-    """The K completed trials with the highest test macro-F1."""
-    done = completed(df)
-    done = done[num(done, "test_macro_f1").notna()]
-    return done.assign(_f1=num(done, "test_macro_f1")).sort_values(["_f1", "trial_id"], ascending=[False, True]) \
-        .head(k).drop(columns="_f1")
-
-
-def best_by(df: pd.DataFrame, metric: str = "test_macro_f1") -> pd.Series | None:
+def ranked(df: pd.DataFrame, objective: tuple[str, str]) -> pd.DataFrame:
+    """DF's rows with a value of the objective, best first (ties by trial id)."""
+    metric, mode = objective
     values = num(df, metric)
-    if values.notna().sum() == 0:
-        return None
-    return df.loc[values.idxmax()]
+    part = df[values.notna()].assign(_v=values[values.notna()])
+    return part.sort_values(["_v", "trial_id"], ascending=[mode == "min", True], kind="stable").drop(columns="_v")
+
+
+def best_trials(df: pd.DataFrame, objective: tuple[str, str] = DEFAULT_OBJECTIVE, k: int = 5) -> pd.DataFrame:
+    """The K completed trials with a test macro-F1 that are best by OBJECTIVE (the sweep's validation metric)."""
+    done = completed(df)
+    return ranked(done[num(done, "test_macro_f1").notna()], objective).head(k)
+
+
+def best_by(df: pd.DataFrame, objective: tuple[str, str] = DEFAULT_OBJECTIVE) -> pd.Series | None:
+    """The row of DF that OBJECTIVE ranks first, or None when no row has a value of it."""
+    order = ranked(df, objective)
+    return None if order.empty else order.iloc[0]
 
 
 def uplift_trials(df: pd.DataFrame) -> pd.DataFrame:
@@ -263,29 +294,45 @@ def uplift_trials(df: pd.DataFrame) -> pd.DataFrame:
     return done[augmented(done) & num(done, "uplift_test_macro_f1").notna()]
 
 
-def uplift_groups(aug: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Per value of KEY: trials, mean uplift, the best uplift with its interval, and how many trials' intervals lie
-    wholly above 0 and wholly below 0."""
+COMPARISONS = (("uplift", "uplift_test_macro_f1"), ("control", "gain_control_test_macro_f1"),
+               ("subset", "gain_subset_test_macro_f1"))  # over real-only, over the oversampling control, the r share
+
+
+def has_column(df: pd.DataFrame, col: str) -> bool:
+    return num(df, col).notna().any()
+
+
+def uplift_groups(aug: pd.DataFrame, key: str, objective: tuple[str, str] = DEFAULT_OBJECTIVE) -> pd.DataFrame:
+    """Per value of KEY: trials; per comparison (uplift over real-only, gain over the oversampling control, gain over
+    the real subset) the mean, how many trials' intervals lie wholly above / below 0, and the figure of the trial
+    OBJECTIVE (validation) picks in the group, with its interval. NaN where a comparison was not measured."""
     rows = []
     values = aug[key].fillna(DASH) if key in aug else pd.Series(DASH, index=aug.index)
     for group, part in aug.groupby(values, sort=True):
-        up, lo, hi = (num(part, c) for c in ("uplift_test_macro_f1", "uplift_test_macro_f1_low",
-                                             "uplift_test_macro_f1_high"))
-        best = up.idxmax()
-        rows.append({"group": str(group), "trials": len(part), "mean": up.mean(), "best": up[best],
-                     "best_low": lo[best], "best_high": hi[best], "best_trial": part.loc[best, "trial_id"],
-                     "above": int((lo > 0).sum()), "below": int((hi < 0).sum())})
+        pick = best_by(part, objective)
+        row = {"group": str(group), "trials": len(part), "chosen_trial": None if pick is None else pick["trial_id"],
+               "chosen_value": np.nan if pick is None else num(part, objective[0])[pick.name]}
+        for name, col in COMPARISONS:
+            v, lo, hi = num(part, col), num(part, f"{col}_low"), num(part, f"{col}_high")
+            row |= {f"{name}_mean": v.mean(), f"{name}_above": int((lo > 0).sum()),
+                    f"{name}_below": int((hi < 0).sum()), f"{name}_n": int(v.notna().sum()),
+                    **({f"{name}_chosen": v[pick.name], f"{name}_low": lo[pick.name], f"{name}_high": hi[pick.name]}
+                       if pick is not None else {f"{name}_chosen": np.nan, f"{name}_low": np.nan,
+                                                 f"{name}_high": np.nan})}
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def class_uplift(aug: pd.DataFrame) -> pd.DataFrame:
-    """Per class: mean uplift of test recall across AUG's trials, how many gained / lost, and the mean real and
-    synthetic training images of the class."""
+    """Per class: mean uplift of test recall across AUG's trials, how many gained / lost, the mean gain of test
+    recall over the oversampling control (NaN when not measured), and the mean real and synthetic training images
+    of the class."""
     rows = []
     for c in CLASSES:
         up = num(aug, f"uplift_test_recall_{c}")
         rows.append({"class": c, "trials": int(up.notna().sum()), "mean": up.mean(), "gained": int((up > 0).sum()),
-                     "lost": int((up < 0).sum()), "real": num(aug, f"n_train_real_{c}").mean(),
+                     "lost": int((up < 0).sum()), "control": num(aug, f"gain_control_test_recall_{c}").mean(),
+                     "real": num(aug, f"n_train_real_{c}").mean(),
                      "synthetic": num(aug, f"n_train_synthetic_{c}").mean()})
     return pd.DataFrame(rows)
 

@@ -10,8 +10,10 @@ at the 10,000th trial as at the first, and compact() merges the parts when the s
   confusion.parquet   one row per trial and (true, predicted) class pair: the test split's counts
   embeddings.parquet  per trial with synthetic images: up to 100 points per class and source (real / synthetic),
                       projected on the 2-D ruler gen_embedding_jsd was measured on (fercore.metrics.embedding)
+  predictions.parquet one row per trial and test image: trial_id, index (in the test split), true and predicted
+                      class, p_<class> (each class's probability): any two trials compared paired after the sweep
 per_class and generators are derived from the trial rows alone (also those loaded back on resume), so each trial
-counts once; confusion and embeddings come from the trial's artifacts and are keyed by trial id too.
+counts once; confusion, embeddings and predictions come from the trial's artifacts and are keyed by trial id too.
 
     rows.py         table names; per-class figures, generator rows, result figures and curves of a trial row
     parts.py        one table as a folder of parts: append, replace a key's rows, grow the schema, compact
@@ -19,11 +21,12 @@ counts once; confusion and embeddings come from the trial's artifacts and are ke
     tensorboard.py  TensorBoardWriter and the confusion-matrix picture
 """
 from fercore.results.parts import write_table_atomic
-from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, SOURCES, SWEEP_RECORD, TRIALS,
-                                  class_figure, generator_rows, is_curve, is_result_metric, per_class_rows)
+from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, PREDICTIONS, SOURCES,
+                                  SWEEP_RECORD, TRIALS, class_figure, generator_rows, is_curve, is_result_metric,
+                                  per_class_rows)
 from fercore.results.store import ResultsStore, compact
 from fercore.results.tensorboard import TensorBoardWriter, confusion_image, draw_confusion
 
-__all__ = ["CONFUSION", "EMBEDDINGS", "EPOCHS", "GENERATORS", "PER_CLASS", "SOURCES", "SWEEP_RECORD", "TRIALS",
-           "ResultsStore", "TensorBoardWriter", "class_figure", "compact", "confusion_image", "draw_confusion",
-           "generator_rows", "is_curve", "is_result_metric", "per_class_rows", "write_table_atomic"]
+__all__ = ["CONFUSION", "EMBEDDINGS", "EPOCHS", "GENERATORS", "PER_CLASS", "PREDICTIONS", "SOURCES", "SWEEP_RECORD",
+           "TRIALS", "ResultsStore", "TensorBoardWriter", "class_figure", "compact", "confusion_image",
+           "draw_confusion", "generator_rows", "is_curve", "is_result_metric", "per_class_rows", "write_table_atomic"]

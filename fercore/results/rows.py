@@ -24,6 +24,7 @@ PER_CLASS = "per_class.parquet"
 GENERATORS = "generators.parquet"
 CONFUSION = "confusion.parquet"
 EMBEDDINGS = "embeddings.parquet"
+PREDICTIONS = "predictions.parquet"
 SWEEP_RECORD = "sweep.json"  # what the sweep asked for, written by fercore.sweep, read by fercore.report
 SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
 
@@ -59,6 +60,7 @@ def per_class_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 def generator_row(key: str, source: dict[str, Any], built: bool, trials: int, cache_hits: int) -> dict[str, Any]:
     """The generators.parquet row of generator KEY, whose config and figures come from trial row SOURCE."""
+    seconds = source.get("generator_seconds") if built else None
     return {
         "generator_key": key,
         # What its cache key holds: the generator config, the data set, the image size and the seed.
@@ -67,7 +69,9 @@ def generator_row(key: str, source: dict[str, Any], built: bool, trials: int, ca
         "data.image_size": source.get("data.image_size"),
         "seed": source.get("seed"),
         **{k: v for k, v in source.items() if k.startswith("gen_") and is_number(v) and not names_a_class(k)},
-        "generator_seconds": source.get("generator_seconds") if built else None,
+        "generator_seconds": seconds,
+        # Its cost per trial that used it: what a trial's row cannot say (generator_seconds is 0-ish on a cache hit).
+        "generator_seconds_amortised": seconds / trials if seconds is not None and trials else None,
         "trials": trials,
         "cache_hits": cache_hits,
         "source_trial_id": source["trial_id"],
@@ -81,7 +85,8 @@ def generator_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     The config, data fingerprint, seed and overall gen_* quality figures come from the trial that built the generator
     (generator_cache_hit false, the first by trial id if several did), else from the first trial that used it; that
     trial is `source_trial_id`, and `built_in_sweep` says whether it built the generator. generator_seconds is the
-    builder's (generator training plus its pool and quality figures) and empty when no trial here built it. The
+    builder's (generator training plus its pool and quality figures) and empty when no trial here built it;
+    generator_seconds_amortised is that divided by the trials that used it (`trials`). The
     gen_* figures measure the source trial's filtered pool; every trial's own are in trials.parquet.
     """
     users: dict[str, list[dict[str, Any]]] = {}

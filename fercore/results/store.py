@@ -16,12 +16,13 @@ import pyarrow.parquet as pq
 
 from fercore.labels import CLASSES
 from fercore.results.parts import PartedTable, by_runs, compact_table, restore_interrupted_migration
-from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, SOURCES, TRIALS,
-                                  GeneratorUse, per_class_rows, scalars)
+from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, PREDICTIONS, SOURCES,
+                                  TRIALS, GeneratorUse, per_class_rows, scalars)
 
 # Each table's key: the columns whose values name the rows that a trial recorded again replaces.
 TABLE_KEYS = {TRIALS: ("trial_id",), EPOCHS: ("trial_id", "epoch"), PER_CLASS: ("trial_id",),
-              GENERATORS: ("generator_key",), CONFUSION: ("trial_id",), EMBEDDINGS: ("trial_id",)}
+              GENERATORS: ("generator_key",), CONFUSION: ("trial_id",), EMBEDDINGS: ("trial_id",),
+              PREDICTIONS: ("trial_id",)}
 
 
 @contextmanager
@@ -72,7 +73,10 @@ class ResultsStore:
         self.tables[PER_CLASS].put((trial_id,), per_class_rows(row))
 
     def add_artifacts(self, trial_id: str, artifacts: dict[str, Any]) -> None:
-        """The trial's test confusion matrix (rows true, columns predicted) and embedding points, when it has them."""
+        """The trial's test confusion matrix (rows true, columns predicted), embedding points and per-image test
+        predictions, when it has them."""
+        if artifacts.get("predictions") is not None:
+            self.tables[PREDICTIONS].put((trial_id,), predictions_table(trial_id, artifacts["predictions"]))
         if "confusion" in artifacts:
             matrix = np.asarray(artifacts["confusion"])
             self.tables[CONFUSION].put((trial_id,), [
@@ -105,6 +109,24 @@ class ResultsStore:
         compact(self.folder)
 
 
+def predictions_table(trial_id: str, predictions: dict[str, Any]) -> pa.Table:
+    """A trial's rows of predictions.parquet, from its artifacts["predictions"] ({"index": test index, "true" and
+    "predicted": class ids, "proba": n x classes}): trial_id, index, true, predicted (class names), and p_<class>,
+    each class's probability, so two trials are compared image by image (paired) after the sweep."""
+    index = np.asarray(predictions["index"], dtype=np.int64)
+    proba = np.asarray(predictions["proba"], dtype=np.float32).reshape(len(index), -1)
+    if proba.shape[1] > len(CLASSES):
+        raise ValueError(f"predictions: {proba.shape[1]} class probabilities per image, but there are "
+                         f"{len(CLASSES)} classes")
+    names = np.asarray(CLASSES, dtype=object)
+    return pa.table({
+        "trial_id": pa.array([trial_id] * len(index), pa.string()),
+        "index": pa.array(index),
+        "true": pa.array(names[np.asarray(predictions["true"], dtype=int)], pa.string()),
+        "predicted": pa.array(names[np.asarray(predictions["predicted"], dtype=int)], pa.string()),
+        **{f"p_{c}": pa.array(proba[:, i]) for i, c in enumerate(CLASSES[:proba.shape[1]])}})
+
+
 def compact(folder: str | Path) -> list[str]:
     """Merge each table's parts into one, its rows in the order of a whole rewrite (trials as recorded, epochs by
     trial and epoch, per-trial tables by trial id, generators by first use) and return the names of the tables it
@@ -115,7 +137,7 @@ def compact(folder: str | Path) -> list[str]:
         return []
     by_trial = (("trial_id",), _by_trial)
     orders = {TRIALS: None, EPOCHS: (("trial_id", "epoch"), _by_trial_and_epoch), PER_CLASS: by_trial,
-              CONFUSION: by_trial, EMBEDDINGS: by_trial,
+              CONFUSION: by_trial, EMBEDDINGS: by_trial, PREDICTIONS: by_trial,
               GENERATORS: (("generator_key",), lambda keys: _by_first_use(folder / TRIALS, keys))}
     with folder_lock(folder):
         return [name for name, order in orders.items() if compact_table(folder / name, order)]

@@ -16,10 +16,15 @@ from fercore.config import resolve
 from fercore.errors import UserError
 from fercore.results import ResultsStore, TensorBoardWriter
 from fercore.sweep import internals, state
-from fercore.sweep.trainable import CONFIG, trial_config
+from fercore.sweep.searchers import TESTED
+from fercore.sweep.trainable import CONFIG, EPOCH_VALUES, trial_config
 
 RAY_KEYS = internals.ray_result_keys() | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
-                                          "time_this_iter_s", "timesteps_total", "episodes_total"}
+                                          "time_this_iter_s", "timesteps_total", "episodes_total", TESTED}
+# Artifacts stored from the trial's last report, then dropped from the result Ray keeps as the trial's last result:
+# Ray writes every trial's last result into its experiment state at each step of its loop, and a trial's test
+# predictions (a row per test image) would make that state grow by their size with every finished trial.
+STORED_ONLY = ("predictions",)
 TUNE_DIR = "tune"  # Ray Tune's experiment state, under the sweep's results folder
 
 
@@ -80,6 +85,11 @@ class ResultsCallback(tune.Callback):
             self._last.setdefault(trial.trial_id, where)
             return
         metrics = {k: v for k, v in result.items() if k not in RAY_KEYS and v is not None}
+        # The last report's objectives are the row's (fercore.sweep.trainable); the epochs table keeps the epoch's own.
+        metrics.update(artifacts.pop(EPOCH_VALUES, {}))
+        if any(k in artifacts for k in STORED_ONLY):
+            # Ray lets a callback change the result in place; it keeps it as the trial's last result after this call.
+            result["artifacts"] = {k: v for k, v in result["artifacts"].items() if k not in STORED_ONLY}
         if artifacts:
             self._artifacts[trial.trial_id] = artifacts
         metrics["node_ip"] = where["node_ip"]

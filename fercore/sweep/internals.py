@@ -17,7 +17,8 @@ WRITTEN_AGAINST = {"ray": "2.60.", "optuna": "5."}  # version prefixes the priva
 PRIVATE = (
     ("ray.tune.search.optuna.OptunaSearch", "_ot_trials",
      "Ray trial id -> Optuna trial: a trial without a finite value of every objective is told FAIL (Ray's "
-     "on_trial_complete tells None or NaN as COMPLETE, which Optuna refuses, leaving the trial RUNNING)"),
+     "on_trial_complete tells None or NaN as COMPLETE, which Optuna refuses, leaving the trial RUNNING), and one "
+     "the scheduler stopped PRUNED (Ray's tells its last epoch's value as COMPLETE)"),
     ("ray.tune.search.optuna.OptunaSearch", "_ot_study", "the study that such a trial is told to"),
     ("ray.tune.search.optuna.OptunaSearch", "_completed_trials",
      "the Ray trial ids told so far: a trial told here is added, as Ray's on_trial_complete adds its own"),
@@ -87,6 +88,14 @@ def tell_failed(search, trial_id: str) -> None:
     import optuna
 
     search._ot_study.tell(search._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+    mark_completed(search, trial_id)
+
+
+def tell_pruned(search, trial_id: str) -> None:
+    """Tell SEARCH's study that Ray trial TRIAL_ID was stopped by the scheduler (Optuna's PRUNED), and mark it told."""
+    import optuna
+
+    search._ot_study.tell(search._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
     mark_completed(search, trial_id)
 
 

@@ -154,11 +154,14 @@ KEYS: tuple[SweepKey, ...] = (
                   "before the sweep starts: every value must be valid where its key applies, and every key must "
                   "apply to some point"),
     SweepKey("metric", "custom", "val_macro_f1",
-             expected_text="a metric name or a list of them (e.g. [val_macro_f1, train_seconds])",
+             expected_text="a metric name or a list of them (e.g. [val_macro_f1, classifier_seconds])",
              accepts=_metric_names,
              help="the objective, or a list of them (the Pareto front is then marked in trials.parquet's pareto "
-                  "column); a test_ metric is refused: the test split is read once, at the end, and must not steer "
-                  "the search"),
+                  "column): a figure every epoch reports (val_*, train_loss, lr; the value told to Optuna is the "
+                  "best epoch's, whose weights were tested) or a cost: classifier_seconds (the classifier's own "
+                  "training, the cost objective), generator_seconds, paired_seconds, train_seconds (the whole "
+                  "trial, cache hits included). A name with test in it is refused: the test split is read once, at "
+                  "the end, and must not steer the search"),
     SweepKey("mode", "custom", "max", expected_text="max or min (a list of them for several metrics)",
              accepts=_modes, default_text="max (one per metric: required with several)",
              help="whether each metric is maximised or minimised"),

@@ -126,7 +126,8 @@ def _load_data(fixed: dict[str, Any]) -> FaceSet:
 
 
 def _recorded_objectives(spec: SweepSpec, out: Path) -> dict[str, dict[str, Any]]:
-    return {tid: {m: row.get(m) for m in spec.metrics} for tid, row in ResultsStore(out).trials.items()}
+    return {tid: {**{m: row.get(m) for m in spec.metrics}, "status": row.get("status")}
+            for tid, row in ResultsStore(out).trials.items()}
 
 
 def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, location: SweepFolder,

@@ -20,6 +20,24 @@ from fercore.sweep.spaces import FixedSpace
 from fercore.sweep.spec import SweepSpec
 
 RESUMED = "resumed"  # result key of a finished trial that a resumed sweep re-reports instead of running
+# Result keys that say how a trial ended (fercore.sweep.trainable sets them):
+TESTED = "tested"  # its objectives are its row's (the best epoch's, whose weights were tested): told COMPLETE
+STOPPED = "stopped"  # stopped before it was tested (a resumed sweep's re-report of such a trial): told PRUNED
+
+
+def outcome(result: dict | None, metrics: list[str], error: bool = False) -> str:
+    """How a trial that ended with RESULT is told to Optuna: COMPLETE when it was tested and has a finite value of
+    every objective (its row's); PRUNED when the scheduler stopped it (it reported epochs but was never tested, so
+    its last epoch's value is not the value of a tested model); FAIL otherwise (it diverged, failed, crashed, was
+    cut off, or never reported a value)."""
+    result = result or {}
+    if error:
+        return "FAIL"
+    if result.get(TESTED):
+        return "COMPLETE" if all(finite(result.get(m)) for m in metrics) else "FAIL"
+    if result.get(STOPPED) or "epoch" in result:
+        return "PRUNED"
+    return "FAIL"
 
 
 def _objectives(metric: str | list[str]) -> list[str]:
@@ -27,9 +45,9 @@ def _objectives(metric: str | list[str]) -> list[str]:
 
 
 class _Search(OptunaSearch):
-    """Ray's OptunaSearch, closing every Optuna trial: a trial without a finite value of every objective (it
-    diverged, failed, was cut off, or never reported one) is told FAIL. Ray's would tell None or NaN as a COMPLETE
-    value, which Optuna refuses, leaving the trial RUNNING in the study (and in optuna-dashboard)."""
+    """Ray's OptunaSearch, closing every Optuna trial as `outcome` says: COMPLETE with its row's values, PRUNED when
+    the scheduler stopped it, else FAIL. Ray's would tell a stopped trial's last epoch as COMPLETE, and None or NaN
+    as a COMPLETE value, which Optuna refuses, leaving the trial RUNNING in the study (and in optuna-dashboard)."""
 
     def on_trial_result(self, trial_id: str, result: dict):
         if isinstance(self.metric, str) and not finite(result.get(self.metric)):
@@ -43,27 +61,40 @@ class _Search(OptunaSearch):
             # Resumed with a persistent study (optuna_storage): it was told before the driver stopped.
             internals.mark_completed(self, trial_id)
             return
-        if internals.search_completed(self, trial_id) or all(finite((result or {}).get(m))
-                                                             for m in _objectives(self.metric)):
+        told = outcome(result, _objectives(self.metric), error)
+        if internals.search_completed(self, trial_id) or told == "COMPLETE":
             return super().on_trial_complete(trial_id, result, error)
-        internals.tell_failed(self, trial_id)
+        if told == "PRUNED":
+            internals.tell_pruned(self, trial_id)
+        else:
+            internals.tell_failed(self, trial_id)
 
 
 class _Repeater(Repeater):
-    """Ray's Repeater (sweep key `seeds`), averaging each of several objectives over a config's seeds; a seed
-    without a value is left out of the mean (Ray's takes one metric and fails on a missing value)."""
+    """Ray's Repeater (sweep key `seeds`), averaging each of several objectives over a config's seeds, each seed's
+    value its row's (the best epoch's); a seed without a value (it failed) is left out of each objective's mean, and a
+    config with a seed the scheduler stopped is told PRUNED: the mean of its other seeds would flatter it (Ray's
+    takes one metric and fails on a missing value)."""
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs):
         metrics = _objectives(self.searcher.metric)
-        scores = [float(v) if finite(v := (result or {}).get(m)) else math.nan for m in metrics]
-        group = internals.report_repeat(self, trial_id, scores)
+        error = kwargs.get("error", False)
+        tested = not error and bool((result or {}).get(TESTED))
+        scores = [float(v) if tested and finite(v := (result or {}).get(m)) else math.nan for m in metrics]
+        pruned = outcome(result, metrics, error) == "PRUNED"
+        group = internals.report_repeat(self, trial_id, scores + [float(pruned)])  # the last score: stopped or not
         if group is None:
             return
         primary, every_seed = group
+        every_seed = np.array(every_seed, dtype=float)
+        if every_seed[:, -1].any():
+            self.searcher.on_trial_complete(primary, result={STOPPED: True})
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # every seed failed: the mean is NaN, told as FAIL
-            means = np.nanmean(np.array(every_seed, dtype=float), axis=0)
-        self.searcher.on_trial_complete(primary, result=dict(zip(metrics, means.tolist())), **kwargs)
+            means = np.nanmean(every_seed[:, :-1], axis=0)
+        # The group's result says how it ended; the last seed's own error flag is not the group's.
+        self.searcher.on_trial_complete(primary, result={**dict(zip(metrics, means.tolist())), TESTED: True})
 
 
 class _Grid(GridSampler):

@@ -18,12 +18,14 @@ import yaml
 
 from fercore import config
 from fercore.errors import UserError
+from fercore.metrics.reported import epoch_metrics, objectives, objectives_text
 from fercore.sweep import keys
 from fercore.sweep.checks import check_draws, check_grid, config_lines
 from fercore.sweep.keys import SweepError, gpu_problem
 from fercore.sweep.spaces import list_sweeps, load_space, sweep_dirs
 
-EPOCH_METRICS = ("train_loss", "lr")  # reported every epoch, as every val_ metric is: what ASHA can judge trials on
+EPOCH_METRICS = epoch_metrics()  # reported every epoch: what ASHA can judge trials on
+OBJECTIVES = objectives()  # reported before the test split is read: what a sweep may optimise
 
 
 def _default(name: str):
@@ -187,9 +189,14 @@ def _read_objectives(raw: dict, spec: SweepSpec, errors: list[str]) -> None:
     for m in sorted({m for m in metrics if metrics.count(m) > 1}):
         errors.append(f"metric: {m} is listed twice")
     for m in metrics:
-        if m.startswith("test_"):
+        if "test" in m:
+            instead = f"val_{m.removeprefix('test_')}"
             errors.append(f"metric: {m}: the test split is read once, at the end, and must not steer the search; "
-                          f"use val_{m.removeprefix('test_')}")
+                          + (f"use {instead}; " if m.startswith("test_") and instead in OBJECTIVES else "")
+                          + f"valid: {objectives_text()}")
+        elif m not in OBJECTIVES:
+            errors.append(f"metric: {m}: no trial reports it before its test split is read; valid: "
+                          f"{objectives_text()}")
     if "mode" not in raw:
         if len(metrics) > 1:
             errors.append(f"mode: missing; give one mode (max or min) per metric, e.g. mode: "
@@ -219,7 +226,7 @@ def _read_scheduler(raw: dict, spec: SweepSpec, errors: list[str]) -> None:
         errors.append(f"scheduler.type: asha stops trials on one metric, which would cut the Pareto front of "
                       f"{', '.join(spec.metrics)} short; use scheduler: {{type: none}} (the default with several "
                       f"metrics)")
-    elif not (spec.metric.startswith("val_") or spec.metric in EPOCH_METRICS):
+    elif spec.metric in OBJECTIVES and spec.metric not in EPOCH_METRICS:
         errors.append(f"scheduler.type: asha compares trials on {spec.metric} every epoch, but it is measured only "
                       f"at the end; use a val_ metric (e.g. val_macro_f1) or scheduler: {{type: none}}")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fercore.cache import CacheStore
 from fercore.numbers import finite
-from fercore.results import ResultsStore
+from fercore.results import EPOCHS, PREDICTIONS, TRIALS, ResultsStore
 from fercore.sections import DESCRIBED
 from fercore.sweep.spec import SweepSpec
 from fercore.sweep.storage import SweepFolder
@@ -31,7 +31,8 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
         _print_best(done, spec)
     _print_cache(cache)
     where = location.where if location is not None else lambda name: f"{out}/{name}"
-    print(f"Results: {where('trials.parquet')}, {where('epochs.parquet')}")
+    tables = [TRIALS, EPOCHS] + ([PREDICTIONS] if store.tables[PREDICTIONS].index else [])  # trials sent predictions
+    print("Results: " + ", ".join(where(name) for name in tables))
     if location is not None and location.uri:
         print(f"  uploaded with tb/ from the driver's working copy {out}")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")

@@ -18,10 +18,15 @@ from fercore.cache import CacheStore
 from fercore.config import resolve
 from fercore.data import FaceSet
 from fercore.errors import UserError
-from fercore.sweep.searchers import RESUMED
+from fercore.sweep.searchers import RESUMED, STOPPED, TESTED
 from fercore.sweep.spaces import flat_config
 
 CONFIG = "config"  # the artifacts key of the resolved flat config, sent with the trial's first report
+# The trial's last report (the one whose artifacts hold its row) carries, under each objective's name, the row's value:
+# the best epoch's, whose weights were tested, not the last epoch's. So ASHA's last view of the trial and the value
+# Optuna is told (Ray gives the searcher the trial's last result) are the value trials.parquet holds. TESTED marks
+# such a result; the last epoch's own values of those keys travel in artifacts[EPOCH_VALUES], for the epochs table.
+EPOCH_VALUES = "epoch_values"
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -36,17 +41,26 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 
 class _Reporter:
     """fercore.trial's report(epoch, metrics, artifacts) as tune.report, and the trial's own account of its end.
-    Ray wants the searcher's metrics in every result: an objective measured only at the end (train_seconds) is None
-    until then. The first report carries the resolved config, once it is known."""
+    Ray wants the searcher's metrics in every result: an objective measured only at the end (classifier_seconds) is
+    None until then. The first report carries the resolved config, once it is known; the last one the row's values
+    of the objectives (TESTED)."""
 
     def __init__(self, objectives: tuple[str, ...]):
+        self.objectives = objectives
         self.unmeasured = dict.fromkeys(objectives)
         # Several nodes of one machine share an IP address (a local test cluster); the node id tells them apart.
         self.node_id = ray.get_runtime_context().get_node_id()
         self.config: dict[str, Any] | None = None  # resolved and not yet sent
 
     def __call__(self, epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
-        self._report({**self.unmeasured, **metrics, "node_id": self.node_id}, artifacts)
+        result = {**self.unmeasured, **metrics, "node_id": self.node_id}
+        row = (artifacts or {}).get("row")
+        if row is not None:  # the last report: the objectives as the row holds them (TESTED says why)
+            tested = {m: row[m] for m in self.objectives if m in row}
+            artifacts = {**artifacts, EPOCH_VALUES: {m: metrics[m] for m in tested if m in metrics}}
+            result.update(tested)
+            result[TESTED] = True
+        self._report(result, artifacts)
 
     def ended(self, status: str, reason: str) -> None:
         """The trial's last result, without an epoch: it diverged, or its config cannot run."""
@@ -75,7 +89,8 @@ def trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheS
     if recorded is not None:
         # Resumed: this trial finished (its row is in trials.parquet) after Ray's last experiment checkpoint, so Ray
         # restarts it. It is not run again: its recorded objectives go back to the searcher.
-        tune.report({**dict.fromkeys(objectives), **{m: recorded.get(m) for m in objectives}, RESUMED: True})
+        tune.report({**dict.fromkeys(objectives), **{m: recorded.get(m) for m in objectives}, RESUMED: True,
+                     TESTED: recorded.get("status") == "completed", STOPPED: recorded.get("status") == "stopped"})
         return
     report = _Reporter(objectives)
     try:

@@ -1,0 +1,36 @@
+"""The names a trial reports before its test split is read: what a sweep may optimise (its objectives), in one place.
+
+Every epoch: the training loss, the learning rate and the validation split's classification figures (fercore.train
+measures them with fercore.metrics.classification, per class for the canonical classes). Once, at the end: the
+trial's costs in seconds. tests/test_sweep_objectives.py checks EPOCH_FIGURES against what an epoch really reports.
+"""
+from __future__ import annotations
+
+from fercore.labels import CLASSES
+
+# The validation split's figures of every epoch: val_<figure>, and val_<figure>_<class> for each class.
+EPOCH_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "auroc")
+EPOCH_CLASS_FIGURES = ("precision", "recall", "f1")
+EPOCH_TRAINING = ("train_loss", "lr")
+# Measured once, when the trial ends. classifier_seconds is the classifier's own training (no generator, no paired
+# models); generator_seconds its generator's training or cache load; paired_seconds the baseline and controls trained
+# in the trial; train_seconds the whole trial's wall time, which depends on what earlier trials left in the cache.
+COSTS = ("classifier_seconds", "generator_seconds", "paired_seconds", "train_seconds")
+
+
+def epoch_metrics(class_names: tuple[str, ...] = CLASSES) -> tuple[str, ...]:
+    """What every epoch reports: the names ASHA can compare trials on."""
+    return (EPOCH_TRAINING + tuple(f"val_{f}" for f in EPOCH_FIGURES)
+            + tuple(f"val_{f}_{c}" for f in EPOCH_CLASS_FIGURES for c in class_names))
+
+
+def objectives(class_names: tuple[str, ...] = CLASSES) -> tuple[str, ...]:
+    """Every name a sweep's metric may be: each epoch's figures and the costs."""
+    return epoch_metrics(class_names) + COSTS
+
+
+def objectives_text() -> str:
+    """The valid objectives in one line, the per-class ones written once with <class>."""
+    per_class = ", ".join(f"val_{f}_<class>" for f in EPOCH_CLASS_FIGURES)
+    return (", ".join(EPOCH_TRAINING + tuple(f"val_{f}" for f in EPOCH_FIGURES)) + f", {per_class} (<class>: "
+            f"{', '.join(CLASSES)}), " + ", ".join(COSTS))

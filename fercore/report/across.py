@@ -1,0 +1,116 @@
+"""Sections 2.1 and 2.2 of the report, the answers across seeds: each config's mean over its seeds (test macro-F1,
+uplift over real-only, gain over the oversampling control and over the real subset) with two-level bootstrap
+intervals, and the paired comparisons of configs that differ in one key. Holm's correction covers every test in both.
+The figures come from fercore.report.configs; this file words them.
+"""
+from __future__ import annotations
+
+import math
+
+from fercore.report.configs import LEVEL, MAX_PAIRS, MIN_SEEDS_ALONE, Comparisons, Estimate, describe, \
+    varying_config_keys
+from fercore.report.render import Block, Heading, Paragraph, Table
+from fercore.report.resample import RESAMPLES
+from fercore.report.tables import DASH, Results, fmt, fmt_ci, fmt_value
+
+MAX_CONFIGS = 30  # configs listed (best mean validation first); every config's tests count in Holm's correction
+LABELS = {"uplift": "uplift over real-only", "control": "gain over control", "subset": "gain over real subset"}
+CORRECTION = f"Holm-Bonferroni (family-wise error {LEVEL:.0%})"
+
+
+def _ci(e: Estimate | None, signed: bool = True) -> str:
+    return DASH if e is None else fmt_ci(e.mean, e.low, e.high, signed)
+
+
+def _p(e: Estimate | None) -> str:
+    if e is None:
+        return DASH
+    if not math.isfinite(e.p):
+        return f"no test ({e.seeds} seeds alone)"
+    return f"{e.holm:.3f}" + (" ✓" if e.survives else "")
+
+
+def _tests_line(comp: Comparisons) -> str:
+    return (f"p: two-sided, of \"the mean difference is 0\" (the mean over its two-level bootstrap standard error, "
+            f"read as a normal z), adjusted by {CORRECTION} over all "
+            f"{comp.tests} tests of sections 2.1 and 2.2 (each config's uplift and gains, each paired comparison); "
+            f"✓ marks a test that survives the correction. A difference with no test-image level (no predictions, no "
+            f"intervals) is tested only from {MIN_SEEDS_ALONE} seeds up.")
+
+
+def seeds_section(res: Results, comp: Comparisons) -> list[Block]:
+    blocks: list[Block] = [Heading("2.1 Across seeds: each config's mean over its seeds")]
+    configs = [c for c in comp.configs if c.f1 is not None or c.comparisons]
+    if not configs:
+        return blocks + [Paragraph("No completed trial has a test macro-F1, so there is no config to average.")]
+    metric = res.selection[0]
+    present = [n for n in LABELS if any(n in c.comparisons for c in configs)]
+    keys = varying_config_keys(configs)
+    columns = ["config", "seeds", f"mean {metric}", "mean test macro-F1 [95 % CI]",
+               *[x for n in present for x in (f"mean {LABELS[n]} [95 % CI]", f"Holm p ({LABELS[n]})")]]
+    rows = []
+    for c in configs[:MAX_CONFIGS]:
+        rows.append([describe(c.values, keys), str(len(c.trials)), fmt(c.objective), _ci(c.f1, signed=False),
+                     *[x for n in present for x in (_ci(c.comparisons.get(n)), _p(c.comparisons.get(n)))]])
+    seeds = sorted({len(c.trials) for c in configs})
+    sources = {c.f1.source for c in configs if c.f1 is not None}
+    if sources == {"predictions"}:
+        f1_how = ("the test images from predictions.parquet, one draw of images serving every chosen seed scored on "
+                  "the same test split (a draw per seed otherwise)")
+    elif "predictions" in sources:
+        f1_how = ("the test images from predictions.parquet where every seed of a config has them; elsewhere the "
+                  "per-trial figures, each seed's image level drawn from its own 95 % interval")
+    else:
+        f1_how = ("no predictions.parquet here (or not for these trials), so the per-trial figures: the seeds are "
+                  "drawn, each seed's image level from its trial's own 95 % interval (a normal of that width)")
+    text = (f"Configs: the completed trials grouped by every config key but the seed, best mean {metric} first; "
+            f"each figure is a mean over the config's seeds. Intervals: a two-level bootstrap ({RESAMPLES} "
+            f"resamples) that draws the seeds with replacement, then the test images: for test macro-F1, {f1_how}.")
+    if present:
+        text += (" For the uplift and the gains, the real-only baselines' and controls' predictions are not stored, "
+                 "so each seed's image level is drawn from its trial's paired 95 % interval. The gain over control "
+                 "is the column that answers \"did the synthetic content help\". " + _tests_line(comp))
+    if seeds == [1]:
+        text += (" Every config ran with one seed: an interval here holds the test images' variation alone and says "
+                 "nothing of what another seed would give (report sweeps set seeds: 3 or more).")
+    elif seeds[0] < 3:
+        text += (f" Some configs ran with {seeds[0]} seed{'s' if seeds[0] > 1 else ''}: so few seeds make the seed "
+                 f"level coarse.")
+    if len(configs) > MAX_CONFIGS:
+        text += (f" The table lists the {MAX_CONFIGS} configs with the best mean {metric} of {len(configs)}; every "
+                 f"config's tests count in the correction.")
+    return blocks + [Paragraph(text), Table(columns, rows, caption="Per config: means over seeds, 95 % intervals")]
+
+
+def pairs_section(res: Results, comp: Comparisons) -> list[Block]:
+    blocks: list[Block] = [Heading("2.2 Paired comparisons: configs that differ in one key")]
+    pairs = [p for p in comp.pairs if p.estimate is not None]
+    if not pairs:
+        return blocks + [Paragraph("No two configs differ in exactly one key and share a seed, so no setting can be "
+                                   "compared paired here (e.g. classifier.class_weights on vs off over the same "
+                                   "seeds).")]
+    keys = varying_config_keys(comp.configs)
+    rows = []
+    for p in pairs:
+        others = [k for k in keys if k != p.key]
+        shared = {k: v for k, v in p.a.values.items() if p.b.values.get(k) == v}
+        e = p.estimate
+        rows.append([p.key, f"{fmt_value(p.a.values[p.key])} → {fmt_value(p.b.values[p.key])}",
+                     describe(shared, others) if others else DASH, str(e.seeds),
+                     fmt_ci(e.mean, e.low, e.high, True), e.source, _p(e)])
+    by_predictions = all(p.estimate.source == "predictions" for p in pairs)
+    how = ("from the two trials' stored predictions: each resample draws the seeds, then the test images, and scores "
+           "both trials of a seed on the same images" if by_predictions else
+           "from the stored predictions ('predictions') where both trials of every seed have them: each resample "
+           "draws the seeds, then the test images, and scores both trials of a seed on the same images. Without "
+           "them ('unpaired intervals') the seeds are drawn and each seed's test-image level from the two trials' "
+           "own intervals combined as if independent, wider than the paired truth; without those ('seeds') the "
+           "per-seed differences are resampled over seeds alone")
+    text = (f"Two configs that differ in one key (every other key they both have is equal) and ran the same seeds, "
+            f"compared seed by seed: the mean over those seeds of test macro-F1 (right value minus left), its 95 % "
+            f"interval {how}. " + _tests_line(comp))
+    if len(comp.pairs) == MAX_PAIRS:
+        text += f" At most {MAX_PAIRS} pairs (by key) are computed; there may be more."
+    return blocks + [Paragraph(text), Table(["key", "values", "other keys (shared)", "seeds",
+                                             "difference in test macro-F1 [95 % CI]", "interval from", "Holm p"],
+                                            rows, caption="Paired differences in test macro-F1")]

@@ -1,0 +1,287 @@
+"""Trials grouped into configs (every config key but the seed), each config's figures over its seeds, and the pairs of
+configs that differ in one key: the figures of the report's sections 2.1 and 2.2, with the two-level bootstrap of
+fercore.report.resample and Holm's correction over every test they make.
+
+pandas and numpy only, no wording. A key null in a row (it does not apply to that trial, e.g. generator.type of a
+real-only trial) is part of its config as "absent"; two configs are compared on a key only where both have it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fercore.labels import CLASSES
+from fercore.report import resample
+from fercore.report.tables import COMPARISONS, Results, config_keys, distinct, fmt_value, num
+
+SEED_KEYS = ("seed", "data.fold")  # what repeats a config rather than changing it
+MAX_PAIRS = 40  # paired comparisons computed and listed (each a bootstrap over predictions)
+LEVEL = 0.05  # family-wise error rate of Holm's correction
+MIN_SEEDS_ALONE = 5  # a difference with no image level (no predictions, no intervals) is tested from this many seeds:
+#                      a bootstrap over 2 or 3 values that agree in sign gives p ~ 0.001, which they do not support
+
+
+@dataclass
+class Estimate:
+    """A mean over seeds with its two-level bootstrap interval and, for a difference, its p-values."""
+    mean: float
+    low: float
+    high: float
+    seeds: int
+    source: str  # "predictions" (seeds and test images), "intervals" (seeds, images from each trial's interval),
+    #              "unpaired intervals" (a pair's two trials' own intervals, combined), "seeds" (seeds alone)
+    p: float = math.nan  # two-sided p of "the mean is 0" (resample.p_value); NaN where nothing is tested
+    holm: float = math.nan  # p after Holm's correction over the report's tests
+
+    @property
+    def survives(self) -> bool:
+        return self.holm < LEVEL
+
+
+@dataclass
+class Config:
+    id: int
+    values: dict[str, Any]  # config key -> value, keys absent from this config left out
+    trials: pd.DataFrame  # its completed rows, one per seed (the first row of a seed that ran twice)
+    objective: float = math.nan  # mean over seeds of the selection metric
+    f1: Estimate | None = None  # test macro-F1
+    comparisons: dict[str, Estimate] = field(default_factory=dict)  # "uplift" / "control" / "subset" -> estimate
+
+
+@dataclass
+class Pair:
+    key: str
+    a: Config  # the reference value of KEY (none, off, the smaller number)
+    b: Config
+    seeds: list[Any]
+    estimate: Estimate | None = None  # test macro-F1 of b minus a, paired by seed and test image
+
+
+class Predictions:
+    """predictions.parquet as arrays per trial: test index, true class id, predicted class id (sorted by index)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        probs = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
+        names = set(frame["true"].astype(str)) | set(frame["predicted"].astype(str)) if not frame.empty else set()
+        if probs and names <= set(probs):
+            self.classes = probs
+        elif names <= set(CLASSES):
+            self.classes = list(CLASSES)
+        else:
+            self.classes = sorted(names)
+        ids = {c: i for i, c in enumerate(self.classes)}
+        self._by_trial: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for trial, part in frame.groupby("trial_id", sort=False):
+            part = part.sort_values("index")
+            self._by_trial[str(trial)] = (part["index"].to_numpy(np.int64),
+                                          part["true"].astype(str).map(ids).to_numpy(np.int64),
+                                          part["predicted"].astype(str).map(ids).to_numpy(np.int64))
+
+    def __contains__(self, trial_id: str) -> bool:
+        return str(trial_id) in self._by_trial
+
+    def __getitem__(self, trial_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._by_trial[str(trial_id)]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    return [k for k in config_keys(df) if k not in SEED_KEYS]
+
+
+def _value(v: Any) -> Any:
+    """A config value as a hashable key, None where the key does not apply."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def group_configs(done: pd.DataFrame, objective: tuple[str, str]) -> list[Config]:
+    """DONE's rows grouped by every config key but the seed, best mean OBJECTIVE (validation) first."""
+    cols = config_columns(done)
+    keys = [tuple(_value(v) for v in row) for row in done[cols].itertuples(index=False, name=None)] if cols \
+        else [()] * len(done)
+    groups: dict[tuple, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
+    configs = []
+    seed_col = next((k for k in SEED_KEYS if k in done), None)
+    for i, (key, positions) in enumerate(groups.items()):
+        part = done.iloc[positions]
+        if seed_col is not None:
+            part = part[~part[seed_col].duplicated() | part[seed_col].isna()]
+        values = {c: v for c, v in zip(cols, key) if v is not None}
+        configs.append(Config(i, values, part, float(num(part, objective[0]).mean())))
+    sign = -1 if objective[1] == "max" else 1
+    configs.sort(key=lambda c: (sign * c.objective if math.isfinite(c.objective) else math.inf, c.id))
+    return configs
+
+
+def seed_of(row: pd.Series) -> Any:
+    for k in SEED_KEYS:
+        if k in row and _value(row[k]) is not None:
+            return _value(row[k])
+    return 0  # a table without seeds: each config ran once
+
+
+def _aligned(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bool:
+    """Whether every seed's predictions cover the same test indices (one image draw then serves all)."""
+    first = arrays[0][0]
+    return all(len(a[0]) == len(first) and np.array_equal(a[0], first) for a in arrays)
+
+
+def _summary(draws: np.ndarray, mean: float, seeds: int, source: str, test: bool) -> Estimate:
+    """The estimate of DRAWS; a test (p) only where the draws hold the test images' noise or enough seeds."""
+    lo, hi = resample.interval(draws)
+    test = test and (source != "seeds" or seeds >= MIN_SEEDS_ALONE)
+    return Estimate(mean, lo, hi, seeds, source, resample.p_value(draws, mean) if test else math.nan)
+
+
+def f1_estimate(config: Config, predictions: Predictions | None, seed: int = 0) -> Estimate | None:
+    """Mean test macro-F1 over the config's seeds: two-level bootstrap from the predictions when every seed has
+    them, else the seeds of the per-trial figures with each trial's own interval as its image level."""
+    part = config.trials[num(config.trials, "test_macro_f1").notna()]
+    if part.empty:
+        return None
+    mean = float(num(part, "test_macro_f1").mean())
+    ids = part["trial_id"].astype(str).tolist()
+    if predictions is not None and all(t in predictions for t in ids):
+        arrays = [predictions[t] for t in ids]
+        draws = resample.bootstrap_predictions([a[1] for a in arrays], [a[2] for a in arrays],
+                                               predictions.num_classes, shared_images=_aligned(arrays), seed=seed)
+        return _summary(draws, mean, len(ids), "predictions", test=False)
+    lows, highs = num(part, "test_macro_f1_ci_low").to_numpy(), num(part, "test_macro_f1_ci_high").to_numpy()
+    have = bool(np.isfinite(lows).all() and np.isfinite(highs).all())
+    draws = resample.bootstrap_figures(num(part, "test_macro_f1").to_numpy(), lows if have else None,
+                                       highs if have else None, seed=seed)
+    return _summary(draws, mean, len(ids), "intervals" if have else "seeds", test=False)
+
+
+def comparison_estimate(config: Config, col: str, seed: int = 0) -> Estimate | None:
+    """Mean over seeds of a paired difference the trial measured (uplift_*, gain_control_*, gain_subset_*): the
+    baselines' and controls' predictions are not stored, so the image level is each trial's paired interval."""
+    values = num(config.trials, col)
+    part = config.trials[values.notna()]
+    if part.empty:
+        return None
+    lows, highs = num(part, f"{col}_low").to_numpy(), num(part, f"{col}_high").to_numpy()
+    have = bool(np.isfinite(lows).all() and np.isfinite(highs).all())
+    draws = resample.bootstrap_figures(num(part, col).to_numpy(), lows if have else None, highs if have else None,
+                                       seed=seed)
+    return _summary(draws, float(num(part, col).mean()), len(part), "intervals" if have else "seeds", test=True)
+
+
+def _order(values: list[Any]) -> list[Any]:
+    """A key's values, the reference first: none / off / false, then numbers ascending, then names."""
+    def rank(v: Any) -> tuple:
+        if v in ("none", False, "off") or v is None:
+            return (0, 0.0, "")
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            return (1, float(v), "")
+        return (2, 0.0, str(v))
+    return sorted(values, key=rank)
+
+
+def find_pairs(configs: list[Config]) -> list[Pair]:
+    """Pairs of configs that differ in exactly one key both have and share at least one seed, at most MAX_PAIRS,
+    grouped by that key."""
+    pairs = []
+    for i, a in enumerate(configs):
+        for b in configs[i + 1:]:
+            common = a.values.keys() & b.values.keys()
+            differ = [k for k in common if a.values[k] != b.values[k]]
+            if len(differ) != 1:
+                continue
+            key = differ[0]
+            first, second = (a, b) if _order([a.values[key], b.values[key]])[0] == a.values[key] else (b, a)
+            seeds_a = {seed_of(r): r for _, r in first.trials.iterrows()}
+            seeds_b = {seed_of(r): r for _, r in second.trials.iterrows()}
+            seeds = sorted(seeds_a.keys() & seeds_b.keys(), key=str)
+            if seeds:
+                pairs.append(Pair(key, first, second, seeds))
+    pairs.sort(key=lambda p: (p.key, str(p.a.values[p.key]), str(p.b.values[p.key]), p.a.id, p.b.id))
+    return pairs[:MAX_PAIRS]
+
+
+def pair_estimate(pair: Pair, predictions: Predictions | None, seed: int = 0) -> Estimate | None:
+    """Test macro-F1 of B minus A over their common seeds, each seed's two trials scored on the same test images.
+
+    From the predictions when both trials of every seed have them: two-level bootstrap, each image drawn for both.
+    Else from the per-trial figures: the seeds are drawn and each seed's image level from the two trials' own 95 %
+    intervals combined as if independent (wider than the paired truth, as the two models share their test images'
+    noise); without intervals, the seeds alone."""
+    rows_a = {seed_of(r): r for _, r in pair.a.trials.iterrows()}
+    rows_b = {seed_of(r): r for _, r in pair.b.trials.iterrows()}
+    ids = [(str(rows_a[s]["trial_id"]), str(rows_b[s]["trial_id"])) for s in pair.seeds]
+    figure = lambda row, col: float(pd.to_numeric(row.get(col), errors="coerce"))
+    diffs = np.array([figure(rows_b[s], "test_macro_f1") - figure(rows_a[s], "test_macro_f1") for s in pair.seeds])
+    if not np.isfinite(diffs).all():
+        return None
+    if predictions is not None and all(a in predictions and b in predictions for a, b in ids):
+        arrays = [(predictions[a], predictions[b]) for a, b in ids]
+        if all(np.array_equal(ia, ib) and np.array_equal(ta, tb) for (ia, ta, _), (ib, tb, _) in arrays):
+            draws = resample.bootstrap_predictions([a[1] for a, _ in arrays], [b[2] for _, b in arrays],
+                                                   predictions.num_classes, pred_a=[a[2] for a, _ in arrays],
+                                                   shared_images=_aligned([a for a, _ in arrays]), seed=seed)
+            return _summary(draws, float(diffs.mean()), len(ids), "predictions", test=True)
+    # Standard deviations of each trial's test macro-F1 over its test images, read off its 95 % interval.
+    sd = np.array([[(figure(r[s], "test_macro_f1_ci_high") - figure(r[s], "test_macro_f1_ci_low")) / (2 * resample.Z95)
+                    for s in pair.seeds] for r in (rows_a, rows_b)])
+    if np.isfinite(sd).all():
+        spread = resample.Z95 * np.sqrt((sd ** 2).sum(0))
+        draws = resample.bootstrap_figures(diffs, diffs - spread, diffs + spread, seed=seed)
+        return _summary(draws, float(diffs.mean()), len(ids), "unpaired intervals", test=True)
+    return _summary(resample.bootstrap_figures(diffs, seed=seed), float(diffs.mean()), len(ids), "seeds", test=True)
+
+
+@dataclass
+class Comparisons:
+    configs: list[Config]  # best mean validation first
+    pairs: list[Pair]
+    predictions: bool  # whether predictions.parquet was read
+    tests: int  # how many tests Holm's correction covered
+
+
+def compare(res: Results, max_configs: int) -> Comparisons:
+    """Configs with their estimates (test macro-F1 for the first MAX_CONFIGS, the comparisons for all: every one of
+    them is a test), the pairs with theirs, and Holm's correction over all those tests."""
+    done = res.completed
+    configs = group_configs(done, res.selection)
+    predictions = Predictions(res.predictions) if not res.predictions.empty else None
+    for n, config in enumerate(configs):
+        if n < max_configs:
+            config.f1 = f1_estimate(config, predictions, seed=n)
+        for name, col in COMPARISONS:  # measured by augmented trials only: NaN (no estimate) elsewhere
+            estimate = comparison_estimate(config, col, seed=n)
+            if estimate is not None:
+                config.comparisons[name] = estimate
+    pairs = find_pairs(configs)
+    for n, pair in enumerate(pairs):
+        pair.estimate = pair_estimate(pair, predictions, seed=len(configs) + n)
+    estimates = [e for c in configs for e in c.comparisons.values()] + [p.estimate for p in pairs if p.estimate]
+    tests = [e for e in estimates if math.isfinite(e.p)]
+    for e, adjusted in zip(tests, resample.holm([e.p for e in tests])):
+        e.holm = adjusted
+    return Comparisons(configs, pairs, predictions is not None, len(tests))
+
+
+def describe(values: dict[str, Any], keys: list[str]) -> str:
+    """KEYS of a config as 'key=value, ...' (keys it does not have left out)."""
+    return ", ".join(f"{k}={fmt_value(values[k])}" for k in keys if k in values) or "(one config)"
+
+
+def varying_config_keys(configs: list[Config]) -> list[str]:
+    """The config keys whose value differs between configs (absent counts as a value here)."""
+    keys: list[str] = []
+    for c in configs:
+        keys += [k for k in c.values if k not in keys]
+    return [k for k in keys if len(distinct(pd.Series([c.values.get(k) for c in configs], dtype=object))) > 1
+            or any(k not in c.values for c in configs)]
+
