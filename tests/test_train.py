@@ -92,6 +92,7 @@ def test_augmentations_are_off_at_zero_and_change_images_when_on():
     assert torch.allclose(augment(centre, Strengths(rotate=15), gen), centre, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_plateau_factor_and_patience_are_config_keys(tiny_faces):
     t = make_trainer(tiny_faces, **{"classifier.schedule": "plateau", "classifier.epochs": 5, "classifier.lr": 1e-3,
                                     "classifier.plateau_factor": 0.1, "classifier.plateau_patience": 1})
@@ -116,6 +117,7 @@ def test_weighted_validation_loss_is_torchs_weighted_cross_entropy():
     assert "val_weighted_loss" not in metrics_from_proba(torch.softmax(logits, 1).numpy(), labels, "val")
 
 
+@pytest.mark.slow
 def test_early_stopping_on_val_loss_judges_the_weighted_loss_with_class_weights(tiny_faces):
     t = make_trainer(tiny_faces, **{"classifier.class_weights": True, "classifier.early_stop": "val_loss",
                                     "classifier.epochs": 4})
