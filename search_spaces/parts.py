@@ -18,6 +18,7 @@ key means or which values it has, the suggestion is named `KEY@VARIANT` (`augmen
 sweep sets config key KEY from it.
 """
 from fercore import config
+from fercore.augment.policies import uses_generator
 
 
 def _declares(section: str, name: str, key: str) -> bool:
@@ -68,7 +69,7 @@ def policy(trial, policies=None) -> str:
     chosen = trial.suggest_categorical("augment.policy", list(policies or POLICIES))
     if chosen == "real_ratio":
         trial.suggest_float("augment.real_ratio", 0.1, 0.9)
-    elif chosen == "per_class":
+    elif chosen in ("per_class", "oversample_per_class"):  # the same target, met by synthetic or repeated real faces
         trial.suggest_int("augment.per_class_target", 250, 4000, log=True)
     elif chosen == "multiply":
         trial.suggest_float("augment.multiply_k", 0.25, 4.0, log=True)
@@ -93,7 +94,7 @@ def augmentation(trial, policies=None, filters=None, generators=None, folder=Non
     """The mixing policy; when it adds synthetic images, the generator that makes them and the filter that vets them.
     FOLDER, a folder of images made elsewhere (one subfolder per class), adds generator type folder to GENERATORS.
     Returns the fixed values the choices imply (generator.path for folder)."""
-    if policy(trial, policies) == "none":
+    if not uses_generator(policy(trial, policies)):  # real images only, or real ones repeated (oversample_*)
         return {}
     types = list(generators or SAMPLED_GENERATORS)
     if folder and "folder" not in types:

@@ -231,6 +231,14 @@ def test_setting_labels_need_no_policy_registry():
     assert setting_label(table.iloc[0].drop(["augment.policy"])) == "synthetic"
 
 
+def test_an_oversampled_trial_is_labelled_by_its_policy_not_as_real_only():
+    from fercore.report.tables import REAL_ONLY, setting_label
+
+    base = {"augment.policy": "oversample_balance", "n_train_synthetic": 0}
+    assert setting_label(pd.Series({**base, "n_train_duplicate": 120})) == "oversample_balance"
+    assert setting_label(pd.Series({**base, "augment.policy": "none", "n_train_duplicate": 0})) == REAL_ONLY
+
+
 @pytest.mark.slow
 def test_the_report_imports_no_runtime_registry():
     """Labelling an augmented trial (what used the policy registry) in a fresh interpreter loads no registry."""

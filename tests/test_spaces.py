@@ -6,6 +6,7 @@ import random
 import optuna
 import pytest
 
+from fercore.augment.policies import uses_generator
 from fercore.config import registry, resolve
 from fercore.sweep.spaces import flat_config, load_space
 
@@ -13,8 +14,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 GAN_KEYS = ("generator.latent_dim", "generator.lr_g", "generator.lr_d", "generator.augment")
 DIFFUSION_KEYS = ("generator.lr", "generator.sampling_steps", "generator.guidance")
-POLICY_KEYS = {"real_ratio": "augment.real_ratio", "per_class": "augment.per_class_target",
-               "multiply": "augment.multiply_k"}
+POLICY_KEYS = {"augment.real_ratio": {"real_ratio"}, "augment.per_class_target": {"per_class", "oversample_per_class"},
+               "augment.multiply_k": {"multiply"}}
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,9 @@ def test_full_space_draws_are_valid_and_conditional_keys_appear_only_where_they_
 
         backbone, policy = config["classifier.backbone"], config["augment.policy"]
         assert ("classifier.freeze_stages" in config) == (backbone in parts.FREEZE_STAGES), config
-        for p, key in POLICY_KEYS.items():
-            assert (key in config) == (policy == p), config
-        synthetic = policy != "none"
+        for key, owners in POLICY_KEYS.items():
+            assert (key in config) == (policy in owners), config
+        synthetic = uses_generator(policy)
         assert ("generator.type" in config) == synthetic and ("augment.filter" in config) == synthetic, config
         if not synthetic:
             assert not any(k.startswith("generator.") for k in config), config

@@ -202,6 +202,12 @@ def used_synthetic(row: pd.Series) -> bool:
     return finite(row.get("n_train_synthetic")) and row["n_train_synthetic"] > 0
 
 
+def repeated_real(row: pd.Series) -> bool:
+    """Whether a trial drew real training images again (an oversample_* policy: no synthetic image, but not the
+    real-only set either)."""
+    return finite(row.get("n_train_duplicate")) and row["n_train_duplicate"] > 0
+
+
 def real_share(df: pd.DataFrame) -> pd.Series:
     """n_train_real / (n_train_real + n_train_synthetic): the real share of the training set, whatever the policy."""
     real, syn = num(df, "n_train_real"), num(df, "n_train_synthetic").fillna(0)
@@ -218,8 +224,9 @@ def applies(key: str, row: pd.Series) -> bool:
 
 def setting_label(row: pd.Series) -> str:
     """The augmentation setting of a trial: 'real only', or its policy with the policy's own values and the filter,
-    e.g. 'per_class 1000', 'real_ratio 0.3', 'balance, filter classifier_confidence'."""
-    if not used_synthetic(row):
+    e.g. 'per_class 1000', 'real_ratio 0.3', 'balance, filter classifier_confidence', 'oversample_balance' (real
+    images drawn again, no synthetic one)."""
+    if not used_synthetic(row) and not repeated_real(row):
         return REAL_ONLY
     policy = row.get("augment.policy")
     if not isinstance(policy, str):

@@ -143,7 +143,7 @@ class ResultsCallback(tune.Callback):
             return sent
         raw = trial_config(trial.config)
         try:
-            return resolve(raw, drop_inapplicable=True).flat()
+            return resolve(raw, drop_inapplicable=True).flat(applicable_only=True)
         except UserError:
             return raw
 

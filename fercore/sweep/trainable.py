@@ -95,7 +95,7 @@ def trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheS
     report = _Reporter(objectives)
     try:
         resolved = resolve(trial_config(config), drop_inapplicable=True)
-        report.config = resolved.flat()
+        report.config = resolved.flat(applicable_only=True)  # the row's config: keys that do not apply are empty
         if not resolved.train.threads:
             # Each trial gets its share of the node's cores, not torch's default of all of them.
             cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
