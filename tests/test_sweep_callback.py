@@ -70,7 +70,7 @@ def test_rows_take_the_config_the_worker_resolved(tmp_path):
     assert bad_row["classifier.backbone"] == "vgg99" and bad_row["classifier.lr"] is None  # Ray's config as sampled
     never = rows["never_reported"]
     assert never["status"] == "stopped" and never["reason"] == "the sweep ended after epoch 0"
-    assert never["seed"] == 0 and never["classifier.lr"] == 1e-3  # Ray's config, resolved on the driver
+    assert never["seed"] == 0 and never["classifier.lr"] == 0.002 and never["classifier.epochs"] == 5  # resolved here
     assert never["generator.type"] is None  # a real-only trial's generator keys do not apply: empty (issue 15)
     epochs = pq.read_table(out / "epochs.parquet").to_pylist()
     assert sorted((r["trial_id"], r["epoch"]) for r in epochs) == [
