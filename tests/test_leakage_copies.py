@@ -121,3 +121,20 @@ def test_split_hashes_are_built_once_then_hit(faces, tmp_path):
     assert copies.copy_rows(faces.split("test")[0][:4], faces.split("train")[0][:4], second,
                             val=split_hashes.split_index(faces, "val", store)) == \
         {"leak_synthetic_test": 4, "leak_real_test": 0, "leak_synthetic_val": 0, "leak_real_val": 0}
+
+
+def test_data_info_warns_of_cross_split_copies(faces, monkeypatch, capsys):
+    from fercore import cli
+
+    images = faces.images.copy()
+    train_at, test_at = (np.flatnonzero(faces.splits == SPLIT_INDEX[s]) for s in ("train", "test"))
+    images[train_at[:4]] = ALTERATIONS["flip"](images[test_at[:4]])
+    leaky = make_faceset(images, faces.labels, faces.splits, "leaky")
+    monkeypatch.setattr(cli, "_load_for_inspection", lambda args: leaky)
+    assert cli.main(["data", "info", "procedural"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 4 train images nearly copy a test image" in out
+    assert out.count("warning:") == 1
+    monkeypatch.setattr(cli, "_load_for_inspection", lambda args: faces)
+    assert cli.main(["data", "info", "procedural"]) == 0
+    assert "warning" not in capsys.readouterr().out
