@@ -209,6 +209,18 @@ def _cmd_data_info(args) -> int:
     for i, name in enumerate(CLASSES):
         print(f"{name:<10}" + "".join(f"{counts[s][i]:>8}" for s in counts))
     print(f"{'total':<10}" + "".join(f"{sum(counts[s]):>8}" for s in counts))
+    from fercore.cache import CacheStore
+    from fercore.cache.split_hashes import split_indexes
+    from fercore.data.converted import default_cache_dir
+    from fercore.metrics.copies import split_leakage
+
+    # The splits' hashes are the ones trials use: kept in the cache store beside converted data sets.
+    shared = split_leakage(data, split_indexes(data, CacheStore(default_cache_dir().parent / "split-hashes")))
+    for pair, count in shared.items():
+        if count:
+            cand, ref = pair.split("_")
+            print(f"warning: {count} {cand} images nearly copy a {ref} image (flips, shifts, brightness included): "
+                  f"frames of one video or one subject in both splits inflate {ref} figures")
     return 0
 
 

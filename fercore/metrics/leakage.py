@@ -1,5 +1,9 @@
 """Near-duplicate audit: does any training image (synthetic or real) copy a test image? Row keys `leak_<set>_test`.
 
+Since issue 16 the trial's audit is fercore.metrics.copies (flips, shifts, brightness, contrast; validation;
+feature neighbours; memorisation), built on this module's hash; `audit` here is the plain one-hash comparison and
+the figures below describe it alone.
+
 Why: the disputed ResEmoteNet figures (anchors.md) came from augmented copies of test images that ended up in
 training. A generator trained on the training split can still memorise, and a pipeline bug can still mix splits,
 so every trial counts the training images that nearly duplicate a test image.
@@ -135,9 +139,10 @@ def duplicates_within(images: np.ndarray, threshold: int = THRESHOLD) -> int:
 
 
 def leakage_rows(synthetic: np.ndarray, real_train: np.ndarray, test: np.ndarray,
-                 threshold: int = THRESHOLD) -> dict[str, int]:
-    """`leak_synthetic_test` and `leak_real_test`: synthetic and real training images within `threshold` bits of
-    a test image. The test split is hashed once."""
-    test_h = phash(test)
-    return {"leak_synthetic_test": audit(synthetic, test_h, threshold)["count"],
-            "leak_real_test": audit(real_train, test_h, threshold)["count"]}
+                 threshold: int | None = None) -> dict[str, int]:
+    """`leak_synthetic_test` and `leak_real_test`: synthetic and real training images that copy a test image, by
+    the augmentation-aware audit of fercore.metrics.copies (flips, shifts, brightness, contrast) since issue 16;
+    `audit` above stays the plain one-hash comparison. threshold: bits for copies.copy_rows (its default if None)."""
+    from fercore.metrics.copies import COPY_THRESHOLD, copy_rows  # copies builds on this module's hash
+
+    return copy_rows(synthetic, real_train, test, threshold=COPY_THRESHOLD if threshold is None else threshold)

@@ -17,7 +17,7 @@ import numpy as np
 
 from fercore.labels import CLASSES
 from fercore.metrics.classification import bootstrap_intervals, classification_metrics, mean_cross_entropy
-from fercore.metrics.leakage import leakage_rows
+from fercore.metrics.copies import copy_rows
 from fercore.metrics.uplift import uplift_metrics
 from fercore.registry import Entry, Registry
 
@@ -68,10 +68,14 @@ def bootstrap(read: Read) -> dict[str, float]:
     return bootstrap_intervals(read.labels, read.predicted, read.split, len(read.class_names), seed=read.seed)
 
 
-@METRICS.register("leakage", help="training images within THRESHOLD bits of a test image: `leak_synthetic_test`, "
-                                  "`leak_real_test`")
-def leakage(synthetic: np.ndarray, real: np.ndarray, test: np.ndarray) -> dict[str, int]:
-    return leakage_rows(synthetic, real, test)
+@METRICS.register("leakage", help="training images that copy a test (validation) image under flips, shifts up to 2 "
+                                  "pixels, brightness and contrast: `leak_synthetic_test`, `leak_real_test`, "
+                                  "`leak_*_val` with val, `leak_feature_*` with features, `gen_memorised_share` "
+                                  "with train (fercore.metrics.copies.copy_rows)")
+def leakage(synthetic: np.ndarray, real: np.ndarray, test, val=None, train=None, features=None,
+            test_images=None, val_images=None) -> dict[str, float]:
+    return copy_rows(synthetic, real, test, val=val, train=train, features=features, test_images=test_images,
+                     val_images=val_images)
 
 
 @METRICS.register("uplift", help="this classifier minus a baseline on the same read, with a paired bootstrap "
