@@ -18,7 +18,7 @@ import numpy as np
 from fercore.data import load
 from fercore.metrics import copies
 from fercore.metrics.alterations import ALTERATIONS
-from fercore.metrics.leakage import THRESHOLD, audit, phash
+from fercore.metrics.leakage import audit, phash
 
 
 def spread(d: np.ndarray) -> str:

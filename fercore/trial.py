@@ -29,9 +29,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from fercore.cache import entries
 from fercore.augment.policies import MixPlan, mix, plan_mix
-from fercore.cache import CacheStore
+from fercore.cache import CacheStore, entries
+from fercore.cache.split_hashes import split_index
 from fercore.classifiers import build_classifier
 from fercore.config import TrialConfig, resolve
 from fercore.data import FaceSet
@@ -120,9 +120,12 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
     test_metrics = calc_metrics(TEST_METRICS, read=test)
 
     # The audit: synthetic images in the final training set, and the data set's own real train images the trial
-    # kept (first in the mixed set; their duplicates are not counted again), that nearly copy a test image
-    # (fercore.metrics.leakage).
-    leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[:int(plan.real.sum())], test=test_x)
+    # kept (first in the mixed set; their duplicates are not counted again), that nearly copy a test or validation
+    # image under flips, shifts and tone changes (fercore.metrics.copies). The splits' hashes are built once per data
+    # set and kept in the cache (fercore.cache.split_hashes), not hashed again by every trial.
+    test_index, val_index = (split_index(data, split, cache) for split in ("test", "val"))
+    leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[:int(plan.real.sum())],
+                          test=test_index, val=val_index)
 
     # Paired comparisons: each step trains or fetches what this trial is compared against.
     counts = np.bincount(data.split("train")[1], minlength=len(data.class_names))
