@@ -272,16 +272,24 @@ def compare(res: Results, max_configs: int) -> Comparisons:
     return Comparisons(configs, pairs, predictions is not None, len(tests))
 
 
+SELECTORS = ("generator.type", "augment.policy", "classifier.backbone")  # the keys that decide which others apply
+
+
 def describe(values: dict[str, Any], keys: list[str]) -> str:
     """KEYS of a config as 'key=value, ...' (keys it does not have left out)."""
     return ", ".join(f"{k}={fmt_value(values[k])}" for k in keys if k in values) or "(one config)"
 
 
 def varying_config_keys(configs: list[Config]) -> list[str]:
-    """The config keys whose value differs between configs (absent counts as a value here)."""
+    """The config keys whose value differs between the configs that have them, and the selectors of a section some
+    configs lack (generator.type: which configs used a generator). A key only some configs have but that never
+    differs (generator.lr_g of the one generator of a none-vs-balance sweep) says nothing its selector does not."""
     keys: list[str] = []
     for c in configs:
         keys += [k for k in c.values if k not in keys]
-    return [k for k in keys if len(distinct(pd.Series([c.values.get(k) for c in configs], dtype=object))) > 1
-            or any(k not in c.values for c in configs)]
+
+    def differs(k: str) -> bool:
+        return len(distinct(pd.Series([c.values[k] for c in configs if k in c.values], dtype=object))) > 1
+
+    return [k for k in keys if differs(k) or (k in SELECTORS and any(k not in c.values for c in configs))]
 
