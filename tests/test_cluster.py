@@ -217,8 +217,11 @@ def test_a_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path, two_n
     assert len(node_ids) == 2
 
     # Four real-only trials at one CPU each, two at a time: with one CPU per node, two running trials are on two nodes.
-    fixed = {k: v for k, v in TINY_TRIAL.items() if k.startswith("classifier.") and k != "classifier.width"}
-    fixed.update({"augment.policy": "none", "classifier.backbone": "linear", "classifier.epochs": 1})
+    # Each lasts a few seconds (cnn3, 4 epochs): a trial over in under a second could end before the second node's
+    # worker has started, and Ray would then hand the next trial to the first node's worker (actor reuse), leaving
+    # the second node idle; on a loaded machine that happened with a 1-epoch linear model.
+    fixed = {k: v for k, v in TINY_TRIAL.items() if k.startswith("classifier.")}
+    fixed.update({"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.epochs": 4})
     sweep = {"name": "two_nodes", "data": {"source": "procedural", "scale": 0.01}, "space": "quickstart",
              "fixed": fixed, "sampler": "random", "metric": "val_macro_f1", "mode": "max",
              "scheduler": {"type": "none"}, "num_samples": 4, "max_concurrent": 2, "resources": {"cpu": 1}}
@@ -232,7 +235,7 @@ def test_a_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path, two_n
 
     rows = pq.read_table(tmp_path / "results" / "two_nodes" / "trials.parquet").to_pylist()
     assert len(rows) == 4 and all(r["status"] == "completed" for r in rows), [r["reason"] for r in rows]
-    assert all(r["classifier.backbone"] == "linear" and 0 <= r["test_macro_f1"] <= 1 for r in rows)
+    assert all(r["classifier.backbone"] == "cnn3" and 0 <= r["test_macro_f1"] <= 1 for r in rows)
     # All four trials share node_ip 127.0.0.1; Ray's node id tells the two nodes apart.
     ran_on = {r["node_id"] for r in rows}
     assert ran_on == node_ids, json.dumps({"trials": sorted(ran_on), "cluster": sorted(node_ids)})

@@ -5,6 +5,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fercore.augment.policies import uses_generator
 from fercore.labels import CLASSES
 from fercore.sweep.spec import load_sweep
 from tests.conftest import TINY_TRIAL
@@ -41,9 +42,11 @@ def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, loc
     assert len(trials) == 3 and len({r["trial_id"] for r in trials}) == 3
     for row in trials:
         assert row["status"] in ("completed", "stopped"), row["reason"]
-        for key in ("generator.type", "classifier.backbone", "augment.policy", "classifier.lr", "seed",
-                    "val_macro_f1", "train_seconds"):
+        for key in ("classifier.backbone", "augment.policy", "classifier.lr", "seed", "val_macro_f1", "train_seconds"):
             assert row.get(key) is not None, key
+        # A generator key has a value exactly where the trial used a generator (issue 15: keys that do not apply
+        # stay empty).
+        assert (row.get("generator.type") is not None) == uses_generator(row["augment.policy"]), row
         assert row["classifier.epochs"] == 2  # the sweep's fixed value reached the trial
     completed = [r for r in trials if r["status"] == "completed"]
     assert completed, "ASHA cannot stop every trial of three"
