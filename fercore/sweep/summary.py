@@ -63,5 +63,6 @@ def _print_cache(cache: CacheStore) -> None:
     counts = cache.counts_by_kind()
     kinds = sorted({kind for kind, _ in counts})
     if kinds:
-        print("Cache: " + ", ".join(f"{k} built {counts[k, 'built']}, reused {counts[k, 'hit']}" for k in kinds)
-              + f" ({cache.root})")
+        print("Cache: " + ", ".join(f"{k} built {counts[k, 'built']}, reused {counts[k, 'hit']}"
+                                    + (f", damaged and rebuilt {counts[k, 'corrupt']}" if counts[k, 'corrupt'] else "")
+                                    for k in kinds) + f" ({cache.root})")
