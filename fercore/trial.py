@@ -2,7 +2,8 @@
 
     config -> generator (training split only, cached) -> filtered synthetic pool -> mix
     -> classifier trained on the device, each epoch reported as it ends -> the best epoch restored
-    -> one read of the test split -> its metrics -> leakage audit -> paired comparisons -> one result row,
+    -> one read of the test split -> its metrics -> leakage audit (and memorisation, with a generator)
+    -> paired comparisons -> one result row,
     sent with the last epoch's report.
 
 The paired comparisons (PAIRED), each a classifier of the trial's own classifier and training config and seed,
@@ -123,9 +124,12 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
     # kept (first in the mixed set; their duplicates are not counted again), that nearly copy a test or validation
     # image under flips, shifts and tone changes (fercore.metrics.copies). The splits' hashes are built once per data
     # set and kept in the cache (fercore.cache.split_hashes), not hashed again by every trial.
+    # A trial with a generator also measures memorisation (gen_memorised_share): the share of its synthetic images
+    # that nearly copy a training image, against the training split's index (built once per data set, like the others).
     test_index, val_index = (split_index(data, split, cache) for split in ("test", "val"))
+    train_index = split_index(data, "train", cache) if pool is not None else None
     leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[:int(plan.real.sum())],
-                          test=test_index, val=val_index)
+                          test=test_index, val=val_index, train=train_index)
 
     # Paired comparisons: each step trains or fetches what this trial is compared against.
     counts = np.bincount(data.split("train")[1], minlength=len(data.class_names))

@@ -22,6 +22,7 @@ def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path
     assert 0 <= row["gen_embedding_jsd"] <= 1
     assert row["filter_acceptance"] == 1.0  # no filter: every drawn image is kept
     assert row["leak_synthetic_test"] == 0 and row["leak_real_test"] == 0
+    assert 0 <= row["gen_memorised_share"] <= 1  # a one-epoch GAN's share of images that copy a training image
     for key in ("uplift_test_accuracy", "uplift_test_macro_f1", *(f"uplift_test_recall_{c}" for c in CLASSES)):
         assert -1 <= row[key] <= 1, key
     assert row["uplift_test_macro_f1_low"] <= row["uplift_test_macro_f1"] <= row["uplift_test_macro_f1_high"]
@@ -40,6 +41,7 @@ def test_a_real_only_trial_is_the_baseline_augmented_trials_pair_with(tiny_faces
     store = CacheStore(tmp_path / "cache")
     real = trial.run({**AUGMENTED, "augment.policy": "none"}, tiny_faces, lambda *a: None, store).row
     assert real["baseline_cache_hit"] is False and "generator_key" not in real
+    assert "gen_memorised_share" not in real  # no generator, nothing memorised
     augmented = trial.run(AUGMENTED, tiny_faces, lambda *a: None, store).row
     assert augmented["baseline_cache_hit"] is True and augmented["baseline_key"] == real["baseline_key"]
     assert augmented["uplift_test_macro_f1"] == pytest.approx(augmented["test_macro_f1"] - real["test_macro_f1"])
@@ -71,6 +73,7 @@ def test_synthetic_images_that_copy_test_images_are_counted(tiny_faces, tmp_path
     assert row["n_train_synthetic"] > 0
     assert row["leak_synthetic_test"] == row["n_train_synthetic"]
     assert row["leak_real_test"] == 0
+    assert row["gen_memorised_share"] == 0  # test images copy no training image
 
 
 def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
@@ -87,5 +90,7 @@ def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
     assert 0 < row["filter_acceptance"] < 1 and row["filter_generated"] > row["n_train_synthetic"]
     assert row["filter_acceptance_happy"] == row["filter_acceptance"]
     assert all(np.isnan(row[f"filter_acceptance_{name}"]) for name in CLASSES if name != "happy")
+    # Every 'synthetic' image is a training image: memorised, all of them.
+    assert row["gen_memorised_share"] == 1.0
     # The filter used the same cached reference classifier that judges the pool's quality.
     assert store.counts_by_kind()["reference-v1", "built"] == 1 and row["reference_cache_hit"] is False
