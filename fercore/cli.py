@@ -115,6 +115,8 @@ def _cmd_trial(args) -> int:
     except Diverged as e:
         print(json.dumps({"status": "diverged", "reason": str(e), "step": e.step}))
         return 1
+    for line in leak_warnings(result.row):
+        print(line, flush=True)
     if args.storage:
         from fercore.results import ResultsStore
 
@@ -128,6 +130,29 @@ def _cmd_trial(args) -> int:
         print(f"wrote {Path(args.storage) / 'trials.parquet'}", flush=True)
     print(json.dumps(row_figures(result.row, resolved.flat())))
     return 0
+
+
+# (row key, what the counted images are, the split they copy): the audit's counts a trial warns of.
+LEAK_WARNINGS = (("leak_real_test", "of this trial's real training images", "test"),
+                 ("leak_real_val", "of this trial's real training images", "validation"),
+                 ("leak_synthetic_test", "synthetic training images", "test"),
+                 ("leak_synthetic_val", "synthetic training images", "validation"))
+
+
+def leak_warnings(row: dict) -> list[str]:
+    """One warning line per nonzero copy count of a trial's audit (fercore.metrics.copies): real training images
+    that copy a test or validation image mean the data set's own splits share near-copies (frames of one video, one
+    subject in both splits); synthetic ones, a generator that reproduces held-out images."""
+    lines = []
+    for key, what, split in LEAK_WARNINGS:
+        count = row.get(key)
+        if count is None or not count > 0:  # absent, NaN or 0
+            continue
+        why = ("the data set's own train and " + ("test" if split == "test" else "val") + " splits share near-copies"
+               if key.startswith("leak_real") else "the generator's images reproduce held-out faces")
+        lines.append(f"warning: {int(count)} {what} nearly copy a {split} image (flips, shifts, brightness included; "
+                     f"{key}): {why}, so {split} figures overstate what the classifier learnt")
+    return lines
 
 
 def row_figures(row: dict, config: dict) -> dict:

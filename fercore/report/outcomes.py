@@ -1,4 +1,5 @@
-"""Sections 0-5 of the report, what the sweep measured: the header (with the leak warning first), the best trials by
+"""Sections 0-5 of the report, what the sweep measured: the header (with the copy warnings first: synthetic images
+that copy test or validation images, and the data set's own splits sharing near-copies), the best trials by
 validation, the synthetic uplift beside the gain over the oversampling control, macro-F1 against the real share, the early-stopping epoch and per-class recall by setting.
 
 Each section returns its blocks and writes its PNGs into OUT; when the sweep has no data for it, a sentence says why.
@@ -27,6 +28,32 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def _held_out_warnings(trials: pd.DataFrame) -> list[Block]:
+    """The header's other copy warnings: synthetic images that copy a validation image (they bias the epoch and
+    config choice), and the data set's own splits sharing near-copies (a trial's real training images that copy a
+    test or validation image; the largest count of any trial, as trials keep different real images)."""
+    blocks: list[Block] = []
+    val = num(trials, "leak_synthetic_val")
+    leaky = trials[val > 0]
+    if not leaky.empty:
+        listing = ", ".join(f"{t} ({int(n)})" for t, n in zip(leaky["trial_id"], val[val > 0]))
+        blocks.append(Paragraph(
+            f"WARNING: {int(val[val > 0].sum())} synthetic training images nearly copy a validation image, in "
+            f"{plural(len(leaky), 'trial')}: {listing} (images per trial). Validation picked those trials' epochs "
+            f"and ranks their configs on images they trained on."))
+    shared = {split: num(trials, f"leak_real_{split}").max() for split in ("test", "val")}
+    shared = {split: int(n) for split, n in shared.items() if finite(n) and n > 0}
+    if shared:
+        named = {"test": "test", "val": "validation"}
+        blocks.append(Paragraph(
+            "WARNING: the data set's own splits share near-copies (frames of one video, one subject in both splits): "
+            + " and ".join(f"up to {plural(n, 'real training image')} nearly copy a {named[s]} image"
+                           for s, n in shared.items())
+            + " in a trial (leak_real_test, leak_real_val). Every trial's " + " and ".join(named[s] for s in shared)
+            + " figures are inflated by them, the baseline's too."))
+    return blocks
+
+
 def header(res: Results) -> list[Block]:
     blocks: list[Block] = []
     leaks = leak_trials(res.trials)
@@ -37,6 +64,7 @@ def header(res: Results) -> list[Block]:
             f"WARNING: {int(counts.sum())} synthetic training images nearly copy a test image, in "
             f"{plural(len(leaks), 'trial')}: {listing} (images per trial). Those trials' test figures overstate "
             f"what the classifier learnt; see section 10, the leakage audit."))
+    blocks += _held_out_warnings(res.trials)
     blocks.append(Heading(f"Sweep report: {res.name}", 1))
     rec = res.record
     if rec.get("description"):

@@ -1,5 +1,5 @@
 """The one-screen summary a sweep ends with: trials by status, the best trial or the Pareto front, what the cache
-saved, and where the results, TensorBoard's events and the Optuna study are. No Ray here.
+saved, warnings of near-copies across splits (fercore.metrics.copies' audit), and where the results, TensorBoard's events and the Optuna study are. No Ray here.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
     for m in spec.metrics:
         if done and not any(finite(r.get(m)) for r in done):
             print(f"Note: no completed trial has a value of {m}; is the sweep's metric spelt as the rows' columns?")
+    for line in leak_lines(rows):
+        print(line)
     if spec.multi_objective:
         _print_front(rows, done, spec)
     elif any(finite(r.get(spec.metric)) for r in done):
@@ -38,6 +40,32 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
     print(f"TensorBoard: tensorboard --logdir {out}/tb")
     if study_url:
         print(f"Optuna study {spec.name!r}: optuna-dashboard {study_url}")
+
+
+def _count(rows: list[dict], key: str) -> tuple[int, int]:
+    """The largest count of KEY over the rows, and how many rows have a positive one."""
+    counts = [r[key] for r in rows if finite(r.get(key)) and r[key] > 0]
+    return (int(max(counts)) if counts else 0), len(counts)
+
+
+def leak_lines(rows: list[dict]) -> list[str]:
+    """Warnings for the summary: the data set's own splits share near-copies (a trial's real training images copy a
+    test or validation image: the largest count of any trial, as trials keep different real images), and synthetic
+    images copy test or validation images (the trials and the largest count)."""
+    lines = []
+    real = {split: _count(rows, f"leak_real_{split}") for split in ("test", "val")}
+    if any(n for n, _ in real.values()):
+        lines.append("Warning: the data set's own splits share near-copies (frames of one video, one subject in both "
+                     "splits): up to " + " and ".join(f"{n} real training images copy a "
+                                                      f"{'test' if s == 'test' else 'validation'} image"
+                                                      for s, (n, _) in real.items() if n)
+                     + " in a trial (columns leak_real_test, leak_real_val); those figures are inflated")
+    synthetic = {split: _count(rows, f"leak_synthetic_{split}") for split in ("test", "val")}
+    if any(n for n, _ in synthetic.values()):
+        lines.append("Warning: synthetic training images copy held-out images: " + "; ".join(
+            f"{trials} trial{'' if trials == 1 else 's'} with up to {n} copying a {'test' if s == 'test' else 'validation'} image"
+            for s, (n, trials) in synthetic.items() if n) + " (columns leak_synthetic_test, leak_synthetic_val)")
+    return lines
 
 
 def _print_front(rows: list[dict], done: list[dict], spec: SweepSpec) -> None:
