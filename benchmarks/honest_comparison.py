@@ -15,7 +15,6 @@ Prints what it checked and exits 1 when a check fails. About 5 minutes on 2 core
 from __future__ import annotations
 
 import argparse
-import math
 import subprocess
 import sys
 from pathlib import Path
