@@ -31,13 +31,15 @@ def polynomial_mmd2(a: np.ndarray, b: np.ndarray) -> float:
 def kernel_inception_distance(real: np.ndarray, synthetic: np.ndarray, subsets: int = SUBSETS,
                               subset_size: int = SUBSET_SIZE, seed: int = 0) -> tuple[float, float]:
     """(mean, standard deviation) of polynomial_mmd2 over SUBSETS random subsets of min(SUBSET_SIZE, n) images of
-    each set, n the smaller set's size; NaN for both when either set has fewer than 2 rows."""
+    each set, n the smaller set's size; NaN for both when either set has fewer than 2 rows. When one subset is the
+    whole of both sets (both no larger than SUBSET_SIZE, the same size) every subset is the same: one estimate, and
+    the spread is NaN (not measured) rather than a 0 that would claim certainty."""
     size = min(subset_size, len(real), len(synthetic))
     if size < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    if size == len(real) == len(synthetic):
-        subsets = 1  # Every subset is the whole of both sets: one estimate, no spread to measure.
+    if size == len(real) == len(synthetic):  # Every subset is the whole of both sets.
+        return polynomial_mmd2(real, synthetic), float("nan")
     values = [polynomial_mmd2(real[rng.choice(len(real), size, replace=False)],
                               synthetic[rng.choice(len(synthetic), size, replace=False)]) for _ in range(subsets)]
     return float(np.mean(values)), float(np.std(values))
