@@ -1,14 +1,17 @@
 """Every generator type on the built-in faces for a fixed CPU budget: training speed, sampling speed and quality.
 
-Quality is judged in the feature space of a cnn3 trained on the real training split only (fercore.metrics.quality):
-Frechet distance to the real training images (lower is better) and conditional accuracy (the share of generated
-images the reference classifier assigns to the class they were drawn for). Three reference rows, measured in the
-same run, bracket the figures:
+Quality is judged as a sweep judges it (fercore.synthetic.generator_quality): in the feature space of a cnn3 trained
+on the real training split only, on a class-matched sample of fixed size - per class min(real training count,
+--quality-n) images from each side, unfiltered - by FID and KID (± its spread over subsets; lower is better),
+precision and recall (k-NN manifolds, k=3: few good images give high precision and low recall, many poor ones the
+reverse) and conditional accuracy macro-averaged over classes (the share of generated images the reference
+classifier assigns to the class they were drawn for). Three reference rows, measured in the same run, bracket the
+figures:
 - real validation images: the floor a perfect generator would reach;
 - per-class mean image plus noise: a generator that learnt only the average face of each class;
 - real training images with shuffled labels: perfect images, no class information.
 
-Usage: python benchmarks/generators.py [--budget SECONDS] [--scale 0.1] [--types cgan,stylegan,...]
+Usage: python benchmarks/generators.py [--budget SECONDS] [--scale 0.1] [--types cgan,stylegan,...] [--quality-n 500]
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ from fercore.config import resolve
 from fercore.data import load
 from fercore.generators import GENERATORS, build_generator
 from fercore.labels import CLASSES
-from fercore.metrics.quality import generator_quality
+from fercore.metrics.quality import sample_quality
 from fercore.reference import train_reference_classifier
+from fercore.synthetic import QUALITY_N, QUALITY_SEED
 
 SAMPLES_PER_CLASS = 1000 // len(CLASSES) + 1  # ~1,000 images in all, for the speed and quality figures
 # Small, CPU-sized settings per type; the budget sets the epochs.
@@ -71,7 +75,26 @@ def sample_all(gen, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     return np.concatenate(xs), labels, seconds * 1000 / len(labels)
 
 
-def run_type(gtype: str, data, budget: float, device, extra: dict) -> dict:
+def quality_counts(train_y: np.ndarray, n: int) -> np.ndarray:
+    """Per class: the real class's training count capped at N, the same for every generator."""
+    return np.minimum(np.bincount(train_y, minlength=len(CLASSES)), n)
+
+
+def matched_real(x: np.ndarray, y: np.ndarray, counts: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """COUNTS[c] images of class c of (X, Y) (all of them where the class has fewer), a seeded choice."""
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), min(n, int((y == c).sum())), replace=False)
+                          for c, n in enumerate(counts)])
+    return x[idx], y[idx]
+
+
+def matched_sample(gen, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COUNTS[c] unfiltered images of class c from GEN, with the seeds a sweep scores it with."""
+    xs = [gen.sample(int(n), c, seed=QUALITY_SEED + c) for c, n in enumerate(counts)]
+    return np.concatenate(xs), np.concatenate([np.full(len(x), c) for c, x in enumerate(xs)])
+
+
+def run_type(gtype: str, data, budget: float, device, extra: dict, counts: np.ndarray) -> dict:
     train_x, train_y = data.split("train")
     # Time one epoch on a throw-away instance, then train a fresh one for as many epochs as the budget holds.
     probe = build_generator(values_for(gtype, 1, extra), data.image_size, len(CLASSES), device)
@@ -83,9 +106,9 @@ def run_type(gtype: str, data, budget: float, device, extra: dict) -> dict:
     t0 = time.perf_counter()
     gen.fit(train_x, train_y, seed=0)
     train_seconds = time.perf_counter() - t0
-    x, y, sec_per_1000 = sample_all(gen)
+    _, _, sec_per_1000 = sample_all(gen)
     return {"epochs": epochs, "train_img_s": epochs * len(train_x) / train_seconds if gtype != "folder" else float("nan"),
-            "train_s": train_seconds, "sample_s_per_1000": sec_per_1000, "images": (x, y)}
+            "train_s": train_seconds, "sample_s_per_1000": sec_per_1000, "images": matched_sample(gen, counts)}
 
 
 def main() -> int:
@@ -93,6 +116,7 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=120.0, help="training seconds per type (CPU)")
     p.add_argument("--scale", type=float, default=0.1)
     p.add_argument("--types", default=",".join(t for t in SETTINGS if t in GENERATORS))
+    p.add_argument("--quality-n", type=int, default=QUALITY_N, help="quality sample's cap per class (a sweep's)")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -110,37 +134,47 @@ def main() -> int:
           f"{(p_val.argmax(1) == val_y).mean():.3f}\n", flush=True)
 
     rng = np.random.default_rng(0)
+    counts = quality_counts(train_y, args.quality_n)
+    real = matched_real(train_x, train_y, counts, QUALITY_SEED)
+
+    def quality(synthetic: tuple[np.ndarray, np.ndarray]) -> dict:
+        return sample_quality(ref, real, synthetic, CLASSES, seed=QUALITY_SEED)[0]
+
     rows = []
     # Reference rows.
     rows.append(("real validation images (floor)", np.nan, np.nan, np.nan,
-                 generator_quality(ref, (train_x, train_y), (val_x, val_y), CLASSES)))
+                 quality(matched_real(val_x, val_y, counts, 1))))
     means = np.stack([train_x[train_y == c].mean(0) for c in range(len(CLASSES))])
-    mean_y = np.repeat(np.arange(len(CLASSES)), SAMPLES_PER_CLASS)
+    mean_y = np.repeat(np.arange(len(CLASSES)), counts)
     mean_x = np.clip(means[mean_y] + rng.normal(0, 20, (len(mean_y), *means.shape[1:])), 0, 255).astype(np.uint8)
-    rows.append(("class mean image + noise", np.nan, np.nan, np.nan,
-                 generator_quality(ref, (train_x, train_y), (mean_x, mean_y), CLASSES)))
-    idx = rng.choice(len(train_x), size=min(len(train_x), len(mean_y)), replace=False)
-    rows.append(("real images, shuffled labels", np.nan, np.nan, np.nan,
-                 generator_quality(ref, (train_x, train_y), (train_x[idx], rng.permutation(train_y[idx])), CLASSES)))
+    rows.append(("class mean image + noise", np.nan, np.nan, np.nan, quality((mean_x, mean_y))))
+    other_x, other_y = matched_real(train_x, train_y, counts, 2)
+    rows.append(("real images, shuffled labels", np.nan, np.nan, np.nan, quality((other_x, rng.permutation(other_y)))))
 
     with tempfile.TemporaryDirectory() as tmp:
         extra_by_type = {"folder": {"generator.path": str(write_folder_tree(Path(tmp) / "folder", args.scale))}}
         for gtype in [t for t in args.types.split(",") if t]:
             print(f"training {gtype} ...", flush=True)
-            r = run_type(gtype, data, args.budget, device, extra_by_type.get(gtype, {}))
-            q = generator_quality(ref, (train_x, train_y), r["images"], CLASSES)
+            r = run_type(gtype, data, args.budget, device, extra_by_type.get(gtype, {}), counts)
+            q = quality(r["images"])
             rows.append((f"{gtype} ({r['epochs']} epochs, {r['train_s']:.0f} s)", r["train_img_s"],
                          r["sample_s_per_1000"], r["epochs"], q))
-            print(f"  {gtype}: FID {q['gen_fid']:.1f}, conditional accuracy {q['gen_conditional_accuracy']:.3f}",
-                  flush=True)
+            print(f"  {gtype}: FID {q['gen_fid']:.1f}, KID {q['gen_kid']:.4f} ± {q['gen_kid_std']:.4f}, precision "
+                  f"{q['gen_precision']:.3f}, recall {q['gen_recall']:.3f}, conditional accuracy "
+                  f"{q['gen_conditional_accuracy']:.3f}", flush=True)
 
-    print(f"\n{'row':<40}{'train img/s':>12}{'s / 1000 smp':>13}{'FID':>9}{'cond acc':>10}")
+    fmt = lambda v, f: (f"{v:{f}}" if np.isfinite(v) else "-")  # noqa: E731
+    print(f"\n{'row':<40}{'train img/s':>12}{'s / 1000 smp':>13}{'FID':>9}{'KID':>17}{'prec':>7}{'recall':>8}"
+          f"{'cond acc':>10}")
     for name, img_s, smp, _, q in rows:
-        fmt = lambda v, f: (f"{v:{f}}" if np.isfinite(v) else "-")  # noqa: E731
-        print(f"{name:<40}{fmt(img_s, '12.0f'):>12}{fmt(smp, '13.2f'):>13}{q['gen_fid']:9.1f}"
-              f"{q['gen_conditional_accuracy']:10.3f}")
-    print("\nFID: Frechet distance in the reference cnn3's penultimate features (256-d), ~1,000 generated vs all real "
-          "training images; lower is better. cond acc: chance is 1/7 = 0.143.")
+        kid = f"{fmt(q['gen_kid'], '.4f')} ± {fmt(q['gen_kid_std'], '.4f')}"
+        print(f"{name:<40}{fmt(img_s, '12.0f'):>12}{fmt(smp, '13.2f'):>13}{fmt(q['gen_fid'], '9.1f'):>9}{kid:>17}"
+              f"{fmt(q['gen_precision'], '7.3f'):>7}{fmt(q['gen_recall'], '8.3f'):>8}"
+              f"{fmt(q['gen_conditional_accuracy'], '10.3f'):>10}")
+    sample = ", ".join(f"{c} {n}" for c, n in zip(CLASSES, counts))
+    print(f"\nQuality sample per class (training count capped at {args.quality_n}; the real rows use up to as many): "
+          f"{sample}. FID and KID in the reference cnn3's penultimate features (256-d), lower is better; precision "
+          f"and recall: k-NN manifolds, k=3. cond acc: macro over classes, before any filter; chance is 1/7 = 0.143.")
     return 0
 
 

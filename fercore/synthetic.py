@@ -1,10 +1,20 @@
-"""The synthetic half of a trial: the trained generator (cached), a pool holding exactly the counts the mixing policy
-needs after the quality filter (cached), and that pool's quality as the reference classifier sees it.
+"""The synthetic half of a trial: the trained generator (cached), its quality measured once (cached), and a pool
+holding exactly the counts the mixing policy needs after the quality filter (cached).
+
+A generator is scored once, not per trial: on an unfiltered, class-matched sample - per class the real class's
+training count capped at QUALITY_N, the same cap for every generator, drawn with the fixed QUALITY_SEED from both
+the generator and the real training split - by the reference classifier (fercore.metrics.quality.sample_quality).
+Every trial that uses the generator copies those figures; the filtered pool's own quality would measure the filter
+and the policy's class mix instead (a confidence filter makes its own judge's accuracy ~1 by construction). What the
+filter did is reported as its acceptance and the conditional accuracy of what it kept.
 
 Everything here sees the training split only; the reference classifier was trained on it, with validation picking
-its epoch. The row keys this adds: generator_key / generator_cache_hit, pool_key / pool_cache_hit, reference_key /
-reference_cache_hit (when a reference was needed), filter_acceptance[_<class>] and filter_generated, and the gen_*
-quality figures (FID overall and per class, conditional accuracy, embedding Jensen-Shannon distance).
+its epoch. The row keys this adds: generator_key / generator_cache_hit, quality_key / quality_cache_hit, pool_key /
+pool_cache_hit, reference_key / reference_cache_hit (when a reference was needed), filter_acceptance[_<class>],
+filter_generated and filter_kept_conditional_accuracy (a filter other than none), and the generator's figures:
+gen_quality_n, gen_fid, gen_kid, gen_kid_std, gen_precision, gen_recall (each also per class, missing below
+fercore.metrics.quality.MIN_PER_CLASS with gen_quality_note_<class> saying why), gen_conditional_accuracy (macro
+over classes) and gen_embedding_jsd[_<class>].
 """
 from __future__ import annotations
 
@@ -22,11 +32,16 @@ from fercore.cache import CacheStore
 from fercore.config import TrialConfig
 from fercore.data import FaceSet
 from fercore.generators import Generator
-from fercore.metrics.quality import quality_and_embedding
+from fercore.errors import DataError
+from fercore.metrics.quality import sample_quality
 from fercore.reference import ReferenceClassifier, confidence_scorer
 
 GRID_COLUMNS = 8  # samples per class in the trial's image grid
 EMBEDDING_POINTS = 100  # per class and source: the points of embeddings.parquet (a report's scatter plot)
+# A generator's quality sample, per class: min(real training count, QUALITY_N) images from each side. Fixed, so every
+# generator of a sweep (and of any sweep on the same data) is scored on samples of the same sizes: FID depends on n.
+QUALITY_N = 500
+QUALITY_SEED = 987_654_000  # its draws; far from the pools' cfg.seed * 1000 + c so they are other images
 
 
 @dataclass
@@ -81,6 +96,43 @@ def discriminator_scorer(generator: Generator) -> ScoreFn:
     return generator.discriminator_scores
 
 
+def generator_quality(gen: Generator, gen_key: str, data: FaceSet, store: CacheStore,
+                      reference: Callable[[], ReferenceClassifier]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """GEN's figures (row keys) and embedding points on its fixed quality sample, measured once per generator key,
+    cap and reference; the row keys quality_key / quality_cache_hit say which entry and whether it was found."""
+    names = data.class_names
+    train_x, train_y = data.split("train")
+    counts = np.minimum(np.bincount(train_y, minlength=len(names)), QUALITY_N)
+    parts = {"generator": gen_key, "n": QUALITY_N, "seed": QUALITY_SEED, "reference": entries.reference_key(data)[0],
+             "points_per_class": EMBEDDING_POINTS}
+
+    def make() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        rng = np.random.default_rng(QUALITY_SEED)
+        real_idx = np.concatenate([rng.choice(np.flatnonzero(train_y == c), n, replace=False)
+                                   for c, n in enumerate(counts)])
+        drawn, notes = [], {}
+        for c, n in enumerate(counts):
+            try:
+                drawn.append(gen.sample(int(n), c, seed=QUALITY_SEED + c))
+            except DataError as e:  # A folder without images of this class: nothing to score it on.
+                drawn.append(np.zeros((0, data.image_size, data.image_size), np.uint8))
+                notes[f"gen_quality_note_{names[c]}"] = f"no synthetic images: {e}"
+        syn_y = np.concatenate([np.full(len(x), c) for c, x in enumerate(drawn)])
+        figures, points = sample_quality(reference(), (train_x[real_idx], train_y[real_idx]),
+                                         (np.concatenate(drawn), syn_y), names,
+                                         points_per_class=EMBEDDING_POINTS, seed=QUALITY_SEED)
+        return {"gen_quality_n": QUALITY_N} | figures | notes, points
+
+    figures, points, entry = entries.quality(parts, store, make)
+    return figures | {"quality_key": entry.key, "quality_cache_hit": entry.hit}, points
+
+
+def kept_conditional_accuracy(images: dict[int, np.ndarray], reference: ReferenceClassifier) -> float:
+    """The share of a filtered pool's images the reference assigns to their class, averaged over classes."""
+    shares = [float((reference.features_and_proba(x)[1].argmax(1) == c).mean()) for c, x in images.items() if len(x)]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
 def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheStore,
               device: torch.device) -> SyntheticPool:
     """The generator of CFG (trained once per content key), and NEEDED[c] accepted synthetic images of class c."""
@@ -110,15 +162,12 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     row["filter_generated"] = int(generated.sum())
     row |= {f"filter_acceptance_{name}": float(acceptance[c]) for c, name in enumerate(names)}
 
-    # Quality of what the classifier will train on, against the real training images.
-    train_x, train_y = data.split("train")
-    syn_y = np.concatenate([np.full(len(images[c]), c) for c in sorted(images)])
-    points: dict[str, np.ndarray] = {}
-    if len(syn_y) > 1:
-        syn_x = np.concatenate([images[c] for c in sorted(images)])
-        quality, points = quality_and_embedding(reference(), (train_x, train_y), (syn_x, syn_y), names,
-                                                embedding=True, points_per_class=EMBEDDING_POINTS, seed=cfg.seed)
-        row |= quality
+    if aug.filter != "none":  # What the filter kept, as the reference sees it: its effect, not the generator's.
+        row["filter_kept_conditional_accuracy"] = kept_conditional_accuracy(images, reference())
+    quality, points = generator_quality(gen, gen_entry.key, data, store, reference)
+    row |= quality
     if reference.entry is not None:
         row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit}
+    else:  # Figures found in the cache, no filter to judge: the reference that measured them, not loaded this time.
+        row["reference_key"] = entries.reference_key(data)[0]
     return SyntheticPool(images, grid, row, time.perf_counter() - t0, generator_seconds, points)

@@ -20,6 +20,14 @@ def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path
     assert row["baseline_cache_hit"] is False and row["reference_cache_hit"] is False
     assert np.isfinite(row["gen_fid"]) and 0 <= row["gen_conditional_accuracy"] <= 1
     assert 0 <= row["gen_embedding_jsd"] <= 1
+    # The generator's own figures, on its fixed unfiltered sample: tiny_faces has fewer than 50 training images in
+    # every class but happy, so per-class figures are missing with a reason wherever the class is small.
+    assert row["gen_quality_n"] == 500 and row["quality_cache_hit"] is False
+    # Under 1,000 images on each side, KID's one subset is the whole sample: its spread is not measured.
+    assert np.isfinite(row["gen_kid"]) and np.isnan(row["gen_kid_std"])
+    assert 0 <= row["gen_precision"] <= 1 and 0 <= row["gen_recall"] <= 1
+    assert np.isnan(row["gen_kid_disgust"]) and "need 50" in row["gen_quality_note_disgust"]
+    assert "filter_kept_conditional_accuracy" not in row  # no filter, nothing it kept to judge
     assert row["filter_acceptance"] == 1.0  # no filter: every drawn image is kept
     assert row["leak_synthetic_test"] == 0 and row["leak_real_test"] == 0
     assert 0 <= row["gen_memorised_share"] <= 1  # a one-epoch GAN's share of images that copy a training image
@@ -32,9 +40,13 @@ def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path
     assert again["generator_key"] == row["generator_key"]
     # Same config and seed, generator loaded instead of trained: the same trial.
     assert again["test_macro_f1"] == row["test_macro_f1"] and again["gen_fid"] == row["gen_fid"]
+    assert again["quality_cache_hit"] and again["gen_kid"] == row["gen_kid"]
     events = store.counts_by_kind()
-    for kind in ("generator-v1", "pool-v1", "reference-v1", "baseline-v2", "control-v1"):
+    for kind in ("generator-v1", "quality-v1", "pool-v1", "baseline-v2", "control-v1"):
         assert events[kind, "built"] == 1 and events[kind, "hit"] == 1, (kind, events)
+    # The generator's figures were found and no filter needs a judge: the second trial does not load the reference.
+    assert events["reference-v1", "built"] == 1 and events["reference-v1", "hit"] == 0, events
+    assert again["reference_key"] == row["reference_key"] and "reference_cache_hit" not in again
 
 
 def test_a_real_only_trial_is_the_baseline_augmented_trials_pair_with(tiny_faces, tmp_path):

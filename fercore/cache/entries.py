@@ -104,6 +104,26 @@ def pool(parts: dict[str, Any], store: CacheStore,
         return images, z["acceptance"], z["generated"], Cached(folder, key, hit)
 
 
+def quality(parts: dict[str, Any], store: CacheStore,
+            make: Callable[[], tuple[dict[str, Any], dict[str, np.ndarray]]]
+            ) -> tuple[dict[str, Any], dict[str, np.ndarray], Cached]:
+    """A generator's quality figures (a row's gen_* keys) and its embedding points, measured once on a fixed sample
+    (fercore.synthetic.generator_quality), under a key made of PARTS: the generator's key, the sample's size cap per
+    class, its seed and the reference classifier's key. Its own small entry beside the generator's, so the generator
+    entry's files and checksums stay as they were, and a generator stored before figures existed gets them added."""
+    key = content_key("quality-v1", parts)
+
+    def build(folder: Path) -> None:
+        figures, points = make()
+        atomic_write(folder / "quality.json", lambda f: f.write(json.dumps(figures, default=float).encode()))
+        atomic_write(folder / "points.npz", lambda f: np.savez(f, **points))
+
+    folder, hit = store.get_or_create(key, build, parts)
+    with np.load(folder / "points.npz") as z:
+        points = {k: z[k] for k in z.files}
+    return json.loads((folder / "quality.json").read_text()), points, Cached(folder, key, hit)
+
+
 def classifier_parts(cfg: TrialConfig, data: FaceSet, device: torch.device | None = None) -> dict[str, Any]:
     """What decides the weights of a classifier trained with CFG's classifier and training config on DATA, on DEVICE
     (None: where train.device puts it here)."""

@@ -17,8 +17,8 @@ from fercore.report.importance import param_importances, pareto_front
 from fercore.report.outcomes import config_cells, plural
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, Results, augmented, best_by, confusion_matrix, fmt, fmt_ci, fmt_count, fmt_value, group_labels, num,
-    uplift_trials, used_synthetic)
+    DASH, Results, augmented, best_by, confusion_matrix, fmt, fmt_count, fmt_value, group_labels, has_column,
+    num, uplift_trials, used_synthetic)
 from fercore.sections import DESCRIBED
 
 MAX_EMBEDDING_PANELS = 4
@@ -75,49 +75,86 @@ def confusion_section(res: Results, out: Path) -> list[Block]:
                      Image("confusion.png", "confusion matrices", title + ".")]
 
 
+# The generator's own figures (fercore.synthetic.generator_quality: one fixed unfiltered sample per generator),
+# as (column, short name, axis label); the scatter shows those a sweep has.
+QUALITY_MEASURES = (
+    ("gen_fid", "FID", "FID of the generator's sample (lower is closer to real)"),
+    ("gen_kid", "KID", "KID of the generator's sample (lower is closer to real)"),
+    ("gen_precision", "precision", "precision (share of its images inside the real manifold)"),
+    ("gen_recall", "recall", "recall (share of real images inside its manifold)"),
+    ("gen_conditional_accuracy", "conditional accuracy", "conditional accuracy, macro over classes, before filters"))
+
+
+def _gain_column(aug: pd.DataFrame) -> tuple[str, str]:
+    """The paired gain to set quality against: over the oversampling control where the sweep measured it (the gain
+    synthetic images bought beyond repeating real ones), else the uplift over the real-only baseline."""
+    if has_column(aug, "gain_control_test_macro_f1"):
+        return "gain_control_test_macro_f1", "gain over the oversampling control"
+    return "uplift_test_macro_f1", "uplift over the real-only baseline"
+
+
 def quality_section(res: Results, out: Path) -> list[Block]:
     blocks: list[Block] = [Heading("7. Generator quality against the uplift it bought")]
     aug = uplift_trials(res.trials)
-    measures = [(c, label) for c, label in (("gen_fid", "FID of the synthetic pool (lower is closer to real)"),
-                                            ("gen_conditional_accuracy",
-                                             "conditional accuracy (reference classifier agrees with the label)"))
-                if num(aug, c).notna().any()]
+    measures = [(c, name, label) for c, name, label in QUALITY_MEASURES if num(aug, c).notna().any()]
     if aug.empty or not measures:
         why = "no completed trial used synthetic images with a paired uplift" if aug.empty else \
             "no augmented trial has generator quality figures (gen_fid, gen_conditional_accuracy)"
         return blocks + [Paragraph(f"Nothing to relate: {why}.")]
+    gain, gain_name = _gain_column(aug)
     points = pd.DataFrame({"group": group_labels(aug, "generator.type"),
-                           "uplift": num(aug, "uplift_test_macro_f1"), "low": num(aug, "uplift_test_macro_f1_low"),
-                           "high": num(aug, "uplift_test_macro_f1_high"),
-                           **{c: num(aug, c) for c, _ in measures}})
+                           "uplift": num(aug, gain), "low": num(aug, f"{gain}_low"), "high": num(aug, f"{gain}_high"),
+                           **{c: num(aug, c) for c, _, _ in measures}})
     parts = []
-    for c, _ in measures:
+    for c, name, _ in measures:
         ok = points[[c, "uplift"]].dropna()
         if len(ok) >= 3 and ok[c].nunique() > 1 and ok["uplift"].nunique() > 1:
             rho = ok[c].rank().corr(ok["uplift"].rank())
-            parts.append(f"{'FID' if c == 'gen_fid' else 'conditional accuracy'} ρ = {rho:+.2f}")
+            parts.append(f"{name} ρ = {rho:+.2f}")
     if parts:
-        title = "Spearman correlation with uplift: " + ", ".join(parts) + f" ({plural(len(points), 'trial')})"
+        title = f"Spearman correlation with the {gain_name}: " + ", ".join(parts) + \
+            f" ({plural(len(points.dropna(subset=['uplift'])), 'trial')})"
     elif len(points) < 3:
-        title = f"Too few augmented trials ({len(points)}) to correlate generator quality with uplift"
+        title = f"Too few augmented trials ({len(points)}) to correlate generator quality with the {gain_name}"
     else:
-        title = (f"Generator quality or uplift is the same in all {len(points)} augmented trials: nothing to "
-                 f"correlate")
-    plots.quality_scatter(points, measures, out / "quality_vs_uplift.png", title)
-    ordered = aug.assign(_u=num(aug, "uplift_test_macro_f1")).sort_values("_u", ascending=False)
-    rows = [[str(r["trial_id"]), fmt_value(r.get("generator.type")), fmt(r.get("gen_fid"), 1),
-             fmt(r.get("gen_conditional_accuracy")), fmt(r.get("gen_embedding_jsd")), fmt(r.get("filter_acceptance")),
-             fmt_ci(r.get("uplift_test_macro_f1"), r.get("uplift_test_macro_f1_low"),
-                    r.get("uplift_test_macro_f1_high"), True)] for _, r in ordered.head(30).iterrows()]
+        title = (f"Generator quality or the {gain_name} is the same in all {len(points)} augmented trials: nothing "
+                 f"to correlate")
+    plots.quality_scatter(points, [(c, label) for c, _, label in measures], out / "quality_vs_uplift.png", title,
+                          ylabel=f"test macro-F1 {gain_name} (95 % interval)")
     return blocks + [
-        Paragraph("Each augmented trial's pool quality, measured by the reference classifier on the training split, "
-                  "against its test macro-F1 uplift. Pools of one generator differ between trials in size and filter"
-                  + (f"; the table shows the 30 largest test uplifts of {len(aug)}, an exploratory listing (best 30 "
-                     f"of {len(aug)} by test: their uplifts overstate what such pools buy)." if len(aug) > 30
-                     else ".")),
-        Table(["trial", "generator", "FID", "conditional accuracy", "embedding JSD", "filter acceptance",
-               "uplift [95 % CI]"], rows, caption="Generator quality and uplift per augmented trial"),
+        Paragraph("Each generator is scored once, on a fixed unfiltered sample matched to the real training split's "
+                  "classes (per class up to gen_quality_n images from each side), in the reference classifier's "
+                  "features: FID, KID (± its spread over subsets), precision and recall (k-NN manifolds, "
+                  "Kynkaanniemi et al. 2019: few good images give high precision and low recall, many poor ones the "
+                  "reverse) and conditional accuracy before any filter. A filter's own effect is its acceptance and "
+                  f"the accuracy of what it kept. Gains are the test macro-F1 {gain_name}, the mean over the "
+                  "generator's trials (which differ in policy, ratio and filter) and the best of them."),
+        _generator_table(aug, gain),
         Image("quality_vs_uplift.png", "generator quality against uplift", title + ".")]
+
+
+def _generator_table(aug: pd.DataFrame, gain: str) -> Table:
+    """One row per generator: its own figures (the same in every trial that used it) and its trials' gains."""
+    key = aug["generator_key"] if "generator_key" in aug else aug["trial_id"]
+    rows = []
+    for _, part in aug.assign(_g=num(aug, gain)).groupby(key.fillna("?"), sort=False):
+        r = part.iloc[0]
+        kid = fmt(r.get("gen_kid"), 4)
+        if finite(r.get("gen_kid_std")):
+            kid += f" ± {fmt(r.get('gen_kid_std'), 4)}"
+        kept = num(part, "filter_kept_conditional_accuracy")
+        rows.append((part["_g"].mean(), [
+            fmt_value(r.get("generator.type")), str(len(part)), fmt(r.get("gen_fid"), 1), kid,
+            fmt(r.get("gen_precision")), fmt(r.get("gen_recall")), fmt(r.get("gen_conditional_accuracy")),
+            fmt(num(part, "filter_acceptance").mean()), fmt(kept.mean()) if kept.notna().any() else DASH,
+            fmt(part["_g"].mean(), signed=True), fmt(part["_g"].max(), signed=True)]))
+    rows.sort(key=lambda x: -x[0] if finite(x[0]) else np.inf)
+    return Table(["generator", "trials", "FID", "KID", "precision", "recall", "conditional accuracy",
+                  "filter acceptance (mean)", "kept accuracy (mean)", "mean gain", "best gain"],
+                 [cells for _, cells in rows[:30]],
+                 caption="Each generator's quality (measured once) and the gains of the trials that used it"
+                         + (f"; the 30 of {len(rows)} generators with the largest mean gain" if len(rows) > 30
+                            else ""))
 
 
 def embeddings_section(res: Results, out: Path) -> list[Block]:

@@ -217,8 +217,10 @@ def confusion_pair(panels: list[tuple[str, np.ndarray]], path: Path, title: str)
     plt.close(fig)
 
 
-def quality_scatter(points: pd.DataFrame, panels: list[tuple[str, str]], path: Path, title: str) -> None:
-    """POINTS: group, uplift, low, high and one column per panel's x; PANELS: (column, axis label)."""
+def quality_scatter(points: pd.DataFrame, panels: list[tuple[str, str]], path: Path, title: str,
+                    ylabel: str = "test macro-F1 uplift (95 % interval)") -> None:
+    """POINTS: group, uplift, low, high and one column per panel's x; PANELS: (column, axis label); the y column
+    ("uplift") may hold another paired gain, named by YLABEL."""
     plt = _plt()
     groups = sorted(points["group"].unique())
     colours = _colours(groups)
@@ -232,7 +234,7 @@ def quality_scatter(points: pd.DataFrame, panels: list[tuple[str, str]], path: P
                         color=colours[g], capsize=3, label=g)
         ax.axhline(0, color="black", linewidth=1)
         ax.set_xlabel(label)
-    axes[0][0].set_ylabel("test macro-F1 uplift (95 % interval)")
+    axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if not handles:
         handles, labels = axes[0][-1].get_legend_handles_labels()

@@ -86,8 +86,11 @@ def generator_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (generator_cache_hit false, the first by trial id if several did), else from the first trial that used it; that
     trial is `source_trial_id`, and `built_in_sweep` says whether it built the generator. generator_seconds is the
     builder's (generator training plus its pool and quality figures) and empty when no trial here built it;
-    generator_seconds_amortised is that divided by the trials that used it (`trials`). The
-    gen_* figures measure the source trial's filtered pool; every trial's own are in trials.parquet.
+    generator_seconds_amortised is that divided by the trials that used it (`trials`). The overall gen_* figures
+    (gen_quality_n, gen_fid, gen_kid, gen_kid_std, gen_precision, gen_recall, gen_conditional_accuracy,
+    gen_embedding_jsd) are the generator's own, measured once on its fixed unfiltered sample
+    (fercore.synthetic.generator_quality), so every trial that used it carries the same ones; the per-class figures
+    are in per_class.parquet, and what each trial's filter kept is its filter_* keys in trials.parquet.
     """
     users: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(trials, key=lambda r: r["trial_id"]):
