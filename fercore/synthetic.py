@@ -52,6 +52,9 @@ class SyntheticPool:
     seconds: float = 0.0  # all of it: the generator, drawing and filtering the pool, its quality figures
     generator_seconds: float = 0.0  # training the generator, or loading it from the cache
     embedding: dict[str, np.ndarray] = field(default_factory=dict)  # fercore.metrics.embedding.embedding_sample
+    # The reference classifier's penultimate features (images -> N x D), for the audit's feature neighbours; the
+    # reference is fetched from the cache (or trained) on first use.
+    features: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class _Reference:
@@ -170,4 +173,5 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
         row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit}
     else:  # Figures found in the cache, no filter to judge: the reference that measured them, not loaded this time.
         row["reference_key"] = entries.reference_key(data)[0]
-    return SyntheticPool(images, grid, row, time.perf_counter() - t0, generator_seconds, points)
+    return SyntheticPool(images, grid, row, time.perf_counter() - t0, generator_seconds, points,
+                         features=lambda x: reference().features_and_proba(x)[0])

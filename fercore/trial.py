@@ -126,10 +126,14 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
     # set and kept in the cache (fercore.cache.split_hashes), not hashed again by every trial.
     # A trial with a generator also measures memorisation (gen_memorised_share): the share of its synthetic images
     # that nearly copy a training image, against the training split's index (built once per data set, like the others).
+    # And it counts, apart from copies, the images whose reference-classifier features nearly equal a test or
+    # validation image's (leak_feature_*; a trial without a generator has no reference to ask).
     test_index, val_index = (split_index(data, split, cache) for split in ("test", "val"))
     train_index = split_index(data, "train", cache) if pool is not None else None
+    neighbours = {"features": pool.features, "test_images": test_x, "val_images": data.split("val")[0]} \
+        if pool is not None and pool.features is not None else {}
     leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[:int(plan.real.sum())],
-                          test=test_index, val=val_index, train=train_index)
+                          test=test_index, val=val_index, train=train_index, **neighbours)
 
     # Paired comparisons: each step trains or fetches what this trial is compared against.
     counts = np.bincount(data.split("train")[1], minlength=len(data.class_names))

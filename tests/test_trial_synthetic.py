@@ -44,8 +44,10 @@ def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path
     events = store.counts_by_kind()
     for kind in ("generator-v1", "quality-v1", "pool-v1", "baseline-v2", "control-v1"):
         assert events[kind, "built"] == 1 and events[kind, "hit"] == 1, (kind, events)
-    # The generator's figures were found and no filter needs a judge: the second trial does not load the reference.
-    assert events["reference-v1", "built"] == 1 and events["reference-v1", "hit"] == 0, events
+    # The generator's figures were found and no filter needs a judge; the audit's feature neighbours still ask the
+    # reference, from the cache, trained once.
+    assert events["reference-v1", "built"] == 1 and events["reference-v1", "hit"] == 1, events
+    assert again["leak_feature_synthetic_test"] == row["leak_feature_synthetic_test"]
     assert again["reference_key"] == row["reference_key"] and "reference_cache_hit" not in again
 
 
@@ -86,6 +88,10 @@ def test_synthetic_images_that_copy_test_images_are_counted(tiny_faces, tmp_path
     assert row["leak_synthetic_test"] == row["n_train_synthetic"]
     assert row["leak_real_test"] == 0
     assert row["gen_memorised_share"] == 0  # test images copy no training image
+    # Reported apart from the copies: each synthetic image's reference features equal its test image's (cosine 1).
+    assert row["leak_feature_synthetic_test"] == row["n_train_synthetic"]
+    assert all(isinstance(row[k], int) and row[k] >= 0
+               for k in ("leak_feature_real_test", "leak_feature_synthetic_val", "leak_feature_real_val"))
 
 
 def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
