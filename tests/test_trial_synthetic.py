@@ -94,6 +94,24 @@ def test_synthetic_images_that_copy_test_images_are_counted(tiny_faces, tmp_path
                for k in ("leak_feature_real_test", "leak_feature_synthetic_val", "leak_feature_real_val"))
 
 
+@pytest.mark.slow
+def test_a_folder_of_altered_test_copies_is_counted_whole(tiny_faces, tmp_path):
+    """As a new user would: a `folder` generator whose images are flipped, shifted (up to 2 px), flipped and shifted,
+    brightened or darkened, or contrast-changed copies of the test split tops up the data set; the audit counts every
+    one of them, not a small minority."""
+    from fercore.metrics.alterations import ALTERATIONS
+
+    test_x, test_y = tiny_faces.split("test")
+    names = [n for n in ALTERATIONS if n != "exact"]
+    altered = np.concatenate([ALTERATIONS[names[i % len(names)]](test_x[i:i + 1]) for i in range(len(test_x))])
+    path = write_folder(tmp_path / "made", altered, test_y)
+    row = trial.run({**MADE_ELSEWHERE, "generator.type": "folder", "generator.path": path,
+                     "augment.policy": "real_ratio", "augment.real_ratio": 0.5, "augment.paired_baseline": False},
+                    tiny_faces, lambda *a: None).row
+    assert row["n_train_synthetic"] > 0
+    assert row["leak_synthetic_test"] == row["n_train_synthetic"]
+
+
 def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
     """Real training images as the 'synthetic' source: the reference classifier is confident on many, not all.
     Only happy, the class a reference trained on ~300 images learns first, is topped up."""
