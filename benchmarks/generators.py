@@ -94,7 +94,9 @@ def matched_sample(gen, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate([np.full(len(x), c) for c, x in enumerate(xs)])
 
 
-def run_type(gtype: str, data, budget: float, device, extra: dict, counts: np.ndarray) -> dict:
+def run_type(gtype: str, data, budget: float, device, extra: dict, counts: np.ndarray | None = None) -> dict:
+    """Train GTYPE for about BUDGET seconds and time its sampling; with COUNTS (per class), also draw the
+    class-matched sample its quality is scored on (benchmarks/gpu_check.py times speeds only and passes none)."""
     train_x, train_y = data.split("train")
     # Time one epoch on a throw-away instance, then train a fresh one for as many epochs as the budget holds.
     probe = build_generator(values_for(gtype, 1, extra), data.image_size, len(CLASSES), device)
@@ -108,7 +110,8 @@ def run_type(gtype: str, data, budget: float, device, extra: dict, counts: np.nd
     train_seconds = time.perf_counter() - t0
     _, _, sec_per_1000 = sample_all(gen)
     return {"epochs": epochs, "train_img_s": epochs * len(train_x) / train_seconds if gtype != "folder" else float("nan"),
-            "train_s": train_seconds, "sample_s_per_1000": sec_per_1000, "images": matched_sample(gen, counts)}
+            "train_s": train_seconds, "sample_s_per_1000": sec_per_1000,
+            "images": matched_sample(gen, counts) if counts is not None else None}
 
 
 def main() -> int:
