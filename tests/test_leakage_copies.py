@@ -138,3 +138,15 @@ def test_data_info_warns_of_cross_split_copies(faces, monkeypatch, capsys):
     monkeypatch.setattr(cli, "_load_for_inspection", lambda args: faces)
     assert cli.main(["data", "info", "procedural"]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_feature_neighbours_of_no_candidates_or_no_references_are_none():
+    """real_ratio 0 keeps no real image: the audit's real candidates are empty (a smoke sweep met this)."""
+    from fercore.metrics.copies import copy_rows, feature_neighbours
+
+    assert feature_neighbours(np.zeros((0, 1)), np.ones((3, 4))) == 0
+    assert feature_neighbours(np.ones((2, 4)), np.zeros((0, 4))) == 0
+    rng = np.random.default_rng(0)
+    test = rng.integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    rows = copy_rows(test[:2], np.zeros((0, 48, 48), np.uint8), test, features=lambda x: x.reshape(len(x), -1) + 1.0)
+    assert rows["leak_feature_real_test"] == 0 and rows["leak_feature_synthetic_test"] == 2

@@ -193,11 +193,11 @@ def copy_audit(candidates: np.ndarray, reference, threshold: int = COPY_THRESHOL
 
 def feature_similarity(candidate_features: np.ndarray, reference_features: np.ndarray) -> np.ndarray:
     """Each candidate's largest cosine similarity with a reference feature vector (-1 with no reference)."""
+    out = np.full(len(candidate_features), -1.0)
+    if len(candidate_features) == 0 or len(reference_features) == 0:
+        return out  # before normalising: an empty array has no row length to reshape to (real_ratio 0 keeps no real)
     a = _unit(candidate_features)
     b = _unit(reference_features)
-    out = np.full(len(a), -1.0)
-    if len(a) == 0 or len(b) == 0:
-        return out
     for i in range(0, len(a), CHUNK):
         out[i:i + CHUNK] = (a[i:i + CHUNK] @ b.T).max(1)
     return out
