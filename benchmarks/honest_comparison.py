@@ -99,13 +99,9 @@ def check(out: Path) -> list[tuple[str, bool, str]]:
 
 
 def _first_table(markdown: str) -> pd.DataFrame:
-    rows = []
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
-        elif rows:
-            break
-    header, _, *body = rows
+    from fercore.report.render import read_table
+
+    header, body = read_table(markdown)
     return pd.DataFrame(body, columns=header)
 
 

@@ -13,6 +13,7 @@ from PIL import Image as PILImage
 
 from fercore.cli import main
 from fercore.labels import CLASSES
+from fercore.report.render import read_table
 
 SECTIONS = ("1. Best trials", "2. Synthetic uplift", "2.1 Across seeds", "2.2 Paired comparisons",
             "3. Test macro-F1 against the real share", "4. Early-stopping",
@@ -66,15 +67,7 @@ def written(sweep_dir, tmp_path_factory):
 
 def table_after(markdown: str, marker: str) -> pd.DataFrame:
     """The first Markdown table after the line containing MARKER, as strings."""
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if marker in line)
-    rows = []
-    for line in lines[start + 1:]:
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
-        elif rows:
-            break
-    header, _, *body = rows
+    header, body = read_table(markdown, marker)
     return pd.DataFrame(body, columns=header)
 
 

@@ -86,3 +86,18 @@ def to_html(title: str, blocks: list[Block]) -> str:
             out.append(f'<figure><img src="{html.escape(b.file)}" alt="{html.escape(b.alt)}">{cap}</figure>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def read_table(markdown: str, marker: str = "") -> tuple[list[str], list[list[str]]]:
+    """The header and rows (cells as text) of the first table to_markdown wrote after the first line containing
+    MARKER (the first table of all with no marker): for reading a written report back, in tests and benchmarks."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if marker in line) if marker else -1
+    rows: list[list[str]] = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+        elif rows:
+            break
+    header, _, *body = rows
+    return header, body
