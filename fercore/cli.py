@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from fercore.errors import UserError
+from fercore.errors import ConfigError, UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         d.add_argument("--scale", type=float, default=0.1, help="procedural set size, times FER2013's counts")
         d.add_argument("--seed", type=int, default=0)
         d.add_argument("--image-size", type=int, default=48)
+        d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any data.* key, as in a sweep file's data section (e.g. classes=folders, "
+                            "group='^S(\\d+)_'); repeatable")
         if name == "preview":
             d.add_argument("--out", default="grid.png", help="PNG file to write")
             d.add_argument("--per-class", type=int, default=10, help="examples per class")
@@ -95,7 +98,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_trial(args) -> int:
     from fercore import config
-    from fercore.data import load
+    from fercore.data import load_configured
     from fercore.cache import CacheStore
     from fercore.trial import run
 
@@ -104,7 +107,7 @@ def _cmd_trial(args) -> int:
         flat["data.source"] = args.data
     resolved = config.resolve(flat)
     d = resolved.data
-    data = load(d.source, image_size=d.image_size, scale=d.scale, seed=d.seed, val_fraction=d.val_fraction)
+    data = load_configured(d)
     print(f"data: {data.source}, {len(data.images)} images", flush=True)
     from fercore.generators import Diverged
 
@@ -218,9 +221,18 @@ def _cmd_report(args) -> int:
 
 
 def _load_for_inspection(args):
-    from fercore.data import load
+    """The data set `fersweep data` inspects: SOURCE read with the given data.* keys, as a sweep would read it."""
+    from fercore.config import resolve
+    from fercore.data import load_configured
 
-    return load(args.source, image_size=args.image_size, scale=args.scale, seed=args.seed)
+    flat = {"data.source": args.source, "data.scale": args.scale, "data.seed": args.seed,
+            "data.image_size": args.image_size}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, a data key such as classes=folders")
+        flat[key if key.startswith("data.") else f"data.{key}"] = value
+    return load_configured(resolve(flat, drop_inapplicable=True).data)
 
 
 def _cmd_data_info(args) -> int:

@@ -63,6 +63,12 @@ def _convert(kind: type, value: Any) -> Any:
         if not math.isfinite(value):
             raise ValueError
         return value
+    # A list or a mapping written in YAML (data.classes: [anger, contempt]) is kept as the comma-separated text a
+    # command line would give (anger,contempt; name=class,...), so every key has one type and one form.
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
     return str(value)
 
 

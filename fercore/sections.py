@@ -14,6 +14,16 @@ DATA = (
     Param("seed", 0, 0, 2**31 - 1, help="seeds the procedural drawing and carved validation splits, fixed per sweep"),
     Param("image_size", 48, 16, 256, help="side of the square grayscale images, pixels"),
     Param("val_fraction", 0.1, 0.01, 0.5, help="share of training images carved out for validation where a layout has none"),
+    Param("classes", "fer2013", help="the class set: 'fer2013' (FER2013's seven, folder names through aliases), "
+                                     "'folders' (the tree's own class folders), or a list of class names"),
+    Param("drop_classes", "", help="class names (a list) whose images are left out of the data set"),
+    Param("aliases", "", help="names fercore does not know mapped to a class: a mapping, or 'name=class,...'"),
+    Param("group", "", help="the subject of each image, for subject-aware splits: a regex whose first group names it "
+                            "from the file's path relative to the data root (e.g. '^S(\\d+)_'), or a CSV column"),
+    Param("folds", 0, 0, 100, help="k-fold: 0 none, else K folds (subject-aware with data.group); data.fold is the "
+                                   "fold tested on, validation is carved from the training folds"),
+    Param("fold", 0, 0, 99, help="with data.folds: the fold this trial tests on, 0..folds-1 (a grid can sweep it)"),
+    Param("channels", 1, choices=(1, 3), help="1: gray; 3: color kept through generators and backbones"),
 )
 GENERATOR = (  # Every type has a budget and a batch; the rest (learning rates, latent size, ...) each type declares.
     Param("epochs", 5, 0, 10_000, help="generator training budget, passes over the training split"),

@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fercore.data.converted import cache_key, load_or_build
 from fercore.data.faceset import SPLITS, FaceSet, make_faceset
+from fercore.data.options import DataOptions
 from fercore.errors import DataError
 
-__all__ = ["FaceSet", "SPLITS", "load", "make_faceset", "describe_source"]
+__all__ = ["DataOptions", "FaceSet", "SPLITS", "load", "load_configured", "make_faceset", "describe_source"]
 
 PROCEDURAL = "procedural"
 
@@ -34,23 +36,26 @@ def describe_source(source: str) -> str:
 
 
 def load(source: str = PROCEDURAL, *, image_size: int = 48, scale: float = 0.1, seed: int = 0,
-         val_fraction: float = 0.1, cache_dir: Path | None = None, use_cache: bool = True) -> FaceSet:
+         val_fraction: float = 0.1, cache_dir: Path | None = None, use_cache: bool = True,
+         options: DataOptions | None = None) -> FaceSet:
     """Read SOURCE into a FaceSet of uint8 image_size x image_size faces, using the on-disk cache when allowed.
 
     scale and seed shape the procedural set; seed and val_fraction shape the validation split carved from
-    the training part where a layout has none.
+    the training part where a layout has none. OPTIONS (fercore.data.options.DataOptions) carries every data.* key
+    that shapes the reading; when given, its image_size, seed and val_fraction are the ones used.
     """
+    options = options or DataOptions(image_size=image_size, seed=seed, val_fraction=val_fraction)
     kind = describe_source(source)
     if kind == "procedural":
         from fercore.data.procedural import draw_procedural
 
-        identity = dict(kind=kind, scale=scale, seed=seed, image_size=image_size)
-        build = lambda: draw_procedural(scale=scale, seed=seed, image_size=image_size)  # noqa: E731
+        identity = dict(kind=kind, scale=scale, **options.identity())
+        build = lambda: draw_procedural(scale=scale, seed=options.seed, image_size=options.image_size,  # noqa: E731
+                                        options=options)
     else:
         path = Path(source).resolve()
         stat = path.stat()
-        identity = dict(kind=kind, path=str(path), size=stat.st_size, mtime=stat.st_mtime_ns,
-                        image_size=image_size, seed=seed, val_fraction=val_fraction)
+        identity = dict(kind=kind, path=str(path), size=stat.st_size, mtime=stat.st_mtime_ns, **options.identity())
         if path.is_dir():
             # A folder's identity is its listing: any added, removed or rewritten file changes the key.
             identity["listing"] = _listing_signature(path)
@@ -59,24 +64,32 @@ def load(source: str = PROCEDURAL, *, image_size: int = 48, scale: float = 0.1, 
             from fercore.data.rafdb import dataset_root
 
             identity["listing"] = _listing_signature(dataset_root(path))
-        build = lambda: _read_files(kind, path, image_size, seed, val_fraction)  # noqa: E731
+        build = lambda: _read_files(kind, path, options)  # noqa: E731
     if not use_cache:
         return build()
     return load_or_build(cache_key(**identity), build, cache_dir)
 
 
-def _read_files(kind: str, path: Path, image_size: int, seed: int, val_fraction: float) -> FaceSet:
+def load_configured(data: Any, *, cache_dir: Path | None = None, use_cache: bool = True) -> FaceSet:
+    """The data set a resolved config's data section (fercore.params.Section) describes."""
+    return load(data.source, scale=data.scale, cache_dir=cache_dir, use_cache=use_cache,
+                options=DataOptions.from_section(data))
+
+
+def _read_files(kind: str, path: Path, options: DataOptions) -> FaceSet:
     if kind == "fer2013_csv":
         from fercore.data.fer2013 import read_fer2013_csv
 
-        return read_fer2013_csv(path, image_size=image_size)
+        return read_fer2013_csv(path, image_size=options.image_size, options=options)
     if kind == "rafdb":
         from fercore.data.rafdb import read_rafdb
 
-        return read_rafdb(path, image_size=image_size, seed=seed, val_fraction=val_fraction)
+        return read_rafdb(path, image_size=options.image_size, seed=options.seed, val_fraction=options.val_fraction,
+                          options=options)
     from fercore.data.folders import read_image_folders
 
-    return read_image_folders(path, image_size=image_size, seed=seed, val_fraction=val_fraction)
+    return read_image_folders(path, image_size=options.image_size, seed=options.seed,
+                              val_fraction=options.val_fraction, options=options)
 
 
 def _listing_signature(root: Path) -> str:

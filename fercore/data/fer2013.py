@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fercore.data.options import DataOptions
 from fercore.data.faceset import FaceSet, make_faceset
 from fercore.errors import DataError
 from fercore.labels import CLASSES
@@ -30,7 +31,7 @@ _HEADER_LIMIT = 1 << 16  # A header longer than this is not a FER2013 header; st
 _LABEL_HINT = "an integer 0-6 (" + ", ".join(f"{i}={name}" for i, name in enumerate(CLASSES)) + ")"
 
 
-def read_fer2013_csv(path: Path, image_size: int = 48) -> FaceSet:
+def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | None = None) -> FaceSet:
     """Read a FER2013-style CSV: columns emotion, pixels and Usage in any order, extra columns ignored.
 
     Usage Training -> train, PublicTest -> val, PrivateTest -> test. Pixels are space-separated integers 0-255,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fercore.data.options import DataOptions
 from fercore.data.faceset import SPLIT_INDEX, FaceSet, make_faceset
 from fercore.data.splitting import stratified_holdout
 from fercore.errors import DataError
@@ -29,7 +30,8 @@ LAYOUTS = ("ROOT/train/<class>/*, with ROOT/test/<class>/* and/or ROOT/val/<clas
            "ROOT/<class>/* (one folder per class, no splits)")
 
 
-def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_fraction: float = 0.1) -> FaceSet:
+def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_fraction: float = 0.1,
+                       options: DataOptions | None = None) -> FaceSet:
     """Read ROOT/<split>/<class>/<image>, or ROOT/images/<split>/<class>/<image>, or ROOT/<class>/<image>.
 
     Split folders (case-insensitive): train/training -> train, val/valid/validation -> val, test/testing -> test;

@@ -45,6 +45,7 @@ import math
 
 import numpy as np
 
+from fercore.data.options import DataOptions
 from fercore.data.faceset import FaceSet, make_faceset
 from fercore.labels import CLASSES
 
@@ -120,7 +121,8 @@ def split_counts(scale: float) -> dict[str, list[int]]:
     return {"train": train, "val": list(held), "test": list(held)}
 
 
-def draw_procedural(scale: float = 0.1, seed: int = 0, image_size: int = 48) -> FaceSet:
+def draw_procedural(scale: float = 0.1, seed: int = 0, image_size: int = 48,
+                    options: DataOptions | None = None) -> FaceSet:
     """Draw the procedural FER-style data set: uint8 image_size x image_size faces, FER2013 class proportions."""
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")

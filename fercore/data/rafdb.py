@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fercore.data.options import DataOptions
 from fercore.data.faceset import SPLIT_INDEX, FaceSet, make_faceset
 from fercore.data.folders import read_images
 from fercore.data.splitting import stratified_holdout
@@ -29,7 +30,8 @@ def find_label_file(root: Path) -> Path | None:
     return None
 
 
-def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: float = 0.1) -> FaceSet:
+def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: float = 0.1,
+               options: DataOptions | None = None) -> FaceSet:
     """Read RAF-DB from its folder (or its label file): train_*/test_* images -> train/test, val carved from train.
 
     Images are looked for, relative to the data set's root (the label file's folder, or its parent when that is

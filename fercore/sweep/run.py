@@ -27,7 +27,7 @@ from fercore import pareto  # noqa: E402
 from fercore.atomic import atomic_write  # noqa: E402
 from fercore.cache import CacheStore  # noqa: E402
 from fercore.config import resolve  # noqa: E402
-from fercore.data import FaceSet, load  # noqa: E402
+from fercore.data import FaceSet, load_configured  # noqa: E402
 from fercore.errors import UserError  # noqa: E402
 from fercore.results import SWEEP_RECORD, ResultsStore  # noqa: E402
 from fercore.sweep import internals, state  # noqa: E402
@@ -117,8 +117,7 @@ def _load_data(fixed: dict[str, Any]) -> FaceSet:
     """The sweep's data set, loaded once on the driver and handed to every trial through Ray's object store."""
     data_cfg = resolve(fixed, drop_inapplicable=True).data
     print(f"Loading data: {data_cfg.source}", flush=True)
-    data = load(data_cfg.source, image_size=data_cfg.image_size, scale=data_cfg.scale, seed=data_cfg.seed,
-                val_fraction=data_cfg.val_fraction)
+    data = load_configured(data_cfg)
     counts = data.counts()
     print(f"  {len(data.images)} images: train {sum(counts['train'])}, val {sum(counts['val'])}, "
           f"test {sum(counts['test'])}", flush=True)
