@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from fercore.report.configs import LEVEL, MAX_PAIRS, MIN_SEEDS_ALONE, Comparisons, Estimate, describe, \
-    varying_config_keys
+    fold_spread, varying_config_keys
 from fercore.report.render import Block, Heading, Paragraph, Table
 from fercore.report.resample import RESAMPLES
 from fercore.report.tables import DASH, Results, fmt, fmt_ci, fmt_value
@@ -46,11 +46,17 @@ def seeds_section(res: Results, comp: Comparisons) -> list[Block]:
     metric = res.selection[0]
     present = [n for n in LABELS if any(n in c.comparisons for c in configs)]
     keys = varying_config_keys(configs)
-    columns = ["config", "seeds", f"mean {metric}", "mean test macro-F1 [95 % CI]",
+    spreads = {c.id: fold_spread(c) for c in configs}
+    k_fold = any(folds for folds, _ in spreads.values())
+    columns = ["config", "seeds" if not k_fold else "trials (seed x fold)",
+               *(["folds", "sd over folds of test macro-F1"] if k_fold else []),
+               f"mean {metric}", "mean test macro-F1 [95 % CI]",
                *[x for n in present for x in (f"mean {LABELS[n]} [95 % CI]", f"Holm p ({LABELS[n]})")]]
     rows = []
     for c in configs[:MAX_CONFIGS]:
-        rows.append([describe(c.values, keys), str(len(c.trials)), fmt(c.objective), _ci(c.f1, signed=False),
+        folds, sd = spreads[c.id]
+        rows.append([describe(c.values, keys), str(len(c.trials)),
+                     *([str(folds), fmt(sd)] if k_fold else []), fmt(c.objective), _ci(c.f1, signed=False),
                      *[x for n in present for x in (_ci(c.comparisons.get(n)), _p(c.comparisons.get(n)))]])
     seeds = sorted({len(c.trials) for c in configs})
     sources = {c.f1.source for c in configs if c.f1 is not None}
@@ -66,6 +72,11 @@ def seeds_section(res: Results, comp: Comparisons) -> list[Block]:
     text = (f"Configs: the completed trials grouped by every config key but the seed, best mean {metric} first; "
             f"each figure is a mean over the config's seeds. Intervals: a two-level bootstrap ({RESAMPLES} "
             f"resamples) that draws the seeds with replacement, then the test images: for test macro-F1, {f1_how}.")
+    if k_fold:
+        text += (" k-fold (data.folds): a config is aggregated over its folds before configs are compared: its "
+                 "figures are the mean over folds of each fold's mean over seeds (data.fold is not a config key "
+                 "here), the spread is the standard deviation of the folds' means, and the bootstrap draws the "
+                 "(seed, fold) trials as its first level, each fold's own test images as its second.")
     if present:
         text += (" For the uplift and the gains, the real-only baselines' and controls' predictions are not stored, "
                  "so each seed's image level is drawn from its trial's paired 95 % interval. The gain over control "

@@ -18,7 +18,7 @@ from fercore.labels import CLASSES
 from fercore.report import resample
 from fercore.report.tables import COMPARISONS, Results, config_keys, distinct, fmt_value, num
 
-SEED_KEYS = ("seed", "data.fold")  # what repeats a config rather than changing it
+SEED_KEYS = ("seed", "data.fold")  # what repeats a config rather than changing it: its seeds and, k-fold, its folds
 MAX_PAIRS = 40  # paired comparisons computed and listed (each a bootstrap over predictions)
 LEVEL = 0.05  # family-wise error rate of Holm's correction
 MIN_SEEDS_ALONE = 5  # a difference with no image level (no predictions, no intervals) is tested from this many seeds:
@@ -112,23 +112,56 @@ def group_configs(done: pd.DataFrame, objective: tuple[str, str]) -> list[Config
     for position, key in enumerate(keys):
         groups.setdefault(key, []).append(position)
     configs = []
-    seed_col = next((k for k in SEED_KEYS if k in done), None)
     for i, (key, positions) in enumerate(groups.items()):
         part = done.iloc[positions]
-        if seed_col is not None:
-            part = part[~part[seed_col].duplicated() | part[seed_col].isna()]
+        units = pd.Series([seed_of(r) for _, r in part.iterrows()], index=part.index, dtype=object)
+        part = part[~units.duplicated()]  # a (seed, fold) that ran twice counts once
         values = {c: v for c, v in zip(cols, key) if v is not None}
-        configs.append(Config(i, values, part, float(num(part, objective[0]).mean())))
+        configs.append(Config(i, values, part, _fold_mean(part, objective[0])))
     sign = -1 if objective[1] == "max" else 1
     configs.sort(key=lambda c: (sign * c.objective if math.isfinite(c.objective) else math.inf, c.id))
     return configs
 
 
 def seed_of(row: pd.Series) -> Any:
-    for k in SEED_KEYS:
-        if k in row and _value(row[k]) is not None:
-            return _value(row[k])
-    return 0  # a table without seeds: each config ran once
+    """The repeat a trial is of its config: its seed, or (seed, fold) in a k-fold sweep (data.folds > 0)."""
+    seed, fold = (_value(row[k]) if k in row else None for k in SEED_KEYS)
+    if fold is not None and _value(row.get("data.folds")) not in (None, 0):
+        return (seed if seed is not None else 0, fold)
+    return seed if seed is not None else 0  # a table without seeds: each config ran once
+
+
+def fold_of(row: pd.Series) -> Any:
+    """The fold a trial tested on in a k-fold sweep, else None."""
+    return seed_of(row)[1] if isinstance(seed_of(row), tuple) else None
+
+
+def _fold_mean(part: pd.DataFrame, column: str) -> float:
+    """COLUMN's mean over a config's trials: in a k-fold sweep the mean over folds of each fold's mean over seeds, so
+    a fold that ran more seeds weighs no more than the others (the k-fold estimate is the mean of the folds)."""
+    values = num(part, column)
+    folds = pd.Series([fold_of(r) for _, r in part.iterrows()], index=part.index, dtype=object)
+    if folds.isna().all():
+        return float(values.mean())
+    return float(values.groupby(folds).mean().mean())
+
+
+def _units_mean(units: list[Any], values: np.ndarray) -> float:
+    """VALUES (one per repeat in UNITS) averaged like _fold_mean: over folds of each fold's mean where k-fold."""
+    if not units or not isinstance(units[0], tuple):
+        return float(np.mean(values))
+    return float(pd.Series(values).groupby([u[1] for u in units]).mean().mean())
+
+
+def fold_spread(config: "Config", column: str = "test_macro_f1") -> tuple[int, float]:
+    """(folds, standard deviation over folds of each fold's mean COLUMN): the spread a k-fold result is published
+    with; (0, nan) outside a k-fold sweep, (1, nan) with one fold."""
+    part = config.trials
+    folds = pd.Series([fold_of(r) for _, r in part.iterrows()], index=part.index, dtype=object)
+    if folds.isna().all():
+        return 0, math.nan
+    means = num(part, column).groupby(folds).mean().dropna()
+    return len(means), float(means.std(ddof=1)) if len(means) > 1 else math.nan
 
 
 def _aligned(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bool:
@@ -150,7 +183,7 @@ def f1_estimate(config: Config, predictions: Predictions | None, seed: int = 0) 
     part = config.trials[num(config.trials, "test_macro_f1").notna()]
     if part.empty:
         return None
-    mean = float(num(part, "test_macro_f1").mean())
+    mean = _fold_mean(part, "test_macro_f1")
     ids = part["trial_id"].astype(str).tolist()
     if predictions is not None and all(t in predictions for t in ids):
         arrays = [predictions[t] for t in ids]
@@ -175,7 +208,7 @@ def comparison_estimate(config: Config, col: str, seed: int = 0) -> Estimate | N
     have = bool(np.isfinite(lows).all() and np.isfinite(highs).all())
     draws = resample.bootstrap_figures(num(part, col).to_numpy(), lows if have else None, highs if have else None,
                                        seed=seed)
-    return _summary(draws, float(num(part, col).mean()), len(part), "intervals" if have else "seeds", test=True)
+    return _summary(draws, _fold_mean(part, col), len(part), "intervals" if have else "seeds", test=True)
 
 
 def _order(values: list[Any]) -> list[Any]:
@@ -224,21 +257,22 @@ def pair_estimate(pair: Pair, predictions: Predictions | None, seed: int = 0) ->
     diffs = np.array([figure(rows_b[s], "test_macro_f1") - figure(rows_a[s], "test_macro_f1") for s in pair.seeds])
     if not np.isfinite(diffs).all():
         return None
+    mean = _units_mean(pair.seeds, diffs)
     if predictions is not None and all(a in predictions and b in predictions for a, b in ids):
         arrays = [(predictions[a], predictions[b]) for a, b in ids]
         if all(np.array_equal(ia, ib) and np.array_equal(ta, tb) for (ia, ta, _), (ib, tb, _) in arrays):
             draws = resample.bootstrap_predictions([a[1] for a, _ in arrays], [b[2] for _, b in arrays],
                                                    predictions.num_classes, pred_a=[a[2] for a, _ in arrays],
                                                    shared_images=_aligned([a for a, _ in arrays]), seed=seed)
-            return _summary(draws, float(diffs.mean()), len(ids), "predictions", test=True)
+            return _summary(draws, mean, len(ids), "predictions", test=True)
     # Standard deviations of each trial's test macro-F1 over its test images, read off its 95 % interval.
     sd = np.array([[(figure(r[s], "test_macro_f1_ci_high") - figure(r[s], "test_macro_f1_ci_low")) / (2 * resample.Z95)
                     for s in pair.seeds] for r in (rows_a, rows_b)])
     if np.isfinite(sd).all():
         spread = resample.Z95 * np.sqrt((sd ** 2).sum(0))
         draws = resample.bootstrap_figures(diffs, diffs - spread, diffs + spread, seed=seed)
-        return _summary(draws, float(diffs.mean()), len(ids), "unpaired intervals", test=True)
-    return _summary(resample.bootstrap_figures(diffs, seed=seed), float(diffs.mean()), len(ids), "seeds", test=True)
+        return _summary(draws, mean, len(ids), "unpaired intervals", test=True)
+    return _summary(resample.bootstrap_figures(diffs, seed=seed), mean, len(ids), "seeds", test=True)
 
 
 @dataclass
