@@ -5,6 +5,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fercore.cli import main
 from fercore.data import DataOptions, load
@@ -191,3 +192,48 @@ def test_data_info_fixed_splits_sharing_a_subject_is_status_2(tmp_path, monkeypa
     assert "subject '005'" in err and "train" in err and "test" in err and str(root) in err
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
 
+
+
+def _write_rafdb(root: Path, train_subjects: str, test_subjects: str) -> None:
+    """A RAF-DB folder whose image names carry a subject letter: train_A_3.jpg is subject A's image of RAF label 3."""
+    from tests.test_data_sources import face
+
+    folder = root / "basic" / "Image" / "aligned"
+    folder.mkdir(parents=True)
+    (root / "basic" / "EmoLabel").mkdir()
+    lines, seed = [], 0
+    for split, subjects in (("train", train_subjects), ("test", test_subjects)):
+        for subject in subjects:
+            for label in range(1, 8):
+                seed += 1
+                lines.append(f"{split}_{subject}_{label}.jpg {label}")
+                Image.fromarray(face(seed, 12)).save(folder / f"{split}_{subject}_{label}_aligned.jpg")
+    (root / "basic" / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_rafdb_subjects_from_image_paths(tmp_path):
+    _write_rafdb(tmp_path / "raf", "ABCDEF", "GH")
+    options = DataOptions(image_size=12, val_fraction=0.2, group=r"^(?:train|test)_([A-Z])_")
+    data = load(str(tmp_path / "raf"), use_cache=False, options=options)
+    assert data.group_names == tuple("ABCDEFGH")
+    assert data.subjects() == {"train": 5, "val": 1, "test": 2}
+    assert all(len(s) == 1 for s in _subject_splits(data).values())
+    with pytest.raises(DataError, match="data.folds: 3 folds pool every image, but this source fixes its own "
+                                        "held-out split \\(the test_ images\\)"):
+        load(str(tmp_path / "raf"), use_cache=False, options=DataOptions(image_size=12, folds=3))
+    shared = tmp_path / "shared"
+    _write_rafdb(shared, "ABC", "C")
+    with pytest.raises(DataError, match="list_patition_label.txt: data.group: subject 'C' has images in both the "
+                                        "train and the test split"):
+        load(str(shared), use_cache=False, options=options)
+
+
+def test_a_split_no_subject_can_fill_is_an_error(tmp_path):
+    root = tmp_path / "tree"
+    for subject, cls in (("S001", "happy"), ("S002", "sad"), ("S003", "angry")):  # each subject: all of a class
+        (root / cls).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(root / cls / f"{subject}_{k}.png")
+    with pytest.raises(DataError, match="data.group: cannot carve the test split from the training images: no "
+                                        "subject of 3 can be held out"):
+        load(str(root), use_cache=False, options=DataOptions(image_size=8, group="^(S\\d+)_"))

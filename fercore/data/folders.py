@@ -84,20 +84,23 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
         folds = make_folds(labels, groups, options, str(root))
     else:
         if "test" not in split_dirs:
-            _carve(labels, splits, "test", TEST_FRACTION, TEST_SEED, groups)
+            _carve(labels, splits, "test", TEST_FRACTION, TEST_SEED, groups, str(root))
         if "val" not in split_dirs:
-            _carve(labels, splits, "val", val_fraction, seed, groups)
+            _carve(labels, splits, "val", val_fraction, seed, groups, str(root))
     images = read_images(paths, image_size)
     return make_faceset(images, labels, splits, source=str(root), groups=groups, group_names=group_names,
                         folds=folds)
 
 
 def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float, seed: int,
-           groups: np.ndarray | None = None) -> None:
+           groups: np.ndarray | None = None, where: str = "") -> None:
     """Move a stratified share of the current training images to split `target`, in place; whole subjects when
     GROUPS (a subject id per image) is given."""
     train_idx = np.flatnonzero(splits == SPLIT_INDEX["train"])
-    held = holdout(labels[train_idx], None if groups is None else groups[train_idx], fraction, seed)
+    try:
+        held = holdout(labels[train_idx], None if groups is None else groups[train_idx], fraction, seed)
+    except ValueError as e:  # only with subjects: none can be held out
+        raise DataError(f"{where}: data.group: cannot carve the {target} split from the training images: {e}") from None
     splits[train_idx[held]] = SPLIT_INDEX[target]
 
 

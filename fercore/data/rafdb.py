@@ -62,7 +62,11 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
                                    str(label_file))
     folds = make_folds(labels, groups, options, str(label_file)) if options is not None and options.folds else None
     if folds is None:
-        held = holdout(labels[train_idx], None if groups is None else groups[train_idx], val_fraction, seed)
+        try:
+            held = holdout(labels[train_idx], None if groups is None else groups[train_idx], val_fraction, seed)
+        except ValueError as e:  # only with subjects: none can be held out
+            raise DataError(f"{label_file}: data.group: cannot carve the val split from the train_ images: {e}") \
+                from None
         splits[train_idx[held]] = SPLIT_INDEX["val"]
     images = read_images(image_paths, image_size)
     return make_faceset(images, labels, splits, source=str(dataset_root(label_file)), groups=groups,

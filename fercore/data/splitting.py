@@ -75,10 +75,16 @@ def group_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed:
 
 
 def holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
-    """group_holdout when subjects are known, else stratified_holdout (today's split, unchanged)."""
+    """group_holdout when subjects are known, else stratified_holdout (today's split, unchanged). With subjects, a
+    ValueError when no subject can be held out (the split would be empty)."""
     if groups is None:
         return stratified_holdout(labels, fraction, seed)
-    return group_holdout(labels, groups, fraction, seed)
+    mask = group_holdout(labels, groups, fraction, seed)
+    if fraction > 0 and len(labels) and not mask.any():
+        # An empty split asked for would fail later, in training, far from its cause.
+        raise ValueError(f"no subject of {len(np.unique(groups))} can be held out without taking every remaining "
+                         "image of a class (each subject holds all of some class, or there is only one subject)")
+    return mask
 
 
 def fold_assignment(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> np.ndarray:
