@@ -246,19 +246,39 @@ def _cmd_data_info(args) -> int:
     for i, name in enumerate(CLASSES):
         print(f"{name:<10}" + "".join(f"{counts[s][i]:>8}" for s in counts))
     print(f"{'total':<10}" + "".join(f"{sum(counts[s]):>8}" for s in counts))
+    _print_subjects(data)
     from fercore.cache import CacheStore
     from fercore.cache.split_hashes import split_indexes
     from fercore.data.converted import default_cache_dir
     from fercore.metrics.copies import split_leakage
 
-    # The splits' hashes are the ones trials use: kept in the cache store beside converted data sets.
-    shared = split_leakage(data, split_indexes(data, CacheStore(default_cache_dir().parent / "split-hashes")))
-    for pair, count in shared.items():
-        if count:
-            cand, ref = pair.split("_")
-            print(f"warning: {count} {cand} images nearly copy a {ref} image (flips, shifts, brightness included): "
-                  f"frames of one video or one subject in both splits inflate {ref} figures")
+    # The splits' hashes are the ones trials use: kept in the cache store beside converted data sets. With k-fold,
+    # each fold's splits are audited (the trials of fold i run on data.for_fold(i)).
+    store = CacheStore(default_cache_dir().parent / "split-hashes")
+    for fold in range(data.n_folds) if data.n_folds else [None]:
+        part = data if fold is None else data.for_fold(fold)
+        shared = split_leakage(part, split_indexes(part, store))
+        for pair, count in shared.items():
+            if count:
+                cand, ref = pair.split("_")
+                print(f"warning: {'' if fold is None else f'fold {fold}: '}{count} {cand} images nearly copy a {ref} "
+                      f"image (flips, shifts, brightness included): frames of one video or one subject in both "
+                      f"splits inflate {ref} figures")
     return 0
+
+
+def _print_subjects(data) -> None:
+    """Subjects per split (data.group), and each fold's images and subjects per split (data.folds)."""
+    subjects = data.subjects()
+    if subjects is not None:
+        print(f"{'subjects':<10}" + "".join(f"{subjects[s]:>8}" for s in subjects)
+              + f"   ({len(data.group_names)} subjects, each in one split)")
+    for i in range(data.n_folds):
+        part = data.for_fold(i)
+        counts, subjects = part.counts(), part.subjects()
+        print(f"fold {i}: " + ", ".join(
+            f"{s} {sum(counts[s])} images" + (f" / {subjects[s]} subjects" if subjects is not None else "")
+            for s in counts))
 
 
 def _cmd_data_preview(args) -> int:

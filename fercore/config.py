@@ -151,6 +151,7 @@ def resolve(flat: Mapping[str, Any], *, drop_inapplicable: bool = False) -> Tria
                 if head == section and name != sel and name not in names and key in known and not drop_inapplicable:
                     owners = ", ".join(known[key])
                     errors.append(f"{key}: does not apply to {section}.{sel}={choice} (it applies to: {owners})")
+    errors.extend(_fold_problems(values.get("data", {})))
     try:
         seed = SEED.coerce("seed", flat["seed"]) if "seed" in flat else SEED.default
     except ConfigError as e:
@@ -159,6 +160,20 @@ def resolve(flat: Mapping[str, Any], *, drop_inapplicable: bool = False) -> Tria
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors) if len(errors) > 1 else errors[0])
     return TrialConfig(seed=seed, **{name: Section(name, vals) for name, vals in values.items()})
+
+
+def _fold_problems(data: Mapping[str, Any]) -> list[str]:
+    """data.fold must name one of data.folds' folds; data.folds is 0 (none) or at least 2."""
+    folds, fold = data.get("folds", 0), data.get("fold", 0)
+    if not isinstance(folds, int) or not isinstance(fold, int):
+        return []  # already reported by the key's own check
+    if folds == 1:
+        return ["data.folds: 1 fold cannot be tested on; expected 0 (no k-fold) or K >= 2"]
+    if fold and not folds:
+        return [f"data.fold: {fold} is set but data.folds is 0 (no k-fold); set data.folds: K (K > {fold}) as well"]
+    if folds and fold >= folds:
+        return [f"data.fold: {fold} is out of range for data.folds {folds}; expected 0..{folds - 1}"]
+    return []
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:

@@ -95,8 +95,23 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
     if cfg.data.image_size != data.image_size:
         raise ConfigError(f"data.image_size: config says {cfg.data.image_size} but the data set has "
                           f"{data.image_size}x{data.image_size} images")
+    data = select_fold(cfg, data)
     with deterministic_algorithms(cfg.train.deterministic):
         return _run(cfg, data, report, cache)
+
+
+def select_fold(cfg: TrialConfig, data: FaceSet) -> FaceSet:
+    """The data set the trial runs on: with k-fold (data.folds), fold data.fold of DATA (its own splits and
+    fingerprint, so cache entries never mix folds); DATA itself otherwise."""
+    folds, fold = cfg.data.folds, cfg.data.fold
+    if data.n_folds != folds:
+        raise ConfigError(f"data.folds: config says {folds} but the data set was read with "
+                          f"{data.n_folds or 'no'} folds")
+    if not folds:
+        return data
+    if not 0 <= fold < folds:
+        raise ConfigError(f"data.fold: {fold} is out of range for data.folds {folds}; expected 0..{folds - 1}")
+    return data.for_fold(fold)
 
 
 def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> TrialResult:

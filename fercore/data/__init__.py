@@ -47,6 +47,10 @@ def load(source: str = PROCEDURAL, *, image_size: int = 48, scale: float = 0.1, 
     options = options or DataOptions(image_size=image_size, seed=seed, val_fraction=val_fraction)
     kind = describe_source(source)
     if kind == "procedural":
+        if options.group or options.folds:
+            key = "data.group" if options.group else "data.folds"
+            raise DataError(f"{key}: the procedural source has no files to name subjects from and fixed splits of its "
+                            "own; data.group and data.folds need a folder tree, a CSV or RAF-DB")
         from fercore.data.procedural import draw_procedural
 
         identity = dict(kind=kind, scale=scale, **options.identity())

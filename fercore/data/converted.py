@@ -15,7 +15,7 @@ from fercore.atomic import atomic_write
 from fercore.data.faceset import FaceSet
 
 # Bump when a reader's output for the same file changes, so old cache entries are not reused.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: subjects (data.group) and folds (data.folds) are stored
 
 
 def default_cache_dir() -> Path:
@@ -49,12 +49,16 @@ def _read(path: Path) -> FaceSet:
         return FaceSet(
             images=z["images"], labels=z["labels"], splits=z["splits"],
             source=meta["source"], fingerprint=meta["fingerprint"], class_names=tuple(meta["class_names"]),
+            groups=z["groups"] if "groups" in z.files else None, group_names=tuple(meta.get("group_names", ())),
+            folds=z["folds"] if "folds" in z.files else None,
         )
 
 
 def _write_atomic(path: Path, faceset: FaceSet) -> None:
     meta = json.dumps({"source": faceset.source, "fingerprint": faceset.fingerprint,
-                       "class_names": list(faceset.class_names)})
+                       "class_names": list(faceset.class_names), "group_names": list(faceset.group_names)})
+    # Subjects and folds only when the data set has them.
+    extra = {name: arr for name, arr in (("groups", faceset.groups), ("folds", faceset.folds)) if arr is not None}
     # Uncompressed, so a warm load is a plain read of ~80 MB at FER2013 size.
     atomic_write(path, lambda f: np.savez(f, images=faceset.images, labels=faceset.labels, splits=faceset.splits,
-                                          meta=np.array(meta)))
+                                          meta=np.array(meta), **extra))

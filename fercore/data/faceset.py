@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,6 +20,13 @@ class FaceSet:
     source: str  # what it was read from, for messages and result rows
     fingerprint: str  # content hash of images, labels and splits
     class_names: tuple[str, ...] = CLASSES
+    # Subjects (data.group): int64 subject id per image, indexing group_names; None when not known.
+    groups: np.ndarray | None = None
+    group_names: tuple[str, ...] = ()
+    # k-fold (data.folds): uint8 N x K, column i the split of each image when fold i is the test split (splits is
+    # then fold 0's); None without folds. for_fold(i) gives the data set of one fold.
+    folds: np.ndarray | None = None
+    fold: int | None = None  # the fold this data set is (for_fold's result), else None
 
     def __post_init__(self):
         n = len(self.images)
@@ -27,6 +34,32 @@ class FaceSet:
             raise ValueError(f"{self.source}: images must be uint8 N x H x W, got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (n,) or self.splits.shape != (n,):
             raise ValueError(f"{self.source}: labels and splits must have one entry per image ({n})")
+        if self.groups is not None and self.groups.shape != (n,):
+            raise ValueError(f"{self.source}: groups must have one entry per image ({n})")
+        if self.folds is not None and (self.folds.ndim != 2 or len(self.folds) != n):
+            raise ValueError(f"{self.source}: folds must be N x K, one row per image ({n})")
+
+    @property
+    def n_folds(self) -> int:
+        """K of k-fold, 0 without folds."""
+        return 0 if self.folds is None else int(self.folds.shape[1])
+
+    def for_fold(self, i: int) -> "FaceSet":
+        """The data set of fold i: fold i is the test split, the other folds train and validation (carved when the
+        folds were made). Its fingerprint differs per fold, so no two folds share a cache entry."""
+        if self.folds is None:
+            raise ValueError(f"{self.source}: has no folds (data.folds is 0)")
+        if not 0 <= i < self.n_folds:
+            raise ValueError(f"{self.source}: fold {i} is out of range 0..{self.n_folds - 1}")
+        splits = np.ascontiguousarray(self.folds[:, i])
+        fingerprint = fingerprint_arrays(self.images, self.labels, splits, self.groups, fold=(i, self.n_folds))
+        return replace(self, splits=splits, folds=None, fold=i, fingerprint=fingerprint)
+
+    def subjects(self) -> dict[str, int] | None:
+        """Distinct subjects per split ({"train": n, ...}), or None when subjects are not known."""
+        if self.groups is None:
+            return None
+        return {name: int(len(np.unique(self.groups[self.splits == i]))) for name, i in SPLIT_INDEX.items()}
 
     @property
     def image_size(self) -> int:
@@ -46,17 +79,34 @@ class FaceSet:
         return out
 
 
-def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> str:
-    """Content hash of a data set: equal arrays give equal fingerprints, whatever file they came from."""
+def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, groups: np.ndarray | None = None,
+                       folds: np.ndarray | None = None, fold: tuple[int, int] | None = None) -> str:
+    """Content hash of a data set: equal arrays give equal fingerprints, whatever file they came from. Subjects,
+    folds and the fold tested on (i, K) count when present; without them the hash is the one of before."""
     h = hashlib.blake2b(digest_size=16)
     for arr in (images, labels.astype(np.int64), splits.astype(np.uint8)):
         h.update(str(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).data)
+    for name, arr in (("groups", groups), ("folds", folds)):
+        if arr is not None:
+            h.update(f"{name}{arr.shape}".encode())
+            h.update(np.ascontiguousarray(arr).data)
+    if fold is not None:
+        h.update(f"fold {fold[0]} of {fold[1]}".encode())
     return h.hexdigest()
 
 
-def make_faceset(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, source: str) -> FaceSet:
+def make_faceset(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, source: str,
+                 groups: np.ndarray | None = None, group_names: tuple[str, ...] = (),
+                 folds: np.ndarray | None = None) -> FaceSet:
+    """A FaceSet with its fingerprint. With FOLDS (N x K), SPLITS is taken from fold 0 when not the same already."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     labels = np.asarray(labels, dtype=np.int64)
-    splits = np.asarray(splits, dtype=np.uint8)
-    return FaceSet(images, labels, splits, source, fingerprint_arrays(images, labels, splits))
+    if folds is not None:
+        folds = np.ascontiguousarray(folds, dtype=np.uint8)
+        splits = folds[:, 0]
+    splits = np.ascontiguousarray(splits, dtype=np.uint8)
+    if groups is not None:
+        groups = np.ascontiguousarray(groups, dtype=np.int64)
+    return FaceSet(images, labels, splits, source, fingerprint_arrays(images, labels, splits, groups, folds),
+                   groups=groups, group_names=tuple(group_names), folds=folds)

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from fercore.data.options import DataOptions
-from fercore.data.faceset import FaceSet, make_faceset
+from fercore.data.faceset import SPLITS, FaceSet, make_faceset
+from fercore.data.groups import check_fixed_splits, index_subjects, make_folds, refuse_folds_with_fixed_splits
 from fercore.errors import DataError
 from fercore.labels import CLASSES
 
@@ -46,10 +47,50 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
     if arrays is None:
         arrays = _exact_parse(path, columns)
     labels, splits, pixels, side = arrays
+    # Subjects (data.group names a column): the Usage splits may not share one. k-fold pools every row, so it
+    # takes a file of Training rows only.
+    groups, group_names = None, ()
+    if options is not None and options.group:
+        groups, group_names = index_subjects(_read_group_column(path, columns, options.group, len(labels)))
+        check_fixed_splits(groups, group_names, splits, SPLITS, str(path))
+    held_out = sorted({u for u, i in USAGES.items() if i != USAGES["Training"] and (splits == i).any()})
+    refuse_folds_with_fixed_splits(options, [f"Usage {u} rows" for u in held_out], str(path))
+    folds = make_folds(labels, groups, options, str(path)) if options is not None and options.folds else None
     images = pixels.reshape(len(labels), side, side)
     if side != image_size:
         images = _resize_all(images, image_size)
-    return make_faceset(images, labels, splits, source=str(path))
+    return make_faceset(images, labels, splits, source=str(path), groups=groups, group_names=group_names,
+                        folds=folds)
+
+
+def _read_group_column(path: Path, columns: list[str], name: str, rows: int) -> list[str]:
+    """The subject column data.group names, one value per data row (blank lines skipped, as the readers skip them);
+    a DataError naming data.group when the header lacks it or a row leaves it empty."""
+    lower = [c.lower() for c in columns]
+    if name.lower() not in lower:
+        raise DataError(f"{path}: data.group: no column {name!r} (for a CSV, data.group names the subject column); "
+                        f"the header has {', '.join(repr(c) for c in columns)}")
+    index = lower.index(name.lower())
+    values = []
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(max(old_limit, 1 << 28))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            next(reader)
+            for fields in reader:
+                if not any(x.strip() for x in fields):
+                    continue
+                value = fields[index].strip() if index < len(fields) else ""
+                if not value:
+                    raise DataError(f"{path}: line {reader.line_num}: data.group: column {columns[index]!r} is empty; "
+                                    "every row needs its subject")
+                values.append(value)
+    finally:
+        csv.field_size_limit(old_limit)
+    if len(values) != rows:  # the parsers above accepted the file, so this would be a bug, not a user error
+        raise ValueError(f"{path}: {len(values)} subject values for {rows} rows")
+    return values
 
 
 def _read_header(path: Path) -> list[str]:

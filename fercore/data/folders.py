@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image
 
 from fercore.data.options import DataOptions
-from fercore.data.faceset import SPLIT_INDEX, FaceSet, make_faceset
-from fercore.data.splitting import stratified_holdout
+from fercore.data.faceset import SPLIT_INDEX, SPLITS, FaceSet, make_faceset
+from fercore.data.groups import check_fixed_splits, make_folds, refuse_folds_with_fixed_splits, subjects_from_paths
+from fercore.data.splitting import holdout
 from fercore.errors import DataError
 from fercore.labels import CLASS_INDEX, CLASSES, canonical_class
 
@@ -71,18 +72,35 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
             raise DataError(f"{root}: class {CLASSES[cls]!r} has no training image (it appears in {folder}); "
                             "every class that appears must have at least one image in the training folder")
 
-    if "test" not in split_dirs:
-        _carve(labels, splits, "test", TEST_FRACTION, TEST_SEED)
-    if "val" not in split_dirs:
-        _carve(labels, splits, "val", val_fraction, seed)
+    # Subjects (data.group): the layout's own split folders may not share one; carved splits take whole subjects.
+    groups, group_names = (subjects_from_paths(paths, root, options.group) if options is not None and options.group
+                           else (None, ()))
+    if groups is not None:
+        check_fixed_splits(groups, group_names, splits, SPLITS, str(root))
+    folds = None
+    if options is not None and options.folds:
+        refuse_folds_with_fixed_splits(options, [str(d) for s in ("val", "test") for d in split_dirs.get(s, [])],
+                                       str(root))
+        folds = make_folds(labels, groups, options, str(root))
+    else:
+        if "test" not in split_dirs:
+            _carve(labels, splits, "test", TEST_FRACTION, TEST_SEED, groups, str(root))
+        if "val" not in split_dirs:
+            _carve(labels, splits, "val", val_fraction, seed, groups, str(root))
     images = read_images(paths, image_size)
-    return make_faceset(images, labels, splits, source=str(root))
+    return make_faceset(images, labels, splits, source=str(root), groups=groups, group_names=group_names,
+                        folds=folds)
 
 
-def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float, seed: int) -> None:
-    """Move a stratified share of the current training images to split `target`, in place."""
+def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float, seed: int,
+           groups: np.ndarray | None = None, where: str = "") -> None:
+    """Move a stratified share of the current training images to split `target`, in place; whole subjects when
+    GROUPS (a subject id per image) is given."""
     train_idx = np.flatnonzero(splits == SPLIT_INDEX["train"])
-    held = stratified_holdout(labels[train_idx], fraction, seed)
+    try:
+        held = holdout(labels[train_idx], None if groups is None else groups[train_idx], fraction, seed)
+    except ValueError as e:  # only with subjects: none can be held out
+        raise DataError(f"{where}: data.group: cannot carve the {target} split from the training images: {e}") from None
     splits[train_idx[held]] = SPLIT_INDEX[target]
 
 

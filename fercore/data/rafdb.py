@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from fercore.data.options import DataOptions
-from fercore.data.faceset import SPLIT_INDEX, FaceSet, make_faceset
+from fercore.data.faceset import SPLIT_INDEX, SPLITS, FaceSet, make_faceset
 from fercore.data.folders import read_images
-from fercore.data.splitting import stratified_holdout
+from fercore.data.groups import check_fixed_splits, make_folds, refuse_folds_with_fixed_splits, subjects_from_paths
+from fercore.data.splitting import holdout
 from fercore.errors import DataError
 from fercore.labels import CLASS_INDEX
 
@@ -51,10 +52,25 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
     train_idx = np.flatnonzero(splits == SPLIT_INDEX["train"])
     if len(train_idx) == 0:
         raise DataError(f"{label_file}: lists no train_ image; a training split is required")
-    held = stratified_holdout(labels[train_idx], val_fraction, seed)
-    splits[train_idx[held]] = SPLIT_INDEX["val"]
+    # Subjects (data.group, a regex over the image paths relative to the data set's root): train_ and test_ may not
+    # share one, and validation takes whole subjects.
+    groups, group_names = None, ()
+    if options is not None and options.group:
+        groups, group_names = subjects_from_paths(image_paths, dataset_root(label_file), options.group)
+        check_fixed_splits(groups, group_names, splits, SPLITS, str(label_file))
+    refuse_folds_with_fixed_splits(options, ["the test_ images"] if (splits == SPLIT_INDEX["test"]).any() else [],
+                                   str(label_file))
+    folds = make_folds(labels, groups, options, str(label_file)) if options is not None and options.folds else None
+    if folds is None:
+        try:
+            held = holdout(labels[train_idx], None if groups is None else groups[train_idx], val_fraction, seed)
+        except ValueError as e:  # only with subjects: none can be held out
+            raise DataError(f"{label_file}: data.group: cannot carve the val split from the train_ images: {e}") \
+                from None
+        splits[train_idx[held]] = SPLIT_INDEX["val"]
     images = read_images(image_paths, image_size)
-    return make_faceset(images, labels, splits, source=str(dataset_root(label_file)))
+    return make_faceset(images, labels, splits, source=str(dataset_root(label_file)), groups=groups,
+                        group_names=group_names, folds=folds)
 
 
 def dataset_root(label_file: Path) -> Path:

@@ -60,8 +60,9 @@ def _grid_keys(grid: dict[str, Any], spec: SweepSpec, known: dict[str, list[str]
     for key, values in grid.items():
         if key not in known:
             errors.append(f"grid.{key}: unknown key; valid keys: {', '.join(sorted(known))}")
-        elif key.startswith("data."):
-            errors.append(f"grid.{key}: the data set is loaded once per sweep; set data keys under data:")
+        elif key.startswith("data.") and key != "data.fold":  # a trial picks its fold of the one data set
+            errors.append(f"grid.{key}: the data set is loaded once per sweep; set data keys under data: (data.fold "
+                          "is the one a grid may vary)")
         elif key in spec.fixed:
             errors.append(f"grid.{key}: also in fixed; a key is either fixed or on the grid")
         elif (not isinstance(values, list) or not values

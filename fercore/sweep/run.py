@@ -121,6 +121,9 @@ def _load_data(fixed: dict[str, Any]) -> FaceSet:
     counts = data.counts()
     print(f"  {len(data.images)} images: train {sum(counts['train'])}, val {sum(counts['val'])}, "
           f"test {sum(counts['test'])}", flush=True)
+    if data.n_folds:  # k-fold: the counts above are fold 0's; each trial takes the fold its data.fold names
+        print(f"  {data.n_folds} folds{' by subject' if data.groups is not None else ''}: each trial tests on its "
+              f"data.fold", flush=True)
     return data
 
 
