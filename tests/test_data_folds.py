@@ -18,6 +18,8 @@ from fercore.sweep.keys import SweepError
 from fercore.sweep.spec import load_sweep
 from fercore.trial import select_fold
 from tests.face_trees import CK_GROUP, JAFFE_GROUP, ck_tree, jaffe_tree
+from tests.test_report import table_after
+from tests.test_report_selection import section
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +187,13 @@ def test_fersweep_run_smoke_over_the_folds(ck, tmp_path, local_ray, capsys):
     assert len({r["data_fingerprint"] for r in rows}) == 3
     assert len({r["baseline_key"] for r in rows}) == 3  # each fold its own real-only baseline entry
     assert all(r["leak_real_test"] == 0 for r in rows)
+    # The report aggregates the config over its folds before anything is compared, and says so.
+    folder = tmp_path / "results" / "ck_folds"
+    assert main(["report", str(folder)]) == 0
+    text = section((folder / "report" / "report.md").read_text(), "2.1 Across seeds")
+    assert "aggregated over its folds before configs are compared" in text
+    config = table_after(text, "Per config").iloc[0]
+    by_fold = {r["data.fold"]: r["test_macro_f1"] for r in rows}
+    assert config["folds"] == "3" and config["trials (seed x fold)"] == "3"
+    assert config["mean test macro-F1 [95 % CI]"].startswith(f"{np.mean(list(by_fold.values())):.3f} [")
+    assert config["sd over folds of test macro-F1"] == f"{np.std(list(by_fold.values()), ddof=1):.3f}"
