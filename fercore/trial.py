@@ -95,6 +95,11 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
     if cfg.data.image_size != data.image_size:
         raise ConfigError(f"data.image_size: config says {cfg.data.image_size} but the data set has "
                           f"{data.image_size}x{data.image_size} images")
+    if cfg.data.channels != data.channels:
+        raise ConfigError(f"data.channels: config says {cfg.data.channels} but the data set's images have "
+                          f"{data.channels} channel{'s' if data.channels != 1 else ''} "
+                          f"({'colour' if data.channels == 3 else 'gray'}); read it with data.channels "
+                          f"{cfg.data.channels} or set data.channels to {data.channels}")
     with deterministic_algorithms(cfg.train.deterministic):
         return _run(cfg, data, report, cache)
 
@@ -223,7 +228,7 @@ def _trainer(cfg: TrialConfig, train: tuple[np.ndarray, np.ndarray], data: FaceS
     # Seeded here, not only at the trial's start: a generator trained in this process (rather than loaded from the
     # cache) draws from the same stream, and the classifier must start alike either way (and like its baseline).
     torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg.classifier, data.image_size, len(data.class_names))
+    model = build_classifier(cfg.classifier, data.image_size, len(data.class_names), data.channels)
     return Trainer(model, train, data.split("val"), cfg.classifier, cfg.train, cfg.seed, device,
                    len(data.class_names))
 
