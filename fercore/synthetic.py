@@ -48,7 +48,7 @@ QUALITY_SEED = 987_654_000  # its draws; far from the pools' cfg.seed * 1000 + c
 @dataclass
 class SyntheticPool:
     images: dict[int, np.ndarray]  # class -> uint8 n x H x W, exactly the policy's count
-    grid: np.ndarray  # classes x GRID_COLUMNS x H x W, unfiltered samples for TensorBoard
+    grid: np.ndarray  # classes x GRID_COLUMNS x H x W (x 3 for colour), unfiltered samples for TensorBoard
     row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # all of it: the generator, drawing and filtering the pool, its quality figures
     generator_seconds: float = 0.0  # training the generator, or loading it from the cache

@@ -321,11 +321,11 @@ PAIRED: tuple[Callable[[Outcome], dict[str, Any]], ...] = (paired_baseline, pair
 
 
 def grid_png(images: np.ndarray) -> bytes:
-    """classes x columns x H x W uint8 -> one PNG with a row per class."""
+    """classes x columns x H x W (x 3 for colour) uint8 -> one PNG (gray or RGB) with a row per class."""
     from PIL import Image
 
-    rows, cols, h, w = images.shape
-    canvas = images.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+    rows, cols, h, w = images.shape[:4]
+    canvas = images.swapaxes(1, 2).reshape(rows * h, cols * w, *images.shape[4:])
     buf = io.BytesIO()
     Image.fromarray(canvas).save(buf, format="PNG")
     return buf.getvalue()
