@@ -309,3 +309,16 @@ def test_a_whole_colour_trial_at_96_px(tmp_path):
     assert 0.0 <= row["test_accuracy"] <= 1.0 and "test_macro_f1" in row and row["n_train_synthetic"] > 0
     samples = Image.open(io.BytesIO(reports[-1]["samples_png"]))
     assert samples.mode == "RGB" and samples.size == (8 * 96, 7 * 96)
+
+
+def test_data_preview_and_info_show_colour(tree, tmp_path, capsys):
+    from fercore.cli import main
+
+    out = tmp_path / "grid.png"
+    assert main(["data", "preview", str(tree), "--image-size", "32", "--set", "channels=3", "--per-class", "2",
+                 "--out", str(out)]) == 0
+    grid = Image.open(out)
+    assert grid.mode == "RGB" and grid.size == (2 * 32, len(CLASSES) * 32)
+    assert grid.getpixel((1, CLASSES.index("angry") * 32 + 1)) in {(255, 0, 0), (128, 128, 128)}
+    assert main(["data", "info", str(tree), "--image-size", "32", "--set", "channels=3"]) == 0
+    assert "images of 32x32 RGB" in capsys.readouterr().out
