@@ -1,4 +1,5 @@
-"""Compact StyleGAN2 networks (Karras et al. 2020, NVlabs/stylegan2-ada-pytorch) for 32x32 or 64x64 grayscale faces.
+"""Compact StyleGAN2 networks (Karras et al. 2020, NVlabs/stylegan2-ada-pytorch) for 32x32 or 64x64 faces,
+gray or (image_channels 3) colour.
 
 Generator: mapping network (normalised z, plus a class embedding when conditional -> FC + LeakyReLU layers -> w),
 a learned 4x4 constant, per resolution an upsampling block of two style-modulated 3x3 convolutions with weight
