@@ -24,7 +24,7 @@ from fercore.train import Trainer
 
 
 class PenultimateFeatures(nn.Module):
-    """uint8 B x H x W (or B x H x W x 3) -> float64 B x F penultimate features of a cnn3: the FID feature space as a module, so that
+    """uint8 B x H x W (x 3) -> float64 B x F penultimate features of a cnn3: the FID feature space as a module, so that
     torchmetrics' FrechetInceptionDistance(feature=...) can cross-check `frechet_distance` (it reads `num_features`
     instead of probing the module with a 3 x 299 x 299 dummy image)."""
 

@@ -69,7 +69,7 @@ class Generator(ABC):
         """Draw n uint8 images (n x H x W, or n x H x W x 3) of class LABEL; the same seed gives the same images."""
 
     def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
-        """The trained discriminator's probability that each uint8 image (FaceSet layout) is a real image of class LABEL.
+        """The trained discriminator's probability that each uint8 image (FaceSet layout) is a real one of class LABEL.
 
         For augment.filter=discriminator; only adversarial types have a discriminator to ask.
         """
@@ -137,7 +137,7 @@ def d_scores(d: torch.nn.Module, images: np.ndarray, label: int, resolution: int
 
 
 def to_uint8(x: torch.Tensor, size: int) -> np.ndarray:
-    """float B x C x S x S in [-1, 1] -> uint8 numpy images of side SIZE: B x size x size (C = 1) or B x size x size x C."""
+    """float B x C x S x S in [-1, 1] -> uint8 numpy images of side SIZE: B x size x size (C 1), else x C last."""
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return from_unit(x).cpu().numpy()

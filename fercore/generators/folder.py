@@ -3,8 +3,8 @@
 002_8bd063b910fbcebc.txt topped up FER2013 and RAF-DB with Stable Diffusion images drawn from prompts per class.
 Such images, generated on another machine, are laid out one folder per class under generator.path (`happy/`,
 `happiness/`, `Sad/`, ...; names and aliases as in `fercore.labels.canonical_class`; subfolders are searched, hidden
-and stray top-level files ignored), and this type reads them once in fit() -- gray or RGB as the data set is, resized to its
-size, with the same threaded reader as the class-per-folder data sets -- and draws from them in sample().
+and stray top-level files ignored), and this type reads them once in fit() -- gray or RGB as the data set is,
+resized to its size, with the same threaded reader as the class-per-folder data sets -- and draws from them in sample().
 
 The images themselves are the state: save() stores them as one uint8 tensor per class, so a cached generator does
 not depend on the folder staying where it was. Training images passed to fit() are not used.

@@ -75,8 +75,9 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps = UNet(x_t, t, y): x_t B x C x R x R (C: channels, 1 gray or 3 colour; R a multiple of downsampling()), t (B,) float timesteps on a
-    0..1000 scale, y (B,) class ids where y == num_classes is the null class (unconditional)."""
+    """eps = UNet(x_t, t, y): x_t B x C x R x R (C: channels, 1 gray or 3 colour; R a multiple of downsampling()),
+    t (B,) float timesteps on a 0..1000 scale, y (B,) class ids where y == num_classes is the null class
+    (unconditional)."""
 
     def __init__(self, num_classes: int, width: int, blocks: int = 1, attention: bool = True, channels: int = 1):
         super().__init__()

@@ -60,7 +60,7 @@ def _box_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def phash(images: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """256-bit DCT perceptual hashes of uint8 N x H x W images (colour N x H x W x 3: of their luma), as uint64 N x 4."""
+    """256-bit DCT perceptual hashes of uint8 N x H x W images (of N x H x W x 3 ones: their luma), uint64 N x 4."""
     images = to_gray(np.asarray(images)) if np.ndim(images) == 4 else np.asarray(images)
     assert images.ndim == 3, f"expected N x H x W grayscale images, got shape {images.shape}"
     rows, cols = _box_matrix(images.shape[1], HASH_SIZE), _box_matrix(images.shape[2], HASH_SIZE)
