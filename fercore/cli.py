@@ -240,7 +240,8 @@ def _cmd_data_info(args) -> int:
 
     data = _load_for_inspection(args)
     counts = data.counts()
-    print(f"{data.source}: {len(data.images)} images of {data.image_size}x{data.image_size}, "
+    colour = " RGB" if data.channels == 3 else ""
+    print(f"{data.source}: {len(data.images)} images of {data.image_size}x{data.image_size}{colour}, "
           f"fingerprint {data.fingerprint}")
     print(f"{'class':<10}" + "".join(f"{s:>8}" for s in counts))
     for i, name in enumerate(CLASSES):
@@ -291,7 +292,7 @@ def _cmd_data_preview(args) -> int:
     x, y = data.split("train")
     rng = np.random.default_rng(args.seed)
     size, k = data.image_size, args.per_class
-    canvas = np.full((len(CLASSES) * size, k * size), 255, np.uint8)
+    canvas = np.full((len(CLASSES) * size, k * size, *x.shape[3:]), 255, np.uint8)  # x.shape[3:]: (3,) if colour
     for c in range(len(CLASSES)):
         idx = np.flatnonzero(y == c)
         for j, i in enumerate(rng.choice(idx, size=min(k, len(idx)), replace=False)):

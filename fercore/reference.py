@@ -24,7 +24,7 @@ from fercore.train import Trainer
 
 
 class PenultimateFeatures(nn.Module):
-    """uint8 B x H x W -> float64 B x F penultimate features of a cnn3: the FID feature space as a module, so that
+    """uint8 B x H x W (x 3) -> float64 B x F penultimate features of a cnn3: the FID feature space as a module, so that
     torchmetrics' FrechetInceptionDistance(feature=...) can cross-check `frechet_distance` (it reads `num_features`
     instead of probing the module with a 3 x 299 x 299 dummy image)."""
 
@@ -67,7 +67,10 @@ class ReferenceClassifier:
         """weights.pt (the cnn3's state) and config.json (what rebuilds it), each written atomically."""
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "weights.pt", lambda f: torch.save(self.model.state_dict(), f))
-        meta = {"backbone": "cnn3", "width": self.model.features[0].out_channels, "dropout": self.model.head[3].p}
+        first = self.model.features[0]
+        meta = {"backbone": "cnn3", "width": first.out_channels, "dropout": self.model.head[3].p}
+        if first.in_channels != 1:  # Colour; a gray reference's file stays as it was.
+            meta["in_channels"] = first.in_channels
         atomic_write(folder / "config.json", lambda f: f.write(json.dumps(meta).encode()))
 
     def feature_module(self) -> PenultimateFeatures:
@@ -86,10 +89,11 @@ def confidence_scorer(ref: ReferenceClassifier) -> ScoreFn:
 
 
 def load_reference_classifier(folder: Path, image_size: int, num_classes: int,
-                              device: torch.device) -> ReferenceClassifier:
+                              device: torch.device, in_channels: int = 1) -> ReferenceClassifier:
     """A reference classifier written by `ReferenceClassifier.save`, loaded without running code from the file."""
     meta = json.loads((folder / "config.json").read_text())
-    model = CNN3(image_size, num_classes, dropout=meta["dropout"], width=meta["width"])
+    model = CNN3(image_size, num_classes, dropout=meta["dropout"], width=meta["width"],
+                 in_channels=meta.get("in_channels", in_channels))
     model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
     return ReferenceClassifier(model.to(device).eval(), device)
 
@@ -101,7 +105,8 @@ def train_reference_classifier(data: FaceSet, seed: int = 0, epochs: int = 6,
     cfg = resolve({"classifier.backbone": "cnn3", "classifier.epochs": epochs, "classifier.lr": 1e-3,
                    "data.image_size": data.image_size})
     torch.manual_seed(seed)
-    model = CNN3(data.image_size, len(data.class_names), dropout=cfg.classifier.dropout, width=cfg.classifier.width)
+    model = CNN3(data.image_size, len(data.class_names), dropout=cfg.classifier.dropout, width=cfg.classifier.width,
+                 in_channels=data.channels)
     trainer = Trainer(model, data.split("train"), data.split("val"), cfg.classifier, cfg.train, seed, device)
     for _ in trainer.epochs():
         pass

@@ -12,7 +12,7 @@ DATA = (
     Param("source", "procedural", help="'procedural', a FER2013 .csv, a class-per-folder tree or a RAF-DB folder"),
     Param("scale", 0.1, 0.001, 10.0, help="procedural set size as a multiple of FER2013's class counts"),
     Param("seed", 0, 0, 2**31 - 1, help="seeds the procedural drawing and carved validation splits, fixed per sweep"),
-    Param("image_size", 48, 16, 256, help="side of the square grayscale images, pixels"),
+    Param("image_size", 48, 16, 256, help="side of the square images, pixels; files of any size are resized to it"),
     Param("val_fraction", 0.1, 0.01, 0.5, help="share of training images carved out for validation where a layout has none"),
     Param("classes", "fer2013", help="the class set: 'fer2013' (FER2013's seven, folder names through aliases), "
                                      "'folders' (the tree's own class folders), or a list of class names"),

@@ -33,6 +33,7 @@ from fercore.config import TrialConfig
 from fercore.data import FaceSet
 from fercore.generators import Generator
 from fercore.errors import DataError
+from fercore.images import empty_images
 from fercore.metrics.quality import sample_quality
 from fercore.reference import ReferenceClassifier, confidence_scorer
 
@@ -47,7 +48,7 @@ QUALITY_SEED = 987_654_000  # its draws; far from the pools' cfg.seed * 1000 + c
 @dataclass
 class SyntheticPool:
     images: dict[int, np.ndarray]  # class -> uint8 n x H x W, exactly the policy's count
-    grid: np.ndarray  # classes x GRID_COLUMNS x H x W, unfiltered samples for TensorBoard
+    grid: np.ndarray  # classes x GRID_COLUMNS x H x W (x 3 for colour), unfiltered samples for TensorBoard
     row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # all of it: the generator, drawing and filtering the pool, its quality figures
     generator_seconds: float = 0.0  # training the generator, or loading it from the cache
@@ -94,8 +95,7 @@ def build_scorer(name: str, generator: Generator, reference: Callable[[], Refere
 def discriminator_scorer(generator: Generator) -> ScoreFn:
     """generator.discriminator_scores; asked once with no images first, so a type without a discriminator raises its
     ConfigError here (also before training) rather than in the middle of drawing."""
-    size = generator.image_size
-    generator.discriminator_scores(np.zeros((0, size, size), np.uint8), 0)
+    generator.discriminator_scores(empty_images(generator.image_size, generator.channels), 0)
     return generator.discriminator_scores
 
 
@@ -118,7 +118,7 @@ def generator_quality(gen: Generator, gen_key: str, data: FaceSet, store: CacheS
             try:
                 drawn.append(gen.sample(int(n), c, seed=QUALITY_SEED + c))
             except DataError as e:  # A folder without images of this class: nothing to score it on.
-                drawn.append(np.zeros((0, data.image_size, data.image_size), np.uint8))
+                drawn.append(empty_images(data.image_size, data.channels))
                 notes[f"gen_quality_note_{names[c]}"] = f"no synthetic images: {e}"
         syn_y = np.concatenate([np.full(len(x), c) for c, x in enumerate(drawn)])
         figures, points = sample_quality(reference(), (train_x[real_idx], train_y[real_idx]),

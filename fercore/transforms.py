@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fercore.images import to_unit
+
 
 @dataclass(frozen=True)
 class Strengths:
@@ -30,12 +32,13 @@ class Strengths:
 
 
 def normalise(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 B x H x W -> float B x 1 x H x W in [-1, 1]."""
-    return images_u8.unsqueeze(1).float().div_(127.5).sub_(1.0)
+    """uint8 B x H x W (gray) or B x H x W x 3 (colour) -> float B x C x H x W in [-1, 1]."""
+    return to_unit(images_u8)
 
 
 def augment(x: torch.Tensor, s: Strengths, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Augment a normalised B x 1 x H x W batch; each image draws its own transform from GEN."""
+    """Augment a normalised B x C x H x W batch; each image draws its own transform from GEN (the same for all of
+    its channels, so colour stays registered)."""
     if s.rotate > 0 or s.crop > 0:
         x = _affine(x, s, gen)
     else:
@@ -62,7 +65,8 @@ def _flip_and_shift(x: torch.Tensor, flip: float, translate: int, gen) -> torch.
         dx = torch.randint(0, 2 * t + 1, (b,), generator=gen, device=dev)
         rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, :, None]  # B x H x 1
         cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, :]  # B x 1 x W
-        x = padded[torch.arange(b, device=dev)[:, None, None], 0, rows, cols].unsqueeze(1)
+        # Advanced indices around the channel slice put it last: B x H x W x C, back to B x C x H x W.
+        x = padded[torch.arange(b, device=dev)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
     return x
 
 

@@ -96,6 +96,11 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
         raise ConfigError(f"data.image_size: config says {cfg.data.image_size} but the data set has "
                           f"{data.image_size}x{data.image_size} images")
     data = select_fold(cfg, data)
+    if cfg.data.channels != data.channels:
+        raise ConfigError(f"data.channels: config says {cfg.data.channels} but the data set's images have "
+                          f"{data.channels} channel{'s' if data.channels != 1 else ''} "
+                          f"({'colour' if data.channels == 3 else 'gray'}); read it with data.channels "
+                          f"{cfg.data.channels} or set data.channels to {data.channels}")
     with deterministic_algorithms(cfg.train.deterministic):
         return _run(cfg, data, report, cache)
 
@@ -238,7 +243,7 @@ def _trainer(cfg: TrialConfig, train: tuple[np.ndarray, np.ndarray], data: FaceS
     # Seeded here, not only at the trial's start: a generator trained in this process (rather than loaded from the
     # cache) draws from the same stream, and the classifier must start alike either way (and like its baseline).
     torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg.classifier, data.image_size, len(data.class_names))
+    model = build_classifier(cfg.classifier, data.image_size, len(data.class_names), data.channels)
     return Trainer(model, train, data.split("val"), cfg.classifier, cfg.train, cfg.seed, device,
                    len(data.class_names))
 
@@ -331,11 +336,11 @@ PAIRED: tuple[Callable[[Outcome], dict[str, Any]], ...] = (paired_baseline, pair
 
 
 def grid_png(images: np.ndarray) -> bytes:
-    """classes x columns x H x W uint8 -> one PNG with a row per class."""
+    """classes x columns x H x W (x 3 for colour) uint8 -> one PNG (gray or RGB) with a row per class."""
     from PIL import Image
 
-    rows, cols, h, w = images.shape
-    canvas = images.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+    rows, cols, h, w = images.shape[:4]
+    canvas = images.swapaxes(1, 2).reshape(rows * h, cols * w, *images.shape[4:])
     buf = io.BytesIO()
     Image.fromarray(canvas).save(buf, format="PNG")
     return buf.getvalue()

@@ -53,18 +53,20 @@ def generator(cfg: TrialConfig, data: FaceSet, store: CacheStore, device: torch.
     """
     values = dict(cfg.generator.values)
     parts = {"generator": values, "data": data.fingerprint, "image_size": data.image_size, "seed": cfg.seed}
+    if data.channels != 1:  # Colour: already in the fingerprint (it hashes the images' shape), named for the reader.
+        parts["channels"] = data.channels  # Gray keys stay as they were, so stored generators are still found.
     if values.get("path"):  # Images made elsewhere (folder): the files, not only their folder's name, are the input.
         parts["files"] = _tree_fingerprint(Path(values["path"]))
     key = content_key("generator-v1", parts)
     num_classes = len(data.class_names)
 
     def build(folder: Path) -> None:
-        gen = build_generator(values, data.image_size, num_classes, device)
+        gen = build_generator(values, data.image_size, num_classes, device, data.channels)
         gen.fit(*data.split("train"), seed=cfg.seed)  # The training split only: val and test never reach it.
         gen.save(folder)
 
     folder, hit = store.get_or_create(key, build, parts)
-    gen = build_generator(values, data.image_size, num_classes, device)
+    gen = build_generator(values, data.image_size, num_classes, device, data.channels)
     gen.load(folder)  # Also after building here: every trial samples from the same stored weights.
     return gen, Cached(folder, key, hit)
 
@@ -72,6 +74,8 @@ def generator(cfg: TrialConfig, data: FaceSet, store: CacheStore, device: torch.
 def reference_key(data: FaceSet) -> tuple[str, dict[str, Any]]:
     parts = {"data": data.fingerprint, "image_size": data.image_size, "epochs": REFERENCE_EPOCHS,
              "seed": REFERENCE_SEED}
+    if data.channels != 1:  # As for generators: covered by the fingerprint, named; gray keys unchanged.
+        parts["channels"] = data.channels
     return content_key("reference-v1", parts), parts
 
 
@@ -83,7 +87,8 @@ def reference(data: FaceSet, store: CacheStore, device: torch.device) -> tuple[R
         train_reference_classifier(data, seed=REFERENCE_SEED, epochs=REFERENCE_EPOCHS, device=device).save(folder)
 
     folder, hit = store.get_or_create(key, build, parts)
-    return load_reference_classifier(folder, data.image_size, len(data.class_names), device), Cached(folder, key, hit)
+    return (load_reference_classifier(folder, data.image_size, len(data.class_names), device, data.channels),
+            Cached(folder, key, hit))
 
 
 def pool(parts: dict[str, Any], store: CacheStore,

@@ -13,7 +13,7 @@ from fercore.registry import Entry, Registry
 
 @dataclass(frozen=True)
 class ClassifierEntry(Entry):
-    # target: (classifier section, image size, number of classes) -> network.
+    # target: (classifier section, image size, number of classes, input channels) -> network.
     # oneDNN's CPU convolutions ran 15-25 % faster on channels_last tensors for most backbones here (training steps
     # at batch 128, 48x48, 2 cores); ConvNeXt's permutes and LayerNorm made it ~7 % slower instead.
     channels_last_cpu: bool = True
@@ -42,17 +42,18 @@ def _layout(channels_last_cpu: bool, device: torch.device) -> torch.memory_forma
     return torch.channels_last if device.type == "cuda" or channels_last_cpu else torch.contiguous_format
 
 
-def build_classifier(cfg: Section, image_size: int, num_classes: int) -> nn.Module:
-    """The network CFG names, checked by one forward pass of a blank image: a backbone that downsamples an image of
-    this size to nothing is a ConfigError, not a failure in the first training step."""
+def build_classifier(cfg: Section, image_size: int, num_classes: int, in_channels: int = 1) -> nn.Module:
+    """The network CFG names for IN_CHANNELS x image_size x image_size inputs (1 gray, 3 colour), checked by one
+    forward pass of a blank image: a backbone that downsamples an image of this size to nothing is a ConfigError,
+    not a failure in the first training step."""
     entry = CLASSIFIERS.get(cfg.backbone)
-    model = entry.target(cfg, image_size, num_classes)
+    model = entry.target(cfg, image_size, num_classes, in_channels)
     setattr(model, CHANNELS_LAST_CPU, entry.channels_last_cpu)  # The layout travels with the network (model_layout).
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(1, 1, image_size, image_size))
+            out = model(torch.zeros(1, in_channels, image_size, image_size))
     except RuntimeError as e:
         hint = " (classifier.small_stem=true downsamples less)" if getattr(cfg, "small_stem", True) is False else ""
         raise ConfigError(f"data.image_size={image_size} is too small for classifier.backbone={cfg.backbone}{hint}: "

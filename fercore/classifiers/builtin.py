@@ -16,8 +16,8 @@ from fercore.params import Param
 
 
 @CLASSIFIERS.register("linear", params=(WEIGHTS,), help="flattened pixels -> 7 logits, the baseline of report 000")
-def _linear(cfg, image_size, num_classes):
-    model = LinearClassifier(image_size, num_classes, dropout=cfg.dropout)
+def _linear(cfg, image_size, num_classes, in_channels=1):
+    model = LinearClassifier(image_size, num_classes, dropout=cfg.dropout, in_channels=in_channels)
     if cfg.weights:
         load_weights(model, cfg.weights, "linear")
     return model
@@ -26,8 +26,8 @@ def _linear(cfg, image_size, num_classes):
 @CLASSIFIERS.register("cnn3", params=(Param("width", 32, 4, 256, help="channels of the first conv; doubled twice"),
                                       WEIGHTS),
                       help="3-conv baseline CNN (report 003, table 1)")
-def _cnn3(cfg, image_size, num_classes):
-    model = CNN3(image_size, num_classes, dropout=cfg.dropout, width=cfg.width)
+def _cnn3(cfg, image_size, num_classes, in_channels=1):
+    model = CNN3(image_size, num_classes, dropout=cfg.dropout, width=cfg.width, in_channels=in_channels)
     if cfg.weights:
         load_weights(model, cfg.weights, "cnn3", first_conv="features.0", head="head.4")
     return model
@@ -38,8 +38,8 @@ def _cnn3(cfg, image_size, num_classes):
                                     "the blocks have 1, 2, 4, 8, 16, 32 times as many"),
     freeze_param(6, "the 3 conv blocks, the 3rd with its SE block, then the 3 residual blocks"), WEIGHTS),
     help="ResEmoteNet: conv blocks, squeeze-excitation, 3 residual blocks (report 002)")
-def _resemotenet(cfg, image_size, num_classes):
-    model = ren.ResEmoteNet(num_classes, dropout=cfg.dropout, width=cfg.width)
+def _resemotenet(cfg, image_size, num_classes, in_channels=1):
+    model = ren.ResEmoteNet(num_classes, dropout=cfg.dropout, width=cfg.width, in_channels=in_channels)
     if cfg.weights:
         load_weights(model, cfg.weights, "resemotenet", first_conv=ren.FIRST_CONV, head=ren.HEAD)
     freeze_stages(model, ren.STAGES, cfg.freeze_stages)
@@ -51,9 +51,9 @@ def _register_torchvision(name: str, arch: tv.Arch) -> None:
     params = (SMALL_STEM, freeze_param(arch.n_stages, stage_text), WEIGHTS)
 
     @CLASSIFIERS.register(name, params=params, help=arch.help, channels_last_cpu=arch.family != "convnext")
-    def _build(cfg, image_size, num_classes):
+    def _build(cfg, image_size, num_classes, in_channels=1):
         return tv.build(name, num_classes, dropout=cfg.dropout, small_stem=cfg.small_stem,
-                        freeze=cfg.freeze_stages, weights=cfg.weights)
+                        freeze=cfg.freeze_stages, weights=cfg.weights, in_channels=in_channels)
 
 
 for _name, _arch in tv.ARCHS.items():

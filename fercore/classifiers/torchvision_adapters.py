@@ -1,4 +1,5 @@
-"""torchvision backbones adapted to one-channel input of any small size and num_classes outputs. Never downloads.
+"""torchvision backbones adapted to one-channel (or, with data.channels 3, RGB) input of any small size and
+num_classes outputs. Never downloads.
 
 One table describes each family: where its first conv and final Linear are, which pooling small_stem removes, and
 how its feature extractor splits into a stem and numbered stages (for classifier.freeze_stages, see common.py):
@@ -13,7 +14,8 @@ how its feature extractor splits into a stem and numbered stages (for classifier
   densenet      features.conv0  features.pool0  denseblock1-3 each with its transition,             classifier
                                                 denseblock4 + norm5
 
-Standard stem: the first conv keeps torchvision's kernel, stride and padding with one input channel. small_stem: it
+Standard stem: the first conv keeps torchvision's kernel, stride and padding with one input channel (three for
+colour data). small_stem: it
 becomes 3x3 stride 1 (padding 1) and the stem pool becomes Identity, so the first stage sees the full 48x48 image.
 Head: the final Linear is replaced by one with num_classes outputs and classifier.dropout on its input; the dropout
 torchvision puts in mobilenet's and efficientnet's heads is removed, so classifier.dropout is the only one. Module
@@ -118,19 +120,20 @@ ARCHS = {  # registry name -> torchvision builder, family, number of stages, hel
 
 
 def build(name: str, num_classes: int, dropout: float = 0.5, small_stem: bool = False, freeze: int = 0,
-          weights: str = "") -> nn.Module:
-    """The torchvision backbone NAME (a key of ARCHS), adapted as the module docstring says."""
+          weights: str = "", in_channels: int = 1) -> nn.Module:
+    """The torchvision backbone NAME (a key of ARCHS), adapted as the module docstring says, its first conv taking
+    IN_CHANNELS (1 gray; 3 colour, torchvision's own stem shape)."""
     arch = ARCHS[name]
     fam = FAMILIES[arch.family]
     model = getattr(torchvision.models, arch.builder)(weights=None)
 
     old = get_module(model, fam.first_conv)
     if small_stem:
-        conv = nn.Conv2d(1, old.out_channels, 3, stride=1, padding=1, bias=old.bias is not None)
+        conv = nn.Conv2d(in_channels, old.out_channels, 3, stride=1, padding=1, bias=old.bias is not None)
         if fam.stem_pool:
             set_module(model, fam.stem_pool, nn.Identity())
     else:
-        conv = nn.Conv2d(1, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
+        conv = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
                          bias=old.bias is not None)
     set_module(model, fam.first_conv, conv)
 

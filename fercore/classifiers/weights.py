@@ -6,7 +6,9 @@ Accepted files (read with torch.load(weights_only=True)):
   are removed;
 - a torchvision ImageNet state dict of the same architecture: when the file's first conv has 3 input channels and the
   model's has 1, the file's kernel is summed over its channels with ImageNet's input normalisation folded in (below),
-  and a head whose shape differs (1000 classes) is skipped and keeps its fresh initialisation.
+  and a head whose shape differs (1000 classes) is skipped and keeps its fresh initialisation. A colour model
+  (data.channels 3) keeps the file's 3-channel kernel, each channel with its own normalisation folded in, when the
+  file's head does not fit the model's (an ImageNet file, not one saved from a fercore colour model).
 
 Folding the normalisation. An ImageNet network expects each RGB channel c as (p - mean_c) / std_c, p the pixel in
 [0, 1]; fercore feeds x = 2p - 1 (fercore.transforms.normalise) on one grey channel. For a grey image the RGB input is
@@ -17,6 +19,8 @@ the running mean of the batch norm that follows it (subtracted: exact in eval mo
 mean removes a constant anyway). Exact away from the image border: the RGB network pads its normalised input with 0,
 which is grey p = mean_c there, while the folded one pads x with 0, grey p = 0.5 - close to ImageNet's means.
 A 3-channel file is taken to be normalised as torchvision's ImageNet weights are (IMAGENET_MEAN, IMAGENET_STD).
+For colour input x_c = 2 p_c - 1 the same algebra without the sum over c gives the kernel W_c / (2 std_c) per
+channel and the same constant.
 
 Tolerated and reported with a warning: a first conv whose shape still differs after the channel sum (small_stem's 3x3
 against ImageNet's 7x7; it keeps its fresh initialisation), a head of another shape or missing (fresh), missing batch-
@@ -38,13 +42,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet weights expect (
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def fold_imagenet_normalisation(w_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An RGB first-conv kernel (out x 3 x kh x kw) -> the one-channel kernel for fercore's grey input in [-1, 1],
-    and the constant per output channel the normalisation adds (see the module docstring)."""
+def fold_imagenet_normalisation(w_rgb: torch.Tensor, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """An RGB first-conv kernel (out x 3 x kh x kw) -> the kernel for fercore's input in [-1, 1] (CHANNELS 1: grey,
+    summed to one channel; 3: colour, per channel), and the constant per output channel the normalisation adds (see
+    the module docstring)."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
     w = w_rgb.double()
-    kernel = (w / (2 * std)).sum(dim=1, keepdim=True)
+    kernel = w / (2 * std)
+    if channels == 1:
+        kernel = kernel.sum(dim=1, keepdim=True)
     constant = (w * (0.5 - mean) / std).sum(dim=(1, 2, 3))
     return kernel.to(w_rgb.dtype), constant.to(w_rgb.dtype)
 
@@ -60,6 +67,12 @@ def _following_batch_norm(model: nn.Module, conv_path: str, channels: int) -> st
         elif seen and isinstance(module, nn.Conv2d):
             return None  # another conv first: the constant would not reach a batch norm unchanged
     return None
+
+
+def _head_fits(file: dict[str, torch.Tensor], own: dict[str, torch.Tensor], head: str | None) -> bool:
+    """Whether FILE holds a head of exactly the model's keys and shapes (a file saved from this kind of model)."""
+    keys = [k for k in own if head is not None and k.startswith(head + ".")]
+    return bool(keys) and all(k in file and file[k].shape == own[k].shape for k in keys)
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -118,8 +131,10 @@ def load_weights(model: nn.Module, path: str, backbone: str, first_conv: str | N
         wkey = first_conv + ".weight"
         w = file[wkey]
         summed = w.shape != own[wkey].shape and w.dim() == 4 and w.shape[1] == 3 and own[wkey].shape[1] == 1
-        if summed:
-            w, constant = fold_imagenet_normalisation(w)
+        colour = (w.dim() == 4 and w.shape[1] == 3 and own[wkey].shape[1] == 3
+                  and not _head_fits(file, own, head))  # An ImageNet file: its 1000-class head is not the model's.
+        if summed or colour:
+            w, constant = fold_imagenet_normalisation(w, channels=own[wkey].shape[1])
         if any((w if k == wkey else file[k]).shape != own[k].shape for k in conv_keys):
             fresh.append(f"first conv {first_conv} ({_shape(file[wkey])} in the file, {_shape(own[wkey])} here)")
             constant = None
@@ -128,6 +143,8 @@ def load_weights(model: nn.Module, path: str, backbone: str, first_conv: str | N
             merged.update({k: file[k] for k in conv_keys if k != wkey})
             if summed:
                 notes.append(f"{wkey}: summed over its 3 input channels with ImageNet's mean and std folded in")
+            elif colour:
+                notes.append(f"{wkey}: its 3 input channels kept, with ImageNet's mean and std folded in")
         file = {k: v for k, v in file.items() if not under(k, first_conv)}
     else:
         conv_keys = []  # Absent from the file: reported as missing below.

@@ -1,4 +1,7 @@
-"""FaceSet: one in-memory data set of uint8 grayscale faces with labels, a split per image and a content fingerprint."""
+"""FaceSet: one in-memory data set of uint8 faces with labels, a split per image and a content fingerprint.
+
+Images are gray N x H x W, or colour N x H x W x 3 (RGB, channel last) when read with data.channels 3: the layout
+of fercore.images, which converts them to the N x C x H x W tensors networks see."""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from fercore.images import channels_of
 from fercore.labels import CLASSES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -14,7 +18,7 @@ SPLIT_INDEX = {name: i for i, name in enumerate(SPLITS)}
 
 @dataclass(frozen=True)
 class FaceSet:
-    images: np.ndarray  # uint8, N x H x W
+    images: np.ndarray  # uint8, N x H x W (gray) or N x H x W x 3 (colour)
     labels: np.ndarray  # int64, N, canonical class ids 0-6
     splits: np.ndarray  # uint8, N, index into SPLITS
     source: str  # what it was read from, for messages and result rows
@@ -30,8 +34,10 @@ class FaceSet:
 
     def __post_init__(self):
         n = len(self.images)
-        if self.images.dtype != np.uint8 or self.images.ndim != 3:
-            raise ValueError(f"{self.source}: images must be uint8 N x H x W, got {self.images.dtype} {self.images.shape}")
+        colour = self.images.ndim == 4 and self.images.shape[3] == 3
+        if self.images.dtype != np.uint8 or not (self.images.ndim == 3 or colour):
+            raise ValueError(f"{self.source}: images must be uint8 N x H x W (gray) or N x H x W x 3 (colour), "
+                             f"got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (n,) or self.splits.shape != (n,):
             raise ValueError(f"{self.source}: labels and splits must have one entry per image ({n})")
         if self.groups is not None and self.groups.shape != (n,):
@@ -64,6 +70,11 @@ class FaceSet:
     @property
     def image_size(self) -> int:
         return int(self.images.shape[1])
+
+    @property
+    def channels(self) -> int:
+        """1 for gray images, 3 for colour."""
+        return channels_of(self.images)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Images and labels of one split ("train", "val" or "test")."""

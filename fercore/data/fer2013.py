@@ -22,6 +22,7 @@ from PIL import Image
 from fercore.data.options import DataOptions
 from fercore.data.faceset import SPLITS, FaceSet, make_faceset
 from fercore.data.groups import check_fixed_splits, index_subjects, make_folds, refuse_folds_with_fixed_splits
+from fercore.images import with_channels
 from fercore.errors import DataError
 from fercore.labels import CLASSES
 
@@ -37,6 +38,7 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
 
     Usage Training -> train, PublicTest -> val, PrivateTest -> test. Pixels are space-separated integers 0-255,
     a square number of them per row, the same for every row; faces are resized to image_size when they differ.
+    The faces are gray: with options.channels 3 each holds its gray value in all three channels.
     """
     path = Path(path)
     columns = _read_header(path)
@@ -59,6 +61,7 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
     images = pixels.reshape(len(labels), side, side)
     if side != image_size:
         images = _resize_all(images, image_size)
+    images = with_channels(images, (options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(path), groups=groups, group_names=group_names,
                         folds=folds)
 

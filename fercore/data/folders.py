@@ -16,6 +16,7 @@ from fercore.data.faceset import SPLIT_INDEX, SPLITS, FaceSet, make_faceset
 from fercore.data.groups import check_fixed_splits, make_folds, refuse_folds_with_fixed_splits, subjects_from_paths
 from fercore.data.splitting import holdout
 from fercore.errors import DataError
+from fercore.images import image_shape
 from fercore.labels import CLASS_INDEX, CLASSES, canonical_class
 
 SPLIT_NAMES = {"train": "train", "training": "train",
@@ -37,7 +38,8 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
 
     Split folders (case-insensitive): train/training -> train, val/valid/validation -> val, test/testing -> test;
     class folders map through `canonical_class`, so aliases such as anger, happiness or sadness work. Images
-    (png, jpg, bmp, anything PIL reads; hidden files are skipped) become grayscale image_size x image_size.
+    (png, jpg, bmp, anything PIL reads; hidden files are skipped) become image_size x image_size, gray or, with
+    options.channels 3, RGB (gray files then hold their gray value in all three channels).
 
     Missing splits are carved out of train with seeded stratified hold-outs. The test split must exist and stay
     untouched by tuning, so a missing test split is carved first, with a fixed seed and TEST_FRACTION that do not
@@ -87,7 +89,7 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
             _carve(labels, splits, "test", TEST_FRACTION, TEST_SEED, groups, str(root))
         if "val" not in split_dirs:
             _carve(labels, splits, "val", val_fraction, seed, groups, str(root))
-    images = read_images(paths, image_size)
+    images = read_images(paths, image_size, channels=(options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(root), groups=groups, group_names=group_names,
                         folds=folds)
 
@@ -142,20 +144,20 @@ def _walk_files(folder: Path):
 
 # ------------------------------------------------------------------------------------------- image loading
 
-def read_images(paths: list[Path], image_size: int) -> np.ndarray:
-    """Load PATHS as grayscale image_size x image_size uint8 faces, N x H x W, in order.
+def read_images(paths: list[Path], image_size: int, channels: int = 1) -> np.ndarray:
+    """Load PATHS as image_size x image_size uint8 faces, in order: N x H x W gray (channels 1) or N x H x W x 3 RGB.
 
     Threads overlap the file reads and PIL's decoding (which releases the GIL); the first unreadable image in
     list order is the one reported.
     """
-    out = np.empty((len(paths), image_size, image_size), np.uint8)
+    out = np.empty((len(paths), *image_shape(image_size, channels)), np.uint8)
     if not paths:
         return out
     step = 256
 
     def load_range(start: int) -> None:
         for i in range(start, min(start + step, len(paths))):
-            out[i] = load_gray(paths[i], image_size)
+            out[i] = load_image(paths[i], image_size, channels)
 
     workers = min(16, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -172,9 +174,15 @@ def read_images(paths: list[Path], image_size: int) -> np.ndarray:
 
 def load_gray(path: Path, image_size: int) -> np.ndarray:
     """One image as a grayscale image_size x image_size uint8 array; non-square images are stretched."""
+    return load_image(path, image_size, 1)
+
+
+def load_image(path: Path, image_size: int, channels: int = 1) -> np.ndarray:
+    """One image as uint8 image_size x image_size (gray, channels 1) or image_size x image_size x 3 (RGB); non-square
+    images are stretched. Colour is read as RGB whatever the file holds (palette, CMYK, gray, alpha dropped)."""
     try:
         with Image.open(path) as im:
-            im = im.convert("L")
+            im = im.convert("L" if channels == 1 else "RGB")
             if im.size != (image_size, image_size):
                 # PIL's bilinear filter widens its support when shrinking, so it averages like an area filter.
                 im = im.resize((image_size, image_size), Image.BILINEAR)

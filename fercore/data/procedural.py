@@ -47,6 +47,7 @@ import numpy as np
 
 from fercore.data.options import DataOptions
 from fercore.data.faceset import FaceSet, make_faceset
+from fercore.images import with_channels
 from fercore.labels import CLASSES
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,7 +124,10 @@ def split_counts(scale: float) -> dict[str, list[int]]:
 
 def draw_procedural(scale: float = 0.1, seed: int = 0, image_size: int = 48,
                     options: DataOptions | None = None) -> FaceSet:
-    """Draw the procedural FER-style data set: uint8 image_size x image_size faces, FER2013 class proportions."""
+    """Draw the procedural FER-style data set: uint8 image_size x image_size faces, FER2013 class proportions.
+
+    The faces are gray; options.channels 3 repeats the gray value in three channels (the colour pipeline's test data).
+    """
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
     counts = split_counts(scale)
@@ -137,7 +141,8 @@ def draw_procedural(scale: float = 0.1, seed: int = 0, image_size: int = 48,
         splits.append(np.full(len(lab), split_id, dtype=np.uint8))
     images, labels, splits = np.concatenate(images), np.concatenate(labels), np.concatenate(splits)
     order = np.random.default_rng(np.random.SeedSequence([int(seed), 7919, 99])).permutation(len(labels))
-    return make_faceset(images[order], labels[order], splits[order], source=f"procedural(scale={scale}, seed={seed})")
+    images = with_channels(images[order], (options or DataOptions()).channels)
+    return make_faceset(images, labels[order], splits[order], source=f"procedural(scale={scale}, seed={seed})")
 
 
 def _round(x: float) -> int:

@@ -38,8 +38,8 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
     Images are looked for, relative to the data set's root (the label file's folder, or its parent when that is
     EmoLabel), in Image/aligned/<stem>_aligned.jpg, Image/original/<name>, aligned/<stem>_aligned.jpg,
     original/<name>, then <name> next to the label file; the first place that holds the first listed image is
-    used for all of them. Faces become grayscale image_size x image_size; val is val_fraction of each class of
-    train, drawn with `seed`.
+    used for all of them. Faces become image_size x image_size, gray or (options.channels 3) RGB; val is
+    val_fraction of each class of train, drawn with `seed`.
     """
     path = Path(path)
     label_file = path if path.is_file() else find_label_file(path)
@@ -68,7 +68,7 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
             raise DataError(f"{label_file}: data.group: cannot carve the val split from the train_ images: {e}") \
                 from None
         splits[train_idx[held]] = SPLIT_INDEX["val"]
-    images = read_images(image_paths, image_size)
+    images = read_images(image_paths, image_size, channels=(options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(dataset_root(label_file)), groups=groups,
                         group_names=group_names, folds=folds)
 

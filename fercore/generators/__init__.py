@@ -8,12 +8,14 @@ import torch
 from fercore.generators.base import Diverged, Generator
 from fercore.registry import Entry, Registry
 
-# Each entry's target: a Generator subclass, built from (generator section values, image size, classes, device).
+# Each entry's target: a Generator subclass, built from (generator section values, image size, classes, device,
+# channels: 1 gray, 3 colour - what its networks draw and its discriminator reads).
 GENERATORS: Registry[Entry] = Registry("generator type", "generator.type")
 
 
-def build_generator(values: dict[str, Any], image_size: int, num_classes: int, device: torch.device) -> Generator:
-    return GENERATORS.get(values["type"]).target(values, image_size, num_classes, device)
+def build_generator(values: dict[str, Any], image_size: int, num_classes: int, device: torch.device,
+                    channels: int = 1) -> Generator:
+    return GENERATORS.get(values["type"]).target(values, image_size, num_classes, device, channels)
 
 
 # Register the built-in types: each module's decorator adds its type (a new type adds its module here).

@@ -50,7 +50,7 @@ def train_adversarial(setup: AdversarialSetup, images: np.ndarray, labels: np.nd
     x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     y_all = torch.from_numpy(np.asarray(labels)).long().to(device)
     if len(x_all) == 1:  # A batch of one breaks batch norm in training mode; a class with one image trains on two.
-        x_all, y_all = x_all.repeat(2, 1, 1), y_all.repeat(2)
+        x_all, y_all = torch.cat([x_all, x_all]), y_all.repeat(2)
     betas = (values["beta1"], values["beta2"])
     opt_g = torch.optim.Adam(g.parameters(), lr=values["lr_g"], betas=betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=values["lr_d"], betas=betas)

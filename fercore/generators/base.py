@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from fercore.atomic import atomic_write
 from fercore.errors import ConfigError
+from fercore.images import from_unit, to_unit
 from fercore.params import Param
 
 # Hyperparameters every adversarial type shares; each GAN type's registration lists them in its `params`.
@@ -46,24 +47,29 @@ class Diverged(RuntimeError):
 
 
 class Generator(ABC):
-    """Trained on the training split only; draws uint8 images of the data set's size for a given class."""
+    """Trained on the training split only; draws uint8 images of the data set's size and channels for a given class.
 
-    def __init__(self, values: dict[str, Any], image_size: int, num_classes: int, device: torch.device):
+    Images go in and come out in the FaceSet layout (fercore.images): N x H x W gray (channels 1), N x H x W x 3 colour.
+    """
+
+    def __init__(self, values: dict[str, Any], image_size: int, num_classes: int, device: torch.device,
+                 channels: int = 1):
         self.values = dict(values)  # the resolved generator.* section, stored beside the weights
         self.image_size = image_size
         self.num_classes = num_classes
         self.device = device
+        self.channels = channels
 
     @abstractmethod
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
-        """Train on uint8 N x H x W images with int labels."""
+        """Train on uint8 images (N x H x W, or N x H x W x 3 for channels 3) with int labels."""
 
     @abstractmethod
     def sample(self, n: int, label: int, seed: int) -> np.ndarray:
-        """Draw n uint8 images (n x H x W) of class LABEL; the same seed gives the same images."""
+        """Draw n uint8 images (n x H x W, or n x H x W x 3) of class LABEL; the same seed gives the same images."""
 
     def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
-        """The trained discriminator's probability that each uint8 image (N x H x W) is a real image of class LABEL.
+        """The trained discriminator's probability that each uint8 image (FaceSet layout) is a real one of class LABEL.
 
         For augment.filter=discriminator; only adversarial types have a discriminator to ask.
         """
@@ -89,6 +95,8 @@ class Generator(ABC):
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "weights.pt", lambda f: torch.save(self.state_dict(), f))
         meta = {"values": self.values, "image_size": self.image_size, "num_classes": self.num_classes}
+        if self.channels != 1:  # Colour; a gray generator's file stays as it was.
+            meta["channels"] = self.channels
         atomic_write(folder / "config.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
     def load(self, folder: Path) -> None:
@@ -98,8 +106,9 @@ class Generator(ABC):
 
 
 def to_unit_range(images_u8: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 B x H x W -> float B x 1 x size x size in [-1, 1], resized for architectures that need a power of two."""
-    x = images_u8.float().unsqueeze(1).div_(127.5).sub_(1.0)
+    """uint8 B x H x W (or B x H x W x C) -> float B x C x size x size in [-1, 1], resized for architectures that
+    need a power of two."""
+    x = to_unit(images_u8)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x
@@ -108,7 +117,7 @@ def to_unit_range(images_u8: torch.Tensor, size: int) -> torch.Tensor:
 @torch.no_grad()
 def d_scores(d: torch.nn.Module, images: np.ndarray, label: int, resolution: int, device: torch.device,
              batch_size: int = 512) -> np.ndarray:
-    """sigmoid(D(x, label)) for uint8 N x H x W images, as float64 probabilities in [0, 1].
+    """sigmoid(D(x, label)) for uint8 images in the FaceSet layout, as float64 probabilities in [0, 1].
 
     D runs in eval mode (batch norm on running statistics, spectral norm without a power-iteration step, so scoring
     changes no state) and is put back in the mode it was in. StyleGAN's D mixes statistics across a batch, so scores
@@ -128,10 +137,9 @@ def d_scores(d: torch.nn.Module, images: np.ndarray, label: int, resolution: int
 
 
 def to_uint8(x: torch.Tensor, size: int) -> np.ndarray:
-    """float B x 1 x S x S in [-1, 1] -> uint8 B x size x size numpy images."""
+    """float B x C x S x S in [-1, 1] -> uint8 numpy images of side SIZE: B x size x size (C 1), else x C last."""
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    x = x.squeeze(1).add(1.0).mul(127.5).round().clamp(0, 255)
-    return x.to(torch.uint8).cpu().numpy()
+    return from_unit(x).cpu().numpy()
 
 

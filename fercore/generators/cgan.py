@@ -18,11 +18,12 @@ from torch.nn.utils.parametrizations import spectral_norm
 from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
+from fercore.images import empty_images
 from fercore.params import Param
 
 
 class CGANGenerator(nn.Module):
-    def __init__(self, latent_dim: int, num_classes: int, width: int, resolution: int = 64):
+    def __init__(self, latent_dim: int, num_classes: int, width: int, resolution: int = 64, channels: int = 1):
         super().__init__()
         self.latent_dim, self.num_classes, self.width = latent_dim, num_classes, width
         self.start = resolution // 8  # three stride-2 transposed convs follow the dense layer
@@ -33,7 +34,7 @@ class CGANGenerator(nn.Module):
             blocks += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.4)]
         self.up = nn.Sequential(*blocks)
         # Kernel 4, stride 1 with asymmetric 'same' padding, as Keras does it; done by padding then a plain conv.
-        self.out = nn.Sequential(nn.ZeroPad2d((1, 2, 1, 2)), nn.Conv2d(width, 1, 4, 1, 0), nn.Tanh())
+        self.out = nn.Sequential(nn.ZeroPad2d((1, 2, 1, 2)), nn.Conv2d(width, channels, 4, 1, 0), nn.Tanh())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.dense(torch.cat([z, F.one_hot(labels, self.num_classes).float()], dim=1))
@@ -44,11 +45,12 @@ class CGANDiscriminator(nn.Module):
     """mask (001): the label enters as one-hot mask channels beside the image. projection (Miyato & Koyama 2018):
     the image alone goes through the convs, and the label's learnt embedding is dotted with the features."""
 
-    def __init__(self, num_classes: int, width: int, resolution: int = 64, conditioning: str = "mask"):
+    def __init__(self, num_classes: int, width: int, resolution: int = 64, conditioning: str = "mask",
+                 channels: int = 1):
         super().__init__()
         self.num_classes, self.projection = num_classes, conditioning == "projection"
         layers: list[nn.Module] = []
-        chans = [1 if self.projection else 1 + num_classes, width, 2 * width, 4 * width, 8 * width]
+        chans = [channels if self.projection else channels + num_classes, width, 2 * width, 4 * width, 8 * width]
         for c_in, c_out in zip(chans, chans[1:]):
             layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.4)]
         self.features = nn.Sequential(*layers)
@@ -76,10 +78,12 @@ CGAN_PARAMS = GAN_PARAMS + (
 @GENERATORS.register("cgan", params=CGAN_PARAMS,
                      help="conditional DCGAN with spectral-norm discriminator and label mask channels (001)")
 class CGAN(Generator):
-    def __init__(self, values, image_size, num_classes, device):
-        super().__init__(values, image_size, num_classes, device)
-        self.g = CGANGenerator(values["latent_dim"], num_classes, values["width"], values["resolution"]).to(device)
-        self.d = CGANDiscriminator(num_classes, values["width"], values["resolution"], values["conditioning"]).to(device)
+    def __init__(self, values, image_size, num_classes, device, channels=1):
+        super().__init__(values, image_size, num_classes, device, channels)
+        self.g = CGANGenerator(values["latent_dim"], num_classes, values["width"], values["resolution"],
+                               channels).to(device)
+        self.d = CGANDiscriminator(num_classes, values["width"], values["resolution"], values["conditioning"],
+                                   channels).to(device)
         self.g_ema = make_ema(self.g, values)
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
@@ -100,7 +104,7 @@ class CGAN(Generator):
             z = torch.randn(m, self.g.latent_dim, generator=gen).to(self.device)
             y = torch.full((m,), label, dtype=torch.long, device=self.device)
             out.append(to_uint8(g(z, y), self.image_size))
-        return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.uint8)
+        return np.concatenate(out) if out else empty_images(self.image_size, self.channels)
 
     def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
         return d_scores(self.d, images, label, self.values["resolution"], self.device)

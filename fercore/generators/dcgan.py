@@ -30,13 +30,13 @@ def _init_weights(m: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, latent_dim: int, width: int):
+    def __init__(self, latent_dim: int, width: int, channels: int = 1):
         super().__init__()
         layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, 8 * width, 4, 1, 0, bias=False),
                                    nn.BatchNorm2d(8 * width), nn.ReLU(inplace=True)]
         for c_in, c_out in ((8 * width, 4 * width), (4 * width, 2 * width), (2 * width, width)):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose2d(width, 1, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(_init_weights)
 
@@ -45,9 +45,9 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, width: int):
+    def __init__(self, width: int, channels: int = 1):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for c_in, c_out in ((width, 2 * width), (2 * width, 4 * width), (4 * width, 8 * width)):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
         layers += [nn.Conv2d(8 * width, 1, 4, 1, 0, bias=False)]
@@ -63,7 +63,7 @@ class DCGANModel(UnconditionalGAN):
 
     def build(self, values, image_size):
         width = int(values["width"])
-        return DCGANGenerator(self.latent_dim, width), DCGANDiscriminator(width)
+        return DCGANGenerator(self.latent_dim, width, self.channels), DCGANDiscriminator(width, self.channels)
 
 
 DCGAN_PARAMS = GAN_PARAMS + (

@@ -37,6 +37,7 @@ from fercore.errors import ConfigError
 from fercore.generators import GENERATORS
 from fercore.generators.base import Diverged, Generator, StepHook, to_uint8, to_unit_range
 from fercore.generators.unet import UNet, downsampling
+from fercore.images import empty_images
 from fercore.params import Param
 
 SAMPLE_CHUNK = 256  # images per DDIM batch (twice that through the UNet with guidance)
@@ -123,8 +124,8 @@ DIFFUSION_PARAMS = (
 @GENERATORS.register("diffusion", params=DIFFUSION_PARAMS, help=(
     "class-conditional DDPM (small UNet) with classifier-free guidance and DDIM sampling; stands in for 002"))
 class Diffusion(Generator):
-    def __init__(self, values, image_size, num_classes, device):
-        super().__init__(values, image_size, num_classes, device)
+    def __init__(self, values, image_size, num_classes, device, channels=1):
+        super().__init__(values, image_size, num_classes, device, channels)
         if values["sampling_steps"] > values["noise_steps"]:
             raise ConfigError(f"generator.sampling_steps: must not exceed generator.noise_steps "
                               f"(got {values['sampling_steps']} > {values['noise_steps']})")
@@ -140,7 +141,7 @@ class Diffusion(Generator):
         v = self.values
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = UNet(self.num_classes, v["width"], v["blocks"], v["attention"]).to(self.device)
+            net = UNet(self.num_classes, v["width"], v["blocks"], v["attention"], self.channels).to(self.device)
         ema = None
         if v["ema"] > 0:
             ema = copy.deepcopy(net).eval()
@@ -229,10 +230,10 @@ class Diffusion(Generator):
         res, v = self.values["resolution"], self.values
         timesteps = ddim_timesteps(v["noise_steps"], v["sampling_steps"])
         gen = torch.Generator(device="cpu").manual_seed(seed)  # Start noise on the CPU: the same on any device.
-        out = [np.zeros((0, self.image_size, self.image_size), np.uint8)]
+        out = [empty_images(self.image_size, self.channels)]
         for start in range(0, n, SAMPLE_CHUNK):
             m = min(SAMPLE_CHUNK, n - start)
-            x = torch.randn(m, 1, res, res, generator=gen).to(self.device)
+            x = torch.randn(m, self.channels, res, res, generator=gen).to(self.device)
             y = torch.full((m,), label, dtype=torch.long, device=self.device)
             x0 = ddim_sample(lambda x_t, t: self._eps(net, x_t, t, y), x, self.alphas_cumprod, timesteps)
             out.append(to_uint8(x0, self.image_size))

@@ -3,7 +3,7 @@
 Both apply the same differentiable transforms to real and fake images before D, so D cannot memorise a small training
 set and the generator still gets gradients through them.
 - DiffAugment (Zhao et al. 2020, mit-han-lab/data-efficient-gans): brightness, contrast, translation by up to 1/8 of
-  the side, cutout of a 1/2-side square, always on. (Saturation is skipped: the images are grayscale.)
+  the side, cutout of a 1/2-side square, always on. (Saturation is skipped: gray images have none.)
 - ADA (Karras et al. 2020): the same kinds of transforms plus horizontal flips, each applied to an image with
   probability p. p starts at 0 and is adjusted every few steps: up when the sign of D's outputs on real images,
   averaged, exceeds the target (D is overfitting), down otherwise. `ada_kimg` sets how many thousand images it takes

@@ -3,8 +3,8 @@
 002_8bd063b910fbcebc.txt topped up FER2013 and RAF-DB with Stable Diffusion images drawn from prompts per class.
 Such images, generated on another machine, are laid out one folder per class under generator.path (`happy/`,
 `happiness/`, `Sad/`, ...; names and aliases as in `fercore.labels.canonical_class`; subfolders are searched, hidden
-and stray top-level files ignored), and this type reads them once in fit() -- grayscale, resized to the data set's
-size, with the same threaded reader as the class-per-folder data sets -- and draws from them in sample().
+and stray top-level files ignored), and this type reads them once in fit() -- gray or RGB as the data set is,
+resized to its size, with the same threaded reader as the class-per-folder data sets -- and draws from them in sample().
 
 The images themselves are the state: save() stores them as one uint8 tensor per class, so a cached generator does
 not depend on the folder staying where it was. Training images passed to fit() are not used.
@@ -20,6 +20,7 @@ from fercore.data.folders import _visible, _walk_files, read_images
 from fercore.errors import ConfigError, DataError
 from fercore.generators import GENERATORS
 from fercore.generators.base import Generator, StepHook
+from fercore.images import empty_images, image_shape
 from fercore.labels import CLASS_INDEX, CLASSES, canonical_class
 from fercore.params import Param
 
@@ -30,11 +31,11 @@ FOLDER_PARAMS = (Param("path", "", help=f"{EXPECTED}; class names or aliases (an
 @GENERATORS.register("folder", params=FOLDER_PARAMS,
                      help="images made elsewhere (e.g. Stable Diffusion from prompts, as in 002), one folder per class")
 class FolderImages(Generator):
-    def __init__(self, values, image_size, num_classes, device):
-        super().__init__(values, image_size, num_classes, device)
+    def __init__(self, values, image_size, num_classes, device, channels=1):
+        super().__init__(values, image_size, num_classes, device, channels)
         if not str(values["path"]).strip():
             raise ConfigError(f"generator.path: empty; the folder type needs {EXPECTED}")
-        self.images: list[np.ndarray] | None = None  # per class: uint8 n_c x H x W; None until fit() or load()
+        self.images: list[np.ndarray] | None = None  # per class: uint8 n_c x H x W (x 3); None until fit() or load()
         self.steps_done = 0
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
@@ -53,7 +54,7 @@ class FolderImages(Generator):
             paths[CLASS_INDEX[cls]] += sorted(_walk_files(class_dir))  # Alias folders of one class are merged.
         if not any(paths):
             raise DataError(f"{root}: no images found; expected {EXPECTED}")
-        self.images = [read_images(p, self.image_size) for p in paths]
+        self.images = [read_images(p, self.image_size, self.channels) for p in paths]
 
     def counts(self) -> list[int]:
         """Images held per class."""
@@ -71,7 +72,7 @@ class FolderImages(Generator):
             raise ValueError(f"label {label} is not a class id in 0..{self.num_classes - 1}")
         pool = pools[label]
         if n <= 0:
-            return np.zeros((0, self.image_size, self.image_size), np.uint8)
+            return empty_images(self.image_size, self.channels)
         if len(pool) == 0:
             have = ", ".join(f"{CLASSES[c]} {len(p)}" for c, p in enumerate(pools))
             raise DataError(f"{self.values['path']}: no images of class {CLASSES[label]!r} to draw {n} from "
@@ -93,8 +94,9 @@ class FolderImages(Generator):
         pools = []
         for c in range(self.num_classes):
             t = state.get(f"class{c}")
-            if t is None or t.dtype != torch.uint8 or tuple(t.shape[1:]) != (self.image_size, self.image_size):
-                raise DataError(f"folder generator: saved state lacks uint8 {self.image_size}x{self.image_size} "
+            shape = image_shape(self.image_size, self.channels)
+            if t is None or t.dtype != torch.uint8 or tuple(t.shape[1:]) != shape:
+                raise DataError(f"folder generator: saved state lacks uint8 {'x'.join(map(str, shape))} "
                                 f"images for class {c}")
             pools.append(t.cpu().numpy())
         self.images = pools

@@ -20,6 +20,7 @@ from fercore.generators import GENERATORS
 from fercore.generators.adversarial import AdversarialSetup, make_ema, recalibrate_batch_norm, train_adversarial
 from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, to_uint8
 from fercore.generators.per_class import PerClass
+from fercore.images import empty_images
 from fercore.params import Param
 
 
@@ -32,8 +33,8 @@ class UnconditionalGAN(Generator):
 
     resolution: ClassVar[int | None] = None
 
-    def __init__(self, values, image_size, num_classes, device):
-        super().__init__(values, image_size, num_classes, device)
+    def __init__(self, values, image_size, num_classes, device, channels=1):
+        super().__init__(values, image_size, num_classes, device, channels)
         self.latent_dim = int(values["latent_dim"])
         g, d = self.build(values, image_size)
         self.g, self.d = g.to(device), d.to(device)
@@ -42,7 +43,7 @@ class UnconditionalGAN(Generator):
 
     @abstractmethod
     def build(self, values: dict, image_size: int) -> tuple[nn.Module, nn.Module]:
-        """(G, D): G(z, labels=None) -> N x 1 x side x side in [-1, 1]; D(x, labels=None) -> N logits."""
+        """(G, D): G(z, labels=None) -> N x channels x side x side in [-1, 1]; D(x, labels=None) -> N logits."""
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
         torch.manual_seed(seed)
@@ -61,7 +62,7 @@ class UnconditionalGAN(Generator):
         g = self.g_ema if self.g_ema is not None else self.g
         g.eval()
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        out = [np.zeros((0, self.image_size, self.image_size), np.uint8)]
+        out = [empty_images(self.image_size, self.channels)]
         for start in range(0, n, 512):
             z = torch.randn(min(512, n - start), self.latent_dim, generator=gen).to(self.device)
             out.append(to_uint8(g(z), self.image_size))
@@ -75,26 +76,26 @@ class UnconditionalGAN(Generator):
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, latent_dim: int, width: int, size: int):
+    def __init__(self, latent_dim: int, width: int, size: int, channels: int = 1):
         super().__init__()
-        self.size = size
+        self.size, self.channels = size, channels
         layers: list[nn.Module] = []
         dims = [latent_dim, width, 2 * width, 4 * width, 8 * width]
         for d_in, d_out in zip(dims, dims[1:]):
             layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
-        layers += [nn.Linear(dims[-1], size * size), nn.Tanh()]
+        layers += [nn.Linear(dims[-1], channels * size * size), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z).view(-1, 1, self.size, self.size)
+        return self.net(z).view(-1, self.channels, self.size, self.size)
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, width: int, size: int):
+    def __init__(self, width: int, size: int, channels: int = 1):
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(size * size, 4 * width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(channels * size * size, 4 * width), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(4 * width, 2 * width), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(2 * width, 1),
         )
@@ -106,7 +107,8 @@ class MLPDiscriminator(nn.Module):
 class MLPGAN(UnconditionalGAN):
     def build(self, values, image_size):
         width = int(values["width"])
-        return MLPGenerator(self.latent_dim, width, image_size), MLPDiscriminator(width, image_size)
+        return (MLPGenerator(self.latent_dim, width, image_size, self.channels),
+                MLPDiscriminator(width, image_size, self.channels))
 
 
 MLP_GAN_PARAMS = GAN_PARAMS + (

@@ -17,9 +17,9 @@ from fercore.generators.base import Diverged, Generator, StepHook
 class PerClass(Generator):
     inner: ClassVar[type[Generator]]
 
-    def __init__(self, values, image_size, num_classes, device):
-        super().__init__(values, image_size, num_classes, device)
-        self.models = [self.inner(values, image_size, num_classes, device) for _ in range(num_classes)]
+    def __init__(self, values, image_size, num_classes, device, channels=1):
+        super().__init__(values, image_size, num_classes, device, channels)
+        self.models = [self.inner(values, image_size, num_classes, device, channels) for _ in range(num_classes)]
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:
         offset = 0

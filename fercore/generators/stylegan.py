@@ -26,6 +26,7 @@ from fercore.generators.base import GAN_PARAMS, Generator, StepHook, d_scores, t
 from fercore.generators.discriminator_augment import DAugment
 from fercore.generators.per_class import PerClass
 from fercore.generators.stylegan_networks import StyleDiscriminator, StyleGenerator
+from fercore.images import empty_images
 from fercore.params import Param
 
 _STYLEGAN2_DEFAULTS = {"lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "ema": 0.99}
@@ -34,13 +35,13 @@ _STYLEGAN2_DEFAULTS = {"lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, 
 class StyleGANModel(Generator):
     """One generator/discriminator pair: unconditional (labels ignored) unless values["conditioning"] == "label"."""
 
-    def __init__(self, values, image_size, num_classes, device):
-        super().__init__(values, image_size, num_classes, device)
+    def __init__(self, values, image_size, num_classes, device, channels=1):
+        super().__init__(values, image_size, num_classes, device, channels)
         classes = num_classes if values["conditioning"] == "label" else 0
         self.resolution = values["resolution"]
         self.g = StyleGenerator(values["latent_dim"], self.resolution, values["width"], values["mapping_layers"],
-                                classes, values["mapping_lr_mul"]).to(device)
-        self.d = StyleDiscriminator(self.resolution, values["width"], classes).to(device)
+                                classes, values["mapping_lr_mul"], channels).to(device)
+        self.d = StyleDiscriminator(self.resolution, values["width"], classes, channels).to(device)
         self.g_ema = make_ema(self.g, values)
         self.augment = self._new_augment()
         self.steps_done = 0
@@ -81,7 +82,7 @@ class StyleGANModel(Generator):
             z = torch.randn(m, self.g.latent_dim, generator=gen).to(self.device)
             y = torch.full((m,), label, dtype=torch.long, device=self.device)
             out.append(to_uint8(g(z, y, noise_gen=gen), self.image_size))
-        return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.uint8)
+        return np.concatenate(out) if out else empty_images(self.image_size, self.channels)
 
     def discriminator_scores(self, images: np.ndarray, label: int) -> np.ndarray:
         return d_scores(self.d, images, label, self.resolution, self.device)
@@ -128,10 +129,10 @@ STYLEGAN_PARAMS = tuple(replace(p, default=_STYLEGAN2_DEFAULTS[p.name]) if p.nam
 @GENERATORS.register("stylegan", params=STYLEGAN_PARAMS, help=(
     "compact StyleGAN2 (modulated convs, noise, skip outputs, residual D, R1, EMA, ADA) at 32/64 px (004)"))
 class StyleGAN(Generator):
-    def __init__(self, values, image_size, num_classes, device):
-        super().__init__(values, image_size, num_classes, device)
+    def __init__(self, values, image_size, num_classes, device, channels=1):
+        super().__init__(values, image_size, num_classes, device, channels)
         kind = StyleGANPerClass if values["conditioning"] == "per_class" else StyleGANModel
-        self.impl: Generator = kind(values, image_size, num_classes, device)
+        self.impl: Generator = kind(values, image_size, num_classes, device, channels)
         self.steps_done = 0
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:

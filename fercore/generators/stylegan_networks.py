@@ -1,4 +1,5 @@
-"""Compact StyleGAN2 networks (Karras et al. 2020, NVlabs/stylegan2-ada-pytorch) for 32x32 or 64x64 grayscale faces.
+"""Compact StyleGAN2 networks (Karras et al. 2020, NVlabs/stylegan2-ada-pytorch) for 32x32 or 64x64 faces,
+gray or (image_channels 3) colour.
 
 Generator: mapping network (normalised z, plus a class embedding when conditional -> FC + LeakyReLU layers -> w),
 a learned 4x4 constant, per resolution an upsampling block of two style-modulated 3x3 convolutions with weight
@@ -125,10 +126,13 @@ class SynthesisLayer(nn.Module):
 
 
 class ToGray(nn.Module):
-    def __init__(self, c_in: int, w_dim: int):
+    """StyleGAN2's toRGB: features -> image channels (1 gray, 3 colour). The name predates colour and stays, since
+    it is part of every stored gray model's state-dict keys."""
+
+    def __init__(self, c_in: int, w_dim: int, image_channels: int = 1):
         super().__init__()
-        self.conv = ModulatedConv2d(c_in, 1, 1, w_dim, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(1))
+        self.conv = ModulatedConv2d(c_in, image_channels, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(image_channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self.conv(x, w) + self.bias[None, :, None, None]
@@ -137,11 +141,11 @@ class ToGray(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: two layers (the first upsamples, except at 4x4) and a to-gray output added to the skip image."""
 
-    def __init__(self, c_in: int, c_out: int, w_dim: int, first: bool):
+    def __init__(self, c_in: int, c_out: int, w_dim: int, first: bool, image_channels: int = 1):
         super().__init__()
         self.layers = nn.ModuleList([SynthesisLayer(c_in, c_out, w_dim)] if first else
                                     [SynthesisLayer(c_in, c_out, w_dim, up=True), SynthesisLayer(c_out, c_out, w_dim)])
-        self.to_gray = ToGray(c_out, w_dim)
+        self.to_gray = ToGray(c_out, w_dim, image_channels)
 
     def forward(self, x, img, w, noise_gen):
         for layer in self.layers:
@@ -153,20 +157,21 @@ class SynthesisBlock(nn.Module):
 
 
 class StyleGenerator(nn.Module):
-    """G(z, labels) -> B x 1 x resolution x resolution, roughly in [-1, 1] (no tanh, as in StyleGAN2).
+    """G(z, labels) -> B x image_channels x resolution x resolution, roughly in [-1, 1] (no tanh, as in StyleGAN2).
 
     num_classes 0: unconditional (labels ignored); otherwise the class enters through the mapping network.
     """
 
     def __init__(self, latent_dim: int, resolution: int, width: int, mapping_layers: int, num_classes: int = 0,
-                 mapping_lr_mul: float = 0.01):
+                 mapping_lr_mul: float = 0.01, image_channels: int = 1):
         super().__init__()
         self.latent_dim, self.resolution = latent_dim, resolution
         self.mapping = MappingNetwork(latent_dim, latent_dim, mapping_layers, num_classes, mapping_lr_mul)
         self.const = nn.Parameter(torch.randn(channels(4, width), 4, 4))
         resolutions = [2 ** k for k in range(2, int(math.log2(resolution)) + 1)]
         self.blocks = nn.ModuleList(
-            SynthesisBlock(channels(max(r // 2, 4), width), channels(r, width), latent_dim, first=(r == 4))
+            SynthesisBlock(channels(max(r // 2, 4), width), channels(r, width), latent_dim, first=(r == 4),
+                           image_channels=image_channels)
             for r in resolutions)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
@@ -206,10 +211,10 @@ def minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
 class StyleDiscriminator(nn.Module):
     """D(x, labels) -> one logit per image. num_classes > 0 adds a projection term (Miyato & Koyama 2018)."""
 
-    def __init__(self, resolution: int, width: int, num_classes: int = 0):
+    def __init__(self, resolution: int, width: int, num_classes: int = 0, image_channels: int = 1):
         super().__init__()
         self.num_classes = num_classes
-        self.from_gray = EqualConv2d(1, channels(resolution, width), 1)
+        self.from_gray = EqualConv2d(image_channels, channels(resolution, width), 1)  # fromRGB for colour
         resolutions = [2 ** k for k in range(int(math.log2(resolution)), 2, -1)]  # resolution .. 8
         self.blocks = nn.Sequential(*[DiscriminatorBlock(channels(r, width), channels(r // 2, width))
                                       for r in resolutions])

@@ -3,7 +3,7 @@
 Shape (Ho et al. 2020, trimmed for CPU): a 3x3 stem, then per resolution level `blocks` residual blocks (group
 norm, SiLU, 3x3 convs, the time-and-class embedding added in between) and a stride-2 down-sampling conv; a middle
 of residual block, self-attention (optional) and residual block at the lowest resolution; the mirror image going
-up, each block reading the matching skip connection; group norm, SiLU and a 3x3 conv to one channel. Level
+up, each block reading the matching skip connection; group norm, SiLU and a 3x3 conv to the image's channels. Level
 channels are width x LEVEL_MULT, so the image side must be a multiple of `downsampling()` (32 -> 8, 48 -> 12,
 64 -> 16 at the bottom). The conditioning vector is a sinusoidal embedding of the timestep through a small
 MLP plus a learned class embedding, whose extra last row is the null class of classifier-free guidance.
@@ -75,16 +75,17 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps = UNet(x_t, t, y): x_t B x 1 x R x R (R a multiple of downsampling()), t (B,) float timesteps on a
-    0..1000 scale, y (B,) class ids where y == num_classes is the null class (unconditional)."""
+    """eps = UNet(x_t, t, y): x_t B x C x R x R (C: channels, 1 gray or 3 colour; R a multiple of downsampling()),
+    t (B,) float timesteps on a 0..1000 scale, y (B,) class ids where y == num_classes is the null class
+    (unconditional)."""
 
-    def __init__(self, num_classes: int, width: int, blocks: int = 1, attention: bool = True):
+    def __init__(self, num_classes: int, width: int, blocks: int = 1, attention: bool = True, channels: int = 1):
         super().__init__()
         self.num_classes, self.width = num_classes, width
         emb_dim = 4 * width
         self.time_mlp = nn.Sequential(nn.Linear(width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim)  # last row: the null class
-        self.stem = nn.Conv2d(1, width, 3, padding=1)
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
 
         chans = [width * m for m in LEVEL_MULT]
         self.down = nn.ModuleList()
@@ -108,7 +109,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                              nn.Conv2d(c, c, 3, padding=1)))
-        self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, 1, 3, padding=1)))
+        self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.width)) + self.class_emb(y)

@@ -47,6 +47,7 @@ from typing import Callable
 
 import numpy as np
 
+from fercore.images import to_gray
 from fercore.metrics.alterations import brightness, contrast
 from fercore.metrics.leakage import NO_MATCH, WORDS, _box_matrix, phash, popcount
 
@@ -67,7 +68,8 @@ Features = Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W images -> N x D
 
 
 def _check(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
+    # Colour images are hashed by their luma: a copy is a copy in any colour, and one index serves both layouts.
+    images = to_gray(np.asarray(images)) if np.ndim(images) == 4 else np.asarray(images)
     if images.ndim != 3 or images.shape[1] <= 2 * SHIFT + 8 or images.shape[2] <= 2 * SHIFT + 8:
         raise ValueError(f"expected N x H x W grayscale images larger than {2 * SHIFT + 8} pixels, got {images.shape}")
     return images

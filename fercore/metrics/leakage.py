@@ -40,6 +40,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.fft import dctn
 
+from fercore.images import to_gray
+
 HASH_SIZE = 32  # side the images are resized to before the DCT
 LOW = 16  # side of the low-frequency block kept: 16 x 16 = 256 bits, four uint64 words
 WORDS = LOW * LOW // 64
@@ -58,8 +60,8 @@ def _box_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def phash(images: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """256-bit DCT perceptual hashes of uint8 N x H x W images, as uint64 N x 4."""
-    images = np.asarray(images)
+    """256-bit DCT perceptual hashes of uint8 N x H x W images (of N x H x W x 3 ones: their luma), uint64 N x 4."""
+    images = to_gray(np.asarray(images)) if np.ndim(images) == 4 else np.asarray(images)
     assert images.ndim == 3, f"expected N x H x W grayscale images, got shape {images.shape}"
     rows, cols = _box_matrix(images.shape[1], HASH_SIZE), _box_matrix(images.shape[2], HASH_SIZE)
     out = np.empty((len(images), WORDS), dtype=np.uint64)

@@ -57,7 +57,8 @@ class TensorBoardWriter:
             if is_result_metric(k) and finite(v):
                 w.add_scalar(f"result/{k}", float(v), step)
         if "samples_png" in artifacts:
-            w.add_image("samples/per_class_rows", _png_to_array(artifacts["samples_png"]), 0, dataformats="HW")
+            grid = _png_to_array(artifacts["samples_png"])
+            w.add_image("samples/per_class_rows", grid, 0, dataformats="HW" if grid.ndim == 2 else "HWC")
         if "confusion" in artifacts:
             w.add_image("confusion/test", confusion_image(np.asarray(artifacts["confusion"])), 0, dataformats="HWC")
         w.flush()
@@ -111,7 +112,9 @@ def _tag(metric: str) -> str:
 def _png_to_array(data: bytes) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    """A PNG's pixels: H x W for a gray image, H x W x 3 for a colour one (data.channels 3)."""
+    image = Image.open(io.BytesIO(data))
+    return np.asarray(image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB"))
 
 
 def confusion_image(matrix: np.ndarray, class_names: tuple[str, ...] = CLASSES) -> np.ndarray:
