@@ -15,10 +15,10 @@ SPLIT_INDEX = {name: i for i, name in enumerate(SPLITS)}
 @dataclass(frozen=True)
 class FaceSet:
     images: np.ndarray  # uint8, N x H x W
-    labels: np.ndarray  # int64, N, canonical class ids 0-6
+    labels: np.ndarray  # int64, N, class ids: indices into class_names
     splits: np.ndarray  # uint8, N, index into SPLITS
     source: str  # what it was read from, for messages and result rows
-    fingerprint: str  # content hash of images, labels and splits
+    fingerprint: str  # content hash of images, labels, splits and class names
     class_names: tuple[str, ...] = CLASSES
 
     def __post_init__(self):
@@ -46,17 +46,23 @@ class FaceSet:
         return out
 
 
-def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> str:
-    """Content hash of a data set: equal arrays give equal fingerprints, whatever file they came from."""
+def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarray,
+                       class_names: tuple[str, ...] = CLASSES) -> str:
+    """Content hash of a data set: equal arrays and class names give equal fingerprints, whatever file they came
+    from (the class names are part of it: label 6 means neutral in one data set and contempt in another)."""
     h = hashlib.blake2b(digest_size=16)
+    h.update(("classes:" + ",".join(class_names) + "\n").encode())
     for arr in (images, labels.astype(np.int64), splits.astype(np.uint8)):
         h.update(str(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).data)
     return h.hexdigest()
 
 
-def make_faceset(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, source: str) -> FaceSet:
+def make_faceset(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, source: str,
+                 class_names: tuple[str, ...] = CLASSES) -> FaceSet:
     images = np.ascontiguousarray(images, dtype=np.uint8)
     labels = np.asarray(labels, dtype=np.int64)
     splits = np.asarray(splits, dtype=np.uint8)
-    return FaceSet(images, labels, splits, source, fingerprint_arrays(images, labels, splits))
+    class_names = tuple(class_names)
+    return FaceSet(images, labels, splits, source, fingerprint_arrays(images, labels, splits, class_names),
+                   class_names)
