@@ -152,6 +152,7 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
         "synthetic_seconds": pool.seconds if pool else 0.0,
         "paired_seconds": sum(outcome.spent),
         "device": str(device), "data_fingerprint": data.fingerprint,
+        "classes": ",".join(data.class_names),  # what the per-class keys and the artifacts' class ids name
         **(pool.row if pool else {}),
         **leakage,
         **paired,
@@ -203,6 +204,7 @@ def _artifacts(pool: SyntheticPool | None, test: Read, row: dict[str, Any],
         artifacts["samples_png"] = grid_png(pool.grid)
         if pool.embedding:
             artifacts["embedding"] = pool.embedding
+    artifacts["classes"] = list(test.class_names)  # the data set's, which the class ids below index
     artifacts["confusion"] = confusion(test.labels, test.predicted, len(test.class_names)).tolist()
     artifacts["predictions"] = predictions
     artifacts["row"] = row
@@ -225,7 +227,7 @@ def _trainer(cfg: TrialConfig, train: tuple[np.ndarray, np.ndarray], data: FaceS
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.classifier, data.image_size, len(data.class_names))
     return Trainer(model, train, data.split("val"), cfg.classifier, cfg.train, cfg.seed, device,
-                   len(data.class_names))
+                   len(data.class_names), class_names=data.class_names)
 
 
 def _predict_best(trainer: Trainer, images: np.ndarray, device: torch.device) -> np.ndarray:
