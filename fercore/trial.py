@@ -173,7 +173,7 @@ def _mix(cfg: TrialConfig, data: FaceSet, cache: CacheStore, device: torch.devic
     images, labels and an is_synthetic flag per image."""
     train_x, train_y = data.split("train")
     plan = plan_mix(cfg.augment.policy, np.bincount(train_y, minlength=len(data.class_names)),
-                    dict(cfg.augment.values))
+                    dict(cfg.augment.values), data.class_names)
     pool = make_pool(cfg, data, plan.synthetic, cache, device) if plan.synthetic.sum() > 0 else None
     return plan, pool, mix(train_x, train_y, plan, pool.images if pool else {}, seed=cfg.seed)
 
