@@ -51,7 +51,7 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
                   for class_dir in _visible(split_dir)
                   if class_dir.is_dir()]  # A stray README or zip next to the class folders is not data.
     classes = resolve_classes(options, [d.name for _, d in class_dirs], str(root),
-                              places={d.name.strip().lower(): str(d) for _, d in reversed(class_dirs)})
+                              places=_first_folders(class_dirs))
     paths, labels, splits = [], [], []
     seen_in = {}  # class id -> a folder it appeared in, to name it if it turns out to have no training image
     for split, class_dir in class_dirs:
@@ -79,6 +79,14 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
         _carve(labels, splits, "val", val_fraction, seed)
     images = read_images(paths, image_size)
     return make_faceset(images, labels, splits, source=str(root), class_names=classes.names)
+
+
+def _first_folders(class_dirs: list[tuple[str, Path]]) -> dict[str, str]:
+    """Class name (lowercased) -> the folder to name in a message about it: its training folder when it has one."""
+    places: dict[str, str] = {}
+    for _, d in sorted(class_dirs, key=lambda pair: pair[0] != "train"):
+        places.setdefault(d.name.strip().lower(), str(d))
+    return places
 
 
 def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float, seed: int) -> None:
