@@ -129,8 +129,8 @@ def resolve_classes(options: Any, found: Iterable[str], where: str,
         names = [c for c in CLASSES if c not in drops]
         for n, m in meant.items():
             if m not in CLASS_INDEX and m not in drops:
-                raise DataError(f"{places.get(n, where)}: class {n!r} is not one of FER2013's seven ({', '.join(CLASSES)}; "
-                                f"data.classes is fer2013); {_FIX.format(name=n)}")
+                raise DataError(f"{places.get(n, where)}: class {n!r} is not one of FER2013's seven "
+                                f"({', '.join(CLASSES)}; data.classes is fer2013); {_FIX.format(name=n)}")
     elif mode == FOLDERS:
         present = set(meant.values()) - set(drops)
         for n, m in meant.items():
@@ -148,12 +148,12 @@ def resolve_classes(options: Any, found: Iterable[str], where: str,
                             f"does not hold (it holds {', '.join(found) or 'no class'})")
         for n, m in meant.items():
             if m not in listed and m not in drops:
-                raise DataError(f"{places.get(n, where)}: class {n!r} is not in data.classes ({', '.join(listed)}); "
-                                f"{_FIX.format(name=n)}")
+                raise DataError(f"{places.get(n, where)}: class {n!r} is not in data.classes "
+                                f"({', '.join(listed)}); {_FIX.format(name=n)}")
         names = [c for c in listed if c not in drops]
-    unknown = [given for m, given in drops.items() if m not in set(meant.values()) and m not in CLASS_INDEX]
-    if mode != FER2013:
-        unknown = [given for m, given in drops.items() if m not in set(meant.values())]
+    # A drop must name a class the data holds (under fer2013: or one of the seven, which may have no folder).
+    holds = set(meant.values()) | (set(CLASS_INDEX) if mode == FER2013 else set())
+    unknown = [given for m, given in drops.items() if m not in holds]
     if unknown:
         raise DataError(f"{where}: data.drop_classes names {', '.join(repr(n) for n in unknown)}, which the data "
                         f"does not hold (it holds {', '.join(found) or 'no class'})")

@@ -16,8 +16,8 @@ from fercore.report.importance import param_importances, pareto_front
 from fercore.report.outcomes import config_cells, plural
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, Results, augmented, best_by, confusion_matrix, data_classes, fmt, fmt_count, fmt_value, group_labels, has_column,
-    num, uplift_trials, used_synthetic)
+    DASH, Results, augmented, best_by, confusion_matrix, data_classes, fmt, fmt_count, fmt_value, group_labels,
+    has_column, num, uplift_trials, used_synthetic)
 from fercore.sections import DESCRIBED
 
 MAX_EMBEDDING_PANELS = 4

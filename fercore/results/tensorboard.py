@@ -60,7 +60,8 @@ class TensorBoardWriter:
         if "samples_png" in artifacts:
             w.add_image("samples/per_class_rows", _png_to_array(artifacts["samples_png"]), 0, dataformats="HW")
         if "confusion" in artifacts:
-            w.add_image("confusion/test", confusion_image(np.asarray(artifacts["confusion"]), classes), 0, dataformats="HWC")
+            w.add_image("confusion/test", confusion_image(np.asarray(artifacts["confusion"]), classes), 0,
+                        dataformats="HWC")
         w.flush()
         w.close()
         self._writers.pop(trial_id, None)
