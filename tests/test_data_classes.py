@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score
 
 from fercore.augment.policies import plan_mix
 from fercore.cli import main
-from fercore.data import DataOptions, load
+from fercore.data import DataOptions, load, make_faceset
 from fercore.data.fer2013 import read_fer2013_csv
 from fercore.data.folders import read_image_folders
 from fercore.data.procedural import draw_procedural
@@ -117,6 +117,10 @@ def test_the_fingerprint_includes_the_class_names(tmp_path):
     renamed = read_image_folders(root, options=options(classes="folders", aliases="contempt=scorn"))
     assert np.array_equal(renamed.labels, a.labels) and renamed.class_names[-1] == "scorn"
     assert renamed.fingerprint != a.fingerprint
+    # Seven classes: FER2013's names and CK+'s give two fingerprints for the same arrays.
+    x, y, sp = np.zeros((3, 4, 4), np.uint8), np.array([0, 1, 6]), np.zeros(3, np.uint8)
+    assert make_faceset(x, y, sp, "a").fingerprint != make_faceset(x, y, sp, "a", CK_CLASSES).fingerprint
+    assert make_faceset(x, y, sp, "a").fingerprint == make_faceset(x, y, sp, "b", CLASSES).fingerprint
 
 
 @pytest.mark.parametrize("opts, key, names", [
