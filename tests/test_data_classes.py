@@ -265,3 +265,19 @@ def test_a_trial_on_a_ck_like_tree_names_contempt_everywhere(tmp_path):
     scalars = acc.Tags()["scalars"]
     assert "result/test_macro_f1" in scalars and not any("contempt" in t for t in scalars)
     assert "confusion/test" in acc.Tags()["images"]
+
+
+def test_the_report_reads_the_classes_from_the_trials_table():
+    import pandas as pd
+
+    from fercore.report.outcomes import _absent_note
+    from fercore.report.tables import data_classes, recall_by_setting
+
+    rows = [{"trial_id": f"t{i}", "classes": ",".join(CK_CLASSES), "augment.policy": "none", "status": "completed",
+             "test_absent_classes": "contempt" if i else "", **{f"test_recall_{c}": 0.5 + i / 10 for c in CK_CLASSES}}
+            for i in range(2)]
+    done = pd.DataFrame(rows)
+    assert data_classes(done) == CK_CLASSES and data_classes(done.drop(columns="classes")) == CLASSES
+    table, counts, _ = recall_by_setting(done)
+    assert list(table.index) == list(CK_CLASSES) and table.loc["contempt"].iloc[0] == pytest.approx(0.55)
+    assert "no image of contempt" in _absent_note(done) and _absent_note(done.iloc[:1]) == ""
