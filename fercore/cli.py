@@ -236,17 +236,20 @@ def _load_for_inspection(args):
 
 
 def _cmd_data_info(args) -> int:
-    from fercore.labels import CLASSES
-
     data = _load_for_inspection(args)
     counts = data.counts()
     colour = " RGB" if data.channels == 3 else ""
     print(f"{data.source}: {len(data.images)} images of {data.image_size}x{data.image_size}{colour}, "
-          f"fingerprint {data.fingerprint}")
-    print(f"{'class':<10}" + "".join(f"{s:>8}" for s in counts))
-    for i, name in enumerate(CLASSES):
-        print(f"{name:<10}" + "".join(f"{counts[s][i]:>8}" for s in counts))
-    print(f"{'total':<10}" + "".join(f"{sum(counts[s]):>8}" for s in counts))
+          f"{len(data.class_names)} classes, fingerprint {data.fingerprint}")
+    width = max(10, max(len(n) for n in data.class_names) + 2)
+    print(f"{'class':<{width}}" + "".join(f"{s:>8}" for s in counts))
+    for i, name in enumerate(data.class_names):
+        print(f"{name:<{width}}" + "".join(f"{counts[s][i]:>8}" for s in counts))
+    print(f"{'total':<{width}}" + "".join(f"{sum(counts[s]):>8}" for s in counts))
+    absent = [name for i, name in enumerate(data.class_names) if not counts["test"][i]]
+    if absent:
+        print(f"note: no test image of {', '.join(absent)}: reported as absent (test_absent_classes) and left out "
+              "of macro averages")
     _print_subjects(data)
     from fercore.cache import CacheStore
     from fercore.cache.split_hashes import split_indexes
@@ -286,21 +289,20 @@ def _cmd_data_preview(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from fercore.labels import CLASSES
-
     data = _load_for_inspection(args)
+    classes = data.class_names
     x, y = data.split("train")
     rng = np.random.default_rng(args.seed)
     size, k = data.image_size, args.per_class
-    canvas = np.full((len(CLASSES) * size, k * size, *x.shape[3:]), 255, np.uint8)  # x.shape[3:]: (3,) if colour
-    for c in range(len(CLASSES)):
+    canvas = np.full((len(classes) * size, k * size, *x.shape[3:]), 255, np.uint8)  # x.shape[3:]: (3,) if colour
+    for c in range(len(classes)):
         idx = np.flatnonzero(y == c)
         for j, i in enumerate(rng.choice(idx, size=min(k, len(idx)), replace=False)):
             canvas[c * size:(c + 1) * size, j * size:(j + 1) * size] = x[i]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas).save(out)
-    print(f"wrote {out}: {len(CLASSES)} rows ({', '.join(CLASSES)}) x {k} training examples")
+    print(f"wrote {out}: {len(classes)} rows ({', '.join(classes)}) x {k} training examples")
     return 0
 
 

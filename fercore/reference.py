@@ -107,7 +107,8 @@ def train_reference_classifier(data: FaceSet, seed: int = 0, epochs: int = 6,
     torch.manual_seed(seed)
     model = CNN3(data.image_size, len(data.class_names), dropout=cfg.classifier.dropout, width=cfg.classifier.width,
                  in_channels=data.channels)
-    trainer = Trainer(model, data.split("train"), data.split("val"), cfg.classifier, cfg.train, seed, device)
+    trainer = Trainer(model, data.split("train"), data.split("val"), cfg.classifier, cfg.train, seed, device,
+                      len(data.class_names), class_names=data.class_names)
     for _ in trainer.epochs():
         pass
     trainer.restore_best()

@@ -155,7 +155,7 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     # Seeds cfg.seed * 1000 + c per class, as before filters existed: filter=none keeps earlier trials' images.
     images, acceptance, generated, pool_entry = entries.pool(
         parts, store, lambda: fill_pool(gen.sample, needed, scorer, aug.filter_tau, aug.filter_rounds,
-                                        seed=cfg.seed * 1000))
+                                        seed=cfg.seed * 1000, class_names=tuple(names)))
     grid = np.stack([gen.sample(GRID_COLUMNS, c, seed=cfg.seed * 1000 + 500 + c) for c in range(len(names))])
 
     row: dict[str, Any] = {"generator_key": gen_entry.key, "generator_cache_hit": gen_entry.hit,

@@ -20,7 +20,9 @@ from fercore.transforms import Strengths, augment, normalise
 from fercore.classifiers import model_layout
 from fercore.params import Section
 from fercore.errors import ConfigError
-from fercore.metrics.classification import class_weights, classification_metrics
+from fercore.labels import CLASSES
+from fercore.metrics.classification import class_weights
+from fercore.metrics.metric_main import Read, calc_metric
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,10 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: Section, steps_per_epoch: int):
 class Trainer:
     def __init__(self, model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                  classifier: Section, train_cfg: Section, seed: int, device: torch.device, num_classes: int = 7,
-                 compile_backend: str = "inductor"):
+                 compile_backend: str = "inductor", class_names: tuple[str, ...] | None = None):
         """compile_backend: torch.compile's backend when train.compile is on (benchmarks/gpu_check.py's dry run
-        traces with aot_eager, which makes no code and so needs no compiler warm-up)."""
+        traces with aot_eager, which makes no code and so needs no compiler warm-up). class_names: the data set's
+        classes, which name the per-class validation figures (default: FER2013's, or class<i> beyond them)."""
         self.device = device
         self.cuda = device.type == "cuda"
         self.layout = model_layout(model, device)  # as the network's builder recorded it
@@ -88,6 +91,9 @@ class Trainer:
         self.val_x = torch.from_numpy(np.ascontiguousarray(val[0])).to(device)
         self.val_y = np.asarray(val[1])
         self.num_classes = num_classes
+        self.class_names = tuple(class_names) if class_names is not None else default_class_names(num_classes)
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         torch.manual_seed(seed)  # Dropout draws from the global generator; its state is saved with the trainer.
         self.gen = torch.Generator(device=device).manual_seed(seed)
         # The training set's class weights (a mixed set's counts, synthetic images included): the loss it optimises,
@@ -170,7 +176,10 @@ class Trainer:
     def evaluate(self, images: torch.Tensor | np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        return metrics_from_proba(self.predict_proba(images), labels, split, self.class_weights)
+        figures = metrics_from_proba(self.predict_proba(images), labels, split, self.class_weights, self.class_names)
+        # The split's absent classes are the data set's, the same every epoch: the trial row names the test split's.
+        figures.pop(f"{split}_absent_classes", None)
+        return figures
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed trainer needs to continue exactly: weights, optimizer, schedule, RNGs, counters."""
@@ -203,19 +212,29 @@ class Trainer:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
 
-def metrics_from_proba(proba: np.ndarray, labels: np.ndarray, split: str,
-                       weights: np.ndarray | None = None) -> dict[str, float]:
-    """Cross-entropy and the classification metrics of predicted class probabilities. With class WEIGHTS, also
-    `<split>_weighted_loss`: the weighted mean sum_i w_(y_i) * nll_i / sum_i w_(y_i), as torch's CrossEntropyLoss
-    with weight= computes it (`<split>_loss` stays the plain mean, comparable across trials)."""
-    eps = 1e-12  # A probability of exactly 0 for the true class would make the loss infinite.
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """FER2013's names for up to seven classes; class<i> for a model with more and no names given."""
+    return CLASSES[:num_classes] if num_classes <= len(CLASSES) else tuple(f"class{i}" for i in range(num_classes))
+
+
+def metrics_from_proba(proba: np.ndarray, labels: np.ndarray, split: str, weights: np.ndarray | None = None,
+                       class_names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The registered classification metric (fercore.metrics.metric_main: cross-entropy, then the classification
+    figures, per class named by CLASS_NAMES) of predicted class probabilities: one code path for the epochs and the
+    test read. With class WEIGHTS, also `<split>_weighted_loss` after the loss: the weighted mean
+    sum_i w_(y_i) * nll_i / sum_i w_(y_i), as torch's CrossEntropyLoss with weight= computes it (`<split>_loss`
+    stays the plain mean, comparable across trials)."""
     labels = np.asarray(labels)
+    names = tuple(class_names) if class_names is not None else default_class_names(proba.shape[1])
+    figures = calc_metric("classification", read=Read(split, labels, proba, names))
+    if weights is None:
+        return figures
+    eps = 1e-12  # A probability of exactly 0 for the true class would make the loss infinite.
     nll = -np.log(proba[np.arange(len(labels)), labels] + eps)
-    out = {f"{split}_loss": float(nll.mean()) if len(labels) else float("nan")}
-    if weights is not None:
-        w = np.asarray(weights, dtype=np.float64)[labels]
-        out[f"{split}_weighted_loss"] = float((w * nll).sum() / w.sum()) if w.sum() > 0 else float("nan")
-    return {**out, **classification_metrics(labels, proba.argmax(1), split, proba=proba)}
+    w = np.asarray(weights, dtype=np.float64)[labels]
+    loss_key = f"{split}_loss"
+    weighted = {f"{split}_weighted_loss": float((w * nll).sum() / w.sum()) if w.sum() > 0 else float("nan")}
+    return {loss_key: figures.pop(loss_key), **weighted, **figures}
 
 
 @contextlib.contextmanager

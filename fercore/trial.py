@@ -172,6 +172,7 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
         "synthetic_seconds": pool.seconds if pool else 0.0,
         "paired_seconds": sum(outcome.spent),
         "device": str(device), "data_fingerprint": data.fingerprint,
+        "classes": ",".join(data.class_names),  # what the per-class keys and the artifacts' class ids name
         **(pool.row if pool else {}),
         **leakage,
         **paired,
@@ -192,7 +193,7 @@ def _mix(cfg: TrialConfig, data: FaceSet, cache: CacheStore, device: torch.devic
     images, labels and an is_synthetic flag per image."""
     train_x, train_y = data.split("train")
     plan = plan_mix(cfg.augment.policy, np.bincount(train_y, minlength=len(data.class_names)),
-                    dict(cfg.augment.values))
+                    dict(cfg.augment.values), data.class_names)
     pool = make_pool(cfg, data, plan.synthetic, cache, device) if plan.synthetic.sum() > 0 else None
     return plan, pool, mix(train_x, train_y, plan, pool.images if pool else {}, seed=cfg.seed)
 
@@ -223,6 +224,7 @@ def _artifacts(pool: SyntheticPool | None, test: Read, row: dict[str, Any],
         artifacts["samples_png"] = grid_png(pool.grid)
         if pool.embedding:
             artifacts["embedding"] = pool.embedding
+    artifacts["classes"] = list(test.class_names)  # the data set's, which the class ids below index
     artifacts["confusion"] = confusion(test.labels, test.predicted, len(test.class_names)).tolist()
     artifacts["predictions"] = predictions
     artifacts["row"] = row
@@ -245,7 +247,7 @@ def _trainer(cfg: TrialConfig, train: tuple[np.ndarray, np.ndarray], data: FaceS
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.classifier, data.image_size, len(data.class_names), data.channels)
     return Trainer(model, train, data.split("val"), cfg.classifier, cfg.train, cfg.seed, device,
-                   len(data.class_names))
+                   len(data.class_names), class_names=data.class_names)
 
 
 def _predict_best(trainer: Trainer, images: np.ndarray, device: torch.device) -> np.ndarray:

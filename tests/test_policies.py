@@ -94,16 +94,42 @@ def test_minority_classes_are_normalised_when_resolved():
     assert augment_values("minority", minority_classes=" Surprise,fear ,fear")["minority_classes"] == "fear,surprise"
 
 
-@pytest.mark.parametrize("bad", ["disgust,joyful", "", " , "])
+@pytest.mark.parametrize("bad", ["disgust,joy-ful", "", " , "])
 def test_bad_minority_class_names_are_config_errors_naming_the_key_and_the_valid_names(bad):
     with pytest.raises(ConfigError) as err:
         resolve({"augment.policy": "minority", "augment.minority_classes": bad})
     message = str(err.value)
     assert message.startswith("augment.minority_classes:") and all(name in message for name in CLASSES)
     if bad.startswith("disgust"):
-        assert "'joyful'" in message
+        assert "'joy-ful'" in message
     with pytest.raises(ConfigError, match="augment.minority_classes"):  # also when the values skipped resolve()
         plan_mix("minority", COUNTS, {"minority_classes": bad, "minority_target": 0})
+
+
+def test_a_minority_class_the_data_set_lacks_is_a_config_error_naming_the_key_and_the_data_sets_classes():
+    # Resolving knows no data set: a well-formed name passes; the plan, made with the data's classes, refuses it.
+    assert resolve({"augment.policy": "minority", "augment.minority_classes": "disgust,joyful"}
+                   ).augment.values["minority_classes"] == "disgust,joyful"
+    with pytest.raises(ConfigError) as err:
+        plan_mix("minority", COUNTS, {"minority_classes": "disgust,joyful", "minority_target": 0})
+    message = str(err.value)
+    assert message.startswith("augment.minority_classes:") and "'joyful'" in message
+    assert all(name in message for name in CLASSES)
+    ck = ("angry", "disgust", "fear", "happy", "sad", "surprise", "contempt")
+    with pytest.raises(ConfigError, match="augment.minority_classes: unknown class 'neutral': the data set's "
+                                          "classes are angry, disgust, fear, happy, sad, surprise, contempt"):
+        plan_mix("minority", COUNTS, {"minority_classes": "neutral", "minority_target": 0}, ck)
+    plan = plan_mix("minority", COUNTS, {"minority_classes": "Contempt,anger", "minority_target": 0}, ck)
+    assert plan.synthetic.tolist() == [COUNTS.max() - COUNTS[0], 0, 0, 0, 0, 0, COUNTS.max() - COUNTS[6]]
+
+
+def test_the_minority_default_keeps_the_named_classes_the_data_set_has():
+    names = ("angry", "fear", "happy", "sad", "surprise", "neutral")  # disgust dropped
+    counts = np.array([10, 4, 20, 9, 3, 12])
+    plan = plan_mix("minority", counts, augment_values("minority"), names)
+    assert plan.synthetic.tolist() == [0, 16, 0, 0, 17, 0]
+    with pytest.raises(ConfigError, match="augment.minority_classes: unknown class 'disgust', 'fear', 'surprise'"):
+        plan_mix("minority", np.array([5, 6]), augment_values("minority"), ("happy", "neutral"))
 
 
 @pytest.mark.parametrize("key, value", [("per_class_target", 0), ("minority_target", -1), ("multiply_k", 21.0),

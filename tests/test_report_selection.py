@@ -163,7 +163,8 @@ def test_uplift_groups_show_the_validation_choice_and_both_comparisons(written):
 def test_confusion_and_embedding_panels_are_picked_on_validation(grid, tmp_path, monkeypatch):
     table, true, preds = grid
     seen = {}
-    monkeypatch.setattr(plots, "confusion_pair", lambda panels, path, title: seen.setdefault("confusion", panels))
+    monkeypatch.setattr(plots, "confusion_pair",
+                        lambda panels, path, title, classes=None: seen.setdefault("confusion", panels))
     monkeypatch.setattr(plots, "embedding_panels", lambda panels, path, title: seen.setdefault("embedding", panels))
     md = report(write_folder(tmp_path / "r", table, true, preds), tmp_path / "out")
     for kind, part in (("real-only", table[table["augment.policy"] == "none"]),

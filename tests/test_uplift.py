@@ -10,6 +10,8 @@ from fercore.metrics.classification import macro_f1_from_confusion
 from fercore.metrics.uplift import paired_bootstrap_macro_f1, uplift_metrics
 
 LABELS = np.arange(len(CLASSES))
+PRESENT = np.array([0, 2, 3, 4, 5, 6])  # every class but disgust
+PRESENT_BUT_SAD = np.array([0, 1, 2, 3, 5, 6])
 
 
 def noisy(y: np.ndarray, correct: float, rng: np.random.Generator) -> np.ndarray:
@@ -53,28 +55,30 @@ def test_point_figures_are_differences_of_classification_metrics_rows():
     rng = np.random.default_rng(2)
     y = rng.choice([0, 2, 3, 4, 5, 6], size=400)  # no disgust in the test labels
     base, aug = noisy(y, 0.5, rng), noisy(y, 0.6, rng)
-    assert (base == 1).any()  # ... but disgust is predicted: its F1 is 0 and counts in the macro mean
-    m = uplift_metrics(y, base, aug)
+    assert (base == 1).any()  # ... but disgust is predicted: absent from the test split, it has no F1 and is left
+    m = uplift_metrics(y, base, aug)  # out of the macro mean (its false positives still cost the other classes)
     b, a = classification_metrics(y, base, "test"), classification_metrics(y, aug, "test")
     assert m["uplift_test_macro_f1"] == a["test_macro_f1"] - b["test_macro_f1"]
-    sk = (f1_score(y, aug, labels=LABELS, average="macro", zero_division=0)
-          - f1_score(y, base, labels=LABELS, average="macro", zero_division=0))
+    sk = (f1_score(y, aug, labels=PRESENT, average="macro", zero_division=0)
+          - f1_score(y, base, labels=PRESENT, average="macro", zero_division=0))
     assert m["uplift_test_macro_f1"] == pytest.approx(sk, abs=1e-12)
-    assert m["uplift_test_recall_disgust"] == 0.0  # absent from y_true: recall 0 for both, as in the rows
+    assert np.isnan(m["uplift_test_recall_disgust"])  # absent from y_true: no recall for either, no evidence
+    assert a["test_absent_classes"] == "disgust" and np.isnan(a["test_f1_disgust"])
     assert m["uplift_test_macro_f1_low"] <= m["uplift_test_macro_f1"] <= m["uplift_test_macro_f1_high"]
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_bootstrap_matches_a_slow_reference_on_the_same_resamples(monkeypatch):
     rng = np.random.default_rng(3)
-    y = rng.choice([0, 1, 2, 3, 5, 6], size=150)  # a class absent from y_true, others rare in some resamples
+    y = rng.choice([0, 1, 2, 3, 5, 6], size=150)  # sad absent from y_true, others rare in some resamples
     base, aug = noisy(y, 0.5, rng), noisy(y, 0.55, rng)
     monkeypatch.setattr(uplift, "RESAMPLES_PER_CHUNK", 25)  # 25 + 25 + a ragged 10
     diffs = paired_bootstrap_macro_f1(y, base, aug, 7, resamples=60, seed=9)
     draw = np.random.default_rng(9)
     idx = np.concatenate([draw.integers(0, 150, size=(r, 150)) for r in (25, 25, 10)])  # the same draws
-    slow = [f1_score(y[i], aug[i], labels=LABELS, average="macro", zero_division=0)
-            - f1_score(y[i], base[i], labels=LABELS, average="macro", zero_division=0) for i in idx]
+    # Macro over the classes present in the whole test split (sad left out), in every resample.
+    slow = [f1_score(y[i], aug[i], labels=PRESENT_BUT_SAD, average="macro", zero_division=0)
+            - f1_score(y[i], base[i], labels=PRESENT_BUT_SAD, average="macro", zero_division=0) for i in idx]
     assert diffs == pytest.approx(slow, abs=1e-12)
     m = uplift_metrics(y, base, aug, resamples=60, seed=9)
     assert m["uplift_test_macro_f1_low"] == pytest.approx(np.percentile(slow, 2.5))

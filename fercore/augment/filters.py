@@ -67,14 +67,16 @@ def build_scorer(name: str, judges: Judges) -> ScoreFn | None:
 
 
 def fill_pool(sample_fn: SampleFn, needed: np.ndarray, score_fn: ScoreFn | None = None, tau: float = 0.5,
-              rounds: int = 5, seed: int = 0) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+              rounds: int = 5, seed: int = 0, class_names: tuple[str, ...] = CLASSES
+              ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
     """Exactly needed[c] synthetic images of each class c whose score is >= tau.
 
     Returns (pool: class -> images, acceptance per class: accepted / generated, nan where nothing was generated,
     generated per class). Without a score function each class is one draw of needed[c] images with seed `seed + c`,
     what an unfiltered trial draws; with one, every draw gets its own seed derived from (seed, class, round, chunk),
     so a class's pool depends on neither the other classes nor the order they are filled in.
-    Raises FilterShortfall when a class is still short after `rounds` rounds.
+    Raises FilterShortfall, naming the class by CLASS_NAMES (the data set's), when a class is still short after
+    `rounds` rounds.
     """
     needed = np.asarray(needed, dtype=np.int64)
     if score_fn is None:
@@ -83,12 +85,13 @@ def fill_pool(sample_fn: SampleFn, needed: np.ndarray, score_fn: ScoreFn | None 
     pool: dict[int, np.ndarray] = {}
     accepted, generated = np.zeros_like(needed), np.zeros_like(needed)
     for c, n in enumerate(needed):
-        pool[c], accepted[c], generated[c] = _fill_class(sample_fn, score_fn, c, int(n), tau, rounds, seed)
+        pool[c], accepted[c], generated[c] = _fill_class(sample_fn, score_fn, c, int(n), tau, rounds, seed,
+                                                         class_names)
     return pool, _ratio(accepted, generated), generated
 
 
 def _fill_class(sample_fn: SampleFn, score_fn: ScoreFn, label: int, needed: int, tau: float, rounds: int,
-                seed: int) -> tuple[np.ndarray, int, int]:
+                seed: int, class_names: tuple[str, ...] = CLASSES) -> tuple[np.ndarray, int, int]:
     """(the first `needed` accepted images, images accepted, images generated) of one class."""
     if needed == 0:
         return sample_fn(0, label, seed + label), 0, 0  # An empty array of the generator's image shape.
@@ -104,7 +107,7 @@ def _fill_class(sample_fn: SampleFn, score_fn: ScoreFn, label: int, needed: int,
             if accepted >= needed:  # Met mid-round: the rest of the round's draw would be thrown away.
                 break
     if accepted < needed:
-        name = CLASSES[label] if label < len(CLASSES) else str(label)
+        name = class_names[label] if label < len(class_names) else str(label)
         raise FilterShortfall(
             f"augment.filter: class {name!r} got {accepted} of the {needed} synthetic images its mixing policy needs "
             f"after {rounds} rounds ({accepted} of {generated} generated scored >= augment.filter_tau={tau}); "

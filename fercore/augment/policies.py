@@ -14,13 +14,14 @@ apart.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fercore.errors import ConfigError
-from fercore.labels import CLASS_INDEX, CLASSES
+from fercore.labels import CLASSES, canonical_class
 from fercore.params import Param
 from fercore.registry import Entry, Registry
 
@@ -46,7 +47,9 @@ class PolicyEntry(Entry):
     synthetic: bool = True  # the policy can add synthetic images, so a trial of it uses a generator
 
 
-# Each entry's target: (real training counts per class, the augment section's values) -> MixPlan.
+# Each entry's target: (real training counts per class, the augment section's values) -> MixPlan. plan_mix adds
+# CLASS_NAMES to the values: the data set's classes in label order, for a policy that names classes.
+CLASS_NAMES = "class_names"
 POLICIES: Registry[PolicyEntry] = Registry("mixing policy", "augment.policy", PolicyEntry)
 
 
@@ -86,27 +89,48 @@ def _per_class(counts, values):
 
 @dataclass(frozen=True)
 class ClassListParam(Param):
-    """A comma-separated list of class names, checked against fercore.labels.CLASSES when the config is resolved."""
+    """A comma-separated list of class names. When the config is resolved the data set is not known yet, so only
+    the names' form is checked (FER2013's aliases become their class: anger -> angry); plan_mix checks them against
+    the data set's classes."""
 
     def valid_text(self) -> str:
-        return "comma-separated class names from " + ", ".join(CLASSES)
+        return "comma-separated class names (lowercase letters, digits, _), e.g. " + ", ".join(CLASSES)
 
     def coerce(self, key: str, value: Any) -> str:
-        return ",".join(CLASSES[c] for c in class_ids(key, value))
+        return ",".join(class_names(key, value))
 
 
-def class_ids(key: str, text: Any) -> tuple[int, ...]:
-    """Class ids of a comma-separated list of names (any case, spaces allowed), in label order, without repeats."""
-    names = [n.strip().lower() for n in str(text).split(",") if n.strip()]
-    unknown = [n for n in names if n not in CLASS_INDEX]
-    if unknown or not names:
-        got = f"unknown class {', '.join(map(repr, unknown))}" if unknown else "no class names"
-        raise ConfigError(f"{key}: {got}; expected comma-separated class names from {', '.join(CLASSES)}")
-    return tuple(sorted({CLASS_INDEX[n] for n in names}))
+def class_names(key: str, text: Any) -> tuple[str, ...]:
+    """The class names of a comma-separated list (any case, spaces allowed; aliases of FER2013's classes mapped to
+    them), FER2013's first in their order, then the others sorted, without repeats."""
+    names = {canonical_class(n) or n for n in (n.strip().lower() for n in str(text).split(",")) if n}
+    bad = sorted(n for n in names if not _SAFE.fullmatch(n))
+    if bad or not names:
+        got = f"bad class name {', '.join(map(repr, bad))}" if bad else "no class names"
+        raise ConfigError(f"{key}: {got}; expected comma-separated class names of the data set, such as "
+                          f"{', '.join(CLASSES)}")
+    return tuple(c for c in CLASSES if c in names) + tuple(sorted(names - set(CLASSES)))
+
+
+def class_ids(key: str, text: Any, data_classes: tuple[str, ...] = CLASSES) -> tuple[int, ...]:
+    """Class ids, in label order, of a comma-separated list of names, each of which must be one of DATA_CLASSES
+    (the data set's classes): a ConfigError naming KEY and the data set's classes otherwise."""
+    names = class_names(key, text)
+    index = {c: i for i, c in enumerate(data_classes)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        raise ConfigError(f"{key}: unknown class {', '.join(map(repr, unknown))}: the data set's classes are "
+                          f"{', '.join(data_classes)}")
+    return tuple(sorted(index[n] for n in names))
+
+
+_SAFE = re.compile(r"[a-z0-9_]+")
+MINORITY_DEFAULT = "disgust,fear,surprise"  # FER2013's rarest or hardest; a data set without some uses the rest
 
 
 MINORITY = (
-    ClassListParam("minority_classes", "disgust,fear,surprise", help="classes to top up, comma-separated"),
+    ClassListParam("minority_classes", MINORITY_DEFAULT, help="classes to top up, comma-separated (the default: "
+                                                              "those of disgust, fear, surprise the data set has)"),
     Param("minority_target", 0, 0, 1_000_000, help="images per named class after topping up; 0: the largest class's"),
 )
 
@@ -114,8 +138,12 @@ MINORITY = (
 @POLICIES.register("minority", params=MINORITY, help="top up only the named classes (default disgust, fear, "
                                                      "surprise) to a target count; others stay real")
 def _minority(counts, values):
-    # Validated again here: plan_mix may get values that never went through resolve().
-    chosen = [c for c in class_ids("augment.minority_classes", values["minority_classes"]) if c < len(counts)]
+    # Validated again here, against the data set's classes: resolve() does not know them.
+    data_classes = tuple(values.get(CLASS_NAMES) or CLASSES[:len(counts)])
+    named = values["minority_classes"]
+    if class_names("augment.minority_classes", named) == class_names("", MINORITY_DEFAULT):
+        named = ",".join(c for c in class_names("", MINORITY_DEFAULT) if c in data_classes) or named
+    chosen = list(class_ids("augment.minority_classes", named, data_classes))
     target = values["minority_target"] or int(counts.max(initial=0))
     synthetic = np.zeros_like(counts)
     synthetic[chosen] = np.maximum(target - counts[chosen], 0)
@@ -145,8 +173,13 @@ for _target, _params in (("balance", ()), ("per_class", (PER_CLASS_TARGET,)), ("
                            f"generator: the control for {_target} as a policy")(_oversampling(_target))
 
 
-def plan_mix(policy: str, counts: np.ndarray, values: dict[str, Any]) -> MixPlan:
-    plan = POLICIES.get(policy).target(np.asarray(counts, dtype=np.int64), values)
+def plan_mix(policy: str, counts: np.ndarray, values: dict[str, Any],
+             class_names: tuple[str, ...] | None = None) -> MixPlan:
+    """POLICY's plan for real training COUNTS per class; CLASS_NAMES: the data set's classes in label order
+    (default FER2013's), which any class a policy names must be one of."""
+    counts = np.asarray(counts, dtype=np.int64)
+    names = tuple(class_names) if class_names is not None else CLASSES[:len(counts)]
+    plan = POLICIES.get(policy).target(counts, {**values, CLASS_NAMES: names})
     assert (plan.real <= counts).all() and (plan.real >= 0).all() and (plan.synthetic >= 0).all(), plan
     assert (plan.duplicate >= 0).all() and not ((plan.duplicate > 0) & (plan.real == 0)).any(), plan
     return plan

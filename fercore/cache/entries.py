@@ -61,12 +61,12 @@ def generator(cfg: TrialConfig, data: FaceSet, store: CacheStore, device: torch.
     num_classes = len(data.class_names)
 
     def build(folder: Path) -> None:
-        gen = build_generator(values, data.image_size, num_classes, device, data.channels)
+        gen = build_generator(values, data.image_size, num_classes, device, data.channels, data.class_names)
         gen.fit(*data.split("train"), seed=cfg.seed)  # The training split only: val and test never reach it.
         gen.save(folder)
 
     folder, hit = store.get_or_create(key, build, parts)
-    gen = build_generator(values, data.image_size, num_classes, device, data.channels)
+    gen = build_generator(values, data.image_size, num_classes, device, data.channels, data.class_names)
     gen.load(folder)  # Also after building here: every trial samples from the same stored weights.
     return gen, Cached(folder, key, hit)
 

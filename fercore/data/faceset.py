@@ -19,10 +19,10 @@ SPLIT_INDEX = {name: i for i, name in enumerate(SPLITS)}
 @dataclass(frozen=True)
 class FaceSet:
     images: np.ndarray  # uint8, N x H x W (gray) or N x H x W x 3 (colour)
-    labels: np.ndarray  # int64, N, canonical class ids 0-6
+    labels: np.ndarray  # int64, N, class ids: indices into class_names
     splits: np.ndarray  # uint8, N, index into SPLITS
     source: str  # what it was read from, for messages and result rows
-    fingerprint: str  # content hash of images, labels and splits
+    fingerprint: str  # content hash of images, labels, splits and class names
     class_names: tuple[str, ...] = CLASSES
     # Subjects (data.group): int64 subject id per image, indexing group_names; None when not known.
     groups: np.ndarray | None = None
@@ -58,7 +58,8 @@ class FaceSet:
         if not 0 <= i < self.n_folds:
             raise ValueError(f"{self.source}: fold {i} is out of range 0..{self.n_folds - 1}")
         splits = np.ascontiguousarray(self.folds[:, i])
-        fingerprint = fingerprint_arrays(self.images, self.labels, splits, self.groups, fold=(i, self.n_folds))
+        fingerprint = fingerprint_arrays(self.images, self.labels, splits, self.groups, fold=(i, self.n_folds),
+                                         class_names=self.class_names)
         return replace(self, splits=splits, folds=None, fold=i, fingerprint=fingerprint)
 
     def subjects(self) -> dict[str, int] | None:
@@ -91,10 +92,15 @@ class FaceSet:
 
 
 def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, groups: np.ndarray | None = None,
-                       folds: np.ndarray | None = None, fold: tuple[int, int] | None = None) -> str:
-    """Content hash of a data set: equal arrays give equal fingerprints, whatever file they came from. Subjects,
-    folds and the fold tested on (i, K) count when present; without them the hash is the one of before."""
+                       folds: np.ndarray | None = None, fold: tuple[int, int] | None = None,
+                       class_names: tuple[str, ...] = CLASSES) -> str:
+    """Content hash of a data set: equal arrays and class names give equal fingerprints, whatever file they came
+    from. Subjects, folds and the fold tested on (i, K) count when present, and the class names (label 6 means
+    neutral in one data set and contempt in another); FER2013's seven and no subjects or folds hash as nothing, so
+    data sets (and the generators, pools and baselines cached under their fingerprint) from before keep their keys."""
     h = hashlib.blake2b(digest_size=16)
+    if tuple(class_names) != CLASSES:
+        h.update(("classes:" + ",".join(class_names) + "\n").encode())
     for arr in (images, labels.astype(np.int64), splits.astype(np.uint8)):
         h.update(str(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).data)
@@ -109,7 +115,7 @@ def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarra
 
 def make_faceset(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, source: str,
                  groups: np.ndarray | None = None, group_names: tuple[str, ...] = (),
-                 folds: np.ndarray | None = None) -> FaceSet:
+                 folds: np.ndarray | None = None, class_names: tuple[str, ...] = CLASSES) -> FaceSet:
     """A FaceSet with its fingerprint. With FOLDS (N x K), SPLITS is taken from fold 0 when not the same already."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     labels = np.asarray(labels, dtype=np.int64)
@@ -119,5 +125,7 @@ def make_faceset(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, sou
     splits = np.ascontiguousarray(splits, dtype=np.uint8)
     if groups is not None:
         groups = np.ascontiguousarray(groups, dtype=np.int64)
-    return FaceSet(images, labels, splits, source, fingerprint_arrays(images, labels, splits, groups, folds),
-                   groups=groups, group_names=tuple(group_names), folds=folds)
+    class_names = tuple(class_names)
+    return FaceSet(images, labels, splits, source,
+                   fingerprint_arrays(images, labels, splits, groups, folds, class_names=class_names),
+                   class_names, groups=groups, group_names=tuple(group_names), folds=folds)

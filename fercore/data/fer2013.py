@@ -24,13 +24,25 @@ from fercore.data.faceset import SPLITS, FaceSet, make_faceset
 from fercore.data.groups import check_fixed_splits, index_subjects, make_folds, refuse_folds_with_fixed_splits
 from fercore.images import with_channels
 from fercore.errors import DataError
-from fercore.labels import CLASSES
+from fercore.labels import CLASSES, FER2013, FOLDERS, check_class_name, resolve_classes, split_names
 
 REQUIRED = ("emotion", "pixels", "Usage")
 # Usage value -> index into SPLITS (train, val, test).
 USAGES = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
 _HEADER_LIMIT = 1 << 16  # A header longer than this is not a FER2013 header; stops a binary file being read whole.
-_LABEL_HINT = "an integer 0-6 (" + ", ".join(f"{i}={name}" for i, name in enumerate(CLASSES)) + ")"
+
+
+def _label_hint(names: tuple[str, ...]) -> str:
+    return (f"an integer 0-{len(names) - 1} (" + ", ".join(f"{i}={name}" for i, name in enumerate(names)) + ")"
+            + ("; a CSV with other classes lists them, in label order, in data.classes" if names == CLASSES else ""))
+
+
+def label_names(options: DataOptions | None) -> tuple[str, ...]:
+    """What the emotion column's integers name: FER2013's seven, or the data.classes list in its order."""
+    mode = str(options.classes).strip().lower() if options else FER2013
+    if mode in (FER2013, FOLDERS):  # A CSV has no folders: its labels are FER2013's unless listed.
+        return CLASSES
+    return tuple(check_class_name(n, "data.classes") for n in split_names(options.classes))
 
 
 def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | None = None) -> FaceSet:
@@ -38,32 +50,43 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
 
     Usage Training -> train, PublicTest -> val, PrivateTest -> test. Pixels are space-separated integers 0-255,
     a square number of them per row, the same for every row; faces are resized to image_size when they differ.
+    The emotion integers index FER2013's seven, or the data.classes list when one is given (an 8-class CSV lists
+    its 8 names in label order); rows of data.drop_classes are left out and the other classes renumbered.
     The faces are gray: with options.channels 3 each holds its gray value in all three channels.
     """
     path = Path(path)
+    names = label_names(options)
     columns = _read_header(path)
     try:
-        arrays = _fast_parse(path, columns)
+        arrays = _fast_parse(path, columns, len(names))
     except Exception:  # noqa: BLE001 - any trouble in the fast path means: let the exact path judge the file.
         arrays = None
     if arrays is None:
-        arrays = _exact_parse(path, columns)
+        arrays = _exact_parse(path, columns, names)
     labels, splits, pixels, side = arrays
+    classes = resolve_classes(options or DataOptions(), names, str(path))
+    new_ids = classes.remap(names)[labels]
+    keep = new_ids >= 0  # data.drop_classes
     # Subjects (data.group names a column): the Usage splits may not share one. k-fold pools every row, so it
     # takes a file of Training rows only.
     groups, group_names = None, ()
     if options is not None and options.group:
-        groups, group_names = index_subjects(_read_group_column(path, columns, options.group, len(labels)))
+        subjects = _read_group_column(path, columns, options.group, len(labels))
+        groups, group_names = index_subjects([s for s, kept in zip(subjects, keep) if kept])
+    images = pixels.reshape(len(labels), side, side)[keep]
+    labels, splits = new_ids[keep], splits[keep]
+    if not len(labels):
+        raise DataError(f"{path}: no row is left once data.drop_classes is applied")
+    if groups is not None:
         check_fixed_splits(groups, group_names, splits, SPLITS, str(path))
     held_out = sorted({u for u, i in USAGES.items() if i != USAGES["Training"] and (splits == i).any()})
     refuse_folds_with_fixed_splits(options, [f"Usage {u} rows" for u in held_out], str(path))
     folds = make_folds(labels, groups, options, str(path)) if options is not None and options.folds else None
-    images = pixels.reshape(len(labels), side, side)
     if side != image_size:
         images = _resize_all(images, image_size)
     images = with_channels(images, (options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(path), groups=groups, group_names=group_names,
-                        folds=folds)
+                        folds=folds, class_names=classes.names)
 
 
 def _read_group_column(path: Path, columns: list[str], name: str, rows: int) -> list[str]:
@@ -129,7 +152,7 @@ def _column_index(columns: list[str]) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------------------------- fast path
 
-def _fast_parse(path: Path, columns: list[str]):
+def _fast_parse(path: Path, columns: list[str], num_classes: int = len(CLASSES)):
     """(labels, splits, flat pixels, side), or None when anything is off (the exact path then reports it)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -153,7 +176,7 @@ def _fast_parse(path: Path, columns: list[str]):
     if not pc.all(pc.match_substring_regex(label_text, r"^[0-9]{1,3}$")).as_py():
         return None  # pyarrow's cast would take '0x3'; the exact path says what is wrong.
     labels = pc.cast(label_text, pa.int64()).to_numpy()
-    if labels.min() < 0 or labels.max() >= len(CLASSES):
+    if labels.min() < 0 or labels.max() >= num_classes:
         return None
     usage = pc.index_in(pc.utf8_trim_whitespace(table[wanted["Usage"]]), value_set=pa.array(list(USAGES)))
     if usage.null_count:
@@ -195,7 +218,7 @@ def _parse_pixel_chunk(chunk):
 
 # ---------------------------------------------------------------------------------------------- exact path
 
-def _exact_parse(path: Path, columns: list[str]):
+def _exact_parse(path: Path, columns: list[str], names: tuple[str, ...] = CLASSES):
     """Row-by-row reading that raises a DataError naming the first bad line; returns what _fast_parse returns."""
     index = _column_index(columns)
     rows = []  # (line number, label text, usage text, uint8 pixels or the problem with them, pixel count)
@@ -232,9 +255,9 @@ def _exact_parse(path: Path, columns: list[str]):
         try:
             labels[i] = _int(label)
         except ValueError:
-            raise DataError(f"{where}: emotion {label!r} is not {_LABEL_HINT}") from None
-        if not 0 <= labels[i] < len(CLASSES):
-            raise DataError(f"{where}: emotion {label.strip()} is out of range; expected {_LABEL_HINT}")
+            raise DataError(f"{where}: emotion {label!r} is not {_label_hint(names)}") from None
+        if not 0 <= labels[i] < len(names):
+            raise DataError(f"{where}: emotion {label.strip()} is out of range; expected {_label_hint(names)}")
         if usage.strip() not in USAGES:
             raise DataError(f"{where}: Usage {usage!r} is unknown; expected one of {', '.join(USAGES)}")
         splits[i] = USAGES[usage.strip()]

@@ -17,7 +17,7 @@ from fercore.data.groups import check_fixed_splits, make_folds, refuse_folds_wit
 from fercore.data.splitting import holdout
 from fercore.errors import DataError
 from fercore.images import image_shape
-from fercore.labels import CLASS_INDEX, CLASSES, canonical_class
+from fercore.labels import names_class, resolve_classes
 
 SPLIT_NAMES = {"train": "train", "training": "train",
                "val": "val", "valid": "val", "validation": "val",
@@ -37,7 +37,8 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
     """Read ROOT/<split>/<class>/<image>, or ROOT/images/<split>/<class>/<image>, or ROOT/<class>/<image>.
 
     Split folders (case-insensitive): train/training -> train, val/valid/validation -> val, test/testing -> test;
-    class folders map through `canonical_class`, so aliases such as anger, happiness or sadness work. Images
+    class folders become the data set's classes under data.classes / drop_classes / aliases
+    (fercore.labels.resolve_classes; by default FER2013's seven, through aliases such as anger or sadness). Images
     (png, jpg, bmp, anything PIL reads; hidden files are skipped) become image_size x image_size, gray or, with
     options.channels 3, RGB (gray files then hold their gray value in all three channels).
 
@@ -47,23 +48,24 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
     is then carved from what remains, val_fraction of each class, using `seed`.
     """
     root = Path(root)
-    split_dirs = _find_split_dirs(root)
+    options = options or DataOptions(image_size=image_size, seed=seed, val_fraction=val_fraction)
+    split_dirs = _find_split_dirs(root, options)
+    class_dirs = [(split, class_dir) for split, dirs in split_dirs.items() for split_dir in dirs
+                  for class_dir in _visible(split_dir)
+                  if class_dir.is_dir()]  # A stray README or zip next to the class folders is not data.
+    classes = resolve_classes(options, [d.name for _, d in class_dirs], str(root),
+                              places=_first_folders(class_dirs))
     paths, labels, splits = [], [], []
     seen_in = {}  # class id -> a folder it appeared in, to name it if it turns out to have no training image
-    for split, dirs in split_dirs.items():
-        for split_dir in dirs:
-            for class_dir in _visible(split_dir):
-                if not class_dir.is_dir():
-                    continue  # A stray README or zip next to the class folders is not data.
-                cls = canonical_class(class_dir.name)
-                if cls is None:
-                    raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; expected one of "
-                                    f"{', '.join(CLASSES)} (or an alias such as anger, happiness, sadness)")
-                seen_in.setdefault(CLASS_INDEX[cls], class_dir)
-                files = sorted(p for p in _walk_files(class_dir))
-                paths += files
-                labels += [CLASS_INDEX[cls]] * len(files)
-                splits += [SPLIT_INDEX[split]] * len(files)
+    for split, class_dir in class_dirs:
+        cls = classes.id_of(class_dir.name)
+        if cls < 0:
+            continue  # data.drop_classes
+        seen_in.setdefault(cls, class_dir)
+        files = sorted(p for p in _walk_files(class_dir))
+        paths += files
+        labels += [cls] * len(files)  # Alias folders of one class are merged.
+        splits += [SPLIT_INDEX[split]] * len(files)
     if not paths:
         raise DataError(f"{root}: no images found in the class folders")
     labels = np.asarray(labels, dtype=np.int64)
@@ -71,7 +73,7 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
     train = SPLIT_INDEX["train"]
     for cls, folder in sorted(seen_in.items()):
         if not np.any((labels == cls) & (splits == train)):
-            raise DataError(f"{root}: class {CLASSES[cls]!r} has no training image (it appears in {folder}); "
+            raise DataError(f"{root}: class {classes.names[cls]!r} has no training image (it appears in {folder}); "
                             "every class that appears must have at least one image in the training folder")
 
     # Subjects (data.group): the layout's own split folders may not share one; carved splits take whole subjects.
@@ -91,7 +93,15 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
             _carve(labels, splits, "val", val_fraction, seed, groups, str(root))
     images = read_images(paths, image_size, channels=(options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(root), groups=groups, group_names=group_names,
-                        folds=folds)
+                        folds=folds, class_names=classes.names)
+
+
+def _first_folders(class_dirs: list[tuple[str, Path]]) -> dict[str, str]:
+    """Class name (lowercased) -> the folder to name in a message about it: its training folder when it has one."""
+    places: dict[str, str] = {}
+    for _, d in sorted(class_dirs, key=lambda pair: pair[0] != "train"):
+        places.setdefault(d.name.strip().lower(), str(d))
+    return places
 
 
 def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float, seed: int,
@@ -106,7 +116,7 @@ def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float,
     splits[train_idx[held]] = SPLIT_INDEX[target]
 
 
-def _find_split_dirs(root: Path) -> dict[str, list[Path]]:
+def _find_split_dirs(root: Path, options: DataOptions) -> dict[str, list[Path]]:
     """{split: [folders]} for the first of ROOT and ROOT/images that holds split folders, else the flat layout."""
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; expected one of these layouts: {'; '.join(LAYOUTS)}")
@@ -122,7 +132,7 @@ def _find_split_dirs(root: Path) -> dict[str, list[Path]]:
                 raise DataError(f"{base}: has {names} but no train/training folder; expected one of these "
                                 f"layouts: {'; '.join(LAYOUTS)}")
             return found
-    if any(d.is_dir() and canonical_class(d.name) is not None for d in _visible(root)):
+    if any(d.is_dir() and names_class(d.name, options) for d in _visible(root)):
         return {"train": [root]}
     raise DataError(f"{root}: no recognisable image-folder layout; expected one of: {'; '.join(LAYOUTS)}")
 

@@ -48,7 +48,7 @@ import numpy as np
 from fercore.data.options import DataOptions
 from fercore.data.faceset import FaceSet, make_faceset
 from fercore.images import with_channels
-from fercore.labels import CLASSES
+from fercore.labels import CLASSES, resolve_classes
 
 # ---------------------------------------------------------------------------------------------------------------
 # The expression table: offsets from the neutral face at full intensity (k = 1). Units are face-relative (face
@@ -141,8 +141,14 @@ def draw_procedural(scale: float = 0.1, seed: int = 0, image_size: int = 48,
         splits.append(np.full(len(lab), split_id, dtype=np.uint8))
     images, labels, splits = np.concatenate(images), np.concatenate(labels), np.concatenate(splits)
     order = np.random.default_rng(np.random.SeedSequence([int(seed), 7919, 99])).permutation(len(labels))
-    images = with_channels(images[order], (options or DataOptions()).channels)
-    return make_faceset(images, labels[order], splits[order], source=f"procedural(scale={scale}, seed={seed})")
+    images, labels, splits = images[order], labels[order], splits[order]
+    source = f"procedural(scale={scale}, seed={seed})"
+    # Its faces are FER2013's seven; data.drop_classes leaves some out (data.classes may only reorder them).
+    classes = resolve_classes(options or DataOptions(), CLASSES, source)
+    new_ids = classes.remap(CLASSES)[labels]
+    keep = new_ids >= 0
+    images = with_channels(images[keep], (options or DataOptions()).channels)
+    return make_faceset(images, new_ids[keep], splits[keep], source=source, class_names=classes.names)
 
 
 def _round(x: float) -> int:

@@ -12,7 +12,7 @@ from fercore.data.folders import read_images
 from fercore.data.groups import check_fixed_splits, make_folds, refuse_folds_with_fixed_splits, subjects_from_paths
 from fercore.data.splitting import holdout
 from fercore.errors import DataError
-from fercore.labels import CLASS_INDEX
+from fercore.labels import CLASS_INDEX, CLASSES, resolve_classes
 
 LABEL_FILE = "list_patition_label.txt"  # sic: RAF-DB's own spelling.
 # RAF-DB's label ids 1-7 -> canonical class ids.
@@ -42,10 +42,17 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
     val_fraction of each class of train, drawn with `seed`.
     """
     path = Path(path)
+    options = options or DataOptions(image_size=image_size, seed=seed, val_fraction=val_fraction)
     label_file = path if path.is_file() else find_label_file(path)
     if label_file is None:
         raise DataError(f"{path}: no {LABEL_FILE} in it, its EmoLabel/ or its basic/EmoLabel/ folder")
     entries = _parse_label_file(label_file)
+    # Its seven labels are FER2013's classes; data.drop_classes leaves some out (data.classes may only reorder them).
+    classes = resolve_classes(options, CLASSES, str(label_file))
+    new_ids = classes.remap(CLASSES)
+    entries = [(line, name, int(new_ids[label]), split) for line, name, label, split in entries if new_ids[label] >= 0]
+    if not entries:
+        raise DataError(f"{label_file}: no image is left once data.drop_classes is applied")
     image_paths = _locate_images(label_file, entries)
     labels = np.array([label for _, _, label, _ in entries], dtype=np.int64)
     splits = np.array([SPLIT_INDEX[split] for _, _, _, split in entries], dtype=np.uint8)
@@ -70,7 +77,7 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
         splits[train_idx[held]] = SPLIT_INDEX["val"]
     images = read_images(image_paths, image_size, channels=(options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(dataset_root(label_file)), groups=groups,
-                        group_names=group_names, folds=folds)
+                        group_names=group_names, folds=folds, class_names=classes.names)
 
 
 def dataset_root(label_file: Path) -> Path:

@@ -14,8 +14,16 @@ GENERATORS: Registry[Entry] = Registry("generator type", "generator.type")
 
 
 def build_generator(values: dict[str, Any], image_size: int, num_classes: int, device: torch.device,
-                    channels: int = 1) -> Generator:
-    return GENERATORS.get(values["type"]).target(values, image_size, num_classes, device, channels)
+                    channels: int = 1, class_names: tuple[str, ...] | None = None) -> Generator:
+    """CHANNELS: 1 gray, 3 colour; CLASS_NAMES: the data set's classes in label order (default FER2013's first
+    NUM_CLASSES)."""
+    from fercore.labels import CLASSES
+
+    gen = GENERATORS.get(values["type"]).target(values, image_size, num_classes, device, channels)
+    names = tuple(class_names) if class_names is not None else CLASSES[:num_classes]
+    if len(names) == num_classes:
+        gen.class_names = names
+    return gen
 
 
 # Register the built-in types: each module's decorator adds its type (a new type adds its module here).

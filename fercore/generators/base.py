@@ -59,6 +59,8 @@ class Generator(ABC):
         self.num_classes = num_classes
         self.device = device
         self.channels = channels
+        # The data set's classes, label order (build_generator sets them): what a type that reads class names uses.
+        self.class_names: tuple[str, ...] = tuple(f"class{i}" for i in range(num_classes))
 
     @abstractmethod
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, on_step: StepHook | None = None) -> None:

@@ -2,7 +2,8 @@
 
 002_8bd063b910fbcebc.txt topped up FER2013 and RAF-DB with Stable Diffusion images drawn from prompts per class.
 Such images, generated on another machine, are laid out one folder per class under generator.path (`happy/`,
-`happiness/`, `Sad/`, ...; names and aliases as in `fercore.labels.canonical_class`; subfolders are searched, hidden
+`happiness/`, `Sad/`, ...: the data set's class names, FER2013's through the aliases of
+`fercore.labels.canonical_class`; subfolders are searched, hidden
 and stray top-level files ignored), and this type reads them once in fit() -- gray or RGB as the data set is,
 resized to its size, with the same threaded reader as the class-per-folder data sets -- and draws from them in sample().
 
@@ -21,7 +22,7 @@ from fercore.errors import ConfigError, DataError
 from fercore.generators import GENERATORS
 from fercore.generators.base import Generator, StepHook
 from fercore.images import empty_images, image_shape
-from fercore.labels import CLASS_INDEX, CLASSES, canonical_class
+from fercore.labels import canonical_class
 from fercore.params import Param
 
 EXPECTED = "a folder with one subfolder of images per class, e.g. ROOT/happy/*.png, ROOT/sad/*.jpg"
@@ -44,14 +45,17 @@ class FolderImages(Generator):
         if not root.is_dir():
             raise DataError(f"generator.path: {root} is not a folder; expected {EXPECTED}")
         paths: list[list[Path]] = [[] for _ in range(self.num_classes)]
+        index = {c: i for i, c in enumerate(self.class_names)}  # the data set's classes
         for class_dir in _visible(root):
             if not class_dir.is_dir():
                 continue  # A README or prompt list beside the class folders is not an image.
-            cls = canonical_class(class_dir.name)
-            if cls is None or CLASS_INDEX[cls] >= self.num_classes:
-                raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; expected one of "
-                                f"{', '.join(CLASSES[:self.num_classes])} (or an alias such as anger, happiness, sadness)")
-            paths[CLASS_INDEX[cls]] += sorted(_walk_files(class_dir))  # Alias folders of one class are merged.
+            name = class_dir.name.strip().lower()
+            cls = canonical_class(name) or name
+            if cls not in index:
+                raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; expected one of the data "
+                                f"set's classes {', '.join(self.class_names)} (or an alias such as anger, happiness, "
+                                "sadness)")
+            paths[index[cls]] += sorted(_walk_files(class_dir))  # Alias folders of one class are merged.
         if not any(paths):
             raise DataError(f"{root}: no images found; expected {EXPECTED}")
         self.images = [read_images(p, self.image_size, self.channels) for p in paths]
@@ -74,8 +78,8 @@ class FolderImages(Generator):
         if n <= 0:
             return empty_images(self.image_size, self.channels)
         if len(pool) == 0:
-            have = ", ".join(f"{CLASSES[c]} {len(p)}" for c, p in enumerate(pools))
-            raise DataError(f"{self.values['path']}: no images of class {CLASSES[label]!r} to draw {n} from "
+            have = ", ".join(f"{self.class_names[c]} {len(p)}" for c, p in enumerate(pools))
+            raise DataError(f"{self.values['path']}: no images of class {self.class_names[label]!r} to draw {n} from "
                             f"(images per class: {have}); add a folder for it")
         rng = np.random.default_rng(seed)
         repeats, rest = divmod(n, len(pool))

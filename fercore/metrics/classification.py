@@ -1,6 +1,13 @@
 """Classification metrics from labels and predicted probabilities, computed with scikit-learn, named for result rows:
-`<split>_<metric>` (test_macro_f1, test_recall_disgust, ...)."""
+`<split>_<metric>` (test_macro_f1, test_recall_disgust, ...).
+
+Macro figures are over the classes PRESENT in the split (at least one true image): a class with no image in it has
+no recall or F1 (NaN), is listed in `<split>_absent_classes`, and is left out of macro-F1 and its intervals, rather
+than counted as an F1 of 0 that would say nothing about the classifier.
+"""
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
@@ -9,24 +16,34 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 from fercore.labels import CLASSES
 
 
+def present_classes(y_true: np.ndarray, num_classes: int) -> np.ndarray:
+    """Boolean mask of the classes with at least one true image in Y_TRUE: the ones macro figures average over."""
+    return np.bincount(np.asarray(y_true, dtype=np.int64), minlength=num_classes)[:num_classes] > 0
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, split: str,
-                           class_names: tuple[str, ...] = CLASSES, proba: np.ndarray | None = None) -> dict[str, float]:
+                           class_names: tuple[str, ...] = CLASSES, proba: np.ndarray | None = None) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro- and weighted-F1, per-class precision / recall / F1 and, given
-    probabilities, macro one-vs-rest AUROC (004)."""
+    probabilities, macro one-vs-rest AUROC (004). A class with no image in Y_TRUE has NaN per-class figures, is
+    named in `<split>_absent_classes` (comma-separated, '' when none) and is left out of the macro mean."""
     labels = np.arange(len(class_names))
+    present = present_classes(y_true, len(class_names))
+    nan = float("nan")
     out = {
-        f"{split}_accuracy": float(accuracy_score(y_true, y_pred)),
-        f"{split}_balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else float("nan"),
-        f"{split}_macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        f"{split}_accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else nan,
+        f"{split}_balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else nan,
+        f"{split}_macro_f1": float(f1_score(y_true, y_pred, labels=labels[present], average="macro", zero_division=0))
+        if present.any() else nan,
         f"{split}_weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
     }
     if proba is not None:
         out[f"{split}_auroc"] = macro_auroc(y_true, proba)
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     for i, name in enumerate(class_names):
-        out[f"{split}_precision_{name}"] = float(precision[i])
-        out[f"{split}_recall_{name}"] = float(recall[i])
-        out[f"{split}_f1_{name}"] = float(f1[i])
+        out[f"{split}_precision_{name}"] = float(precision[i]) if present[i] else nan
+        out[f"{split}_recall_{name}"] = float(recall[i]) if present[i] else nan
+        out[f"{split}_f1_{name}"] = float(f1[i]) if present[i] else nan
+    out[f"{split}_absent_classes"] = ",".join(n for n, p in zip(class_names, present) if not p)
     return out
 
 
@@ -50,13 +67,18 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLA
     return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
-def macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
-    """Macro-F1 of confusion matrices (..., K, K), rows true, columns predicted; a class with no true and no
-    predicted image scores 0, as scikit-learn's f1_score(labels=range(K), zero_division=0)."""
+def macro_f1_from_confusion(cm: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """Macro-F1 of confusion matrices (..., K, K), rows true, columns predicted, averaged over the classes of the
+    boolean mask PRESENT (default: all K); a class with no true and no predicted image scores 0, as scikit-learn's
+    f1_score(labels=<those classes>, zero_division=0). Resamples pass the whole split's present classes, so each
+    resample averages over the same classes as the point figure."""
     k = cm.shape[-1]
     tp = cm[..., np.arange(k), np.arange(k)]
     denom = cm.sum(-1) + cm.sum(-2)  # (tp + fn) + (tp + fp)
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean(-1)
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    if present is None:
+        return f1.mean(-1)
+    return f1[..., present].mean(-1) if present.any() else np.full(f1.shape[:-1], np.nan)
 
 
 def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, split: str, num_classes: int = len(CLASSES),
@@ -75,7 +97,8 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, split: str, num_
     acc = (t == p).mean(1)
     k = num_classes
     flat = (t * k + p) + (np.arange(resamples)[:, None] * k * k)
-    macro = macro_f1_from_confusion(np.bincount(flat.ravel(), minlength=resamples * k * k).reshape(resamples, k, k))
+    macro = macro_f1_from_confusion(np.bincount(flat.ravel(), minlength=resamples * k * k).reshape(resamples, k, k),
+                                    present_classes(y_true, k))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return {f"{split}_accuracy_ci_low": float(np.percentile(acc, lo)), f"{split}_accuracy_ci_high": float(np.percentile(acc, hi)),
             f"{split}_macro_f1_ci_low": float(np.percentile(macro, lo)),

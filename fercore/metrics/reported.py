@@ -1,11 +1,16 @@
 """The names a trial reports before its test split is read: what a sweep may optimise (its objectives), in one place.
 
 Every epoch: the training loss, the learning rate and the validation split's classification figures (fercore.train
-measures them with fercore.metrics.classification, per class for the canonical classes). Once, at the end: the
-trial's costs in seconds. tests/test_sweep_objectives.py checks EPOCH_FIGURES against what an epoch really reports.
+measures them with fercore.metrics.classification, per class for the data set's classes). Once, at the end: the
+trial's costs in seconds. A sweep file is read before its data set: a per-class name (val_recall_<class>) is taken
+for any well-formed class name then, and checked against the data set's classes once it is loaded
+(check_class_objectives). tests/test_sweep_objectives.py checks EPOCH_FIGURES against what an epoch really reports.
 """
 from __future__ import annotations
 
+import re
+
+from fercore.errors import ConfigError
 from fercore.labels import CLASSES
 
 # The validation split's figures of every epoch: val_<figure>, and val_<figure>_<class> for each class.
@@ -29,8 +34,30 @@ def objectives(class_names: tuple[str, ...] = CLASSES) -> tuple[str, ...]:
     return epoch_metrics(class_names) + COSTS
 
 
+_CLASS_FIGURE = re.compile(r"val_(" + "|".join(EPOCH_CLASS_FIGURES) + r")_([a-z0-9_]+)")
+
+
+def is_epoch_metric(name: str) -> bool:
+    """Whether every epoch reports NAME, for some data set: the overall figures, or a per-class one of any class."""
+    return name in epoch_metrics() or bool(_CLASS_FIGURE.fullmatch(name))
+
+
+def is_objective(name: str) -> bool:
+    """Whether NAME may be a sweep's metric, for some data set (per-class names are checked once the data is known)."""
+    return is_epoch_metric(name) or name in COSTS
+
+
+def check_class_objectives(metrics, class_names: tuple[str, ...]) -> None:
+    """A ConfigError naming `metric` when a per-class objective names a class the data set lacks."""
+    for m in metrics:
+        found = _CLASS_FIGURE.fullmatch(m)
+        if found and found.group(2) not in class_names:
+            raise ConfigError(f"metric: {m}: the data set has no class {found.group(2)!r}; its classes are "
+                              f"{', '.join(class_names)}")
+
+
 def objectives_text() -> str:
     """The valid objectives in one line, the per-class ones written once with <class>."""
     per_class = ", ".join(f"val_{f}_<class>" for f in EPOCH_CLASS_FIGURES)
-    return (", ".join(EPOCH_TRAINING + tuple(f"val_{f}" for f in EPOCH_FIGURES)) + f", {per_class} (<class>: "
-            f"{', '.join(CLASSES)}), " + ", ".join(COSTS))
+    return (", ".join(EPOCH_TRAINING + tuple(f"val_{f}" for f in EPOCH_FIGURES)) + f", {per_class} (<class>: a "
+            f"class of the data set, e.g. {', '.join(CLASSES)}), " + ", ".join(COSTS))

@@ -5,27 +5,29 @@ Pairing matters: the two models share the test images, so most of the sampling n
 too. Each resample draws test indices with replacement once and scores BOTH models on it; the interval is the
 2.5th-97.5th percentile of the per-resample differences, usually far narrower than two separate intervals suggest.
 
-The point figures are differences of `classification_metrics` rows (scikit-learn, labels = every class,
-zero_division=0), so uplift_test_macro_f1 == augmented test_macro_f1 - baseline test_macro_f1 exactly. In that
-definition a class absent from y_true (and never predicted) has F1 0 and recall 0 for both models, so it adds 0 to
-the uplift and still counts in the macro mean; its recall uplift reads 0, which is no evidence either way. Each
-resample's macro-F1 uses the same definition, from confusion counts built with one np.bincount (as
-`bootstrap_intervals` does): 1,000 resamples of 7,000 test images take a fraction of a second.
+The point figures are differences of `classification_metrics` rows (scikit-learn, labels = the classes present in
+y_true, zero_division=0), so uplift_test_macro_f1 == augmented test_macro_f1 - baseline test_macro_f1 exactly. A
+class absent from y_true is left out of the macro mean and its recall uplift is NaN (no evidence either way). Each
+resample's macro-F1 uses the same definition over the same classes (those present in the whole split), from
+confusion counts built with one np.bincount (as `bootstrap_intervals` does): 1,000 resamples of 7,000 test images
+take a fraction of a second.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from fercore.labels import CLASSES
-from fercore.metrics.classification import classification_metrics, macro_f1_from_confusion
+from fercore.metrics.classification import classification_metrics, macro_f1_from_confusion, present_classes
 
 RESAMPLES_PER_CHUNK = 100  # bounds memory: 100 x n indices at a time
 
 
 def paired_bootstrap_macro_f1(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, num_classes: int,
                               resamples: int = 1000, seed: int = 0) -> np.ndarray:
-    """macro-F1(b) - macro-F1(a) on each of `resamples` resamples of the test indices, shape (resamples,)."""
+    """macro-F1(b) - macro-F1(a) on each of `resamples` resamples of the test indices, shape (resamples,); the macro
+    mean is over the classes present in Y_TRUE."""
     k = num_classes
+    present = present_classes(y_true, k)
     # One code per image for the (true, a, b) triple: a resample's K^3 counts give both confusion matrices.
     code = (y_true.astype(np.int64) * k + pred_a) * k + pred_b
     rng = np.random.default_rng(seed)
@@ -36,7 +38,8 @@ def paired_bootstrap_macro_f1(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np
         idx = rng.integers(0, n, size=(r, n))
         flat = code[idx] + np.arange(r)[:, None] * k ** 3
         counts = np.bincount(flat.ravel(), minlength=r * k ** 3).reshape(r, k, k, k)  # (true, a, b)
-        diffs[start:start + r] = macro_f1_from_confusion(counts.sum(2)) - macro_f1_from_confusion(counts.sum(3))
+        diffs[start:start + r] = (macro_f1_from_confusion(counts.sum(2), present)
+                                  - macro_f1_from_confusion(counts.sum(3), present))
     return diffs
 
 

@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fercore.labels import CLASSES
 from fercore.numbers import finite
 from fercore.report import plots
 from fercore.report.importance import param_importances, pareto_front
 from fercore.report.outcomes import config_cells, plural
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
-    DASH, Results, augmented, best_by, confusion_matrix, fmt, fmt_count, fmt_value, group_labels, has_column,
-    num, uplift_trials, used_synthetic)
+    DASH, Results, augmented, best_by, confusion_matrix, data_classes, fmt, fmt_count, fmt_value, group_labels,
+    has_column, num, uplift_trials, used_synthetic)
 from fercore.sections import DESCRIBED
 
 MAX_EMBEDDING_PANELS = 4
@@ -40,12 +39,13 @@ def confusion_section(res: Results, out: Path) -> list[Block]:
     done = res.completed
     done = done[done["trial_id"].isin(set(res.confusion["trial_id"]))]
     aug = augmented(done)
+    classes = data_classes(done)
     panels, picked = [], []
     for label, part in (("Best real-only", done[~aug]), ("Best augmented", done[aug])):
         row = best_by(part, res.selection)
         if row is None:
             continue
-        matrix = confusion_matrix(res.confusion, row["trial_id"])
+        matrix = confusion_matrix(res.confusion, row["trial_id"], classes)
         name = (f"{label}: trial {row['trial_id']} ({_describe(row)})\n{res.selection[0]} "
                 f"{fmt(row.get(res.selection[0]))}, test macro-F1 {fmt(row.get('test_macro_f1'))}")
         panels.append((name, matrix))
@@ -56,7 +56,7 @@ def confusion_section(res: Results, out: Path) -> list[Block]:
     if len(picked) == 2:
         change = recalls[1] - recalls[0]
         i = int(np.argmax(np.abs(change)))
-        title = (f"Best augmented vs best real-only trial: {CLASSES[i]} recall {recalls[0][i]:.2f} -> "
+        title = (f"Best augmented vs best real-only trial: {classes[i]} recall {recalls[0][i]:.2f} -> "
                  f"{recalls[1][i]:.2f}, the largest change of any class" if change[i] else
                  "The best augmented and the best real-only trial have the same recall in every class")
     else:
@@ -64,8 +64,8 @@ def confusion_section(res: Results, out: Path) -> list[Block]:
         off = m / np.maximum(m.sum(1, keepdims=True), 1)
         np.fill_diagonal(off, -1)
         i, j = np.unravel_index(np.argmax(off), off.shape)
-        title = f"{picked[0][0]} trial: {CLASSES[i]} most often taken for {CLASSES[j]} ({off[i, j]:.0%})"
-    plots.confusion_pair(panels, out / "confusion.png", title)
+        title = f"{picked[0][0]} trial: {classes[i]} most often taken for {classes[j]} ({off[i, j]:.0%})"
+    plots.confusion_pair(panels, out / "confusion.png", title, classes)
     missing = "" if len(picked) == 2 else (
         " The sweep has no completed augmented trial with confusion counts." if picked[0][0].endswith("real-only")
         else " The sweep has no completed real-only trial with confusion counts.")

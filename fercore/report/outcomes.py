@@ -369,6 +369,15 @@ def epochs_section(res: Results, out: Path) -> list[Block]:
                      Image("best_epoch.png", "early-stopping epoch with and without synthetic images", title + ".")]
 
 
+def _absent_note(done: pd.DataFrame) -> str:
+    """A sentence naming the classes with no test image (test_absent_classes), which macro figures leave out."""
+    if "test_absent_classes" not in done:
+        return ""
+    absent = sorted({c for text in done["test_absent_classes"].dropna() for c in str(text).split(",") if c})
+    return (f" The test split has no image of {', '.join(absent)}: no recall is shown for it and macro-F1, its "
+            "intervals and the uplifts are over the other classes." if absent else "")
+
+
 def recall_section(res: Results, out: Path) -> list[Block]:
     blocks: list[Block] = [Heading("5. Per-class test recall by augmentation setting")]
     table, counts, merged = recall_by_setting(res.completed)
@@ -385,7 +394,8 @@ def recall_section(res: Results, out: Path) -> list[Block]:
                   + (f" With no real-only trial in the sweep, '{PAIRED_BASELINE}' is the real-only baselines the "
                      "augmented trials were paired with (test recall minus its uplift, each baseline once)."
                      if PAIRED_BASELINE in table.columns else "")
-                  + (" The sweep has too many such settings to show: columns are policies here." if merged else "")),
+                  + (" The sweep has too many such settings to show: columns are policies here." if merged else "")
+                  + _absent_note(res.completed)),
         Table(columns, rows, caption="Mean test recall per class and augmentation setting"),
         Image("recall_by_setting.png", "heatmap of mean test recall per class and setting", title + ".")]
 

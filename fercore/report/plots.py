@@ -202,13 +202,14 @@ def recall_heatmap(table: pd.DataFrame, counts: dict[str, int], path: Path, titl
     _save(fig, path, title)
 
 
-def confusion_pair(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -> None:
-    """One row-normalised confusion matrix per panel, counts written in the cells."""
+def confusion_pair(panels: list[tuple[str, np.ndarray]], path: Path, title: str,
+                   classes: tuple[str, ...] = CLASSES) -> None:
+    """One row-normalised confusion matrix per panel, counts written in the cells; CLASSES: the data set's."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 0.8, 5.4), squeeze=False,
                              layout="constrained")
     for ax, (name, matrix) in zip(axes[0], panels):
-        im = draw_confusion(ax, matrix)
+        im = draw_confusion(ax, matrix, classes)
         ax.grid(False)
         ax.set_title(name, fontsize=9)
     fig.colorbar(im, ax=list(axes[0]), label="share of the true class's test images", shrink=0.8)
@@ -250,20 +251,25 @@ def embedding_panels(panels: list[tuple[str, pd.DataFrame]], path: Path, title: 
     cols = min(len(panels), 2)
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 4.4 * rows), squeeze=False)
+    # FER2013's classes keep their colours; a data set's other classes (contempt, ...) take the next free ones.
+    seen = set().union(*(set(pts["class"].astype(str)) for _, pts in panels)) if panels else set()
+    classes = [c for c in CLASSES if c in seen] + sorted(seen - set(CLASSES))
+    spare = ["#bcbd22", "#17becf", "#8c564b", "#000080", "#808000"]
+    colours = {**{c: spare[i % len(spare)] for i, c in enumerate(sorted(seen - set(CLASSES)))}, **CLASS_COLOURS}
     for ax, (name, pts) in zip(axes.ravel(), panels):
         # Every real point first, so no class's real dots hide another's synthetic crosses.
         for source, marker, size, alpha in (("real", "o", 10, 0.4), ("synthetic", "x", 20, 0.9)):
-            for c in CLASSES:
+            for c in classes:
                 part = pts[(pts["class"] == c) & (pts["source"] == source)]
                 if not part.empty:
-                    ax.scatter(part["x"], part["y"], marker=marker, s=size, alpha=alpha, color=CLASS_COLOURS[c],
+                    ax.scatter(part["x"], part["y"], marker=marker, s=size, alpha=alpha, color=colours[c],
                                linewidths=1)
         ax.set_title(name)
         ax.set_xlabel("PC 1 of real features")
         ax.set_ylabel("PC 2 of real features")
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], marker="o", linestyle="", color=CLASS_COLOURS[c], label=c) for c in CLASSES]
+    handles = [Line2D([], [], marker="o", linestyle="", color=colours[c], label=c) for c in classes]
     handles += [Line2D([], [], marker="o", linestyle="", color="black", label="real (dot)"),
                 Line2D([], [], marker="x", linestyle="", color="black", label="synthetic (cross)")]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="class / source")

@@ -330,12 +330,23 @@ def uplift_groups(aug: pd.DataFrame, key: str, objective: tuple[str, str] = DEFA
     return pd.DataFrame(rows)
 
 
+def data_classes(df: pd.DataFrame) -> tuple[str, ...]:
+    """The data set's classes of a trials table: its `classes` column (comma-separated, per trial; several data sets'
+    classes in order of first appearance), else FER2013's for a table written before trials recorded them."""
+    if "classes" not in df:
+        return CLASSES
+    names: dict[str, None] = {}
+    for text in df["classes"].dropna().unique():
+        names.update(dict.fromkeys(c for c in str(text).split(",") if c))
+    return tuple(names) or CLASSES
+
+
 def class_uplift(aug: pd.DataFrame) -> pd.DataFrame:
     """Per class: mean uplift of test recall across AUG's trials, how many gained / lost, the mean gain of test
     recall over the oversampling control (NaN when not measured), and the mean real and synthetic training images
     of the class."""
     rows = []
-    for c in CLASSES:
+    for c in data_classes(aug):
         up = num(aug, f"uplift_test_recall_{c}")
         rows.append({"class": c, "trials": int(up.notna().sum()), "mean": up.mean(), "gained": int((up > 0).sum()),
                      "lost": int((up < 0).sum()), "control": num(aug, f"gain_control_test_recall_{c}").mean(),
@@ -347,15 +358,16 @@ def class_uplift(aug: pd.DataFrame) -> pd.DataFrame:
 def recall_by_setting(done: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], bool]:
     """Mean test recall per class (rows) and augmentation setting (columns), each setting's trial count, and whether
     settings were merged per policy (a sampled real_ratio or target makes nearly every trial its own setting)."""
-    if done.empty or not any(f"test_recall_{c}" in done for c in CLASSES):
+    classes = data_classes(done)
+    if done.empty or not any(f"test_recall_{c}" in done for c in classes):
         return pd.DataFrame(), {}, False
     labels = done.apply(setting_label, axis=1)
     merged = labels.nunique() > MAX_SETTINGS
     if merged:
         labels = labels.where(labels == REAL_ONLY, group_labels(done, "augment.policy", "synthetic"))
     order = sorted(labels.unique(), key=setting_sort_key)
-    table = pd.DataFrame({s: [num(done[labels == s], f"test_recall_{c}").mean() for c in CLASSES] for s in order},
-                         index=list(CLASSES))
+    table = pd.DataFrame({s: [num(done[labels == s], f"test_recall_{c}").mean() for c in classes] for s in order},
+                         index=list(classes))
     counts = {s: int((labels == s).sum()) for s in order}
     if REAL_ONLY not in counts:
         baseline, n = paired_baseline_recall(done)
@@ -370,12 +382,16 @@ def paired_baseline_recall(done: pd.DataFrame) -> tuple[list[float], int]:
     distinct baselines there were: a trial's baseline recall is its test_recall minus its uplift_test_recall
     (exactly, on the same test images), each baseline (baseline_key) counted once. A sweep of augmented trials
     only thus still has report 002's "Original" column."""
-    needed = [f"uplift_test_recall_{c}" for c in CLASSES] + [f"test_recall_{c}" for c in CLASSES]
+    classes = data_classes(done)
+    needed = [f"uplift_test_recall_{c}" for c in classes] + [f"test_recall_{c}" for c in classes]
     if "baseline_key" not in done or not all(c in done for c in needed):
         return [], 0
-    rows = done[done["baseline_key"].notna() & done[f"uplift_test_recall_{CLASSES[0]}"].notna()]
+    # A baseline was paired when the trial has its accuracy uplift (a class's recall uplift is NaN when absent).
+    paired = num(done, "uplift_test_accuracy").notna() if "uplift_test_accuracy" in done else \
+        done[f"uplift_test_recall_{classes[0]}"].notna()
+    rows = done[done["baseline_key"].notna() & paired]
     rows = rows.drop_duplicates("baseline_key")
-    return [(num(rows, f"test_recall_{c}") - num(rows, f"uplift_test_recall_{c}")).mean() for c in CLASSES], len(rows)
+    return [(num(rows, f"test_recall_{c}") - num(rows, f"uplift_test_recall_{c}")).mean() for c in classes], len(rows)
 
 
 def share_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -393,15 +409,16 @@ def share_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     return df.groupby(["backbone", "share"]).agg(f1=("f1", "mean"), trials=("f1", "size")).reset_index(), step
 
 
-def confusion_matrix(conf: pd.DataFrame, trial_id: str) -> np.ndarray | None:
-    """The 7 x 7 test confusion counts (rows true, columns predicted) of a trial, or None when absent."""
+def confusion_matrix(conf: pd.DataFrame, trial_id: str, classes: tuple[str, ...] = CLASSES) -> np.ndarray | None:
+    """The K x K test confusion counts (rows true, columns predicted, in the order of CLASSES, the trial's data
+    set's classes) of a trial, or None when absent."""
     if conf.empty or "trial_id" not in conf:
         return None
     part = conf[conf["trial_id"] == trial_id]
     if part.empty:
         return None
-    index = {c: i for i, c in enumerate(CLASSES)}
-    matrix = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
+    index = {c: i for i, c in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for t, p, n in zip(part["true"], part["predicted"], part["count"]):
         if t in index and p in index:
             matrix[index[t], index[p]] += int(n)

@@ -2,8 +2,9 @@
 derived from the trial rows (whole, or kept up to date one trial at a time), and which row keys are result figures
 or learning curves.
 
-Per-class figures are found by name, not by a list: a row key that contains exactly one class of
-fercore.labels.CLASSES as a whole `_`-separated word, after at least one other word, is that class's figure, and
+Per-class figures are found by name, not by a list: a row key that contains exactly one class of the data set's
+classes (the row's `classes` key, comma-separated; fercore.labels.CLASSES for a row without it) as whole
+`_`-separated words, after at least one other word, is that class's figure, and
 its column in per_class.parquet is the key without the class: test_recall_disgust -> test_recall,
 gen_fid_disgust -> gen_fid, n_train_synthetic_disgust -> n_train_synthetic, and a per-class interval such as
 test_recall_disgust_ci_low -> test_recall_ci_low. So a new per-class metric appears without a change here. Config
@@ -12,6 +13,8 @@ keys (dotted) are never figures; a key naming two classes (a pairwise figure) is
 from __future__ import annotations
 
 from typing import Any, Iterable
+
+import re
 
 import numpy as np
 
@@ -29,33 +32,50 @@ SWEEP_RECORD = "sweep.json"  # what the sweep asked for, written by fercore.swee
 SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
 
 
-def class_figure(key: str) -> tuple[str, str] | None:
+# A split's per-class classification figure (val_recall_<class>, uplift_test_f1_<class>, ...), whatever the class:
+# known as one even where the data set's classes are not at hand (an epoch's report).
+_CLASS_FIGURE = re.compile(r"(^|_)(train|val|test)_(precision|recall|f1)_[a-z0-9]")
+
+
+def row_classes(row: dict[str, Any]) -> tuple[str, ...]:
+    """The classes a result row's per-class figures are named by: its `classes` key, else FER2013's."""
+    text = row.get("classes")
+    return tuple(c for c in text.split(",") if c) if isinstance(text, str) and text else CLASSES
+
+
+def class_figure(key: str, classes: tuple[str, ...] = CLASSES) -> tuple[str, str] | None:
     """('test_recall', 'disgust') for test_recall_disgust; None for an overall figure, a config key, or a key that
-    names no class or two of them."""
+    names no class of CLASSES or two of them."""
     if "." in key:
         return None
-    words = key.split("_")
-    found = [i for i, w in enumerate(words) if w in CLASSES]
-    if len(found) != 1 or found[0] == 0:
+    padded = f"_{key}_"
+    found = [c for c in classes if f"_{c}_" in padded[1:] and not key.startswith(f"{c}_")]
+    # A class whose name is part of another's found there (happy in very_happy) is that other class.
+    found = [c for c in found if not any(c != o and f"_{c}_" in f"_{o}_" for o in found)]
+    if len(found) != 1:
         return None
-    i = found[0]
-    return "_".join(words[:i] + words[i + 1:]), words[i]
+    c = found[0]
+    i = padded.index(f"_{c}_", 1)
+    return (padded[1:i] + padded[i + len(c) + 1:-1]).strip("_").replace("__", "_"), c
 
 
-def names_a_class(key: str) -> bool:
-    return any(w in CLASSES for w in key.split("_"))
+def names_a_class(key: str, classes: tuple[str, ...] = CLASSES) -> bool:
+    words = f"_{key}_"
+    return any(f"_{c}_" in words for c in classes) or bool(_CLASS_FIGURE.search(key))
 
 
 def per_class_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per_class.parquet rows of one trial row: one per class that has at least one figure, in CLASSES order."""
+    """The per_class.parquet rows of one trial row: one per class that has at least one figure, in the order of
+    the row's classes."""
+    classes = row_classes(row)
     figures: dict[str, dict[str, Any]] = {}
     for key, value in row.items():
         if not is_number(value):
             continue
-        found = class_figure(key)
+        found = class_figure(key, classes)
         if found:
             figures.setdefault(found[1], {})[found[0]] = value
-    return [{"trial_id": row["trial_id"], "class": c, **figures[c]} for c in CLASSES if c in figures]
+    return [{"trial_id": row["trial_id"], "class": c, **figures[c]} for c in classes if c in figures]
 
 
 def generator_row(key: str, source: dict[str, Any], built: bool, trials: int, cache_hits: int) -> dict[str, Any]:
@@ -68,7 +88,8 @@ def generator_row(key: str, source: dict[str, Any], built: bool, trials: int, ca
         "data_fingerprint": source.get("data_fingerprint"),
         "data.image_size": source.get("data.image_size"),
         "seed": source.get("seed"),
-        **{k: v for k, v in source.items() if k.startswith("gen_") and is_number(v) and not names_a_class(k)},
+        **{k: v for k, v in source.items()
+           if k.startswith("gen_") and is_number(v) and not names_a_class(k, row_classes(source))},
         "generator_seconds": seconds,
         # Its cost per trial that used it: what a trial's row cannot say (generator_seconds is 0-ish on a cache hit).
         "generator_seconds_amortised": seconds / trials if seconds is not None and trials else None,
@@ -183,12 +204,12 @@ RESULT_PREFIXES = ("val_", "test_", "uplift_", "gen_", "filter_acceptance", "lea
 RESULT_KEYS = ("train_seconds", "generator_seconds", "classifier_seconds")
 
 
-def is_result_metric(key: str) -> bool:
-    return (key.startswith(RESULT_PREFIXES) or key in RESULT_KEYS) and not names_a_class(key)
+def is_result_metric(key: str, classes: tuple[str, ...] = CLASSES) -> bool:
+    return (key.startswith(RESULT_PREFIXES) or key in RESULT_KEYS) and not names_a_class(key, classes)
 
 
-def is_curve(key: str) -> bool:
+def is_curve(key: str, classes: tuple[str, ...] = CLASSES) -> bool:
     """Per-epoch learning curves: overall train_ and val_ figures and the learning rate. Totals reported once
     (train_seconds) and whatever the last epoch's report carries beyond its epoch (test_, gen_ ...) are not."""
     return key == "lr" or (key.startswith(("train_", "val_")) and not key.endswith("_seconds")
-                           and not names_a_class(key))
+                           and not names_a_class(key, classes))

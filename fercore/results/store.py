@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from fercore.labels import CLASSES
 from fercore.results.parts import PartedTable, by_runs, compact_table, restore_interrupted_migration
 from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, PREDICTIONS, SOURCES,
-                                  TRIALS, GeneratorUse, per_class_rows, scalars)
+                                  TRIALS, GeneratorUse, per_class_rows, row_classes, scalars)
 
 # Each table's key: the columns whose values name the rows that a trial recorded again replaces.
 TABLE_KEYS = {TRIALS: ("trial_id",), EPOCHS: ("trial_id", "epoch"), PER_CLASS: ("trial_id",),
@@ -75,12 +75,14 @@ class ResultsStore:
     def add_artifacts(self, trial_id: str, artifacts: dict[str, Any]) -> None:
         """The trial's test confusion matrix (rows true, columns predicted), embedding points and per-image test
         predictions, when it has them."""
+        # The data set's classes, which the class ids of these artifacts index (FER2013's for an older trial).
+        classes = tuple(artifacts.get("classes") or row_classes(self.trials.get(trial_id, {})))
         if artifacts.get("predictions") is not None:
-            self.tables[PREDICTIONS].put((trial_id,), predictions_table(trial_id, artifacts["predictions"]))
+            self.tables[PREDICTIONS].put((trial_id,), predictions_table(trial_id, artifacts["predictions"], classes))
         if "confusion" in artifacts:
             matrix = np.asarray(artifacts["confusion"])
             self.tables[CONFUSION].put((trial_id,), [
-                {"trial_id": trial_id, "true": CLASSES[i], "predicted": CLASSES[j], "count": int(matrix[i, j])}
+                {"trial_id": trial_id, "true": classes[i], "predicted": classes[j], "count": int(matrix[i, j])}
                 for i in range(matrix.shape[0]) for j in range(matrix.shape[1])])
         points = artifacts.get("embedding")
         if points is not None and len(points.get("x", ())):
@@ -89,7 +91,7 @@ class ResultsStore:
                 "trial_id": pa.array([trial_id] * n, pa.string()),
                 "source": pa.array(np.asarray(SOURCES, dtype=object)[np.asarray(points["source"], dtype=int)],
                                    pa.string()),
-                "class": pa.array(np.asarray(CLASSES, dtype=object)[np.asarray(points["label"], dtype=int)],
+                "class": pa.array(np.asarray(classes, dtype=object)[np.asarray(points["label"], dtype=int)],
                                   pa.string()),
                 "x": pa.array(np.asarray(points["x"], dtype=np.float64)),
                 "y": pa.array(np.asarray(points["y"], dtype=np.float64))}))
@@ -109,22 +111,22 @@ class ResultsStore:
         compact(self.folder)
 
 
-def predictions_table(trial_id: str, predictions: dict[str, Any]) -> pa.Table:
+def predictions_table(trial_id: str, predictions: dict[str, Any], classes: tuple[str, ...] = CLASSES) -> pa.Table:
     """A trial's rows of predictions.parquet, from its artifacts["predictions"] ({"index": test index, "true" and
     "predicted": class ids, "proba": n x classes}): trial_id, index, true, predicted (class names), and p_<class>,
     each class's probability, so two trials are compared image by image (paired) after the sweep."""
     index = np.asarray(predictions["index"], dtype=np.int64)
     proba = np.asarray(predictions["proba"], dtype=np.float32).reshape(len(index), -1)
-    if proba.shape[1] > len(CLASSES):
+    if proba.shape[1] > len(classes):
         raise ValueError(f"predictions: {proba.shape[1]} class probabilities per image, but there are "
-                         f"{len(CLASSES)} classes")
-    names = np.asarray(CLASSES, dtype=object)
+                         f"{len(classes)} classes")
+    names = np.asarray(classes, dtype=object)
     return pa.table({
         "trial_id": pa.array([trial_id] * len(index), pa.string()),
         "index": pa.array(index),
         "true": pa.array(names[np.asarray(predictions["true"], dtype=int)], pa.string()),
         "predicted": pa.array(names[np.asarray(predictions["predicted"], dtype=int)], pa.string()),
-        **{f"p_{c}": pa.array(proba[:, i]) for i, c in enumerate(CLASSES[:proba.shape[1]])}})
+        **{f"p_{c}": pa.array(proba[:, i]) for i, c in enumerate(classes[:proba.shape[1]])}})
 
 
 def compact(folder: str | Path) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from fercore.labels import CLASSES
 from fercore.numbers import finite
-from fercore.results.rows import is_curve, is_result_metric
+from fercore.results.rows import is_curve, is_result_metric, row_classes
 
 
 class TensorBoardWriter:
@@ -53,14 +53,16 @@ class TensorBoardWriter:
         for summary in _session_summaries(hp, status):
             w.file_writer.add_summary(summary)
         step = int(final.get("epochs_run", 0) or 0)
+        classes = tuple(artifacts.get("classes") or row_classes(final))  # the data set's classes
         for k, v in final.items():
-            if is_result_metric(k) and finite(v):
+            if is_result_metric(k, classes) and finite(v):
                 w.add_scalar(f"result/{k}", float(v), step)
         if "samples_png" in artifacts:
             grid = _png_to_array(artifacts["samples_png"])
             w.add_image("samples/per_class_rows", grid, 0, dataformats="HW" if grid.ndim == 2 else "HWC")
         if "confusion" in artifacts:
-            w.add_image("confusion/test", confusion_image(np.asarray(artifacts["confusion"])), 0, dataformats="HWC")
+            w.add_image("confusion/test", confusion_image(np.asarray(artifacts["confusion"]), classes), 0,
+                        dataformats="HWC")
         w.flush()
         w.close()
         self._writers.pop(trial_id, None)

@@ -28,6 +28,7 @@ from fercore.atomic import atomic_write  # noqa: E402
 from fercore.cache import CacheStore  # noqa: E402
 from fercore.config import resolve  # noqa: E402
 from fercore.data import FaceSet, load_configured  # noqa: E402
+from fercore.metrics.reported import check_class_objectives  # noqa: E402
 from fercore.errors import UserError  # noqa: E402
 from fercore.results import SWEEP_RECORD, ResultsStore  # noqa: E402
 from fercore.sweep import internals, state  # noqa: E402
@@ -73,6 +74,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     n = _trial_count(spec, num_samples)
     resources = _start_ray(spec, address)
     data = _load_data(fixed)
+    check_class_objectives(spec.metrics, data.class_names)
     study_storage = open_storage(spec, out)
     cache = CacheStore(out / "cache", enabled=spec.cache)
     # Resumed: Ray may not know these finished (a driver killed between our row and Ray's next save of its state).

@@ -18,7 +18,7 @@ import yaml
 
 from fercore import config
 from fercore.errors import UserError
-from fercore.metrics.reported import epoch_metrics, objectives, objectives_text
+from fercore.metrics.reported import epoch_metrics, is_epoch_metric, is_objective, objectives, objectives_text
 from fercore.sweep import keys
 from fercore.sweep.checks import check_draws, check_grid, config_lines
 from fercore.sweep.keys import SweepError, gpu_problem
@@ -192,9 +192,9 @@ def _read_objectives(raw: dict, spec: SweepSpec, errors: list[str]) -> None:
         if "test" in m:
             instead = f"val_{m.removeprefix('test_')}"
             errors.append(f"metric: {m}: the test split is read once, at the end, and must not steer the search; "
-                          + (f"use {instead}; " if m.startswith("test_") and instead in OBJECTIVES else "")
+                          + (f"use {instead}; " if m.startswith("test_") and is_objective(instead) else "")
                           + f"valid: {objectives_text()}")
-        elif m not in OBJECTIVES:
+        elif not is_objective(m):  # a per-class name is checked against the data set once it is loaded
             errors.append(f"metric: {m}: no trial reports it before its test split is read; valid: "
                           f"{objectives_text()}")
     if "mode" not in raw:
@@ -226,7 +226,7 @@ def _read_scheduler(raw: dict, spec: SweepSpec, errors: list[str]) -> None:
         errors.append(f"scheduler.type: asha stops trials on one metric, which would cut the Pareto front of "
                       f"{', '.join(spec.metrics)} short; use scheduler: {{type: none}} (the default with several "
                       f"metrics)")
-    elif spec.metric in OBJECTIVES and spec.metric not in EPOCH_METRICS:
+    elif is_objective(spec.metric) and not is_epoch_metric(spec.metric):
         errors.append(f"scheduler.type: asha compares trials on {spec.metric} every epoch, but it is measured only "
                       f"at the end; use a val_ metric (e.g. val_macro_f1) or scheduler: {{type: none}}")
 
