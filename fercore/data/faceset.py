@@ -114,8 +114,8 @@ def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarra
 
 
 def make_faceset(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, source: str,
-                 groups: np.ndarray | None = None, group_names: tuple[str, ...] = (),
-                 folds: np.ndarray | None = None, class_names: tuple[str, ...] = CLASSES) -> FaceSet:
+                 class_names: tuple[str, ...] = CLASSES, *, groups: np.ndarray | None = None,
+                 group_names: tuple[str, ...] = (), folds: np.ndarray | None = None) -> FaceSet:
     """A FaceSet with its fingerprint. With FOLDS (N x K), SPLITS is taken from fold 0 when not the same already."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     labels = np.asarray(labels, dtype=np.int64)
