@@ -28,19 +28,27 @@ def _save(path: Path, image: np.ndarray) -> None:
     Image.fromarray(image).save(path)
 
 
+# CK+'s own class folders (no neutral), each drawn as the procedural expression of the FER2013 class at the same
+# place in RENDERED_AS (contempt as the one left: neutral's face; the split tests only need classes to differ).
+CK_PLUS = ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
+CK_PLUS_RENDERED_AS = ("angry", "neutral", "disgust", "fear", "happy", "sad", "surprise")
+
+
 def ck_tree(root: Path, subjects: int = 12, classes_per_subject: int = 4, frames: int = 4, size: int = 48,
-            seed: int = 0) -> Path:
+            seed: int = 0, names: tuple[str, ...] = CLASSES) -> Path:
     """A CK+-like tree under ROOT (returned); subjects * classes_per_subject sequences of FRAMES near-identical
-    frames each. Every class is shown by some subjects (each subject takes classes_per_subject classes in turn)."""
+    frames each. Every class is shown by some subjects (each subject takes classes_per_subject classes in turn).
+    NAMES: the class folders, FER2013's (default) or CK_PLUS (then contempt and no neutral, as CK+ has)."""
+    rendered = CK_PLUS_RENDERED_AS if names == CK_PLUS else names
     rng = np.random.default_rng(seed)
     for s in range(subjects):
-        shown = [(s * classes_per_subject + j) % len(CLASSES) for j in range(classes_per_subject)]
-        faces = _render_split(rng, np.asarray(shown), size)
+        shown = [(s * classes_per_subject + j) % len(names) for j in range(classes_per_subject)]
+        faces = _render_split(rng, np.asarray([CLASSES.index(rendered[c]) for c in shown]), size)
         for seq, (cls, face) in enumerate(zip(shown, faces), start=1):
             for f in range(frames):
                 noise = rng.integers(-2, 3, size=face.shape)
                 frame = np.clip(face.astype(np.int64) + noise, 0, 255).astype(np.uint8)
-                _save(root / CLASSES[cls] / f"S{s + 5:03d}_{seq:03d}_{f + 1:08d}.png", frame)
+                _save(root / names[cls] / f"S{s + 5:03d}_{seq:03d}_{f + 1:08d}.png", frame)
     return root
 
 
