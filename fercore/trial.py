@@ -43,7 +43,7 @@ from fercore.train import Trainer, deterministic_algorithms, pick_device
 
 # report(epoch, metrics, artifacts): metrics are flat scalars; artifacts (only with the last epoch) hold the
 # trial's whole result row (config keys included, as TrialResult.row), the confusion matrix, the per-image test
-# predictions, a PNG grid of synthetic samples per class and the projected real and synthetic points of its
+# predictions (with those of the baseline and controls it was compared against), a PNG grid of synthetic samples per class and the projected real and synthetic points of its
 # embedding figure.
 Report = Callable[[int, dict[str, float], "dict[str, Any] | None"], None]
 
@@ -56,7 +56,7 @@ class TrialResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
     test: Read | None = None  # the one read of the test split: per-image labels and class probabilities
-    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # as artifacts["predictions"]
+    predictions: dict[str, Any] = field(default_factory=dict)  # as artifacts["predictions"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class Outcome:
     plan: MixPlan  # the trial's training counts per class
     counts: np.ndarray  # the real training split's counts per class
     spent: list[float] = field(default_factory=list)  # seconds each comparison trained here (none on cache hits)
+    # The test-set class probabilities of each model the trial was compared against ("baseline", "control",
+    # "subset"), trained here or read from the cache: stored with the trial's own predictions.
+    compared: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def real_only(self) -> bool:
@@ -179,7 +182,7 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
     }
     final["train_seconds"] = time.perf_counter() - started
     row = {**cfg.flat(applicable_only=True), **final}  # keys the trial did not use are there, empty
-    predictions = _predictions(test)
+    predictions = _predictions(test, outcome.compared)
     artifacts = _artifacts(pool, test, row, predictions)
     # The last epoch's own keys keep its values (the epochs table stays true); the row, whose val_ metrics are the
     # best epoch's, travels whole as an artifact, so a driver can record the trial from the report stream alone.
@@ -208,15 +211,19 @@ def _training_counts(class_names: tuple[str, ...], plan: MixPlan) -> dict[str, i
     return counts
 
 
-def _predictions(test: Read) -> dict[str, np.ndarray]:
+def _predictions(test: Read, compared: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Per-image test predictions, so any two trials can be compared paired after the fact: each image's index in
-    the test split, its true and predicted class ids and every class's probability."""
+    the test split, its true and predicted class ids and every class's probability; and under "paired", those of
+    each model the trial was compared against (COMPARED: name -> class probabilities on the same test images), so
+    the report resamples the test images for its uplift and gains too."""
+    paired = {name: {"predicted": proba.argmax(1).astype(np.int64), "proba": np.asarray(proba, dtype=np.float32)}
+              for name, proba in (compared or {}).items()}
     return {"index": np.arange(len(test.labels), dtype=np.int64), "true": np.asarray(test.labels, dtype=np.int64),
-            "predicted": test.predicted.astype(np.int64), "proba": test.proba.astype(np.float32)}
+            "predicted": test.predicted.astype(np.int64), "proba": test.proba.astype(np.float32), "paired": paired}
 
 
 def _artifacts(pool: SyntheticPool | None, test: Read, row: dict[str, Any],
-               predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+               predictions: dict[str, Any]) -> dict[str, Any]:
     """What the last report carries besides its metrics: the sample grid and embedding points of the synthetic
     pool, the test confusion matrix and predictions, and the whole result row."""
     artifacts: dict[str, Any] = {}
@@ -294,6 +301,7 @@ def paired_baseline(o: Outcome) -> dict[str, Any]:
         return {}
     real = MixPlan(o.counts, np.zeros_like(o.counts))
     base_proba, _, entry = entries.baseline(o.cfg, o.data, o.cache, o.device, _trained_on(o, real))
+    o.compared["baseline"] = base_proba
     return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit,
             **calc_metric("uplift", read=o.test, baseline=base_proba)}
 
@@ -315,6 +323,7 @@ def paired_control(o: Outcome) -> dict[str, Any]:
     control = MixPlan(plan.real, np.zeros_like(drawn), drawn)
     key, parts = entries.control_key(o.cfg, o.data, o.device, control.real, control.total)
     proba, metrics, entry = entries.compared(key, parts, o.cache, _trained_on(o, control))
+    o.compared["control"] = proba
     return {"control_key": entry.key, "control_cache_hit": entry.hit, **_figures("control", metrics),
             **calc_metric("uplift", read=o.test, baseline=proba, prefix="gain_control")}
 
@@ -329,6 +338,7 @@ def paired_subset(o: Outcome) -> dict[str, Any]:
     subset = MixPlan(plan.real, np.zeros_like(plan.real))
     key, parts = entries.subset_key(o.cfg, o.data, o.device, plan.real)
     proba, metrics, entry = entries.compared(key, parts, o.cache, _trained_on(o, subset))
+    o.compared["subset"] = proba
     return {"subset_key": entry.key, "subset_cache_hit": entry.hit, **_figures("subset", metrics),
             **calc_metric("uplift", read=o.test, baseline=proba, prefix="gain_subset")}
 

@@ -75,7 +75,9 @@ def test_trial_prints_the_whole_rows_figures_and_stores_its_predictions(tmp_path
                 "generator_cache_hit", "baseline_cache_hit", "n_train_synthetic", "classifier_seconds",
                 "test_macro_f1", "val_macro_f1", "best_epoch"):
         assert key in printed, key
-    predictions = pq.read_table(tmp_path / "predictions.parquet").to_pylist()
+    stored = pq.read_table(tmp_path / "predictions.parquet").to_pylist()
+    assert {r["model"] for r in stored} == {"trial", "baseline", "control"}  # and the compared models' own rows
+    predictions = [r for r in stored if r["model"] == "trial"]
     confusion = pq.read_table(tmp_path / "confusion.parquet").to_pylist()
     assert len(predictions) == sum(r["count"] for r in confusion) > 0  # one row per test image
     assert {r["trial_id"] for r in predictions} == {row["trial_id"]}

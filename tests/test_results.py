@@ -180,7 +180,9 @@ def test_predictions_are_a_table_of_one_row_per_trial_and_test_image(tmp_path):
 
     def check():
         table = pq.read_table(tmp_path / PREDICTIONS)
-        assert table.column_names == ["trial_id", "index", "true", "predicted", *(f"p_{c}" for c in CLASSES)]
+        assert table.column_names == ["trial_id", "model", "index", "true", "predicted",
+                                      *(f"p_{c}" for c in CLASSES)]
+        assert set(table["model"].to_pylist()) == {"trial"}  # no paired models sent here
         assert str(table.schema.field("index").type) == "int64" and str(table.schema.field("p_sad").type) == "float"
         rows = table.to_pylist()
         for trial_id, predictions in sent.items():
@@ -200,3 +202,47 @@ def test_predictions_are_a_table_of_one_row_per_trial_and_test_image(tmp_path):
     store.add_artifacts("t9", {"confusion": np.eye(7, dtype=int).tolist()})  # no predictions: no rows, no error
     store.flush()
     assert len(pq.read_table(tmp_path / PREDICTIONS)) == len(rows)
+
+
+def _paired(predictions: dict, models: tuple[str, ...], seed: int) -> dict:
+    """PREDICTIONS with, under "paired", those of the models the trial was compared against (as fercore.trial sends)."""
+    paired = {}
+    for i, model in enumerate(models):
+        other = _predictions(len(predictions["index"]), seed * 10 + i + 1)
+        paired[model] = {"predicted": other["predicted"], "proba": other["proba"]}
+    return {**predictions, "paired": paired}
+
+
+def test_predictions_hold_the_compared_models_rows_and_grow_an_older_folder_mid_sweep(tmp_path):
+    """A trial's baseline and controls get rows of their own (model column), on the trial's test images. A results
+    folder written before the column (a sweep resumed with this fercore) keeps its rows, read as the trials' own: the
+    folder's parts end with one schema."""
+    from fercore.results import PREDICTIONS
+    from fercore.results.parts import part_names
+    from fercore.results.store import predictions_table
+
+    old = predictions_table("t0", _predictions(50, 0)).drop_columns(["model"])  # as an earlier fercore wrote it
+    (tmp_path / PREDICTIONS).mkdir()
+    pq.write_table(old, tmp_path / PREDICTIONS / "part-00000000.parquet")
+    store = ResultsStore(tmp_path)
+    sent = _paired(_predictions(50, 1), ("baseline", "control", "subset"), 1)
+    store.add_trial({"trial_id": "t1", "status": "completed"})
+    store.add_artifacts("t1", {"predictions": sent})
+    store.flush()
+    names = part_names(tmp_path / PREDICTIONS)
+    schemas = [pq.read_schema(tmp_path / PREDICTIONS / n) for n in names]
+    assert all(s.equals(schemas[0]) for s in schemas) and "model" in schemas[0].names
+    rows = pq.read_table(tmp_path / PREDICTIONS).to_pylist()
+    assert [r["model"] for r in rows if r["trial_id"] == "t0"] == [None] * 50  # older rows: the trial's own
+    for model in ("trial", "baseline", "control", "subset"):
+        mine = [r for r in rows if r["trial_id"] == "t1" and r["model"] == model]
+        p = sent if model == "trial" else sent["paired"][model]
+        assert [r["index"] for r in mine] == sent["index"].tolist()
+        assert [r["true"] for r in mine] == [CLASSES[i] for i in sent["true"]]
+        assert [r["predicted"] for r in mine] == [CLASSES[i] for i in p["predicted"]]
+        assert np.array_equal(np.array([[r[f"p_{c}"] for c in CLASSES] for r in mine], dtype=np.float32), p["proba"])
+    # Recorded again without its controls (a replayed trial): every row of the trial is replaced, paired ones too.
+    store.add_artifacts("t1", {"predictions": _predictions(50, 1)})
+    store.flush()
+    rows = pq.read_table(tmp_path / PREDICTIONS).to_pylist()
+    assert {r["model"] for r in rows if r["trial_id"] == "t1"} == {"trial"} and len(rows) == 100

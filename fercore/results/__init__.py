@@ -10,8 +10,10 @@ at the 10,000th trial as at the first, and compact() merges the parts when the s
   confusion.parquet   one row per trial and (true, predicted) class pair: the test split's counts
   embeddings.parquet  per trial with synthetic images: up to 100 points per class and source (real / synthetic),
                       projected on the 2-D ruler gen_embedding_jsd was measured on (fercore.metrics.embedding)
-  predictions.parquet one row per trial and test image: trial_id, index (in the test split), true and predicted
-                      class, p_<class> (each class's probability): any two trials compared paired after the sweep
+  predictions.parquet one row per trial, model and test image: trial_id, model ("trial"; and "baseline", "control",
+                      "subset": the models an augmented trial was compared against), index (in the test split), true
+                      and predicted class, p_<class> (each class's probability): any two trials, or a trial and its
+                      baseline or controls, compared paired after the sweep
 per_class and generators are derived from the trial rows alone (also those loaded back on resume), so each trial
 counts once; confusion, embeddings and predictions come from the trial's artifacts and are keyed by trial id too.
 

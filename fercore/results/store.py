@@ -111,21 +111,37 @@ class ResultsStore:
         compact(self.folder)
 
 
+TRIAL_MODEL = "trial"  # predictions.parquet's model of a trial's own rows (and of rows written before the column)
+
+
 def predictions_table(trial_id: str, predictions: dict[str, Any], classes: tuple[str, ...] = CLASSES) -> pa.Table:
     """A trial's rows of predictions.parquet, from its artifacts["predictions"] ({"index": test index, "true" and
-    "predicted": class ids, "proba": n x classes}): trial_id, index, true, predicted (class names), and p_<class>,
-    each class's probability, so two trials are compared image by image (paired) after the sweep."""
+    "predicted": class ids, "proba": n x classes, and under "paired" the "predicted" and "proba" of each model it was
+    compared against}): trial_id, model ("trial" for its own rows; "baseline", "control", "subset" for the compared
+    models', on the same test images), index, true, predicted (class names), and p_<class>, each class's probability,
+    so two trials, or a trial and its baseline or controls, are compared image by image (paired) after the sweep.
+
+    The model column is always there, so every part written now has one schema; parts of an older folder, written
+    before it, grow it (fercore.results.parts, as null: read as "trial")."""
     index = np.asarray(predictions["index"], dtype=np.int64)
-    proba = np.asarray(predictions["proba"], dtype=np.float32).reshape(len(index), -1)
+    models = {TRIAL_MODEL: predictions, **(predictions.get("paired") or {})}
+    return pa.concat_tables([_model_rows(trial_id, model, index, predictions["true"], p["predicted"], p["proba"],
+                                         classes) for model, p in models.items()])
+
+
+def _model_rows(trial_id: str, model: str, index: np.ndarray, true: Any, predicted: Any, proba: Any,
+                classes: tuple[str, ...]) -> pa.Table:
+    proba = np.asarray(proba, dtype=np.float32).reshape(len(index), -1)
     if proba.shape[1] > len(classes):
         raise ValueError(f"predictions: {proba.shape[1]} class probabilities per image, but there are "
                          f"{len(classes)} classes")
     names = np.asarray(classes, dtype=object)
     return pa.table({
         "trial_id": pa.array([trial_id] * len(index), pa.string()),
+        "model": pa.array([model] * len(index), pa.string()),
         "index": pa.array(index),
-        "true": pa.array(names[np.asarray(predictions["true"], dtype=int)], pa.string()),
-        "predicted": pa.array(names[np.asarray(predictions["predicted"], dtype=int)], pa.string()),
+        "true": pa.array(names[np.asarray(true, dtype=int)], pa.string()),
+        "predicted": pa.array(names[np.asarray(predicted, dtype=int)], pa.string()),
         **{f"p_{c}": pa.array(proba[:, i]) for i, c in enumerate(classes[:proba.shape[1]])}})
 
 
