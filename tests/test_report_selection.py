@@ -73,14 +73,19 @@ def build_trials(rng):
     return table, true, preds
 
 
-def write_folder(folder, table, true, preds, objective=("val_macro_f1", "max"), with_predictions=True):
+def write_folder(folder, table, true, preds, objective=("val_macro_f1", "max"), with_predictions=True, paired=None):
+    """PAIRED: trial id -> {model ("baseline", "control", "subset"): its predicted class ids}, written as rows of that
+    model (predictions.parquet's model column); without it the table has no model column, as older folders."""
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), folder / "trials.parquet")
     pred_rows, conf_rows, emb_rows = [], [], []
+    models = {tid: {"trial": pred, **(paired or {}).get(tid, {})} for tid, pred in preds.items()}
     for tid, pred in preds.items():
-        for i in range(N):
-            pred_rows.append({"trial_id": tid, "index": i, "true": CLASSES[true[i]], "predicted": CLASSES[pred[i]],
-                              **{f"p_{c}": float(j == pred[i]) for j, c in enumerate(CLASSES)}})
+        for model, predicted in models[tid].items():
+            for i in range(N):
+                pred_rows.append({"trial_id": tid, **({"model": model} if paired is not None else {}), "index": i,
+                                  "true": CLASSES[true[i]], "predicted": CLASSES[predicted[i]],
+                                  **{f"p_{c}": float(j == predicted[i]) for j, c in enumerate(CLASSES)}})
         counts = pd.crosstab(true, pred)
         conf_rows += [{"trial_id": tid, "true": CLASSES[t], "predicted": CLASSES[p], "count": int(counts.loc[t, p])}
                       for t in counts.index for p in counts.columns]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from fercore.report.configs import LEVEL, MAX_PAIRS, MIN_SEEDS_ALONE, Comparisons, Estimate, describe, \
+from fercore.report.configs import LEVEL, MAX_PAIRS, MIN_SEEDS_ALONE, Comparisons, Config, Estimate, describe, \
     fold_spread, varying_config_keys
 from fercore.report.render import Block, Heading, Paragraph, Table
 from fercore.report.resample import RESAMPLES
@@ -36,6 +36,23 @@ def _tests_line(comp: Comparisons) -> str:
             f"{comp.tests} tests of sections 2.1 and 2.2 (each config's uplift and gains, each paired comparison); "
             f"✓ marks a test that survives the correction. A difference with no test-image level (no predictions, no "
             f"intervals) is tested only from {MIN_SEEDS_ALONE} seeds up.")
+
+
+def _comparisons_how(configs: list[Config]) -> str:
+    """Where the uplift and gain intervals of section 2.1 drew their test-image level from."""
+    sources = {e.source for c in configs for e in c.comparisons.values()}
+    paired = ("the test images from predictions.parquet: each trial's own predictions and those of the real-only "
+              "baseline and controls it was compared against (its model column), each resampled image scored for "
+              "both")
+    if sources == {"predictions"}:
+        return paired
+    if "predictions" in sources:
+        return (f"{paired}, where every seed of a config has them; elsewhere (trials recorded before the baselines' "
+                f"and controls' predictions were stored) each seed's image level is drawn from its trial's paired "
+                f"95 % interval")
+    return ("the real-only baselines' and controls' predictions are not stored here (predictions.parquet has no "
+            "rows of model baseline, control or subset for these trials), so each seed's image level is drawn "
+            "from its trial's paired 95 % interval")
 
 
 def seeds_section(res: Results, comp: Comparisons) -> list[Block]:
@@ -78,9 +95,8 @@ def seeds_section(res: Results, comp: Comparisons) -> list[Block]:
                  "here), the spread is the standard deviation of the folds' means, and the bootstrap draws the "
                  "(seed, fold) trials as its first level, each fold's own test images as its second.")
     if present:
-        text += (" For the uplift and the gains, the real-only baselines' and controls' predictions are not stored, "
-                 "so each seed's image level is drawn from its trial's paired 95 % interval. The gain over control "
-                 "is the column that answers \"did the synthetic content help\". " + _tests_line(comp))
+        text += f" For the uplift and the gains, {_comparisons_how(configs)}. The gain over control is the column " \
+                f"that answers \"did the synthetic content help\". " + _tests_line(comp)
     if seeds == [1]:
         text += (" Every config ran with one seed: an interval here holds the test images' variation alone and says "
                  "nothing of what another seed would give (report sweeps set seeds: 3 or more).")

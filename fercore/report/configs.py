@@ -61,8 +61,16 @@ class Pair:
     estimate: Estimate | None = None  # test macro-F1 of b minus a, paired by seed and test image
 
 
+# The model of predictions.parquet each comparison column is measured against (fercore.results.store.predictions_table)
+PAIRED_MODELS = {"uplift_test_macro_f1": "baseline", "gain_control_test_macro_f1": "control",
+                 "gain_subset_test_macro_f1": "subset"}
+TRIAL_MODEL = "trial"  # a trial's own rows; rows of a folder written before the model column are these
+
+
 class Predictions:
-    """predictions.parquet as arrays per trial: test index, true class id, predicted class id (sorted by index)."""
+    """predictions.parquet as arrays per trial: test index, true class id, predicted class id (sorted by index); and
+    the predicted class ids of the models each trial was compared against (its real-only baseline and controls), on
+    the same test images, where the folder has them (its model column)."""
 
     def __init__(self, frame: pd.DataFrame):
         probs = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
@@ -74,18 +82,35 @@ class Predictions:
         else:
             self.classes = sorted(names)
         ids = {c: i for i, c in enumerate(self.classes)}
+        models = frame["model"].fillna(TRIAL_MODEL).astype(str) if "model" in frame else \
+            pd.Series(TRIAL_MODEL, index=frame.index, dtype=object)
         self._by_trial: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for trial, part in frame.groupby("trial_id", sort=False):
+        self._paired: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for (trial, model), part in frame.groupby([frame["trial_id"].astype(str), models], sort=False):
             part = part.sort_values("index")
-            self._by_trial[str(trial)] = (part["index"].to_numpy(np.int64),
-                                          part["true"].astype(str).map(ids).to_numpy(np.int64),
-                                          part["predicted"].astype(str).map(ids).to_numpy(np.int64))
+            arrays = (part["index"].to_numpy(np.int64), part["true"].astype(str).map(ids).to_numpy(np.int64),
+                      part["predicted"].astype(str).map(ids).to_numpy(np.int64))
+            if model == TRIAL_MODEL:
+                self._by_trial[trial] = arrays
+            else:
+                self._paired[trial, model] = arrays
 
     def __contains__(self, trial_id: str) -> bool:
         return str(trial_id) in self._by_trial
 
     def __getitem__(self, trial_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._by_trial[str(trial_id)]
+
+    def paired(self, trial_id: str, model: str) -> np.ndarray | None:
+        """The predicted class ids of MODEL ("baseline", "control", "subset") that TRIAL_ID was compared against,
+        aligned with the trial's own (self[trial_id]); None when they are not stored or not on the same images."""
+        trial_id = str(trial_id)
+        if trial_id not in self._by_trial or (trial_id, model) not in self._paired:
+            return None
+        (index, true, _), (other_index, other_true, predicted) = self._by_trial[trial_id], self._paired[trial_id, model]
+        if not (np.array_equal(index, other_index) and np.array_equal(true, other_true)):
+            return None
+        return predicted
 
     @property
     def num_classes(self) -> int:
@@ -197,18 +222,33 @@ def f1_estimate(config: Config, predictions: Predictions | None, seed: int = 0) 
     return _summary(draws, mean, len(ids), "intervals" if have else "seeds", test=False)
 
 
-def comparison_estimate(config: Config, col: str, seed: int = 0) -> Estimate | None:
-    """Mean over seeds of a paired difference the trial measured (uplift_*, gain_control_*, gain_subset_*): the
-    baselines' and controls' predictions are not stored, so the image level is each trial's paired interval."""
+def comparison_estimate(config: Config, col: str, predictions: Predictions | None = None,
+                        seed: int = 0) -> Estimate | None:
+    """Mean over seeds of a paired difference the trial measured (uplift_*, gain_control_*, gain_subset_*), from the
+    rows' figures. Its interval: a two-level bootstrap from the predictions when every seed's trial and the model it
+    was compared against (the real-only baseline, the control, the real subset) have them, each image drawn for
+    both; else (older folders store the trials' own predictions only) the seeds, each seed's image level drawn from
+    its trial's paired interval."""
     values = num(config.trials, col)
     part = config.trials[values.notna()]
     if part.empty:
         return None
+    mean = _fold_mean(part, col)
+    model = PAIRED_MODELS.get(col)
+    if predictions is not None and model is not None:
+        ids = part["trial_id"].astype(str).tolist()
+        others = [predictions.paired(t, model) for t in ids]
+        if all(o is not None for o in others):
+            arrays = [predictions[t] for t in ids]
+            draws = resample.bootstrap_predictions([a[1] for a in arrays], [a[2] for a in arrays],
+                                                   predictions.num_classes, pred_a=others,
+                                                   shared_images=_aligned(arrays), seed=seed)
+            return _summary(draws, mean, len(part), "predictions", test=True)
     lows, highs = num(part, f"{col}_low").to_numpy(), num(part, f"{col}_high").to_numpy()
     have = bool(np.isfinite(lows).all() and np.isfinite(highs).all())
     draws = resample.bootstrap_figures(num(part, col).to_numpy(), lows if have else None, highs if have else None,
                                        seed=seed)
-    return _summary(draws, _fold_mean(part, col), len(part), "intervals" if have else "seeds", test=True)
+    return _summary(draws, mean, len(part), "intervals" if have else "seeds", test=True)
 
 
 def _order(values: list[Any]) -> list[Any]:
@@ -293,7 +333,7 @@ def compare(res: Results, max_configs: int) -> Comparisons:
         if n < max_configs:
             config.f1 = f1_estimate(config, predictions, seed=n)
         for name, col in COMPARISONS:  # measured by augmented trials only: NaN (no estimate) elsewhere
-            estimate = comparison_estimate(config, col, seed=n)
+            estimate = comparison_estimate(config, col, predictions, seed=n)
             if estimate is not None:
                 config.comparisons[name] = estimate
     pairs = find_pairs(configs)
