@@ -3,6 +3,7 @@ counts, synthetic images replaced by real ones drawn again) and the real-subset 
 images alone); oversample_* trials, which are their own control; the cache keys of compared classifiers; and what a
 row and the last report carry (cost keys, per-image predictions, empty keys that do not apply)."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -11,6 +12,9 @@ from fercore.cache import CacheStore
 from fercore.cache.entries import baseline_key, control_key, subset_key
 from fercore.config import resolve
 from fercore.labels import CLASSES
+from fercore.metrics.classification import classification_metrics
+from fercore.report.configs import Predictions
+from fercore.results import PREDICTIONS, ResultsStore
 from tests.conftest import TINY_TRIAL
 
 ONE_EPOCH = {**TINY_TRIAL, "classifier.epochs": 1}
@@ -141,6 +145,46 @@ def test_the_last_report_carries_per_image_test_predictions(runs, tiny_faces):
     assert p["predicted"].dtype == np.int64 and np.array_equal(p["predicted"], p["proba"].argmax(1))
     assert p["proba"].dtype == np.float32 and p["proba"].shape == (n, len(CLASSES))
     assert np.mean(p["predicted"] == p["true"]) == pytest.approx(result.row["test_accuracy"])
+
+
+def _macro_f1(true: np.ndarray, predicted: np.ndarray) -> float:
+    return classification_metrics(true, predicted, "test")["test_macro_f1"]
+
+
+@pytest.mark.slow
+def test_the_compared_models_predictions_travel_with_the_trial_and_reproduce_its_paired_figures(runs, tmp_path):
+    """Each model a trial was compared against (trained here or found in the cache) sends its per-image test
+    predictions under predictions["paired"]; stored as predictions.parquet rows of its model, they give back the
+    row's figures, so the report can resample the test images of the uplift and gains."""
+    over, balance, ratio = (runs[name][0] for name in ("oversample", "balance", "real_ratio"))
+    assert set(over.predictions["paired"]) == {"baseline"}  # it is its own control
+    assert set(balance.predictions["paired"]) == {"baseline", "control"}
+    assert set(ratio.predictions["paired"]) == {"baseline", "control", "subset"}
+    # Cache hits: the balance trial's baseline and control are the oversample trial's baseline and the oversample
+    # trial itself, read back from the cache's test_proba.npy.
+    assert balance.row["baseline_cache_hit"] and balance.row["control_cache_hit"]
+    assert np.array_equal(balance.predictions["paired"]["baseline"]["proba"],
+                          over.predictions["paired"]["baseline"]["proba"])
+    assert np.array_equal(balance.predictions["paired"]["control"]["proba"], over.predictions["proba"])
+    store = ResultsStore(tmp_path)
+    for name, result in (("over", over), ("balance", balance), ("ratio", ratio)):
+        store.add_trial({**result.row, "trial_id": name})
+        store.add_artifacts(name, result.artifacts)
+    store.flush()
+    stored = Predictions(pd.read_parquet(tmp_path / PREDICTIONS))
+    for name, result in (("over", over), ("balance", balance), ("ratio", ratio)):
+        row, (index, true, own) = result.row, stored[name]
+        assert np.array_equal(index, result.predictions["index"]) and _macro_f1(true, own) == row["test_macro_f1"]
+        for model, sent in result.predictions["paired"].items():
+            assert sent["predicted"].dtype == np.int64 and np.array_equal(sent["predicted"], sent["proba"].argmax(1))
+            predicted = stored.paired(name, model)
+            assert np.array_equal(predicted, sent["predicted"])
+            figure = _macro_f1(true, predicted)
+            if model == "baseline":
+                assert figure == pytest.approx(row["test_macro_f1"] - row["uplift_test_macro_f1"], abs=1e-12)
+            else:
+                assert figure == pytest.approx(row[f"{model}_test_macro_f1"], abs=1e-12)
+                assert _macro_f1(true, own) - figure == pytest.approx(row[f"gain_{model}_test_macro_f1"], abs=1e-12)
 
 
 @pytest.mark.slow
