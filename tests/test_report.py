@@ -83,6 +83,12 @@ def test_report_writes_markdown_html_and_every_plot_it_references(written, sweep
     control = {"gain_over_control_by_trial.png"} if trials.get("gain_control_test_macro_f1", pd.Series()).notna().any() \
         else set()
     assert set(images) == PLOTS | control, "a sweep that fills every section draws every plot"
+    # Each augmented trial's baseline and controls sent their test predictions through Ray: the uplift and gains of
+    # section 2.1 resample the test images from them.
+    models = pd.read_parquet(sweep_dir / "predictions.parquet").groupby("trial_id")["model"].agg(set)
+    for _, t in trials[trials["uplift_test_macro_f1"].notna()].iterrows():
+        assert {"trial", "baseline"} <= models[t["trial_id"]], models[t["trial_id"]]
+    assert "those of the real-only baseline and controls it was compared against" in md
     for name in images:
         assert f'src="{name}"' in html
         with PILImage.open(out / name) as im:
