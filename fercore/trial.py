@@ -43,8 +43,8 @@ from fercore.train import Trainer, deterministic_algorithms, pick_device
 
 # report(epoch, metrics, artifacts): metrics are flat scalars; artifacts (only with the last epoch) hold the
 # trial's whole result row (config keys included, as TrialResult.row), the confusion matrix, the per-image test
-# predictions (with those of the baseline and controls it was compared against), a PNG grid of synthetic samples per class and the projected real and synthetic points of its
-# embedding figure.
+# predictions (with those of the baseline and controls it was compared against), a PNG grid of synthetic samples per
+# class and the projected real and synthetic points of its embedding figure.
 Report = Callable[[int, dict[str, float], "dict[str, Any] | None"], None]
 
 TEST_METRICS = ("classification", "bootstrap")  # fercore.metrics names, measured on the one read of the test split
