@@ -25,12 +25,15 @@ Z95 = 1.959964  # a 95 % normal interval is the point +- Z95 standard deviations
 
 
 def macro_f1_from_counts(cm: np.ndarray) -> np.ndarray:
-    """Macro-F1 of confusion counts (..., K, K), rows true, columns predicted; a class with no true and no predicted
-    image scores 0 (scikit-learn's zero_division=0 with labels = every class)."""
+    """Macro-F1 of confusion counts (..., K, K), rows true, columns predicted, over the classes with a true image:
+    a class absent from the (resampled) test images is left out, as the trial's own figures leave it out
+    (fercore.metrics.classification); scikit-learn's zero_division=0 with labels = the classes present."""
     k = cm.shape[-1]
     tp = cm[..., np.arange(k), np.arange(k)]
-    denom = cm.sum(-1) + cm.sum(-2)
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean(-1)
+    support = cm.sum(-1)
+    f1 = 2 * tp / np.maximum(support + cm.sum(-2), 1)
+    present = support > 0
+    return np.where(present, f1, 0.0).sum(-1) / np.maximum(present.sum(-1), 1)
 
 
 def _codes(true: np.ndarray, pred_b: np.ndarray, pred_a: np.ndarray | None, k: int) -> np.ndarray:
