@@ -4,7 +4,8 @@ FER2013-format CSV (the built-in procedural faces written in the Kaggle layout),
   - the report's first table is ordered by the sweep's objective (validation), test figures beside it;
   - both comparisons are there: uplift over the real-only baseline and gain over the oversampling control, with
     seed-aggregated intervals (the report's "Across seeds" section);
-  - every trial's test predictions are in predictions.parquet, one row per test image;
+  - every trial's test predictions are in predictions.parquet, one row per test image, and those of the real-only
+    baseline and oversampling control each augmented trial was compared against;
   - every value in the Optuna study equals the mean over its config's seeds of the best-epoch values in
     trials.parquet.
 
@@ -15,6 +16,7 @@ Prints what it checked and exits 1 when a check fails. About 5 minutes on 2 core
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,12 +79,17 @@ def check(out: Path) -> list[tuple[str, bool, str]]:
                     "gain_control_test_macro_f1; report sections 2 and 2.1"))
     results.append(("seed-aggregated intervals (section 2.1 Across seeds)", "Across seeds" in report, ""))
 
-    predictions = pd.read_parquet(out / "predictions.parquet")
+    stored = pd.read_parquet(out / "predictions.parquet")
+    predictions = stored[stored["model"] == "trial"]  # beside them: the baselines' and controls' rows
     test_n = int((pd.read_parquet(out / "confusion.parquet").groupby("trial_id")["count"].sum()).iloc[0])
     per_trial = predictions.groupby("trial_id").size()
-    results.append(("predictions stored: one row per test image per trial",
-                    set(per_trial.index) == set(done["trial_id"]) and (per_trial == test_n).all(),
-                    f"{len(per_trial)} trials x {test_n} test images"))
+    augmented = set(done.loc[done["augment.policy"] != "none", "trial_id"])
+    compared = stored[stored["model"] != "trial"].groupby(["trial_id", "model"]).size()
+    results.append(("predictions stored: one row per test image per trial, and per compared baseline and control",
+                    set(per_trial.index) == set(done["trial_id"]) and (per_trial == test_n).all()
+                    and {t for t, _ in compared.index} == augmented and (compared == test_n).all()
+                    and {m for _, m in compared.index} == {"baseline", "control"},
+                    f"{len(per_trial)} trials x {test_n} test images; {len(compared)} compared models"))
 
     study = optuna.load_study(study_name="honest", storage=f"sqlite:///{out / 'optuna.db'}")
     worst = 0.0
@@ -114,6 +121,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.check_only:
         return _print(check(args.out / "honest"))
+    # A run into a folder an earlier run left would add its trials to that run's study and tables: start clean.
+    shutil.rmtree(args.out / "honest", ignore_errors=True)
     csv, sweep = args.out / "fer2013_procedural.csv", args.out / "honest.yaml"
     print(f"wrote {csv}: {write_csv(csv, args.scale)} faces in FER2013's layout", flush=True)
     sweep_file(sweep, csv)
