@@ -82,3 +82,17 @@ def test_several_bad_objectives_are_reported_together(tmp_path):
     assert "2 problems" in str(e.value)
     assert "metric: val_f1: no trial reports it" in str(e.value)
     assert "metric: uplift_test_macro_f1: the test split is read once" in str(e.value)
+
+
+def test_a_per_class_objective_needs_the_class_in_the_data_and_in_every_validation_split():
+    from fercore.errors import ConfigError
+    from fercore.metrics.reported import check_class_objectives
+
+    names = ("angry", "disgust", "contempt")
+    check_class_objectives(["val_recall_contempt", "val_macro_f1"], names, [[3, 1, 2], [2, 2, 1]])
+    with pytest.raises(ConfigError, match="metric: val_recall_neutral: the data set has no class 'neutral'"):
+        check_class_objectives(["val_recall_neutral"], names, [[3, 1, 2]])
+    with pytest.raises(ConfigError, match=r"metric: val_f1_contempt: the validation split has no contempt image"):
+        check_class_objectives(["val_f1_contempt"], names, [[3, 1, 0]])
+    with pytest.raises(ConfigError, match=r"the validation split of folds 0, 2 has no contempt image"):
+        check_class_objectives(["val_recall_contempt"], names, [[3, 1, 0], [3, 1, 1], [2, 2, 0]])

@@ -47,13 +47,24 @@ def is_objective(name: str) -> bool:
     return is_epoch_metric(name) or name in COSTS
 
 
-def check_class_objectives(metrics, class_names: tuple[str, ...]) -> None:
-    """A ConfigError naming `metric` when a per-class objective names a class the data set lacks."""
+def check_class_objectives(metrics, class_names: tuple[str, ...], val_counts: list[list[int]] = ()) -> None:
+    """A ConfigError naming `metric` when a per-class objective names a class the data set lacks, or one that a
+    validation split has no image of (VAL_COUNTS: each split's images per class, one list per fold with data.folds):
+    its figure would be empty in every trial, and a searcher cannot rank what has no value."""
     for m in metrics:
         found = _CLASS_FIGURE.fullmatch(m)
-        if found and found.group(2) not in class_names:
-            raise ConfigError(f"metric: {m}: the data set has no class {found.group(2)!r}; its classes are "
+        if not found:
+            continue
+        name = found.group(2)
+        if name not in class_names:
+            raise ConfigError(f"metric: {m}: the data set has no class {name!r}; its classes are "
                               f"{', '.join(class_names)}")
+        empty = [i for i, counts in enumerate(val_counts) if not counts[class_names.index(name)]]
+        if empty:
+            where = "the validation split" if len(val_counts) == 1 else \
+                f"the validation split of fold{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))}"
+            raise ConfigError(f"metric: {m}: {where} has no {name} image, so no trial can report it; choose "
+                              f"another objective or a split with {name} images (data.val_fraction, data.group)")
 
 
 def objectives_text() -> str:

@@ -74,7 +74,8 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     n = _trial_count(spec, num_samples)
     resources = _start_ray(spec, address)
     data = _load_data(fixed)
-    check_class_objectives(spec.metrics, data.class_names)
+    folds = [data.for_fold(i) for i in range(data.n_folds)] or [data]
+    check_class_objectives(spec.metrics, data.class_names, [f.counts()["val"] for f in folds])
     study_storage = open_storage(spec, out)
     cache = CacheStore(out / "cache", enabled=spec.cache)
     # Resumed: Ray may not know these finished (a driver killed between our row and Ray's next save of its state).
