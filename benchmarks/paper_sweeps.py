@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ def main() -> int:
     args = p.parse_args()
     fersweep = str(Path(sys.executable).with_name("fersweep"))
     for name in args.only:
+        # Its own output from an earlier run: a new run into it is refused (it would join that run's study).
+        shutil.rmtree(Path(args.storage) / name, ignore_errors=True)
         started = time.time()
         run = [fersweep, "run", f"sweeps/{name}.yaml", "--smoke", "--num-samples", str(TRIALS[name]),
                "--storage", args.storage]

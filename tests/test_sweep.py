@@ -388,3 +388,22 @@ def test_a_gpu_sweep_on_a_local_instance_without_gpus_is_a_clear_error(tmp_path,
     with pytest.raises(UserError, match=r"resources.gpu: each trial asks for 0.5 GPU"):
         run_sweep(spec, tmp_path / "results")
     assert not (tmp_path / "results" / "tiny" / "trials.parquet").exists()
+
+
+def test_a_new_run_into_a_folder_holding_an_earlier_runs_trials_is_refused(tmp_path, capsys):
+    """A second `fersweep run` without --resume would add to the earlier run's study and tables (a --smoke run's
+    trials in the real run's report): refused before Ray starts, with what to do, and nothing of the earlier run
+    touched."""
+    import pyarrow as pa
+
+    from fercore.cli import main
+
+    sweep = write_sweep(tmp_path)
+    table = tmp_path / "results" / "tiny" / "trials.parquet"
+    table.mkdir(parents=True)
+    pq.write_table(pa.table({"trial_id": ["a1", "b2"], "status": ["completed"] * 2}), table / "part-00000000.parquet")
+    before = sorted(p.name for p in (tmp_path / "results" / "tiny").rglob("*"))
+    assert main(["run", str(sweep), "--storage", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert f"{table}: already holds 2 trials of an earlier run of this sweep; --resume finishes that run" in err
+    assert sorted(p.name for p in (tmp_path / "results" / "tiny").rglob("*")) == before

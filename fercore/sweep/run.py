@@ -31,6 +31,7 @@ from fercore.data import FaceSet, load_configured  # noqa: E402
 from fercore.metrics.reported import check_class_objectives  # noqa: E402
 from fercore.errors import UserError  # noqa: E402
 from fercore.results import SWEEP_RECORD, ResultsStore  # noqa: E402
+from fercore.results.rows import TRIALS  # noqa: E402
 from fercore.sweep import internals, state  # noqa: E402
 from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
 from fercore.sweep.searchers import make_searcher  # noqa: E402
@@ -66,6 +67,8 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     if resume and not tune.Tuner.can_restore(str(out / TUNE_DIR)):
         raise UserError(f"--resume: {location.where(TUNE_DIR)} holds no sweep to resume; run without --resume to "
                         f"start it")
+    if not resume:
+        _refuse_an_earlier_run(location)
     out.mkdir(parents=True, exist_ok=True)
     if smoke:
         spec = smoke_spec(spec, num_samples)
@@ -128,6 +131,21 @@ def _load_data(fixed: dict[str, Any]) -> FaceSet:
         print(f"  {data.n_folds} folds{' by subject' if data.groups is not None else ''}: each trial tests on its "
               f"data.fold", flush=True)
     return data
+
+
+def _refuse_an_earlier_run(location: SweepFolder) -> None:
+    """A new run into a folder that holds an earlier run's trials would add to that run's Optuna study and tables
+    (a --smoke run's tiny trials mixed into the real ones' report, a grid's points sampled again): refused."""
+    table = location.local / TRIALS
+    if not table.exists():
+        return
+    import pyarrow.dataset as ds
+
+    rows = ds.dataset(table, format="parquet").count_rows()
+    if rows:
+        raise UserError(f"{location.where(TRIALS)}: already holds {rows} trial{'s' if rows != 1 else ''} of an earlier "
+                        f"run of this sweep; --resume finishes that run; to start a new one, remove "
+                        f"{location.where('')} or give another --storage")
 
 
 def _recorded_objectives(spec: SweepSpec, out: Path) -> dict[str, dict[str, Any]]:
