@@ -81,7 +81,8 @@ class TrialConfig:
 def inapplicable(cfg: TrialConfig) -> list[str]:
     """The keys of CFG whose values take no part in its trial: every generator.* key when the policy uses no
     generator (none, oversample_*), the filter's threshold and rounds without a filter, the plateau schedule's
-    factor and patience under another schedule, and SGD's momentum with another optimizer. The values stay in
+    factor and patience under another schedule, SGD's momentum with another optimizer, and data.fold without
+    data.folds. The values stay in
     the config (and in the generator's cache key, which only trials with a generator compute)."""
     keys = []
     if not uses_generator(cfg.augment.policy):
@@ -92,6 +93,8 @@ def inapplicable(cfg: TrialConfig) -> list[str]:
         keys += ["classifier.plateau_factor", "classifier.plateau_patience"]
     if cfg.classifier.optimizer != "sgd":
         keys.append("classifier.momentum")
+    if not cfg.data.folds:
+        keys.append("data.fold")
     return keys
 
 

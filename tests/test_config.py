@@ -70,11 +70,12 @@ def test_a_real_only_trials_row_has_no_generator_values(policy):
     assert all(row[k] is None for k in generator_keys)  # present, so the table has the column, but empty
     assert row["augment.filter_tau"] is None and row["augment.filter_rounds"] is None  # filter none
     assert row["classifier.plateau_factor"] is None and row["classifier.momentum"] is None  # adam, no plateau
+    assert row["data.fold"] is None  # no k-fold (data.folds 0): no fold was tested on
     assert row["classifier.lr"] == cfg.classifier.lr and row.keys() == cfg.flat().keys()
     assert cfg.flat()["generator.latent_dim"] == 100  # the config itself keeps every value
 
 
 def test_keys_a_trial_uses_keep_their_values():
     cfg = config.resolve({"augment.policy": "balance", "augment.filter": "classifier_confidence",
-                   "classifier.schedule": "plateau", "classifier.optimizer": "sgd"})
+                   "classifier.schedule": "plateau", "classifier.optimizer": "sgd", "data.folds": 3})
     assert cfg.flat(applicable_only=True) == cfg.flat()
