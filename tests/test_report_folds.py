@@ -67,7 +67,9 @@ def test_a_config_is_the_mean_over_its_folds_with_their_spread(written):
 
 def test_configs_are_compared_fold_by_fold_and_seed_by_seed(written):
     table, md = written
-    pairs = table_after(section(md, "2.2 Paired comparisons"), "Paired differences")
+    text = section(md, "2.2 Paired comparisons")
+    assert "a pair's \"seeds\" are its (seed, fold) trials, compared fold by fold" in text
+    pairs = table_after(text, "Paired differences")
     row = pairs[pairs["key"] == "classifier.lr"].iloc[0]
     assert row["values"] == "0.001 → 0.01" and row["seeds"] == "7"
     t = table.set_index(["classifier.lr", "data.fold", "seed"])["test_macro_f1"]

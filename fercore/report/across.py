@@ -136,6 +136,9 @@ def pairs_section(res: Results, comp: Comparisons) -> list[Block]:
     text = (f"Two configs that differ in one key (every other key they both have is equal) and ran the same seeds, "
             f"compared seed by seed: the mean over those seeds of test macro-F1 (right value minus left), its 95 % "
             f"interval {how}. " + _tests_line(comp))
+    if any(isinstance(s, tuple) for p in pairs for s in p.seeds):
+        text += (" k-fold (data.folds): a pair's \"seeds\" are its (seed, fold) trials, compared fold by fold; the "
+                 "mean is over folds of each fold's mean over seeds.")
     if len(comp.pairs) == MAX_PAIRS:
         text += f" At most {MAX_PAIRS} pairs (by key) are computed; there may be more."
     return blocks + [Paragraph(text), Table(["key", "values", "other keys (shared)", "seeds",
