@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from fercore.data.options import DataOptions
-from fercore.data.faceset import SPLITS, FaceSet, make_faceset
-from fercore.data.groups import check_fixed_splits, index_subjects, make_folds, refuse_folds_with_fixed_splits
+from fercore.data.faceset import FaceSet, make_faceset
+from fercore.data.groups import index_subjects, settle_splits
 from fercore.images import with_channels
 from fercore.errors import DataError
 from fercore.labels import CLASSES, FER2013, FOLDERS, check_class_name, resolve_classes, split_names
@@ -77,11 +77,9 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
     labels, splits = new_ids[keep], splits[keep]
     if not len(labels):
         raise DataError(f"{path}: no row is left once data.drop_classes is applied")
-    if groups is not None:
-        check_fixed_splits(groups, group_names, splits, SPLITS, str(path))
     held_out = sorted({u for u, i in USAGES.items() if i != USAGES["Training"] and (splits == i).any()})
-    refuse_folds_with_fixed_splits(options, [f"Usage {u} rows" for u in held_out], str(path))
-    folds = make_folds(labels, groups, options, str(path)) if options is not None and options.folds else None
+    folds = settle_splits(labels, splits, groups, group_names, options, str(path),
+                          [f"Usage {u} rows" for u in held_out])
     if side != image_size:
         images = _resize_all(images, image_size)
     images = with_channels(images, (options or DataOptions()).channels)

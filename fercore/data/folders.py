@@ -12,9 +12,8 @@ import numpy as np
 from PIL import Image
 
 from fercore.data.options import DataOptions
-from fercore.data.faceset import SPLIT_INDEX, SPLITS, FaceSet, make_faceset
-from fercore.data.groups import check_fixed_splits, make_folds, refuse_folds_with_fixed_splits, subjects_from_paths
-from fercore.data.splitting import holdout
+from fercore.data.faceset import SPLIT_INDEX, FaceSet, make_faceset
+from fercore.data.groups import settle_splits, subjects_from_paths
 from fercore.errors import DataError
 from fercore.images import image_shape
 from fercore.labels import names_class, resolve_classes
@@ -77,20 +76,11 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
                             "every class that appears must have at least one image in the training folder")
 
     # Subjects (data.group): the layout's own split folders may not share one; carved splits take whole subjects.
-    groups, group_names = (subjects_from_paths(paths, root, options.group) if options is not None and options.group
-                           else (None, ()))
-    if groups is not None:
-        check_fixed_splits(groups, group_names, splits, SPLITS, str(root))
-    folds = None
-    if options is not None and options.folds:
-        refuse_folds_with_fixed_splits(options, [str(d) for s in ("val", "test") for d in split_dirs.get(s, [])],
-                                       str(root))
-        folds = make_folds(labels, groups, options, str(root))
-    else:
-        if "test" not in split_dirs:
-            _carve(labels, splits, "test", TEST_FRACTION, TEST_SEED, groups, str(root))
-        if "val" not in split_dirs:
-            _carve(labels, splits, "val", val_fraction, seed, groups, str(root))
+    # A missing test split is carved first, with its fixed seed; then a missing val split (see the docstring).
+    groups, group_names = (subjects_from_paths(paths, root, options.group) if options.group else (None, ()))
+    fixed = [str(d) for s in ("val", "test") for d in split_dirs.get(s, [])]
+    carve = tuple(c for c in (("test", TEST_FRACTION, TEST_SEED), ("val", val_fraction, seed)) if c[0] not in split_dirs)
+    folds = settle_splits(labels, splits, groups, group_names, options, str(root), fixed, carve)
     images = read_images(paths, image_size, channels=(options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(root), groups=groups, group_names=group_names,
                         folds=folds, class_names=classes.names)
@@ -102,18 +92,6 @@ def _first_folders(class_dirs: list[tuple[str, Path]]) -> dict[str, str]:
     for _, d in sorted(class_dirs, key=lambda pair: pair[0] != "train"):
         places.setdefault(d.name.strip().lower(), str(d))
     return places
-
-
-def _carve(labels: np.ndarray, splits: np.ndarray, target: str, fraction: float, seed: int,
-           groups: np.ndarray | None = None, where: str = "") -> None:
-    """Move a stratified share of the current training images to split `target`, in place; whole subjects when
-    GROUPS (a subject id per image) is given."""
-    train_idx = np.flatnonzero(splits == SPLIT_INDEX["train"])
-    try:
-        held = holdout(labels[train_idx], None if groups is None else groups[train_idx], fraction, seed)
-    except ValueError as e:  # only with subjects: none can be held out
-        raise DataError(f"{where}: data.group: cannot carve the {target} split from the training images: {e}") from None
-    splits[train_idx[held]] = SPLIT_INDEX[target]
 
 
 def _find_split_dirs(root: Path, options: DataOptions) -> dict[str, list[Path]]:

@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from fercore.data.faceset import SPLIT_INDEX, SPLITS
+from fercore.data.splitting import fold_splits, holdout
 from fercore.errors import ConfigError, DataError
 
 KEY = "data.group"
@@ -103,8 +105,6 @@ def subjects_per_split(groups: np.ndarray, splits: np.ndarray, split_names: tupl
 def make_folds(labels: np.ndarray, groups: np.ndarray | None, options, where: str) -> np.ndarray:
     """The N x K split matrix of data.folds K (fercore.data.splitting.fold_splits, seeded by data.seed, validation
     carved with data.val_fraction); a DataError naming data.folds when the images cannot make K folds."""
-    from fercore.data.splitting import fold_splits
-
     try:
         return fold_splits(labels, groups, options.folds, options.seed, options.val_fraction)
     except ValueError as e:
@@ -118,3 +118,27 @@ def refuse_folds_with_fixed_splits(options, fixed: list[str], where: str) -> Non
         raise DataError(f"{where}: data.folds: {options.folds} folds pool every image, but this source fixes its own "
                         f"held-out split ({', '.join(fixed)}); use data.folds: 0, or a source with training images "
                         "only (e.g. ROOT/<class>/*)")
+
+
+def settle_splits(labels: np.ndarray, splits: np.ndarray, groups: np.ndarray | None, group_names: tuple[str, ...],
+                  options, where: str, fixed: list[str], carve: tuple[tuple[str, float, int], ...] = ()
+                  ) -> np.ndarray | None:
+    """What every reader does once it has its labels, its layout's own splits and (with data.group) its subjects:
+    the layout's splits may not share a subject; then either k-fold (data.folds: the N x K split matrix, returned;
+    refused when the layout FIXES a held-out split of its own) or, without folds, each split of CARVE
+    ((split name, fraction, seed), in order) carved from the training images, whole subjects with data.group
+    (SPLITS is changed in place; None returned)."""
+    if groups is not None:
+        check_fixed_splits(groups, group_names, splits, SPLITS, where)
+    if options is not None and options.folds:
+        refuse_folds_with_fixed_splits(options, fixed, where)
+        return make_folds(labels, groups, options, where)
+    for target, fraction, seed in carve:
+        train_idx = np.flatnonzero(splits == SPLIT_INDEX["train"])
+        try:
+            held = holdout(labels[train_idx], None if groups is None else groups[train_idx], fraction, seed)
+        except ValueError as e:  # only with subjects: none can be held out
+            raise DataError(f"{where}: {KEY}: cannot carve the {target} split from the training images: {e}") \
+                from None
+        splits[train_idx[held]] = SPLIT_INDEX[target]
+    return None

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from fercore.data.options import DataOptions
-from fercore.data.faceset import SPLIT_INDEX, SPLITS, FaceSet, make_faceset
+from fercore.data.faceset import SPLIT_INDEX, FaceSet, make_faceset
 from fercore.data.folders import read_images
-from fercore.data.groups import check_fixed_splits, make_folds, refuse_folds_with_fixed_splits, subjects_from_paths
-from fercore.data.splitting import holdout
+from fercore.data.groups import settle_splits, subjects_from_paths
 from fercore.errors import DataError
 from fercore.labels import CLASS_INDEX, CLASSES, resolve_classes
 
@@ -62,19 +61,11 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
     # Subjects (data.group, a regex over the image paths relative to the data set's root): train_ and test_ may not
     # share one, and validation takes whole subjects.
     groups, group_names = None, ()
-    if options is not None and options.group:
+    if options.group:
         groups, group_names = subjects_from_paths(image_paths, dataset_root(label_file), options.group)
-        check_fixed_splits(groups, group_names, splits, SPLITS, str(label_file))
-    refuse_folds_with_fixed_splits(options, ["the test_ images"] if (splits == SPLIT_INDEX["test"]).any() else [],
-                                   str(label_file))
-    folds = make_folds(labels, groups, options, str(label_file)) if options is not None and options.folds else None
-    if folds is None:
-        try:
-            held = holdout(labels[train_idx], None if groups is None else groups[train_idx], val_fraction, seed)
-        except ValueError as e:  # only with subjects: none can be held out
-            raise DataError(f"{label_file}: data.group: cannot carve the val split from the train_ images: {e}") \
-                from None
-        splits[train_idx[held]] = SPLIT_INDEX["val"]
+    fixed = ["the test_ images"] if (splits == SPLIT_INDEX["test"]).any() else []
+    folds = settle_splits(labels, splits, groups, group_names, options, str(label_file), fixed,
+                          (("val", val_fraction, seed),))
     images = read_images(image_paths, image_size, channels=(options or DataOptions()).channels)
     return make_faceset(images, labels, splits, source=str(dataset_root(label_file)), groups=groups,
                         group_names=group_names, folds=folds, class_names=classes.names)
