@@ -58,9 +58,10 @@ class FaceSet:
         if not 0 <= i < self.n_folds:
             raise ValueError(f"{self.source}: fold {i} is out of range 0..{self.n_folds - 1}")
         splits = np.ascontiguousarray(self.folds[:, i])
-        fingerprint = fingerprint_arrays(self.images, self.labels, splits, self.groups, fold=(i, self.n_folds),
-                                         class_names=self.class_names)
-        return replace(self, splits=splits, folds=None, fold=i, fingerprint=fingerprint)
+        # The whole set's fingerprint already covers the images, labels, classes, subjects and the fold table, so it
+        # and the fold's number decide this fold: no second hash of every image for each trial that selects a fold.
+        fold = hashlib.blake2b(f"{self.fingerprint}|fold {i} of {self.n_folds}".encode(), digest_size=16)
+        return replace(self, splits=splits, folds=None, fold=i, fingerprint=fold.hexdigest())
 
     def subjects(self) -> dict[str, int] | None:
         """Distinct subjects per split ({"train": n, ...}), or None when subjects are not known."""
@@ -92,12 +93,12 @@ class FaceSet:
 
 
 def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, groups: np.ndarray | None = None,
-                       folds: np.ndarray | None = None, fold: tuple[int, int] | None = None,
-                       class_names: tuple[str, ...] = CLASSES) -> str:
+                       folds: np.ndarray | None = None, class_names: tuple[str, ...] = CLASSES) -> str:
     """Content hash of a data set: equal arrays and class names give equal fingerprints, whatever file they came
-    from. Subjects, folds and the fold tested on (i, K) count when present, and the class names (label 6 means
-    neutral in one data set and contempt in another); FER2013's seven and no subjects or folds hash as nothing, so
-    data sets (and the generators, pools and baselines cached under their fingerprint) from before keep their keys."""
+    from. Subjects and folds count when present, and the class names (label 6 means neutral in one data set and
+    contempt in another); FER2013's seven and no subjects or folds hash as nothing, so data sets (and the
+    generators, pools and baselines cached under their fingerprint) from before keep their keys. A fold's own
+    fingerprint is FaceSet.for_fold's."""
     h = hashlib.blake2b(digest_size=16)
     if tuple(class_names) != CLASSES:
         h.update(("classes:" + ",".join(class_names) + "\n").encode())
@@ -108,8 +109,6 @@ def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, splits: np.ndarra
         if arr is not None:
             h.update(f"{name}{arr.shape}".encode())
             h.update(np.ascontiguousarray(arr).data)
-    if fold is not None:
-        h.update(f"fold {fold[0]} of {fold[1]}".encode())
     return h.hexdigest()
 
 

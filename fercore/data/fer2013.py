@@ -55,6 +55,7 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
     The faces are gray: with options.channels 3 each holds its gray value in all three channels.
     """
     path = Path(path)
+    options = options or DataOptions(image_size=image_size)
     names = label_names(options)
     columns = _read_header(path)
     try:
@@ -64,13 +65,13 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
     if arrays is None:
         arrays = _exact_parse(path, columns, names)
     labels, splits, pixels, side = arrays
-    classes = resolve_classes(options or DataOptions(), names, str(path))
+    classes = resolve_classes(options, names, str(path))
     new_ids = classes.remap(names)[labels]
     keep = new_ids >= 0  # data.drop_classes
     # Subjects (data.group names a column): the Usage splits may not share one. k-fold pools every row, so it
     # takes a file of Training rows only.
     groups, group_names = None, ()
-    if options is not None and options.group:
+    if options.group:
         subjects = _read_group_column(path, columns, options.group, len(labels))
         groups, group_names = index_subjects([s for s, kept in zip(subjects, keep) if kept])
     images = pixels.reshape(len(labels), side, side)[keep]
@@ -82,7 +83,7 @@ def read_fer2013_csv(path: Path, image_size: int = 48, options: DataOptions | No
                           [f"Usage {u} rows" for u in held_out])
     if side != image_size:
         images = _resize_all(images, image_size)
-    images = with_channels(images, (options or DataOptions()).channels)
+    images = with_channels(images, options.channels)
     return make_faceset(images, labels, splits, source=str(path), groups=groups, group_names=group_names,
                         folds=folds, class_names=classes.names)
 

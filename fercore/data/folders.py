@@ -81,7 +81,7 @@ def read_image_folders(root: Path, image_size: int = 48, seed: int = 0, val_frac
     fixed = [str(d) for s in ("val", "test") for d in split_dirs.get(s, [])]
     carve = tuple(c for c in (("test", TEST_FRACTION, TEST_SEED), ("val", val_fraction, seed)) if c[0] not in split_dirs)
     folds = settle_splits(labels, splits, groups, group_names, options, str(root), fixed, carve)
-    images = read_images(paths, image_size, channels=(options or DataOptions()).channels)
+    images = read_images(paths, image_size, channels=options.channels)
     return make_faceset(images, labels, splits, source=str(root), groups=groups, group_names=group_names,
                         folds=folds, class_names=classes.names)
 

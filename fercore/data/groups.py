@@ -97,11 +97,6 @@ def check_fixed_splits(groups: np.ndarray, group_names: tuple[str, ...], splits:
                                 "splits must keep each subject in one split")
 
 
-def subjects_per_split(groups: np.ndarray, splits: np.ndarray, split_names: tuple[str, ...]) -> dict[str, int]:
-    """How many distinct subjects each split holds."""
-    return {name: int(len(np.unique(groups[splits == i]))) for i, name in enumerate(split_names)}
-
-
 def make_folds(labels: np.ndarray, groups: np.ndarray | None, options, where: str) -> np.ndarray:
     """The N x K split matrix of data.folds K (fercore.data.splitting.fold_splits, seeded by data.seed, validation
     carved with data.val_fraction); a DataError naming data.folds when the images cannot make K folds."""

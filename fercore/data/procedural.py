@@ -144,10 +144,11 @@ def draw_procedural(scale: float = 0.1, seed: int = 0, image_size: int = 48,
     images, labels, splits = images[order], labels[order], splits[order]
     source = f"procedural(scale={scale}, seed={seed})"
     # Its faces are FER2013's seven; data.drop_classes leaves some out (data.classes may only reorder them).
-    classes = resolve_classes(options or DataOptions(), CLASSES, source)
+    options = options or DataOptions(image_size=image_size, seed=seed)
+    classes = resolve_classes(options, CLASSES, source)
     new_ids = classes.remap(CLASSES)[labels]
     keep = new_ids >= 0
-    images = with_channels(images[keep], (options or DataOptions()).channels)
+    images = with_channels(images[keep], options.channels)
     return make_faceset(images, new_ids[keep], splits[keep], source=source, class_names=classes.names)
 
 

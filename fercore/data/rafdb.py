@@ -66,7 +66,7 @@ def read_rafdb(path: Path, image_size: int = 48, seed: int = 0, val_fraction: fl
     fixed = ["the test_ images"] if (splits == SPLIT_INDEX["test"]).any() else []
     folds = settle_splits(labels, splits, groups, group_names, options, str(label_file), fixed,
                           (("val", val_fraction, seed),))
-    images = read_images(image_paths, image_size, channels=(options or DataOptions()).channels)
+    images = read_images(image_paths, image_size, channels=options.channels)
     return make_faceset(images, labels, splits, source=str(dataset_root(label_file)), groups=groups,
                         group_names=group_names, folds=folds, class_names=classes.names)
 
