@@ -139,7 +139,7 @@ def group_configs(done: pd.DataFrame, objective: tuple[str, str]) -> list[Config
     configs = []
     for i, (key, positions) in enumerate(groups.items()):
         part = done.iloc[positions]
-        units = pd.Series([seed_of(r) for _, r in part.iterrows()], index=part.index, dtype=object)
+        units = pd.Series(_units(part), index=part.index, dtype=object)
         part = part[~units.duplicated()]  # a (seed, fold) that ran twice counts once
         values = {c: v for c, v in zip(cols, key) if v is not None}
         configs.append(Config(i, values, part, _fold_mean(part, objective[0])))
@@ -156,36 +156,38 @@ def seed_of(row: pd.Series) -> Any:
     return seed if seed is not None else 0  # a table without seeds: each config ran once
 
 
-def fold_of(row: pd.Series) -> Any:
-    """The fold a trial tested on in a k-fold sweep, else None."""
-    return seed_of(row)[1] if isinstance(seed_of(row), tuple) else None
+def _units(part: pd.DataFrame) -> list[Any]:
+    """The repeat (seed_of) of each of PART's trials, in row order."""
+    return [seed_of(r) for _, r in part.iterrows()]
+
+
+def _per_fold(units: list[Any], values) -> pd.Series | None:
+    """Each fold's mean over its seeds of VALUES (one per repeat in UNITS); None outside a k-fold sweep."""
+    if not units or not isinstance(units[0], tuple):
+        return None
+    return pd.Series(np.asarray(values, dtype=float)).groupby([u[1] for u in units]).mean()
+
+
+def _mean_over_folds(units: list[Any], values) -> float:
+    """The mean of VALUES (one per repeat in UNITS, NaN skipped): in a k-fold sweep the mean over folds of each fold's
+    mean over seeds, so a fold that ran more seeds weighs no more than the others (the k-fold estimate is the mean
+    of the folds)."""
+    per_fold = _per_fold(units, values)
+    return float(pd.Series(np.asarray(values, dtype=float)).mean() if per_fold is None else per_fold.mean())
 
 
 def _fold_mean(part: pd.DataFrame, column: str) -> float:
-    """COLUMN's mean over a config's trials: in a k-fold sweep the mean over folds of each fold's mean over seeds, so
-    a fold that ran more seeds weighs no more than the others (the k-fold estimate is the mean of the folds)."""
-    values = num(part, column)
-    folds = pd.Series([fold_of(r) for _, r in part.iterrows()], index=part.index, dtype=object)
-    if folds.isna().all():
-        return float(values.mean())
-    return float(values.groupby(folds).mean().mean())
-
-
-def _units_mean(units: list[Any], values: np.ndarray) -> float:
-    """VALUES (one per repeat in UNITS) averaged like _fold_mean: over folds of each fold's mean where k-fold."""
-    if not units or not isinstance(units[0], tuple):
-        return float(np.mean(values))
-    return float(pd.Series(values).groupby([u[1] for u in units]).mean().mean())
+    """COLUMN's mean over a config's trials (PART), as _mean_over_folds takes it."""
+    return _mean_over_folds(_units(part), num(part, column).to_numpy())
 
 
 def fold_spread(config: "Config", column: str = "test_macro_f1") -> tuple[int, float]:
     """(folds, standard deviation over folds of each fold's mean COLUMN): the spread a k-fold result is published
     with; (0, nan) outside a k-fold sweep, (1, nan) with one fold."""
-    part = config.trials
-    folds = pd.Series([fold_of(r) for _, r in part.iterrows()], index=part.index, dtype=object)
-    if folds.isna().all():
+    per_fold = _per_fold(_units(config.trials), num(config.trials, column).to_numpy())
+    if per_fold is None:
         return 0, math.nan
-    means = num(part, column).groupby(folds).mean().dropna()
+    means = per_fold.dropna()
     return len(means), float(means.std(ddof=1)) if len(means) > 1 else math.nan
 
 
@@ -297,7 +299,7 @@ def pair_estimate(pair: Pair, predictions: Predictions | None, seed: int = 0) ->
     diffs = np.array([figure(rows_b[s], "test_macro_f1") - figure(rows_a[s], "test_macro_f1") for s in pair.seeds])
     if not np.isfinite(diffs).all():
         return None
-    mean = _units_mean(pair.seeds, diffs)
+    mean = _mean_over_folds(pair.seeds, diffs)
     if predictions is not None and all(a in predictions and b in predictions for a, b in ids):
         arrays = [(predictions[a], predictions[b]) for a, b in ids]
         if all(np.array_equal(ia, ib) and np.array_equal(ta, tb) for (ia, ta, _), (ib, tb, _) in arrays):
