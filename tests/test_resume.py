@@ -23,7 +23,7 @@ FERSWEEP = Path(sys.executable).parent / "fersweep"
 TRIALS = 6
 
 
-def write_sweep(tmp_path: Path) -> Path:
+def write_sweep(tmp_path: Path, sampler: str = "tpe") -> Path:
     (tmp_path / "search_spaces").mkdir()
     (tmp_path / "search_spaces" / "lr.py").write_text(
         "def space(trial):\n    trial.suggest_float('classifier.lr', 1e-3, 1e-2, log=True)\n")
@@ -31,7 +31,7 @@ def write_sweep(tmp_path: Path) -> Path:
     sweep = {"name": "resumable", "data": {"source": "procedural", "scale": 0.01}, "space": "lr",
              "fixed": {"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.width": 8,
                        "classifier.epochs": 3, "classifier.batch_size": 32},
-             "sampler": "tpe", "scheduler": {"type": "none"}, "num_samples": TRIALS, "max_concurrent": 1,
+             "sampler": sampler, "scheduler": {"type": "none"}, "num_samples": TRIALS, "max_concurrent": 1,
              "resources": {"cpu": 1}, "optuna_storage": True}
     path = tmp_path / "sweeps" / "resumable.yaml"
     path.write_text(yaml.safe_dump(sweep))
@@ -45,8 +45,9 @@ def rows(out: Path) -> list[dict]:
         return []
 
 
-def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    sweep = write_sweep(tmp_path)
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])  # nsga2: Ray unpickles the searcher's saved state
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, sampler):
+    sweep = write_sweep(tmp_path, sampler)
     storage = tmp_path / "results"
     out = storage / "resumable"
     env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray instance, not one a test left running

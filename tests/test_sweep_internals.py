@@ -1,8 +1,9 @@
-"""fercore.sweep.internals against the Ray and Optuna installed. Written against Ray 2.60.x and Optuna 5.x: on other
-versions the first test fails, listing each private attribute to re-check in the new source; the others check, on
-real Ray and Optuna objects, that every private attribute fercore reaches still exists and means what fercore takes
-it to mean. No Ray instance is started but in the last test."""
+"""fercore.sweep.internals against the Ray and Optuna installed. Written against Ray 2.60.x and Optuna 5.0.x and
+5.1.x: on other versions the first test fails, listing each private attribute to re-check in the new source; the
+others check, on real Ray and Optuna objects, that every private attribute fercore reaches still exists and means
+what fercore takes it to mean. No Ray instance is started but in the last test."""
 import math
+import pickle
 from pathlib import Path
 
 import optuna
@@ -13,7 +14,7 @@ from fercore.sweep.searchers import TESTED
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-RAY, OPTUNA = "2.60.", "5."  # the versions this test (and internals.py) were written against
+RAY, OPTUNA = ("2.60.",), ("5.0.", "5.1.")  # the minor releases this test (and internals.py) were written against
 
 
 def recheck(attribute: str) -> str:
@@ -32,6 +33,70 @@ def test_ray_and_optuna_are_the_versions_the_private_attributes_were_read_in():
         f"fercore/sweep/internals.py reaches private attributes read in Ray {RAY}x and Optuna {OPTUNA}x, but "
         f"{'; '.join(untested)} is installed. Re-check each of these in the new version's source, then update "
         f"WRITTEN_AGAINST and this test:\n{internals.recheck_list()}")
+
+
+def admitted_minors(requirement: str, package: str) -> set[str]:
+    """The minor releases ('5.1.') of PACKAGE that REQUIREMENT (a pyproject dependency) admits, of those from two
+    majors below its lowest bound to one above, each minor up to 99."""
+    from packaging.requirements import Requirement
+
+    spec = Requirement(requirement).specifier
+    low = min(int(s.version.split(".")[0]) for s in spec)
+    return {f"{major}.{minor}." for major in range(max(low - 2, 0), low + 2) for minor in range(100)
+            if spec.contains(f"{major}.{minor}.0")}
+
+
+def test_the_project_admits_exactly_the_releases_the_private_attributes_were_read_in():
+    """A wider range would let a fresh install take a release no one checked (as Optuna 5.1 broke NSGA-II sweeps
+    while pyproject admitted <6); a narrower one would leave a checked release untested."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    for package, prefixes in internals.WRITTEN_AGAINST.items():
+        (requirement,) = [r for r in project["dependencies"] if Requirement(r).name == package]
+        assert admitted_minors(requirement, package) == set(prefixes), (
+            f"pyproject.toml's {requirement!r} admits other minor releases than those "
+            f"fercore/sweep/internals.py was read in ({', '.join(prefixes)})")
+
+
+def test_every_sampler_fercore_makes_survives_pickling_as_ray_pickles_the_searcher():
+    """Ray's Tuner pickles the search algorithm with its sampler, at start and in each saved state a resume reads:
+    each sampler a sweep file can name is pickled, unpickled and then samples a study to completion."""
+    import cloudpickle
+
+    from fercore.sweep.searchers import _sampler
+
+    class Spec:
+        seed, grid = 0, {"x": [0.25, 0.75]}
+
+    for name in ("tpe", "random", "grid", "nsga2"):
+        Spec.sampler = name
+        sampler = cloudpickle.loads(cloudpickle.dumps(_sampler(Spec)))
+        study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
+        study.optimize(lambda t: (t.suggest_float("x", 0.0, 1.0), 1.0), n_trials=2)
+        assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], name
+
+
+def test_the_only_attribute_of_optunas_nsga2_that_cannot_be_pickled_is_the_one_fercore_drops():
+    """Optuna 5.1's BaseGASampler holds a thread lock (5.0's did not): fercore's NSGA-II leaves out exactly that.
+    Another attribute that cannot be pickled, or the lock under another name, fails here, naming it."""
+    import threading
+
+    from fercore.sweep.searchers import _NSGAII
+
+    unpicklable = []
+    for name, value in vars(optuna.samplers.NSGAIISampler(seed=0)).items():
+        try:
+            pickle.dumps(value)
+        except (TypeError, pickle.PicklingError):
+            unpicklable.append(name)
+    assert set(unpicklable) <= {"_thread_lock"}, recheck("BaseGASampler._thread_lock") + f": {unpicklable}"
+    sampler = pickle.loads(pickle.dumps(_NSGAII(seed=0)))
+    if unpicklable:  # a release that holds the lock gets a working one back
+        assert isinstance(sampler._thread_lock, type(threading.Lock())), recheck("BaseGASampler._thread_lock")
+    assert "_thread_lock" not in vars(sampler) or not sampler._thread_lock.locked()
 
 
 def space(trial):

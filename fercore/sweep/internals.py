@@ -1,5 +1,5 @@
 """Every private Ray Tune or Optuna attribute the sweep layer reaches, each behind a small named function, so a new
-Ray or Optuna release is checked in one place. Written against Ray 2.60.x and Optuna 5.x (WRITTEN_AGAINST):
+Ray or Optuna release is checked in one place. Written against Ray 2.60.x and Optuna 5.0.x, 5.1.x (WRITTEN_AGAINST):
 tests/test_sweep_internals.py fails on other versions, naming each attribute to re-check, and checks that every one
 still exists on real objects. run_sweep prints a warning line when it runs on other versions (untested_versions).
 
@@ -11,7 +11,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-WRITTEN_AGAINST = {"ray": "2.60.", "optuna": "5."}  # version prefixes the private attributes below were read in
+# The releases the private attributes below were read in, as version prefixes: each one named here was read and
+# passed tests/test_sweep_internals.py. pyproject.toml admits exactly these; a release outside them may rename or
+# change any attribute below, so the guard is per minor release, not per major.
+WRITTEN_AGAINST = {"ray": ("2.60.",), "optuna": ("5.0.", "5.1.")}
 
 # (owner, attribute, why fercore needs it). Each function below names the entries it uses.
 PRIVATE = (
@@ -37,6 +40,9 @@ PRIVATE = (
      "consistent between two steps of Ray's loop, which fercore.sweep.state keeps whole for --resume"),
     ("ray.tune.result", "AUTO_RESULT_KEYS",
      "the keys Ray adds to every result (an undocumented module): left out of the epochs table"),
+    ("optuna.samplers._ga._base.BaseGASampler", "_thread_lock",
+     "a threading.Lock (Optuna 5.1; absent in 5.0) held by NSGA-II, which Ray's Tuner cannot pickle with the "
+     "searcher: dropped when the sampler is pickled and made anew when it is unpickled"),
     # Not reached through a function here: names that fercore.sweep.state.STATE_PATTERNS spells out.
     ("ray.tune.execution.tune_controller.TuneController", "CKPT_FILE_TMPL",
      "experiment_state-*.json, the trials' state: one of the files fercore.sweep.state keeps whole"),
@@ -50,13 +56,13 @@ def untested_versions() -> list[str]:
     """'ray 2.61.0 (written against 2.60.x)' for each of Ray and Optuna installed at another version than
     WRITTEN_AGAINST; empty when both match."""
     out = []
-    for package, prefix in WRITTEN_AGAINST.items():
+    for package, prefixes in WRITTEN_AGAINST.items():
         try:
             found = version(package)
         except PackageNotFoundError:
             found = "not installed"
-        if not found.startswith(prefix):
-            out.append(f"{package} {found} (written against {prefix}x)")
+        if not found.startswith(prefixes):
+            out.append(f"{package} {found} (written against {' or '.join(p + 'x' for p in prefixes)})")
     return out
 
 
@@ -97,6 +103,29 @@ def tell_pruned(search, trial_id: str) -> None:
 
     search._ot_study.tell(search._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
     mark_completed(search, trial_id)
+
+
+# BaseGASampler (_thread_lock).
+
+def sampler_state(sampler) -> dict[str, Any]:
+    """SAMPLER's attributes to pickle: its thread lock, which cannot be pickled and guards nothing between processes
+    (NSGA-II's generation cache is rebuilt from the study), replaced by a marker that it had one."""
+    attributes = dict(vars(sampler))
+    if attributes.pop("_thread_lock", None) is not None:
+        attributes["_thread_lock"] = _LOCK_MARKER
+    return attributes
+
+
+def restore_sampler_state(sampler, attributes: dict[str, Any]) -> None:
+    """Set an unpickled SAMPLER's ATTRIBUTES (from sampler_state), with a new lock where it had one."""
+    import threading
+
+    vars(sampler).update(attributes)
+    if attributes.get("_thread_lock") == _LOCK_MARKER:
+        sampler._thread_lock = threading.Lock()
+
+
+_LOCK_MARKER = "fercore: a threading.Lock, made anew when unpickled"
 
 
 # Repeater (_trial_id_to_group) and its _TrialGroup.

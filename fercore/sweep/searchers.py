@@ -105,6 +105,17 @@ class _Grid(GridSampler):
         pass
 
 
+class _NSGAII(NSGAIISampler):
+    """Optuna's NSGA-II, picklable: Ray's Tuner pickles the searcher with its sampler (at start and in every saved
+    state a resume reads), and Optuna 5.1's genetic-algorithm samplers hold a thread lock, which cannot be pickled."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return internals.sampler_state(self)
+
+    def __setstate__(self, attributes: dict[str, Any]) -> None:
+        internals.restore_sampler_state(self, attributes)
+
+
 def make_searcher(spec: SweepSpec, fixed: dict[str, Any], storage: optuna.storages.BaseStorage | None) -> Searcher:
     """The searcher of a new sweep: Optuna over FIXED laid on the space (or the grid), its study in STORAGE (None:
     in memory), repeated `seeds` times per sampled config."""
@@ -121,7 +132,7 @@ def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     if spec.sampler == "grid":
         return _Grid(spec.grid, seed=spec.seed)
     if spec.sampler == "nsga2":
-        return NSGAIISampler(seed=spec.seed)
+        return _NSGAII(seed=spec.seed)
     if spec.sampler == "random":
         return RandomSampler(seed=spec.seed)
     return TPESampler(seed=spec.seed)
