@@ -1,6 +1,7 @@
 """Registration of the built-in backbones: the small networks of the reports, ResEmoteNet and torchvision adapters.
 
-Every entry declares classifier.weights (a local state-dict file, see weights.py); the torchvision ones also declare
+Every entry declares classifier.weights (a local state-dict file, see weights.py; for the torchvision ones also
+`imagenet`, torchvision's own ImageNet weights from the local torch cache); the torchvision ones also declare
 small_stem and freeze_stages, ResEmoteNet freeze_stages and width. classifier.dropout (common) is the dropout before
 each network's final Linear.
 """
@@ -9,17 +10,27 @@ from __future__ import annotations
 from fercore.classifiers import CLASSIFIERS
 from fercore.classifiers import resemotenet as ren
 from fercore.classifiers import torchvision_adapters as tv
-from fercore.classifiers.common import SMALL_STEM, WEIGHTS, freeze_param, freeze_stages
+from fercore.classifiers.common import IMAGENET_WEIGHTS, SMALL_STEM, WEIGHTS, freeze_param, freeze_stages
 from fercore.classifiers.simple import CNN3, LinearClassifier
-from fercore.classifiers.weights import load_weights
+from fercore.classifiers.weights import IMAGENET, load_weights
+from fercore.errors import ConfigError
 from fercore.params import Param
+
+
+def _local_file(weights: str, backbone: str) -> str:
+    """WEIGHTS for a backbone torchvision has no ImageNet weights for: a file, never the word imagenet."""
+    if weights == IMAGENET:
+        raise ConfigError(f"classifier.weights=imagenet: classifier.backbone={backbone} has no torchvision ImageNet "
+                          f"weights; expected a local state-dict file, or one of the backbones that take imagenet: "
+                          f"{', '.join(tv.ARCHS)}")
+    return weights
 
 
 @CLASSIFIERS.register("linear", params=(WEIGHTS,), help="flattened pixels -> 7 logits, the baseline of report 000")
 def _linear(cfg, image_size, num_classes, in_channels=1):
     model = LinearClassifier(image_size, num_classes, dropout=cfg.dropout, in_channels=in_channels)
     if cfg.weights:
-        load_weights(model, cfg.weights, "linear")
+        load_weights(model, _local_file(cfg.weights, "linear"), "linear")
     return model
 
 
@@ -29,7 +40,7 @@ def _linear(cfg, image_size, num_classes, in_channels=1):
 def _cnn3(cfg, image_size, num_classes, in_channels=1):
     model = CNN3(image_size, num_classes, dropout=cfg.dropout, width=cfg.width, in_channels=in_channels)
     if cfg.weights:
-        load_weights(model, cfg.weights, "cnn3", first_conv="features.0", head="head.4")
+        load_weights(model, _local_file(cfg.weights, "cnn3"), "cnn3", first_conv="features.0", head="head.4")
     return model
 
 
@@ -41,14 +52,15 @@ def _cnn3(cfg, image_size, num_classes, in_channels=1):
 def _resemotenet(cfg, image_size, num_classes, in_channels=1):
     model = ren.ResEmoteNet(num_classes, dropout=cfg.dropout, width=cfg.width, in_channels=in_channels)
     if cfg.weights:
-        load_weights(model, cfg.weights, "resemotenet", first_conv=ren.FIRST_CONV, head=ren.HEAD)
+        load_weights(model, _local_file(cfg.weights, "resemotenet"), "resemotenet", first_conv=ren.FIRST_CONV,
+                     head=ren.HEAD)
     freeze_stages(model, ren.STAGES, cfg.freeze_stages)
     return model
 
 
 def _register_torchvision(name: str, arch: tv.Arch) -> None:
     stage_text = tv.FAMILIES[arch.family].stage_text
-    params = (SMALL_STEM, freeze_param(arch.n_stages, stage_text), WEIGHTS)
+    params = (SMALL_STEM, freeze_param(arch.n_stages, stage_text), IMAGENET_WEIGHTS)
 
     @CLASSIFIERS.register(name, params=params, help=arch.help, channels_last_cpu=arch.family != "convnext")
     def _build(cfg, image_size, num_classes, in_channels=1):

@@ -19,6 +19,10 @@ from fercore.params import Param
 WEIGHTS = Param("weights", "", help=(
     "local state-dict file (torch.save) to start from, never downloaded; a 3-channel torchvision ImageNet file has "
     "its first conv summed to one channel and a head of another shape skipped; empty: random init"))
+IMAGENET_WEIGHTS = Param("weights", "", help=(  # the torchvision backbones': WEIGHTS, or torchvision's ImageNet file
+    "'imagenet': torchvision's own ImageNet file for this backbone from $TORCH_HOME/hub/checkpoints/ (never "
+    "downloaded); or a local state-dict file (torch.save); a 3-channel ImageNet file has its first conv summed to one "
+    "channel with ImageNet's mean and std folded in and its head skipped; empty: random init"))
 SMALL_STEM = Param("small_stem", False, help=(
     "3x3 stride-1 first conv and no stem pooling: 48x48 detail is kept (8x less downsampling, ~16x the compute); "
     "off: the torchvision stem with a one-channel first conv"))

@@ -19,7 +19,9 @@ colour data). small_stem: it
 becomes 3x3 stride 1 (padding 1) and the stem pool becomes Identity, so the first stage sees the full 48x48 image.
 Head: the final Linear is replaced by one with num_classes outputs and classifier.dropout on its input; the dropout
 torchvision puts in mobilenet's and efficientnet's heads is removed, so classifier.dropout is the only one. Module
-names are torchvision's, so a torchvision ImageNet state dict lines up key for key (see weights.py).
+names are torchvision's, so a torchvision ImageNet state dict lines up key for key (see weights.py). The builders
+are always called with weights=None: classifier.weights=imagenet reads torchvision's file from the local cache
+(weights.imagenet_file), and a weights enum passed to a builder would download it instead.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import torchvision
 from torch import nn
 
 from fercore.classifiers.common import DropoutLinear, freeze_stages, get_module, set_module
-from fercore.classifiers.weights import load_weights
+from fercore.classifiers.weights import IMAGENET, imagenet_file, load_weights
 
 Stages = list[list[str]]
 
@@ -144,7 +146,8 @@ def build(name: str, num_classes: int, dropout: float = 0.5, small_stem: bool = 
     set_module(model, fam.head, DropoutLinear(head.in_features, num_classes, dropout))
 
     if weights:
-        load_weights(model, weights, name, first_conv=fam.first_conv, head=fam.head)
+        path = imagenet_file(arch.builder, name) if weights == IMAGENET else weights
+        load_weights(model, path, name, first_conv=fam.first_conv, head=fam.head)
     freeze_stages(model, fam.stages(model), freeze)
     return model
 

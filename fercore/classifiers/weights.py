@@ -1,9 +1,18 @@
-"""classifier.weights: start a backbone from a local state-dict file. Nothing is ever downloaded.
+"""classifier.weights: start a backbone from a local state-dict file, or from torchvision's own ImageNet weights
+(`imagenet`). Nothing is ever downloaded.
+
+`imagenet` (the word; a file of that name is `./imagenet`) names, for a torchvision backbone, the file torchvision
+itself would have downloaded for its default ImageNet weights (its weights enum's DEFAULT, e.g.
+ResNet18_Weights.IMAGENET1K_V1 -> resnet18-f37072fd.pth), in the torch hub cache where torchvision would have put it:
+torch.hub.get_dir()/checkpoints/, i.e. $TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/). A
+missing file is a ConfigError naming the full path and how to get the file there; the file is then loaded as any
+torchvision ImageNet file below. Backbones torchvision has no weights for (linear, cnn3, resemotenet) refuse it.
 
 Accepted files (read with torch.load(weights_only=True)):
 - a state dict of the same backbone (model.state_dict() saved with torch.save), or a dict holding one under "model"
   (a fercore trainer checkpoint) or "state_dict"; "module." and "_orig_mod." prefixes (DataParallel, torch.compile)
-  are removed;
+  are removed, and DenseNet's old "norm.1"-style keys (torchvision's own densenet files have them) are renamed as
+  torchvision renames them;
 - a torchvision ImageNet state dict of the same architecture: when the file's first conv has 3 input channels and the
   model's has 1, the file's kernel is summed over its channels with ImageNet's input normalisation folded in (below),
   and a head whose shape differs (1000 classes) is skipped and keeps its fresh initialisation. A colour model
@@ -29,10 +38,13 @@ the file, other shape mismatches - is a ConfigError naming classifier.weights, t
 """
 from __future__ import annotations
 
+import re
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 import torch
+import torchvision
 from torch import nn
 
 from fercore.errors import ConfigError
@@ -40,6 +52,28 @@ from fercore.errors import ConfigError
 _SHOW = 5  # mismatching keys named per kind in an error message
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet weights expect (p - mean) / std per RGB channel
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET = "imagenet"  # classifier.weights: torchvision's own ImageNet file for the backbone, from torch's cache
+# torchvision's DenseNet files predate its module names: "denselayer1.norm.1.weight" is "denselayer1.norm1.weight"
+# (the rename torchvision.models.densenet._load_state_dict applies to them).
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def imagenet_file(builder: str, backbone: str) -> str:
+    """The path of torchvision's default ImageNet weights for torchvision.models.BUILDER (backbone BACKBONE) in the
+    torch hub cache, where torchvision keeps what it downloads; a ConfigError saying how to put the file there when
+    it is absent. Reading the weights enum downloads nothing; only the enum's URL gives torchvision's file name."""
+    weights = torchvision.models.get_model_weights(builder).DEFAULT
+    name = PurePosixPath(urlparse(weights.url).path).name
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name  # get_dir() reads $TORCH_HOME at each call
+    if not path.is_file():
+        raise ConfigError(
+            f"classifier.weights=imagenet: {path} not found (torchvision's {type(weights).__name__}.{weights.name} "
+            f"for classifier.backbone={backbone}); nothing is downloaded. Put {name} in {path.parent}/ - on a machine "
+            f"with internet, python -c \"import torchvision; torchvision.models.{builder}(weights='{weights.name}')\" "
+            f"saves it to that machine's $TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/); copy "
+            f"it from there - or set TORCH_HOME to the folder that holds hub/checkpoints/{name}")
+    return str(path)
 
 
 def fold_imagenet_normalisation(w_rgb: torch.Tensor, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +139,8 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         for prefix in ("_orig_mod.", "module."):
             if k.startswith(prefix):
                 k = k[len(prefix):]
-        out[k] = v
+        old = _DENSENET_OLD_KEY.match(k)
+        out[old.group(1) + old.group(2) if old else k] = v
     return out
 
 
