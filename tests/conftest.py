@@ -1,7 +1,10 @@
-"""Shared test set-up: a private data cache per test session, few CPU threads, tiny data sets."""
+"""Shared test set-up: a private data cache per test session, few CPU threads, tiny data sets, and the real faces
+(tests/real_faces.py)."""
 import os
 
 import pytest
+
+from tests.real_faces import real_faces  # noqa: F401 - the session fixture of the real-data tests
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
