@@ -222,8 +222,14 @@ def _cmd_report(args) -> int:
 
 def _load_for_inspection(args):
     """The data set `fersweep data` inspects: SOURCE read with the given data.* keys, as a sweep would read it."""
-    from fercore.config import resolve
     from fercore.data import load_configured
+
+    return load_configured(_inspected_section(args))
+
+
+def _inspected_section(args):
+    """The data config section of `fersweep data`'s SOURCE and --set keys."""
+    from fercore.config import resolve
 
     flat = {"data.source": args.source, "data.scale": args.scale, "data.seed": args.seed,
             "data.image_size": args.image_size}
@@ -232,7 +238,7 @@ def _load_for_inspection(args):
         if not sep:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, a data key such as classes=folders")
         flat[key if key.startswith("data.") else f"data.{key}"] = value
-    return load_configured(resolve(flat, drop_inapplicable=True).data)
+    return resolve(flat, drop_inapplicable=True).data
 
 
 def _cmd_data_info(args) -> int:
@@ -251,24 +257,32 @@ def _cmd_data_info(args) -> int:
         print(f"note: no test image of {', '.join(absent)}: reported as absent (test_absent_classes) and left out "
               "of macro averages")
     _print_subjects(data)
-    from fercore.cache import CacheStore
-    from fercore.cache.split_hashes import split_indexes
-    from fercore.data.converted import default_cache_dir
-    from fercore.metrics.copies import split_leakage
+    _print_copies(data, _inspected_section(args).dedupe)
+    return 0
 
-    # The splits' hashes are the ones trials use: kept in the cache store beside converted data sets. With k-fold,
-    # each fold's splits are audited (the trials of fold i run on data.for_fold(i)).
-    store = CacheStore(default_cache_dir().parent / "split-hashes")
+
+def _print_copies(data, how: str) -> None:
+    """The data set's own cross-split near-copies (the ones trials count and data.dedupe drops, found once per data
+    set and kept beside converted data sets): a warning each under data.dedupe none, what was removed under drop.
+    With k-fold, each fold's splits (the trials of fold i run on data.for_fold(i))."""
+    from fercore.cache.dedupe import dedupe
+    from fercore.cache.split_copies import counts, split_copies
+
     for fold in range(data.n_folds) if data.n_folds else [None]:
         part = data if fold is None else data.for_fold(fold)
-        shared = split_leakage(part, split_indexes(part, store))
-        for pair, count in shared.items():
+        where = "" if fold is None else f"fold {fold}: "
+        if how == "drop":
+            _, removed = dedupe(part, how)
+            print(f"{where}data.dedupe drop: removed {removed['dedupe_removed_train']} training faces that nearly "
+                  f"copy a validation or test face and {removed['dedupe_removed_val']} validation faces that copy a "
+                  "test face (the counts above are before; the test split is untouched)")
+            continue
+        for pair, count in counts(split_copies(part)).items():
             if count:
                 cand, ref = pair.split("_")
-                print(f"warning: {'' if fold is None else f'fold {fold}: '}{count} {cand} images nearly copy a {ref} "
-                      f"image (flips, shifts, brightness included): frames of one video or one subject in both "
-                      f"splits inflate {ref} figures")
-    return 0
+                print(f"warning: {where}{count} {cand} images nearly copy a {ref} image (flips, shifts, brightness "
+                      f"included): frames of one video or one subject in both splits inflate {ref} figures; "
+                      "data.dedupe: drop removes them")
 
 
 def _print_subjects(data) -> None:

@@ -24,6 +24,10 @@ DATA = (
                                    "fold tested on, validation is carved from the training folds"),
     Param("fold", 0, 0, 99, help="with data.folds: the fold this trial tests on, 0..folds-1 (a grid can sweep it)"),
     Param("channels", 1, choices=(1, 3), help="1: gray; 3: color kept through generators and backbones"),
+    Param("dedupe", "none", choices=("none", "drop"),
+          help="the data set's own cross-split near-copies: 'none' keeps them (and warns); 'drop' removes every "
+               "training face that nearly copies a validation or test face, and every validation face that copies "
+               "a test face, before anything trains (counts in dedupe_removed_train / _val)"),
 )
 GENERATOR = (  # Every type has a budget and a batch; the rest (learning rates, latent size, ...) each type declares.
     Param("epochs", 5, 0, 10_000, help="generator training budget, passes over the training split"),

@@ -30,8 +30,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from fercore.augment.policies import MixPlan, mix, plan_mix
+from fercore.augment.policies import MixPlan, kept_real, mix, plan_mix
 from fercore.cache import CacheStore, entries
+from fercore.cache.dedupe import dedupe
+from fercore.cache.split_copies import split_copies
 from fercore.cache.split_hashes import split_index
 from fercore.classifiers import build_classifier
 from fercore.config import TrialConfig, resolve
@@ -104,8 +106,11 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
                           f"{data.channels} channel{'s' if data.channels != 1 else ''} "
                           f"({'colour' if data.channels == 3 else 'gray'}); read it with data.channels "
                           f"{cfg.data.channels} or set data.channels to {data.channels}")
+    # The data set's own cross-split near-copies are dropped (data.dedupe) before anything, generators included,
+    # sees the training split; the trial's data set is then the deduplicated one, with its own fingerprint.
+    data, removed = dedupe(data, cfg.data.dedupe, cache)
     with deterministic_algorithms(cfg.train.deterministic):
-        return _run(cfg, data, report, cache)
+        return _run(cfg, data, report, cache, removed)
 
 
 def select_fold(cfg: TrialConfig, data: FaceSet) -> FaceSet:
@@ -122,7 +127,7 @@ def select_fold(cfg: TrialConfig, data: FaceSet) -> FaceSet:
     return data.for_fold(fold)
 
 
-def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> TrialResult:
+def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, removed: dict[str, int]) -> TrialResult:
     started = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -145,18 +150,22 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
 
     # The audit: synthetic images in the final training set, and the data set's own real train images the trial
     # kept (first in the mixed set; their duplicates are not counted again), that nearly copy a test or validation
-    # image under flips, shifts and tone changes (fercore.metrics.copies). The splits' hashes are built once per data
-    # set and kept in the cache (fercore.cache.split_hashes), not hashed again by every trial.
+    # image under flips, shifts and tone changes (fercore.metrics.copies). The splits' hashes, and which training
+    # images copy a test or validation image, are found once per data set and kept in the cache
+    # (fercore.cache.split_hashes, split_copies): a trial hashes only its synthetic images.
     # A trial with a generator also measures memorisation (gen_memorised_share): the share of its synthetic images
     # that nearly copy a training image, against the training split's index (built once per data set, like the others).
     # And it counts, apart from copies, the images whose reference-classifier features nearly equal a test or
     # validation image's (leak_feature_*; a trial without a generator has no reference to ask).
     test_index, val_index = (split_index(data, split, cache) for split in ("test", "val"))
     train_index = split_index(data, "train", cache) if pool is not None else None
+    kept = kept_real(data.split("train")[1], plan, cfg.seed)
+    own = split_copies(data, cache)
+    real_copies = {"test": own["train_test"][kept], "val": own["train_val"][kept]}
     neighbours = {"features": pool.features, "test_images": test_x, "val_images": data.split("val")[0]} \
         if pool is not None and pool.features is not None else {}
-    leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[:int(plan.real.sum())],
-                          test=test_index, val=val_index, train=train_index, **neighbours)
+    leakage = calc_metric("leakage", synthetic=mixed_x[is_synthetic], real=mixed_x[:len(kept)], test=test_index,
+                          val=val_index, train=train_index, real_copies=real_copies, **neighbours)
 
     # Paired comparisons: each step trains or fetches what this trial is compared against.
     counts = np.bincount(data.split("train")[1], minlength=len(data.class_names))
@@ -178,6 +187,7 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
         "classes": ",".join(data.class_names),  # what the per-class keys and the artifacts' class ids name
         **(pool.row if pool else {}),
         **leakage,
+        **removed,
         **paired,
     }
     final["train_seconds"] = time.perf_counter() - started

@@ -185,6 +185,17 @@ def plan_mix(policy: str, counts: np.ndarray, values: dict[str, Any],
     return plan
 
 
+def kept_real(labels: np.ndarray, plan: MixPlan, seed: int) -> np.ndarray:
+    """The indices, in order, of the real images (of LABELS) that PLAN keeps: per class all of them, or a seeded
+    subset of plan.real[c]. mix() puts these first; a trial's audit counts their copies by index."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c, n in enumerate(plan.real):
+        idx = np.flatnonzero(labels == c)
+        keep.append(idx if n == len(idx) else rng.choice(idx, size=int(n), replace=False))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
 def mix(images: np.ndarray, labels: np.ndarray, plan: MixPlan, synthetic: dict[int, np.ndarray],
         seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Real images kept by the plan (a seeded subset per class), then per class the synthetic ones and the kept real
@@ -196,12 +207,7 @@ def mix(images: np.ndarray, labels: np.ndarray, plan: MixPlan, synthetic: dict[i
     duplicates draws what it drew before they existed, and two plans with the same real and duplicate counts (an
     oversample_* trial and the control of an augmented trial) draw the same training set.
     """
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c, n in enumerate(plan.real):
-        idx = np.flatnonzero(labels == c)
-        keep.append(idx if n == len(idx) else rng.choice(idx, size=int(n), replace=False))
-    keep_idx = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+    keep_idx = kept_real(labels, plan, seed)
     parts_x, parts_y, parts_s = [images[keep_idx]], [labels[keep_idx]], [np.zeros(len(keep_idx), bool)]
     again = np.random.default_rng([seed, 1])
     for c, (n, d) in enumerate(zip(plan.synthetic, plan.duplicate)):

@@ -63,6 +63,16 @@ class FaceSet:
         fold = hashlib.blake2b(f"{self.fingerprint}|fold {i} of {self.n_folds}".encode(), digest_size=16)
         return replace(self, splits=splits, folds=None, fold=i, fingerprint=fold.hexdigest())
 
+    def without(self, drop: np.ndarray, why: str) -> "FaceSet":
+        """This data set less the images DROP (bool per image) marks, for the reason WHY (part of the fingerprint,
+        so cache entries of the two never mix; the whole set's fingerprint and the mask decide the result)."""
+        keep = ~np.asarray(drop, dtype=bool)
+        h = hashlib.blake2b(f"{self.fingerprint}|without|{why}|".encode(), digest_size=16)
+        h.update(np.packbits(keep).tobytes())
+        pick = lambda arr: None if arr is None else np.ascontiguousarray(arr[keep])  # noqa: E731
+        return replace(self, images=pick(self.images), labels=pick(self.labels), splits=pick(self.splits),
+                       groups=pick(self.groups), folds=pick(self.folds), fingerprint=h.hexdigest())
+
     def subjects(self) -> dict[str, int] | None:
         """Distinct subjects per split ({"train": n, ...}), or None when subjects are not known."""
         if self.groups is None:

@@ -229,7 +229,7 @@ def memorised_share(generated: np.ndarray, train, threshold: int = COPY_THRESHOL
 def copy_rows(synthetic: np.ndarray, real_train: np.ndarray, test, val=None, train=None,
               features: Features | None = None, threshold: int = COPY_THRESHOLD,
               feature_threshold: float = FEATURE_THRESHOLD, test_images: np.ndarray | None = None,
-              val_images: np.ndarray | None = None) -> dict[str, float]:
+              val_images: np.ndarray | None = None, real_copies: dict | None = None) -> dict[str, float]:
     """A trial's audit, as row keys:
     - leak_synthetic_test, leak_real_test: synthetic / real training images that copy a test image (flips, shifts
       up to SHIFT pixels, brightness and contrast included);
@@ -240,7 +240,9 @@ def copy_rows(synthetic: np.ndarray, real_train: np.ndarray, test, val=None, tra
     - gen_memorised_share: the share of synthetic images that copy a training image (when `train`, the training
       split's images or CopyIndex, is given; NaN without synthetic images).
     test, val, train: images or a CopyIndex built once per data set (fercore.cache.split_hashes). Feature
-    neighbours need the images: test_images / val_images when test / val are given as a CopyIndex."""
+    neighbours need the images: test_images / val_images when test / val are given as a CopyIndex.
+    real_copies: per reference split ("test", "val"), whether each of real_train's images copies it, found once per
+    data set (fercore.cache.split_copies): counted instead of auditing the real images again."""
     rows: dict[str, float] = {}
     refs = {"test": (test, test_images)}
     if val is not None:
@@ -249,6 +251,9 @@ def copy_rows(synthetic: np.ndarray, real_train: np.ndarray, test, val=None, tra
     for split, (reference, images) in refs.items():
         index = _as_index(reference)
         for name, candidates in sources.items():
+            if name == "real" and real_copies is not None:
+                rows[f"leak_real_{split}"] = int(np.count_nonzero(real_copies[split]))
+                continue
             rows[f"leak_{name}_{split}"] = copy_audit(candidates, index, threshold)["count"]
     if features is not None:
         cand_features = {name: features(images) if len(images) else np.zeros((0, 1)) for name, images in sources.items()}

@@ -73,9 +73,9 @@ def bootstrap(read: Read) -> dict[str, float]:
                                   "`leak_*_val` with val, `leak_feature_*` with features, `gen_memorised_share` "
                                   "with train (fercore.metrics.copies.copy_rows)")
 def leakage(synthetic: np.ndarray, real: np.ndarray, test, val=None, train=None, features=None,
-            test_images=None, val_images=None) -> dict[str, float]:
+            test_images=None, val_images=None, real_copies=None) -> dict[str, float]:
     return copy_rows(synthetic, real, test, val=val, train=train, features=features, test_images=test_images,
-                     val_images=val_images)
+                     val_images=val_images, real_copies=real_copies)
 
 
 @METRICS.register("uplift", help="this classifier minus a baseline on the same read, with a paired bootstrap "
