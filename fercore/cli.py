@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                           "gs://bucket/prefix, file:///abs/path, s3://bucket/prefix?endpoint_override=HOST:PORT"
                           "&scheme=http; with a URI the driver writes a local copy (under FERCORE_CACHE) and uploads "
                           "it, and the trials' cache stays on each node's local disk")
+    run.add_argument("--data", default=None, metavar="SOURCE",
+                     help="data source for every trial, overriding the sweep file's data.source: a FER2013 .csv, a "
+                          "class-per-folder tree (the Kaggle image release's fer2013/), a RAF-DB folder")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     run.add_argument("--num-samples", type=int, default=None, help="number of trials (default: the sweep file's)")
     run.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
@@ -84,9 +87,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from fercore.sweep.spec import load_sweep, set_gpus_per_trial
+    from fercore.sweep.spec import load_sweep, set_data_source, set_gpus_per_trial
 
     spec = load_sweep(args.sweep)  # Validate before Ray is imported or started.
+    if args.data is not None:
+        set_data_source(spec, args.data)
     if args.gpus_per_trial is not None:
         set_gpus_per_trial(spec, args.gpus_per_trial)
     from fercore.sweep.run import run_sweep

@@ -93,6 +93,7 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
         cache: CacheStore | None = None) -> TrialResult:
     """CACHE holds trained generators, synthetic pools, the reference classifier, baselines and controls (a sweep
     passes one under its storage); without one, everything is made afresh in a temporary folder."""
+    started = time.perf_counter()
     if cache is None:
         with tempfile.TemporaryDirectory(prefix="fercore-trial-") as tmp:
             return run(config, data, report, CacheStore(tmp, enabled=False))
@@ -110,7 +111,7 @@ def run(config: Mapping[str, Any] | TrialConfig, data: FaceSet, report: Report =
     # sees the training split; the trial's data set is then the deduplicated one, with its own fingerprint.
     data, removed = dedupe(data, cfg.data.dedupe, cache)
     with deterministic_algorithms(cfg.train.deterministic):
-        return _run(cfg, data, report, cache, removed)
+        return _run(cfg, data, report, cache, removed, started)
 
 
 def select_fold(cfg: TrialConfig, data: FaceSet) -> FaceSet:
@@ -127,8 +128,8 @@ def select_fold(cfg: TrialConfig, data: FaceSet) -> FaceSet:
     return data.for_fold(fold)
 
 
-def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, removed: dict[str, int]) -> TrialResult:
-    started = time.perf_counter()
+def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, removed: dict[str, int],
+         started: float) -> TrialResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
@@ -180,6 +181,8 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, rem
         "status": "completed", "reason": "", "best_epoch": trainer.best_epoch, "epochs_run": len(epochs),
         **_training_counts(data.class_names, plan),
         "classifier_seconds": classifier_seconds,
+        # From the trial's start (its data set in hand) to its classifier's first step: dedupe, generator, mix.
+        "setup_seconds": t0 - started,
         "generator_seconds": pool.generator_seconds if pool else 0.0,
         "synthetic_seconds": pool.seconds if pool else 0.0,
         "paired_seconds": sum(outcome.spent),

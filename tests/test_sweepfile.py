@@ -196,3 +196,22 @@ def test_fixed_values_answer_suggestions_of_their_key_under_any_variant_name(tmp
 def test_the_quickstart_sweep_keeps_its_study_for_the_dashboard():
     spec = load_sweep(Path(REPO_ROOT / "sweeps" / "quickstart.yaml"))
     assert spec.optuna_storage is True and spec.max_failures == 1 and spec.scheduler["type"] == "asha"
+
+
+def test_every_sweep_says_in_its_header_how_to_run_it_on_fer2013():
+    """Issue 22: each sweep file's leading comment names the command that points it at the real data set."""
+    for path in sorted((REPO_ROOT / "sweeps").glob("*.yaml")):
+        header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+        assert f"fersweep run sweeps/{path.name} --data DIR/fer2013" in header, path.name
+
+
+def test_run_data_overrides_the_sweep_files_source(tmp_path):
+    from fercore.sweep.keys import SweepError
+    from fercore.sweep.spec import set_data_source
+
+    spec = load_sweep(REPO_ROOT / "sweeps" / "weighted_loss.yaml")
+    assert spec.data == {"source": "procedural", "scale": 0.1}
+    with pytest.raises(SweepError, match="--data: .*missing: no such file or folder"):
+        set_data_source(spec, str(tmp_path / "missing"))
+    set_data_source(spec, str(tmp_path))
+    assert spec.data == {"source": str(tmp_path)}  # data.scale applies to the procedural faces only

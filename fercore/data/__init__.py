@@ -25,11 +25,16 @@ def describe_source(source: str) -> str:
     if not path.exists():
         raise DataError(f"{source}: no such file or folder (expected 'procedural', a FER2013 .csv file or an image folder)")
     if path.is_file():
+        from fercore.data.archives import is_archive
+
+        if is_archive(path):
+            return "archive"
         if path.suffix.lower() == ".csv":
             return "fer2013_csv"
         if path.name == "list_patition_label.txt":
             return "rafdb"
-        raise DataError(f"{source}: unknown file type (expected a FER2013 .csv or RAF-DB list_patition_label.txt)")
+        raise DataError(f"{source}: unknown file type (expected a FER2013 .csv, RAF-DB list_patition_label.txt, or "
+                        "an archive of a data set: .zip, .tar.gz, .tgz)")
     from fercore.data.rafdb import find_label_file
 
     return "rafdb" if find_label_file(path) is not None else "folders"
@@ -63,12 +68,14 @@ def load(source: str = PROCEDURAL, *, image_size: int = 48, scale: float = 0.1, 
         if path.is_dir():
             # A folder's identity is its listing: any added, removed or rewritten file changes the key.
             identity["listing"] = _listing_signature(path)
+        elif kind == "archive":
+            pass  # an archive's path, size and modification time are its identity: rewriting it changes them
         elif kind == "rafdb":
             # The images live around the label file, so a rewritten image must change the key as well.
             from fercore.data.rafdb import dataset_root
 
             identity["listing"] = _listing_signature(dataset_root(path))
-        build = lambda: _read_files(kind, path, options)  # noqa: E731
+        build = lambda: _read_files(kind, path, options, cache_dir)  # noqa: E731
     if not use_cache:
         return build()
     return load_or_build(cache_key(**identity), build, cache_dir)
@@ -80,7 +87,17 @@ def load_configured(data: Any, *, cache_dir: Path | None = None, use_cache: bool
                 options=DataOptions.from_section(data))
 
 
-def _read_files(kind: str, path: Path, options: DataOptions) -> FaceSet:
+def _read_files(kind: str, path: Path, options: DataOptions, cache_dir: Path | None = None) -> FaceSet:
+    if kind == "archive":
+        from dataclasses import replace
+
+        from fercore.data.archives import unpacked
+        from fercore.data.converted import default_cache_dir
+
+        stat = path.stat()
+        root = unpacked(path, Path(cache_dir) if cache_dir else default_cache_dir(),
+                        cache_key(archive=str(path), size=stat.st_size, mtime=stat.st_mtime_ns))
+        return replace(_read_files(describe_source(str(root)), root, options), source=str(path))
     if kind == "fer2013_csv":
         from fercore.data.fer2013 import read_fer2013_csv
 

@@ -102,6 +102,17 @@ def set_gpus_per_trial(spec: SweepSpec, value: float) -> None:
     spec.resources["gpu"] = int(value) if float(value).is_integer() else float(value)
 
 
+def set_data_source(spec: SweepSpec, source: str) -> None:
+    """`fersweep run --data SOURCE`: override the sweep file's data.source (its other data keys stay). The procedural
+    set's own key (data.scale) is left out for a file source, where it does not apply."""
+    if source != "procedural" and not Path(source).exists():
+        raise SweepError(f"--data: {source}: no such file or folder (expected 'procedural', a FER2013 .csv file, an "
+                         "image folder or a RAF-DB folder)")
+    spec.data["source"] = source
+    if source != "procedural":
+        spec.data.pop("scale", None)
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file; every problem is reported at once, each with its key."""
     path = _find(Path(path))
