@@ -12,6 +12,10 @@ figures:
 - real training images with shuffled labels: perfect images, no class information.
 
 Usage: python benchmarks/generators.py [--budget SECONDS] [--scale 0.1] [--types cgan,stylegan,...] [--quality-n 500]
+       python benchmarks/generators.py --data DIR/fer2013 --budget 300     (real FER2013: its training split)
+
+On real data the `folder` type (images made elsewhere) is left out: there is no elsewhere to read real faces from
+that is not the data set itself.
 """
 from __future__ import annotations
 
@@ -120,10 +124,13 @@ def main() -> int:
     p.add_argument("--scale", type=float, default=0.1)
     p.add_argument("--types", default=",".join(t for t in SETTINGS if t in GENERATORS))
     p.add_argument("--quality-n", type=int, default=QUALITY_N, help="quality sample's cap per class (a sweep's)")
+    p.add_argument("--data", default=None, help="a data source (e.g. DIR/fer2013) instead of the procedural faces")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load("procedural", scale=args.scale, seed=0)
+    data = load(args.data) if args.data else load("procedural", scale=args.scale, seed=0)
+    if args.data:
+        args.types = ",".join(t for t in args.types.split(",") if t != "folder")
     train_x, train_y = data.split("train")
     val_x, val_y = data.split("val")
     machine = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"

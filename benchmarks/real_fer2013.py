@@ -5,7 +5,8 @@ ends with one line of JSON.
 
     python benchmarks/real_fer2013.py overhead [--data ../shared/data/fer2013-images.tar.gz]
     python benchmarks/real_fer2013.py epochs   [--epochs 7]
-    python benchmarks/real_fer2013.py cnn3_003 [--seeds 0 1 2] [--dedupe none|drop|both]
+    python benchmarks/real_fer2013.py cnn3_003 [--seeds 0 1 2] [--runs b:none b:drop a:none a:drop]
+    python benchmarks/real_fer2013.py q001 | q002 [--seeds 0 1 2]
 
 - overhead: a sweep of two real-only cnn3 trials (one epoch each, one at a time) with empty caches. Each trial's
   setup (start to the classifier's first step) and everything but the classifier's training (train_seconds -
@@ -17,8 +18,12 @@ ends with one line of JSON.
   epoch of each and the ratio of the last epochs' mean to the first epochs'.
 - cnn3_003: report 003's CNN at its two settings (lr 1e-3, batch 32; lr 5e-4, batch 64, weight decay 1e-3), 20
   epochs, flips / +-15 degree rotations / 2-px shifts, early stopping on validation loss (patience 5), over the given
-  seeds, on the raw splits and / or with data.dedupe drop: test accuracy and macro-F1 per setting, mean over seeds
-  with a t interval (S - 1 degrees of freedom), beside 003's 57 % and 62.25 %.
+  seeds, on the raw splits and / or with data.dedupe drop (--runs): test accuracy and macro-F1 per run, mean over
+  seeds with a t interval (S - 1 degrees of freedom), beside 003's 57 % and 62.25 %.
+- q001, q002: report 001's question (cGAN top-ups of disgust, fear, surprise, discriminator filter off / on) and
+  report 002's (a diffusion model balancing every class) at the CPU size QUESTIONS states, each trial paired with its
+  real-only baseline and the oversampling control: macro-F1, the uplift over real-only and the gain over the control,
+  disgust's recall, each as a mean over seeds with its t interval.
 
 The archive is unpacked into a temporary folder (never the repository); --data may also name an unpacked fer2013/
 folder. Caches go to --work (default: a temporary folder), so a run starts cold unless told otherwise.
@@ -65,11 +70,12 @@ def fer2013_folder(data: Path, work: Path) -> Path:
 
 def run_sweep(name: str, source: Path, work: Path, grid: dict, fixed: dict, seeds: list[int],
               max_concurrent: int) -> tuple[list[dict], float]:
-    """A grid sweep over GRID x SEEDS on SOURCE with FIXED values, run by `fersweep run` into WORK: its rows and
-    its wall time."""
+    """A grid sweep over GRID x SEEDS on SOURCE with FIXED values, run by `fersweep run` into WORK, MAX_CONCURRENT
+    trials sharing the machine's cores (each with one torch thread): its rows and its wall time."""
+    cpu = min(1.0, int(100 * (os.cpu_count() or 1) / max_concurrent) / 100)  # 0.66 x 3 fits 2 cores; 0.67 x 3 not
     sweep = {"name": name, "data": {"source": str(source)}, "sampler": "grid",
-             "grid": {**grid, "seed": seeds}, "fixed": fixed, "metric": "val_macro_f1", "mode": "max",
-             "scheduler": {"type": "none"}, "max_concurrent": max_concurrent, "resources": {"cpu": 1}}
+             "grid": {**grid, "seed": seeds}, "fixed": {**fixed, "train.threads": 1}, "metric": "val_macro_f1",
+             "mode": "max", "scheduler": {"type": "none"}, "max_concurrent": max_concurrent, "resources": {"cpu": cpu}}
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     env = {**os.environ, "FERCORE_CACHE": str(work / "cache"), "RAY_ADDRESS": ""}
@@ -97,8 +103,7 @@ def part_overhead(source: Path, work: Path, args) -> dict:
     fixed = {"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.width": 16,
              "classifier.epochs": 1}
     rows, wall = run_sweep("overhead", source, work, {}, fixed, [0, 1], max_concurrent=1)
-    rows = sorted(rows, key=lambda r: r["seed"])
-    for r in rows:
+    for r in rows:  # in the order they ran (one at a time): trials.parquet appends each as it ends
         print(f"trial seed {r['seed']}: setup {r['setup_seconds']:.1f} s, classifier {r['classifier_seconds']:.1f} s, "
               f"whole trial {r['train_seconds']:.1f} s, all but the classifier "
               f"{r['train_seconds'] - r['classifier_seconds']:.1f} s")
@@ -143,32 +148,69 @@ def part_epochs(source: Path, work: Path, args) -> dict:
 
 
 def part_cnn3_003(source: Path, work: Path, args) -> dict:
-    dedupes = ["none", "drop"] if args.dedupe == "both" else [args.dedupe]
     out = {}
-    for dedupe in dedupes:
-        rows = []
-        wall = 0.0
-        for label, setting in SETTINGS_003.items():
-            part, seconds = run_sweep(f"cnn3_003_{dedupe}_{setting['classifier.batch_size']}", source, work, {},
-                                      {**CNN3_003, **setting, "data.dedupe": dedupe}, args.seeds,
-                                      max_concurrent=args.max_concurrent)
-            rows += [{**r, "setting": label} for r in part]
-            wall += seconds
-        for label in SETTINGS_003:
-            mine = [r for r in rows if r["setting"] == label and r["status"] == "completed"]
-            acc, f1 = (t_interval([r[k] for r in mine]) for k in ("test_accuracy", "test_macro_f1"))
-            epochs = [r["best_epoch"] for r in mine]
-            removed = mine[0].get("dedupe_removed_train", 0) if mine else 0
-            print(f"dedupe {dedupe} ({removed} training faces removed), {label}: {len(mine)} seeds, test accuracy "
-                  f"{acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}], macro-F1 {f1[0]:.4f} [{f1[1]:.4f}, {f1[2]:.4f}], "
-                  f"best epochs {epochs}; 003 reported {REPORT_003[label]:.4f}")
-            out[f"{dedupe}|{label}"] = {"test_accuracy": [round(v, 4) for v in acc],
-                                         "test_macro_f1": [round(v, 4) for v in f1], "seeds": len(mine)}
-        print(f"dedupe {dedupe}: {len(rows)} trials, sweep wall time {wall:.0f} s")
+    for run in args.runs:
+        key, dedupe = run.split(":")
+        label = list(SETTINGS_003)[ord(key) - ord("a")]
+        setting = SETTINGS_003[label]
+        rows, wall = run_sweep(f"cnn3_003_{key}_{dedupe}", source, work, {},
+                               {**CNN3_003, **setting, "data.dedupe": dedupe}, args.seeds,
+                               max_concurrent=args.max_concurrent)
+        done = [r for r in rows if r["status"] == "completed"]
+        acc, f1 = (t_interval([r[k] for r in done]) for k in ("test_accuracy", "test_macro_f1"))
+        val = t_interval([r["val_accuracy"] for r in done])
+        print(f"{label}, dedupe {dedupe} ({done[0]['dedupe_removed_train'] if done else '?'} training, "
+              f"{done[0]['dedupe_removed_val'] if done else '?'} validation faces removed): {len(done)} seeds "
+              f"{sorted(r['seed'] for r in done)}, test accuracy {acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}], "
+              f"macro-F1 {f1[0]:.4f} [{f1[1]:.4f}, {f1[2]:.4f}], validation accuracy {val[0]:.4f}, best epochs "
+              f"{[r['best_epoch'] for r in done]}, {wall:.0f} s wall; 003 reported {REPORT_003[label]:.4f}",
+              flush=True)
+        out[run] = {"setting": label, "test_accuracy": [round(v, 4) for v in acc],
+                    "test_macro_f1": [round(v, 4) for v in f1], "seeds": len(done), "wall_s": round(wall)}
     return out
 
 
-PARTS = {"overhead": part_overhead, "epochs": part_epochs, "cnn3_003": part_cnn3_003}
+# Report 001 and 002's questions at a stated CPU size: the generator trains on FER2013's training split only (after
+# dedupe), the classifier is cnn3 (width 16, 8 epochs, batch 128); every trial is paired with its real-only baseline
+# and the oversampling control (the same images per class, real ones drawn again), both cached per seed.
+QUESTION_CLASSIFIER = {"classifier.backbone": "cnn3", "classifier.width": 16, "classifier.epochs": 8,
+                       "classifier.batch_size": 128, "classifier.patience": 3, "classifier.early_stop": "val_loss",
+                       "train.flip": 0.5, "train.translate": 2, "data.dedupe": "drop"}
+QUESTIONS = {
+    # 001: a cGAN tops up disgust, fear and surprise to the largest class, discriminator filter off / on.
+    "q001": ({"augment.filter": ["none", "discriminator"]},
+             {"generator.type": "cgan", "generator.resolution": 32, "generator.width": 16, "generator.epochs": 5,
+              "generator.batch_size": 128, "augment.policy": "minority",
+              "augment.minority_classes": "disgust,fear,surprise", "augment.minority_target": 0,
+              "augment.filter_tau": 0.5, **QUESTION_CLASSIFIER}),
+    # 002: a diffusion model balances every class to the largest (Aug. 1 of the report).
+    "q002": ({"augment.policy": ["balance"]},
+             {"generator.type": "diffusion", "generator.epochs": 3, "generator.noise_steps": 100,
+              **QUESTION_CLASSIFIER}),
+}
+PAIRED = ("test_macro_f1", "uplift_test_macro_f1", "gain_control_test_macro_f1", "test_recall_disgust",
+          "uplift_test_recall_disgust", "gain_control_test_recall_disgust")
+
+
+def part_question(name: str):
+    def run(source: Path, work: Path, args) -> dict:
+        grid, fixed = QUESTIONS[name]
+        rows, wall = run_sweep(name, source, work, grid, fixed, args.seeds, max_concurrent=args.max_concurrent)
+        key = next(iter(grid))
+        out = {}
+        for value in grid[key]:
+            done = [r for r in rows if r[key] == value and r["status"] == "completed"]
+            figures = {m: t_interval([r[m] for r in done]) for m in PAIRED if done and m in done[0]}
+            print(f"{name} {key}={value}: {len(done)} seeds {sorted(r['seed'] for r in done)}, " + ", ".join(
+                f"{m} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for m, v in figures.items()), flush=True)
+            out[str(value)] = {m: [round(x, 4) for x in v] for m, v in figures.items()}
+        print(f"{name}: {len(rows)} trials, {wall:.0f} s wall; t intervals over seeds (S - 1 degrees of freedom)")
+        return out
+    return run
+
+
+PARTS = {"overhead": part_overhead, "epochs": part_epochs, "cnn3_003": part_cnn3_003,
+         "q001": part_question("q001"), "q002": part_question("q002")}
 
 
 def main() -> None:
@@ -178,8 +220,10 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None, help="caches and results (default: a temporary folder)")
     p.add_argument("--epochs", type=int, default=7)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--dedupe", choices=("none", "drop", "both"), default="both")
-    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--runs", nargs="+", default=["b:none", "b:drop", "a:none", "a:drop"],
+                   help="cnn3_003: SETTING:DEDUPE each, setting a (lr 1e-3, batch 32) or b (lr 5e-4, batch 64, "
+                        "wd 1e-3), dedupe none or drop")
+    p.add_argument("--max-concurrent", type=int, default=3, help="trials at once (3 seeds of a setting together)")
     args = p.parse_args()
     if not args.data.exists():
         sys.exit(f"{args.data}: not found (the FER2013 archive, ../shared/data/fer2013-images.tar.gz)")
