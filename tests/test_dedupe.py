@@ -114,3 +114,22 @@ def test_data_info_says_what_drop_removes(leaky, monkeypatch, capsys):
     assert cli.main(["data", "info", "procedural"]) == 0
     out = capsys.readouterr().out
     assert "warning: 3 train images nearly copy a test image" in out and "data.dedupe: drop removes them" in out
+
+
+def test_without_a_keeping_store_the_split_hashes_and_copies_are_kept_beside_the_data_set(leaky, tmp_path):
+    """`fersweep trial` without --storage runs with a disabled store: the data set's hashes and copies still go to the
+    data-level store, so a second such trial finds them instead of hashing the splits again."""
+    data, _, _ = leaky
+    split_hashes.forget()
+    split_copies.forget()
+    disabled = CacheStore(tmp_path / "trial", enabled=False)
+    kept = split_hashes.data_store()
+    before = len(kept.events())
+    split_copies.split_copies(data, disabled)
+    first = {e["key"].rsplit("-", 1)[0] for e in kept.events()[before:]}
+    assert {split_copies.KIND, split_hashes.KIND} <= first  # built there (or found, had a test put them there)
+    split_hashes.forget()
+    split_copies.forget()
+    split_copies.split_copies(data, disabled)  # a new process
+    assert [e["event"] for e in kept.events() if e["key"].startswith(split_copies.KIND)][-1] == "hit"
+    assert not (tmp_path / "trial").exists() or not any((tmp_path / "trial").glob(f"{split_copies.KIND}*"))
