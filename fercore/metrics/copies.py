@@ -104,6 +104,7 @@ class CopyIndex:
 
     hashes: np.ndarray  # uint64 N x 2 x len(TONES)*SIDE*SIDE x WORDS: per image, per mirror, per tone and window
     thumbs: np.ndarray  # float32 N x 2 x len(THUMB_OFFSETS)^2 x THUMB^2: per image, per mirror, per thumb window
+    images: np.ndarray  # uint8 N x H x W: the gray images, which the geometric stage (copy_geometry) aligns
     image_shape: tuple[int, int]  # H, W of the reference images; candidates must match
 
     def __len__(self) -> int:
@@ -111,11 +112,12 @@ class CopyIndex:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What to save; CopyIndex.from_arrays rebuilds it."""
-        return {"hashes": self.hashes, "thumbs": self.thumbs, "image_shape": np.array(self.image_shape)}
+        return {"hashes": self.hashes, "thumbs": self.thumbs, "images": self.images,
+                "image_shape": np.array(self.image_shape)}
 
     @classmethod
     def from_arrays(cls, arrays) -> "CopyIndex":
-        return cls(np.asarray(arrays["hashes"]), np.asarray(arrays["thumbs"]),
+        return cls(np.asarray(arrays["hashes"]), np.asarray(arrays["thumbs"]), np.asarray(arrays["images"]),
                    tuple(int(v) for v in arrays["image_shape"]))
 
 
@@ -132,7 +134,7 @@ def build_index(images: np.ndarray) -> CopyIndex:
             toned = tone(view)
             for k, (dy, dx) in enumerate((dy, dx) for dy in range(-SHIFT, SHIFT + 1) for dx in range(-SHIFT, SHIFT + 1)):
                 hashes[:, m, t, k] = phash(_crop(toned, dy, dx))
-    return CopyIndex(hashes.reshape(n, 2, -1, WORDS), thumbs, tuple(images.shape[1:]))
+    return CopyIndex(hashes.reshape(n, 2, -1, WORDS), thumbs, np.ascontiguousarray(images), tuple(images.shape[1:]))
 
 
 def _as_index(reference) -> CopyIndex:
@@ -141,7 +143,7 @@ def _as_index(reference) -> CopyIndex:
 
 def shortlist(candidates: np.ndarray, index: CopyIndex, size: int = SHORTLIST) -> np.ndarray:
     """int64 N x size (reference image, mirror) pairs, as 2 * image + mirror, whose thumbnails (best of their
-    thumb windows) correlate best with each candidate's thumbnail."""
+    thumb windows) correlate best with each candidate's thumbnail, best first."""
     thumbs = thumbnails(candidates)
     pairs = 2 * len(index)
     size = min(size, pairs)
@@ -149,13 +151,18 @@ def shortlist(candidates: np.ndarray, index: CopyIndex, size: int = SHORTLIST) -
     out = np.empty((len(thumbs), size), dtype=np.int64)
     for i in range(0, len(thumbs), CHUNK):
         corr = (thumbs[i:i + CHUNK] @ ref.T).reshape(-1, pairs, index.thumbs.shape[2]).max(2)
-        out[i:i + CHUNK] = np.argpartition(-corr, size - 1, axis=1)[:, :size]
+        top = np.argpartition(-corr, size - 1, axis=1)[:, :size]
+        order = np.argsort(-np.take_along_axis(corr, top, 1), axis=1, kind="stable")
+        out[i:i + CHUNK] = np.take_along_axis(top, order, 1)
     return out
 
 
-def nearest_copy(candidates: np.ndarray, reference, size: int = SHORTLIST) -> tuple[np.ndarray, np.ndarray]:
-    """For each candidate image, the reference image it is closest to under flips and shifts, and the distance in
-    bits (NO_MATCH with no reference). reference: images or a CopyIndex."""
+def nearest_copy(candidates: np.ndarray, reference, size: int = SHORTLIST, geometry: bool = True,
+                 threshold: int = COPY_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """For each candidate image, the reference image it is closest to under flips, shifts and tones (the windows),
+    and the distance in bits (NO_MATCH with no reference). reference: images or a CopyIndex. geometry: candidates
+    farther than `threshold` from every window are also aligned to their best-correlated shortlisted references by
+    rotation, scale and shift (copy_geometry); their distance is the smaller of the two stages'."""
     candidates = _check(candidates)
     index = _as_index(reference)
     n = len(candidates)
@@ -178,14 +185,31 @@ def nearest_copy(candidates: np.ndarray, reference, size: int = SHORTLIST) -> tu
         pick = d.argmin(1)
         rows = np.arange(len(d))
         best[i:i + CHUNK], dist[i:i + CHUNK] = short[rows, pick] // 2, d[rows, pick]
+        if geometry:
+            far = np.flatnonzero(dist[i:i + CHUNK] > threshold)
+            _geometric(candidates[i:i + CHUNK][far], c[far], index, short[far], best[i:i + CHUNK], dist[i:i + CHUNK],
+                       far)
     return best, dist
 
 
-def copy_audit(candidates: np.ndarray, reference, threshold: int = COPY_THRESHOLD, show: int = 10) -> dict:
-    """Candidates that copy a reference image under a flip, shift, brightness or contrast change: count,
-    reference_count (distinct reference images copied), candidate_index / reference_index / distance of every
-    flagged candidate, and the first `show` as (candidate, reference, distance) pairs."""
-    index, dist = nearest_copy(candidates, reference)
+def _geometric(candidates, hashes, index: CopyIndex, short, best, dist, at) -> None:
+    """The geometric stage for candidates `at` of a chunk (whose best / dist it updates in place)."""
+    from fercore.metrics import copy_geometry  # torch: loaded when an audit runs, not when fercore.metrics is
+
+    if len(at) == 0:
+        return
+    found, d = copy_geometry.geometric_nearest(candidates, hashes, index, short)
+    better = d < dist[at]
+    best[at[better]], dist[at[better]] = found[better] // 2, d[better]
+
+
+def copy_audit(candidates: np.ndarray, reference, threshold: int = COPY_THRESHOLD, show: int = 10,
+               geometry: bool = True) -> dict:
+    """Candidates that copy a reference image under a flip, shift, brightness or contrast change, or (geometry)
+    a small rotation or crop: count, reference_count (distinct reference images copied), candidate_index /
+    reference_index / distance of every flagged candidate, and the first `show` as (candidate, reference, distance)
+    pairs."""
+    index, dist = nearest_copy(candidates, reference, geometry=geometry, threshold=threshold)
     flagged = np.flatnonzero(dist <= threshold)
     return {"count": int(len(flagged)), "reference_count": int(len(np.unique(index[flagged]))),
             "candidate_index": flagged, "reference_index": index[flagged],
