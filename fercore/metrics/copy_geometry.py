@@ -9,7 +9,8 @@ How, for each candidate the windows did not match:
 - Align each pair's reference image to the candidate by a similarity transform (rotation, scale, shift) fitted by
   Gauss-Newton (inverse compositional Lucas-Kanade) on mean-removed, unit-variance images (blind to brightness and
   contrast), coarse to fine (LEVELS: 12 x 12, 24 x 24, 48 x 48 for 48 x 48 images); a pair whose fit correlates
-  less than a level's gate with the candidate stops there (a distinct face: the gates save the finer levels' time).
+  less than a level's gate with the candidate, or worse than its candidate's best few, stops there (distinct
+  faces mostly: the gates save the finer levels' time).
 - A fit outside MAX_ANGLE, SCALES or MAX_SHIFT is no copy. Otherwise the reference image is resampled by it
   (bilinear, edge padding: what train.rotate and train.crop do) and hashed on its central crop like the candidate;
   the distance is the Hamming distance of the two hashes, judged by copies.COPY_THRESHOLD like the windows'. A
@@ -28,10 +29,11 @@ from fercore.metrics import copies
 from fercore.metrics.leakage import _box_matrix
 
 GEO_PAIRS = 4  # shortlisted (reference, mirror) pairs aligned per candidate
-# (pooling factor, Gauss-Newton steps, correlation a pair must reach to go on): copies' fits correlate >= 0.92 at
-# 12 x 12 and >= 0.96 at 24 x 24 (1st percentiles, FER2013, rotations to 15 degrees, 85 % crops, JPEG + blur); a
-# crop of a smooth procedural face, only 0.84 at 12 x 12 before its fit converges at 24 x 24.
-LEVELS = ((4, 6, 0.75), (2, 4, 0.9), (1, 2, None))
+# (pooling factor, Gauss-Newton steps, correlation a pair must reach to go on, most pairs per candidate that go
+# on, best first): copies' fits correlate >= 0.92 at 12 x 12 and >= 0.96 at 24 x 24 (1st percentiles, FER2013,
+# rotations to 15 degrees, 85 % crops, JPEG + blur); a crop of a smooth procedural face, only 0.84 at 12 x 12
+# before its fit converges at 24 x 24.
+LEVELS = ((4, 6, 0.75, 4), (2, 4, 0.9, 2), (1, 2, None, 2))
 MAX_ANGLE = 20.0  # degrees either way a fitted rotation may reach (train.rotate: 0 by default, 15 in sweeps)
 SCALES = (0.8, 1.15)  # fitted scale range: below 0.8 is a zoom past train.crop 0.36; above, a copy zoomed out
 MAX_SHIFT = 0.25  # largest fitted shift, in half image widths (6 pixels of 48)
@@ -137,19 +139,29 @@ def _view_maps() -> torch.Tensor:
                         torch.stack([zero, zero, zero + 1], 1)], 1)
 
 
+def _among_best(owner: torch.Tensor, corr: torch.Tensor, most: int) -> torch.Tensor:
+    """Whether each pair is among the `most` best-correlated pairs of its candidate (owner: sorted ascending)."""
+    order = torch.argsort(owner * 4.0 - corr, stable=True)  # by candidate, then best first (|corr| <= 1)
+    first = torch.searchsorted(owner[order], owner[order], right=False)
+    rank = torch.empty_like(owner)
+    rank[order] = torch.arange(len(owner)) - first
+    return rank < most
+
+
 def pick_pairs(candidates: np.ndarray, index, short: np.ndarray) -> np.ndarray:
     """GEO_PAIRS of each candidate's shortlisted pairs (C x S, best first by plain thumbnails) to align: the best
     plain and the best under VIEWS alternately, without repeats. A zoomed copy's own thumbnail can correlate
     better with another face than with its source: on procedural faces a 92 % crop's source was among the first
     four by plain thumbnails for 85 % of the faces, by both for 98 %."""
     n, k, v = len(candidates), min(GEO_PAIRS, short.shape[1]), len(VIEWS)
-    # Thumbnails of the views as copies.thumbnails makes them: the central crop, area-averaged.
+    # Thumbnails of the views as copies.thumbnails makes them: the central crop, area-averaged. Every candidate is
+    # read through the same V maps: the candidates go in as channels of one image, the maps' grids side by side.
     h, w = candidates.shape[1:]
-    x = torch.from_numpy(np.ascontiguousarray(candidates)).float()[:, None]
-    views = _sample(x.repeat_interleave(v, 0), _pixels(h, w, copies.SHIFT), _view_maps().repeat(n, 1, 1))[:, 0]
+    x = torch.from_numpy(np.ascontiguousarray(candidates)).float()[None]  # 1 x C x H x W
+    views = _sample(x.expand(v, -1, -1, -1), _pixels(h, w, copies.SHIFT), _view_maps())  # V x C x h x w
     rows = torch.from_numpy(_box_matrix(h - 2 * copies.SHIFT, copies.THUMB)).float()
     cols = torch.from_numpy(_box_matrix(w - 2 * copies.SHIFT, copies.THUMB)).float()
-    thumbs = (rows @ views @ cols.T).reshape(n, v, -1)
+    thumbs = (rows @ views @ cols.T).transpose(0, 1).reshape(n, v, -1)
     thumbs = thumbs - thumbs.mean(-1, keepdim=True)
     thumbs = (thumbs / thumbs.norm(dim=-1, keepdim=True).clamp_min(1e-6)).numpy()
     ref = index.thumbs.reshape(-1, *index.thumbs.shape[2:])[short]  # C x S x thumb windows x THUMB^2
@@ -179,14 +191,14 @@ def geometric_nearest(candidates: np.ndarray, cand_hashes: np.ndarray, index, sh
         cand = torch.from_numpy(np.ascontiguousarray(candidates)).float()[:, None]
         rows = torch.arange(pairs.size)  # the pairs still in play, as rows of pairs.ravel()
         m = torch.eye(3).repeat(len(rows), 1, 1)
-        for factor, steps, gate in LEVELS:
+        for factor, steps, gate, most in LEVELS:
             if len(rows) == 0:
                 return best, dist
             if min(candidates.shape[1:]) // factor < 8:
                 continue  # too small to fit at this level
-            m, corr = align(cand, torch.from_numpy(refs[rows.numpy()]).float()[:, None],
-                            rows // pairs.shape[1], m, factor, steps)
-            keep = corr >= gate if gate is not None else plausible(m)
+            owner = rows // pairs.shape[1]
+            m, corr = align(cand, torch.from_numpy(refs[rows.numpy()]).float()[:, None], owner, m, factor, steps)
+            keep = (corr >= gate if gate is not None else plausible(m)) & _among_best(owner, corr, most)
             rows, m = rows[keep], m[keep]
         if len(rows) == 0:
             return best, dist
