@@ -153,8 +153,8 @@ def leak_warnings(row: dict) -> list[str]:
             continue
         why = ("the data set's own train and " + ("test" if split == "test" else "val") + " splits share near-copies"
                if key.startswith("leak_real") else "the generator's images reproduce held-out faces")
-        lines.append(f"warning: {int(count)} {what} nearly copy a {split} image (flips, shifts, brightness included; "
-                     f"{key}): {why}, so {split} figures overstate what the classifier learnt")
+        lines.append(f"warning: {int(count)} {what} nearly copy a {split} image (flips, shifts, tones, small rotations "
+                     f"and crops included; {key}): {why}, so {split} figures overstate what the classifier learnt")
     return lines
 
 
@@ -266,8 +266,8 @@ def _cmd_data_info(args) -> int:
             if count:
                 cand, ref = pair.split("_")
                 print(f"warning: {'' if fold is None else f'fold {fold}: '}{count} {cand} images nearly copy a {ref} "
-                      f"image (flips, shifts, brightness included): frames of one video or one subject in both "
-                      f"splits inflate {ref} figures")
+                      f"image (flips, shifts, tones, small rotations and crops included): frames of one video or "
+                      f"one subject in both splits inflate {ref} figures")
     return 0
 
 

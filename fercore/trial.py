@@ -145,8 +145,8 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore) -> 
 
     # The audit: synthetic images in the final training set, and the data set's own real train images the trial
     # kept (first in the mixed set; their duplicates are not counted again), that nearly copy a test or validation
-    # image under flips, shifts and tone changes (fercore.metrics.copies). The splits' hashes are built once per data
-    # set and kept in the cache (fercore.cache.split_hashes), not hashed again by every trial.
+    # image under flips, shifts, tone changes, small rotations and crops (fercore.metrics.copies). The splits' hashes
+    # are built once per data set and kept in the cache (fercore.cache.split_hashes), not hashed again by every trial.
     # A trial with a generator also measures memorisation (gen_memorised_share): the share of its synthetic images
     # that nearly copy a training image, against the training split's index (built once per data set, like the others).
     # And it counts, apart from copies, the images whose reference-classifier features nearly equal a test or
