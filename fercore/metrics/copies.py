@@ -47,10 +47,11 @@ each looked up in the whole test split, caught at <= 16 bits, windows alone (bef
   (48 of their own flags at 9-16 bits viewed: one photograph each).
 - FER2013's own cross-split copies (split_leakage: train -> test, train -> val, val -> test): 533, 451, 67 ->
   1297, 1296, 164.
-- speed: the 28709 training faces against the test split: windows 16.6 s (1728 a second), with alignment 25.5 s
-  (1124 a second, 1.5x; only candidates no window matches are aligned: ~0.3 ms each); plain hash 2.7 s. The
-  index build is unchanged (30-55 s for 3589 images on busy cores, once per data set and split, cached) and
-  keeps the gray images: 23 -> 31 MiB for the test split.
+- speed, the 28709 training faces against the test split, two runs as busy as the 2 shared cores were: windows
+  9.9 / 16.6 s (2905 / 1728 a second), with alignment 17.4 / 25.5 s (1654 / 1124 a second, 1.8x / 1.5x; only
+  the candidates no window matches are aligned, 0.3 ms each); plain hash 1.4 / 2.7 s. The index build is the
+  same hashing (14-55 s for 3589 images, once per data set and split, cached) and keeps the gray images too:
+  23 -> 31 MiB for the test split.
 
 Calibration on procedural faces (the same benchmark without --data; fercore.data.load("procedural", scale=0.1,
 seed=0), 48 x 48: 359 test, 359 validation, 2873 training images):
