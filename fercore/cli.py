@@ -158,8 +158,8 @@ def leak_warnings(row: dict) -> list[str]:
             continue
         why = ("the data set's own train and " + ("test" if split == "test" else "val") + " splits share near-copies"
                if key.startswith("leak_real") else "the generator's images reproduce held-out faces")
-        lines.append(f"warning: {int(count)} {what} nearly copy a {split} image (flips, shifts, brightness included; "
-                     f"{key}): {why}, so {split} figures overstate what the classifier learnt")
+        lines.append(f"warning: {int(count)} {what} nearly copy a {split} image (flips, shifts, tones, small rotations "
+                     f"and crops included; {key}): {why}, so {split} figures overstate what the classifier learnt")
     return lines
 
 
@@ -285,9 +285,9 @@ def _print_copies(data, how: str) -> None:
         for pair, count in counts(split_copies(part)).items():
             if count:
                 cand, ref = pair.split("_")
-                print(f"warning: {where}{count} {cand} images nearly copy a {ref} image (flips, shifts, brightness "
-                      f"included): frames of one video or one subject in both splits inflate {ref} figures; "
-                      "data.dedupe: drop removes them")
+                print(f"warning: {where}{count} {cand} images nearly copy a {ref} image (flips, shifts, tones, small "
+                      f"rotations and crops included): frames of one video or one subject in both splits inflate "
+                      f"{ref} figures; data.dedupe: drop removes them")
 
 
 def _print_subjects(data) -> None:

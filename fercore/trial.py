@@ -151,8 +151,8 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, rem
 
     # The audit: synthetic images in the final training set, and the data set's own real train images the trial
     # kept (first in the mixed set; their duplicates are not counted again), that nearly copy a test or validation
-    # image under flips, shifts and tone changes (fercore.metrics.copies). The splits' hashes, and which training
-    # images copy a test or validation image, are found once per data set and kept in the cache
+    # image under flips, shifts, tone changes, small rotations and crops (fercore.metrics.copies). The splits' hashes,
+    # and which training images copy a test or validation image, are found once per data set and kept in the cache
     # (fercore.cache.split_hashes, split_copies): a trial hashes only its synthetic images.
     # A trial with a generator also measures memorisation (gen_memorised_share): the share of its synthetic images
     # that nearly copy a training image, against the training split's index (built once per data set, like the others).

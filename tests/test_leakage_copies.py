@@ -46,6 +46,32 @@ def test_every_alteration_of_every_test_image_is_a_copy(faces):
         assert dist.max() <= copies.COPY_THRESHOLD, name
 
 
+def test_rotated_and_cropped_copies_are_found_as_fercore_makes_them(faces, honest):
+    """train.rotate and train.crop (fercore.transforms, as a training batch gets them) and the plain numpy ones:
+    the windows alone miss them, the alignment stage finds each with its source; distinct faces stay far."""
+    import torch
+
+    from fercore.images import from_unit
+    from fercore.metrics.alterations import crop, rotate
+    from fercore.transforms import Strengths, augment, normalise
+
+    test = faces.split("test")[0]
+    index = copies.build_index(test)
+    gen = torch.Generator().manual_seed(0)
+    made = {"train.rotate=5": Strengths(rotate=5.0), "train.crop=0.15": Strengths(crop=0.15)}
+    altered = {name: from_unit(augment(normalise(torch.from_numpy(test)), s, gen)).numpy() for name, s in made.items()}
+    altered |= {"rotate_5": rotate(test, 5), "rotate_-5": rotate(test, -5), "crop_92": crop(test, 0.92),
+                "crop_92_corner": crop(test, 0.92, 1.9, -1.9)}
+    for name, x in altered.items():
+        found, dist = copies.nearest_copy(x, index)
+        assert found.tolist() == list(range(len(test))), name
+        assert dist.max() <= copies.COPY_THRESHOLD, name
+    assert (copies.nearest_copy(altered["rotate_5"], index, geometry=False)[1] > copies.COPY_THRESHOLD).all()
+    assert (copies.nearest_copy(altered["crop_92"], index, geometry=False)[1] > copies.COPY_THRESHOLD).all()
+    assert copies.copy_audit(honest, index)["count"] == 0
+    assert copies.nearest_copy(honest, index)[1].min() > copies.COPY_THRESHOLD + 8
+
+
 def test_a_folder_of_altered_copies_is_counted_and_honest_faces_are_not(faces, honest):
     test = faces.split("test")[0]
     folder, where, src = planted(honest, test, np.random.default_rng(1))  # what a `folder` generator would hand in
@@ -116,6 +142,7 @@ def test_split_hashes_are_built_once_then_hit(faces, tmp_path):
     second = split_hashes.split_index(faces, "test", store)
     assert [(e["event"]) for e in store.events()] == ["built", "hit"]
     assert (first.hashes == second.hashes).all() and first.image_shape == second.image_shape
+    assert (first.images == second.images).all() and (first.images == faces.split("test")[0]).all()
     assert split_hashes.split_index(faces, "test", store) is second  # the memo: no store lookup at all
     assert len(store.events()) == 2
     assert copies.copy_rows(faces.split("test")[0][:4], faces.split("train")[0][:4], second,

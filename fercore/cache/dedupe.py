@@ -1,7 +1,7 @@
 """data.dedupe: a data set's own cross-split near-copies handled before anything trains. FER2013's splits share
-faces (the same photograph flipped, cropped or re-toned: 533 training faces nearly copy a test face, 451 a validation
-face, 67 validation faces a test face), and a classifier that saw a test face's copy in training is judged partly on
-memory. `drop` removes every training face that nearly copies a validation or test face and every validation face
+faces (the same photograph flipped, cropped, rotated or re-toned: 1297 training faces nearly copy a test face, 1296
+a validation face, 164 validation faces a test face), and a classifier that saw a test face's copy in training is
+judged partly on memory. `drop` removes every training face that nearly copies a validation or test face and every validation face
 that copies a test face; the test split is never touched, so figures with and without dedupe are on the same test
 faces. The copies are the copy audit's (fercore.cache.split_copies: found once per data set, kept in the store)."""
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Near-duplicate audit: does any training image (synthetic or real) copy a test image? Row keys `leak_<set>_test`.
 
-Since issue 16 the trial's audit is fercore.metrics.copies (flips, shifts, brightness, contrast; validation;
-feature neighbours; memorisation), built on this module's hash; `audit` here is the plain one-hash comparison and
-the figures below describe it alone.
+Since issue 16 the trial's audit is fercore.metrics.copies (flips, shifts, brightness, contrast, and since issue 22
+small rotations and crops; validation; feature neighbours; memorisation), built on this module's hash; `audit` here
+is the plain one-hash comparison and the figures below describe it alone.
 
 Why: the disputed ResEmoteNet figures (anchors.md) came from augmented copies of test images that ended up in
 training. A generator trained on the training split can still memorise, and a pipeline bug can still mix splits,

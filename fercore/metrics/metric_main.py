@@ -69,9 +69,9 @@ def bootstrap(read: Read) -> dict[str, float]:
 
 
 @METRICS.register("leakage", help="training images that copy a test (validation) image under flips, shifts up to 2 "
-                                  "pixels, brightness and contrast: `leak_synthetic_test`, `leak_real_test`, "
-                                  "`leak_*_val` with val, `leak_feature_*` with features, `gen_memorised_share` "
-                                  "with train (fercore.metrics.copies.copy_rows)")
+                                  "pixels, brightness and contrast, small rotations and crops: `leak_synthetic_test`, "
+                                  "`leak_real_test`, `leak_*_val` with val, `leak_feature_*` with features, "
+                                  "`gen_memorised_share` with train (fercore.metrics.copies.copy_rows)")
 def leakage(synthetic: np.ndarray, real: np.ndarray, test, val=None, train=None, features=None,
             test_images=None, val_images=None, real_copies=None) -> dict[str, float]:
     return copy_rows(synthetic, real, test, val=val, train=train, features=features, test_images=test_images,
