@@ -15,7 +15,7 @@ from fercore.sweep.spaces import REPO_ROOT
 from fercore.sweep.spec import load_sweep
 
 SWEEPS = sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml"))
-AUGMENTED = {"confidence_filter", "cgan_minority", "balance_targets", "real_ratio_grid"}
+AUGMENTED = {"confidence_filter", "cgan_minority", "balance_targets", "real_ratio_grid", "fer2013_cpu"}
 
 
 @pytest.fixture(scope="module")
