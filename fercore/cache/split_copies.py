@@ -40,15 +40,8 @@ def split_copies(data, store: CacheStore | None = None) -> dict[str, np.ndarray]
 
 
 def _find(data, store: CacheStore) -> dict[str, np.ndarray]:
-    found = {}
-    for cand, ref in copies.SPLIT_PAIRS:
-        candidates, reference = data.split(cand)[0], data.split(ref)[0]
-        if len(candidates) == 0 or len(reference) == 0:
-            found[f"{cand}_{ref}"] = np.zeros(len(candidates), bool)
-            continue
-        _, distance = copies.nearest_copy(candidates, split_index(data, ref, store))
-        found[f"{cand}_{ref}"] = distance <= copies.COPY_THRESHOLD
-    return found
+    indexes = {ref: split_index(data, ref, store) for ref in ("test", "val") if len(data.split(ref)[0])}
+    return copies.split_copy_flags(data, indexes)
 
 
 def counts(found: dict[str, np.ndarray]) -> dict[str, int]:

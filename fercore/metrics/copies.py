@@ -325,19 +325,27 @@ def copy_rows(synthetic: np.ndarray, real_train: np.ndarray, test, val=None, tra
 SPLIT_PAIRS = (("train", "test"), ("train", "val"), ("val", "test"))  # (candidates, reference) within a data set
 
 
-def split_leakage(data, indexes: dict | None = None, threshold: int = COPY_THRESHOLD) -> dict[str, int]:
-    """Near-copies between a data set's own splits: {"train_test": images of train that copy a test image,
-    "train_val": ..., "val_test": ...}. data: a FaceSet (anything with .split(name) -> (images, labels));
-    indexes: CopyIndex per reference split name, built here when missing. A pair with an empty split counts 0."""
+def split_copy_flags(data, indexes: dict | None = None, threshold: int = COPY_THRESHOLD) -> dict[str, np.ndarray]:
+    """Near-copies between a data set's own splits, image by image: {"train_test": bool per image of train, True
+    where it copies a test image, "train_val": ..., "val_test": ...}. data: a FaceSet (anything with
+    .split(name) -> (images, labels)); indexes: CopyIndex per reference split name, built here when missing. A pair
+    with an empty split flags nothing."""
     indexes = dict(indexes or {})
     out = {}
     for cand, ref in SPLIT_PAIRS:
         candidates, reference = data.split(cand)[0], data.split(ref)[0]
         if len(candidates) == 0 or len(reference) == 0:
-            out[f"{cand}_{ref}"] = 0
+            out[f"{cand}_{ref}"] = np.zeros(len(candidates), bool)
             continue
         index = indexes.get(ref)
         if index is None:
             index = indexes[ref] = build_index(reference)
-        out[f"{cand}_{ref}"] = copy_audit(candidates, index, threshold)["count"]
+        _, distance = nearest_copy(candidates, index, threshold=threshold)
+        out[f"{cand}_{ref}"] = distance <= threshold
     return out
+
+
+def split_leakage(data, indexes: dict | None = None, threshold: int = COPY_THRESHOLD) -> dict[str, int]:
+    """split_copy_flags counted: {"train_test": images of train that copy a test image, "train_val": ...,
+    "val_test": ...}."""
+    return {pair: int(flags.sum()) for pair, flags in split_copy_flags(data, indexes, threshold).items()}
