@@ -1,9 +1,9 @@
 """data.dedupe: a data set's own cross-split near-copies handled before anything trains. FER2013's splits share
 faces (the same photograph flipped, cropped, rotated or re-toned: 1297 training faces nearly copy a test face, 1296
 a validation face, 164 validation faces a test face), and a classifier that saw a test face's copy in training is
-judged partly on memory. `drop` removes every training face that nearly copies a validation or test face and every validation face
-that copies a test face; the test split is never touched, so figures with and without dedupe are on the same test
-faces. The copies are the copy audit's (fercore.cache.split_copies: found once per data set, kept in the store)."""
+judged partly on memory. `drop` removes every training face that nearly copies a validation or test face and every
+validation face that copies a test face; the test split is never touched, so figures with and without dedupe are on
+the same test faces. The copies are the copy audit's (fercore.cache.split_copies: found once per data set, kept in the store)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,9 +23,9 @@ def dedupe(data: FaceSet, how: str, store: CacheStore | None = None) -> tuple[Fa
     if how == "none":
         return data, {"dedupe_removed_train": 0, "dedupe_removed_val": 0}
     found = split_copies(data, store)
+    train = found["train_test"] | found["train_val"]
     drop = np.zeros(len(data.images), bool)
-    drop[data.splits == SPLIT_INDEX["train"]] = found["train_test"] | found["train_val"]
+    drop[data.splits == SPLIT_INDEX["train"]] = train
     drop[data.splits == SPLIT_INDEX["val"]] = found["val_test"]
-    removed = {"dedupe_removed_train": int((found["train_test"] | found["train_val"]).sum()),
-               "dedupe_removed_val": int(found["val_test"].sum())}
+    removed = {"dedupe_removed_train": int(train.sum()), "dedupe_removed_val": int(found["val_test"].sum())}
     return (data.without(drop, "dedupe drop") if drop.any() else data), removed
