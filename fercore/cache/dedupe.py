@@ -3,7 +3,8 @@ faces (the same photograph flipped, cropped, rotated or re-toned: 1297 training 
 a validation face, 164 validation faces a test face), and a classifier that saw a test face's copy in training is
 judged partly on memory. `drop` removes every training face that nearly copies a validation or test face and every
 validation face that copies a test face; the test split is never touched, so figures with and without dedupe are on
-the same test faces. The copies are the copy audit's (fercore.cache.split_copies: found once per data set, kept in the store)."""
+the same test faces. The copies are the copy audit's (fercore.cache.split_copies: found once per data set, kept in
+the store)."""
 from __future__ import annotations
 
 import numpy as np
