@@ -8,14 +8,19 @@ import argparse
 import json
 import math
 import sys
+import traceback
 from pathlib import Path
 
 from fercore.errors import ConfigError, UserError
+from fercore.redact import RedactingStream
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    streams = sys.stdout, sys.stderr
+    # Every line printed from here on (Ray's too) without URL passwords; put back after, for callers in-process.
+    sys.stdout, sys.stderr = (s if isinstance(s, RedactingStream) else RedactingStream(s) for s in streams)
     try:
         return args.func(args) or 0
     except UserError as e:
@@ -24,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fersweep: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: its traceback, through the redacting stream (a driver's URL may be in its message)
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="two tiny trials (or --num-samples), to check the sweep end to end")
     run.add_argument("--resume", action="store_true",
                      help="finish the sweep in --storage whose driver stopped; finished trials are not run again")
+    run.add_argument("--space-file", default=None, metavar="PATH",
+                     help="a search space's Python file (defining space(trial)) to use instead of the sweep file's "
+                          "`space`, which names only a module of search_spaces/")
+    run.add_argument("--trust-storage", action="store_true",
+                     help="with --resume from a URI: unpickle Ray Tune's state downloaded from it (whoever can write "
+                          "there could run code on this machine; refused without this)")
     run.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
                      help="GPUs per trial, overriding resources.gpu: a fraction in (0, 1] packs trials onto one GPU, "
                           "a whole number gives each trial that many")
@@ -89,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from fercore.sweep.spec import load_sweep, set_data_source, set_gpus_per_trial
 
-    spec = load_sweep(args.sweep)  # Validate before Ray is imported or started.
+    spec = load_sweep(args.sweep, args.space_file)  # Validate before Ray is imported or started.
     if args.data is not None:
         set_data_source(spec, args.data)
     if args.gpus_per_trial is not None:
@@ -97,7 +115,8 @@ def _cmd_run(args) -> int:
     from fercore.sweep.run import run_sweep
 
     run_sweep(spec, args.storage, address=args.address, num_samples=args.num_samples,
-              max_concurrent=args.max_concurrent, smoke=args.smoke, resume=args.resume)
+              max_concurrent=args.max_concurrent, smoke=args.smoke, resume=args.resume,
+              trust_storage=args.trust_storage)
     return 0
 
 

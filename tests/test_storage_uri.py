@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from fercore.errors import UserError
 from fercore.sweep.spec import load_sweep
 
 FERSWEEP = Path(sys.executable).parent / "fersweep"
@@ -124,7 +125,10 @@ def test_an_s3_sweep_killed_midway_resumes_from_the_bucket_alone(tmp_path, s3_se
     assert 1 <= len(before) < TRIALS
 
     shutil.rmtree(working_root())  # what the driver kept locally is gone with its machine
-    run_sweep(load_sweep(sweep), uri, resume=True)
+    with pytest.raises(UserError, match="add --trust-storage if only you and your cluster write to it"):
+        run_sweep(load_sweep(sweep), uri, resume=True)  # Ray's pickles from the bucket: not without consent
+    assert not working_root().exists()  # refused before anything was downloaded
+    run_sweep(load_sweep(sweep), uri, resume=True, trust_storage=True)
     after = {r["trial_id"]: r for r in rows()}
     assert len(after) == TRIALS and all(r["status"] == "completed" for r in after.values())
     for tid, row in before.items():  # not run again: a rerun rewrites its timings

@@ -84,7 +84,7 @@ def check_draws(spec: SweepSpec, errors: list[str]) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.seed))
-        space = FixedSpace(spec.space, spec.path, spec.base_config())
+        space = FixedSpace(spec.space, spec.path, spec.base_config(), space_file=spec.space_file)
         found: dict[str, None] = {}
         for draw in range(1, SPACE_DRAWS + 1):
             trial = study.ask()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,6 +18,28 @@ SAMPLERS = ("tpe", "random", "grid", "nsga2")
 SCHEDULERS = ("asha", "none")
 MODES = ("max", "min")
 KINDS = ("text", "mapping", "bool", "int", "whole", "number", "choice", "custom")
+
+
+# A sweep's name is a folder under --storage and a URI path segment: letters, digits, '.', '_', '-', never '.' or '..'.
+_SWEEP_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# A space is a module of search_spaces/, named as Python names modules; a file elsewhere is given on the command line.
+_SPACE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def name_problem(name: str) -> str | None:
+    """Why NAME cannot name a sweep (its results folder), or None."""
+    if not _SWEEP_NAME.fullmatch(name) or name in (".", ".."):
+        return (f"name: {name!r} cannot name the results folder; expected letters, digits, '.', '_' or '-' (not "
+                f"'.' or '..' alone)")
+    return None
+
+
+def space_problem(space: str) -> str | None:
+    """Why SPACE cannot name a search space in a sweep file, or None: a module name only, never a path."""
+    if space and not _SPACE_NAME.fullmatch(space):
+        return (f"space: {space!r} is not the name of a module in search_spaces/ (letters, digits and '_'); a "
+                f"sweep file names no paths: give a file elsewhere as `fersweep run SWEEP --space-file PATH`")
+    return None
 
 
 class SweepError(UserError):
@@ -133,14 +156,16 @@ def gpu_problem(value: Any, zero_ok: bool = True) -> str | None:
 
 KEYS: tuple[SweepKey, ...] = (
     SweepKey("name", "text", None, default_text="the file's name",
-             help="names the results folder (<storage>/<name>/) and the Optuna study"),
+             help="names the results folder (<storage>/<name>/) and the Optuna study: letters, digits, '.', '_', '-' "
+                  "(not '.' or '..')"),
     SweepKey("description", "text", "", default_text="empty", help="a line for the report"),
     SweepKey("data", "mapping", {}, default_text="{}",
              help="data.* config keys without their section (source, scale, ...); the data set is loaded once per "
                   "sweep"),
     SweepKey("space", "text", "", default_text="none",
-             help="a search space of search_spaces/ (a define-by-run function); required unless sampler is grid, "
-                  "which names none. Before the sweep starts it is drawn from at random: every draw must resolve, "
+             help="a search space of search_spaces/ by module name (a define-by-run function; a file elsewhere "
+                  "is given as `fersweep run --space-file PATH`, never as a path here); required unless sampler is "
+                  "grid, which names none. Before the sweep starts it is drawn from at random: every draw must resolve, "
                   "set no data key and keep each categorical's choices"),
     SweepKey("fixed", "mapping", {}, default_text="{}",
              help="config keys set for every trial; they override the space's suggestions"),

@@ -31,13 +31,14 @@ from fercore.data import FaceSet, load_configured  # noqa: E402
 from fercore.metrics.reported import check_class_objectives  # noqa: E402
 from fercore.errors import UserError  # noqa: E402
 from fercore.results import SWEEP_RECORD, ResultsStore  # noqa: E402
+from fercore.redact import redact  # noqa: E402
 from fercore.results.rows import TRIALS  # noqa: E402
 from fercore.sweep import internals, state  # noqa: E402
 from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
 from fercore.sweep.searchers import make_searcher  # noqa: E402
 from fercore.sweep.smoke import smoke_spec  # noqa: E402
 from fercore.sweep.spec import SweepSpec  # noqa: E402
-from fercore.sweep.storage import SweepFolder  # noqa: E402
+from fercore.sweep.storage import SweepFolder, is_uri  # noqa: E402
 from fercore.sweep.study import fail_running, open_storage  # noqa: E402
 from fercore.sweep.summary import print_summary  # noqa: E402
 from fercore.sweep.trainable import trainable as run_trial  # noqa: E402
@@ -47,13 +48,17 @@ MAX_T_WITHOUT_EPOCHS = 100  # ASHA's last rung when neither scheduler.max_t nor 
 
 def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str | None = None,
               num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False,
-              resume: bool = False, trainable: Callable | None = None, reuse_actors: bool = True) -> Path:
+              resume: bool = False, trainable: Callable | None = None, reuse_actors: bool = True,
+              trust_storage: bool = False) -> Path:
     """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/. STORAGE may be a URI
     (s3://bucket/prefix ...): results are then uploaded to URI/<sweep name>/ and the folder returned is the driver's
     working copy of it (fercore.sweep.storage).
 
     resume: finish the sweep whose driver stopped (even by SIGKILL): Ray restores its trials and the searcher's
     state from storage/<name>/tune; trials already in trials.parquet are not run again.
+    trust_storage: resuming from a URI unpickles Ray Tune's state as downloaded from it (the searcher, the trials,
+    the callbacks): code from whoever can write there would run on the driver. Refused unless this is True
+    (`--trust-storage`). A local folder is this machine's own.
     trainable: a stand-in for the trial function with fercore.sweep.trainable.trainable's signature (benchmarks of
     the sweep layer).
     reuse_actors: run a trial in a finished trial's worker process when it needs the same resources; False starts
@@ -61,6 +66,10 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     """
     started = time.time()
     _quiet_libraries()
+    if resume and is_uri(storage) and not trust_storage:
+        raise UserError(f"--resume from {redact(str(storage))}: resuming unpickles Ray Tune's state as stored there, "
+                        f"and whoever can write to it could run code on this machine; add --trust-storage if only you "
+                        f"and your cluster write to it")
     location = SweepFolder(storage, spec.name)  # a URI that cannot be opened or written fails here, before Ray starts
     out = location.local
     location.pull()  # A URI's tables, optuna.db and Ray state, into the working copy the driver writes.
@@ -213,7 +222,7 @@ def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> ResultsC
         callback.resuming = True  # setup() checks that Ray restored the sweep rather than starting a new one
         # The restored searcher also holds its Optuna storage as pickled: a study file in the old folder.
         if spec.storage_url(before) != spec.storage_url(location.local):
-            raise UserError(f"--resume: the sweep's Optuna study is restored as {spec.storage_url(before)}, in the "
+            raise UserError(f"--resume: the sweep's Optuna study is restored as {redact(spec.storage_url(before))}, in the "
                             f"results folder of the driver that started it; resume with that folder "
                             f"({before}{', set through FERCORE_CACHE' if location.uri else ''})")
         return callback

@@ -15,7 +15,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable
 
-from fercore.sweep.keys import SweepError
+from fercore.sweep.keys import SweepError, space_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 _PACKAGE = "fercore_search_spaces"
@@ -57,8 +57,8 @@ class FixedSpace:
     """
 
     def __init__(self, space: str, sweep_path: Path | None, fixed: dict[str, Any],
-                 grid: dict[str, list] | None = None):
-        self.space, self.sweep_path, self.fixed = space, sweep_path, dict(fixed)
+                 grid: dict[str, list] | None = None, space_file: Path | None = None):
+        self.space, self.sweep_path, self.space_file, self.fixed = space, sweep_path, space_file, dict(fixed)
         self.grid = dict(grid or {})
         self._fn: Callable | None = None
 
@@ -66,7 +66,7 @@ class FixedSpace:
         return {**self.__dict__, "_fn": None}
 
     def __setstate__(self, state):
-        self.__dict__.update({"grid": {}, **state})
+        self.__dict__.update({"grid": {}, "space_file": None, **state})
 
     def __call__(self, trial) -> dict[str, Any]:
         for key, values in self.grid.items():
@@ -74,7 +74,7 @@ class FixedSpace:
         if not self.space:
             return dict(self.fixed)
         if self._fn is None:
-            self._fn = load_space(self.space, self.sweep_path)
+            self._fn = load_space(self.space, self.sweep_path, self.space_file)
         returned = self._fn(_FixedTrial(trial, self.fixed)) or {}
         return {**returned, **self.fixed}
 
@@ -108,16 +108,24 @@ def list_sweeps() -> list[str]:
     return sorted(names)
 
 
-def load_space(name: str, sweep_path: Path | None = None) -> Callable:
-    """The define-by-run function `space(trial)` of search_spaces/NAME.py."""
-    for d in search_space_dirs(sweep_path):
-        path = d / f"{name}.py"
+def load_space(name: str, sweep_path: Path | None = None, space_file: Path | None = None) -> Callable:
+    """The define-by-run function `space(trial)` of SPACE_FILE (given on the command line), else of
+    search_spaces/NAME.py. NAME is a module name, never a path: a sweep file cannot make the driver run a file
+    outside the search_spaces/ folders."""
+    problem = space_problem(name) if space_file is None else None
+    if problem:
+        raise SweepError(problem)
+    candidates = [Path(space_file)] if space_file is not None else [d / f"{name}.py"
+                                                                    for d in search_space_dirs(sweep_path)]
+    for path in candidates:
         if path.exists():
             module = _import_file(path)
             fn = getattr(module, "space", None)
             if not callable(fn):
                 raise SweepError(f"{path}: defines no function space(trial)")
             return fn
+    if space_file is not None:
+        raise SweepError(f"--space-file: {space_file}: no such file")
     raise SweepError(f"space: no search space {name!r}; valid: {', '.join(list_search_spaces()) or '(none found)'}")
 
 

@@ -39,6 +39,7 @@ class SweepSpec:
     name: str
     path: Path
     space: str = ""  # empty for a grid sweep
+    space_file: Path | None = None  # `fersweep run --space-file PATH`: the space's file, given on the command line
     data: dict[str, Any] = _default("data")
     fixed: dict[str, Any] = _default("fixed")
     sampler: str = keys.default("sampler")
@@ -113,14 +114,20 @@ def set_data_source(spec: SweepSpec, source: str) -> None:
         spec.data.pop("scale", None)
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file; every problem is reported at once, each with its key."""
+def load_sweep(path: str | Path, space_file: str | Path | None = None) -> SweepSpec:
+    """Read and validate a sweep file; every problem is reported at once, each with its key. SPACE_FILE (`--space-file`)
+    is a search space's file given on the command line: it replaces the file's `space`, which can only name a module
+    of search_spaces/ (a sweep file that could name any path would run any Python file on the driver)."""
     path = _find(Path(path))
     raw = _read_yaml(path)
     errors = [f"{key}: unknown sweep key; valid: {', '.join(sorted(keys.TOP_LEVEL))}"
               for key in raw if key not in keys.TOP_LEVEL]
     spec = SweepSpec(name=str(raw.get("name", path.stem)), path=path.resolve(), space=str(raw.get("space") or ""),
                      description=str(raw.get("description", "")))
+    errors += [p for p in (keys.name_problem(spec.name), keys.space_problem(spec.space)) if p]
+    if space_file is not None:
+        spec.space_file = _space_file(Path(space_file))
+        spec.space = spec.space_file.stem
     _read_values(raw, spec, errors)
     _read_objectives(raw, spec, errors)
     _read_scheduler(raw, spec, errors)
@@ -139,6 +146,12 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepError(f"{path}: " + (errors[0] if len(errors) == 1 else
                                         f"{len(errors)} problems:\n  " + "\n  ".join(errors)))
     return spec
+
+
+def _space_file(path: Path) -> Path:
+    if path.suffix != ".py" or not path.is_file():
+        raise SweepError(f"--space-file: {path}: expected a Python file that defines space(trial)")
+    return path.resolve()
 
 
 def _find(path: Path) -> Path:
@@ -279,7 +292,7 @@ def _read_grid(raw: dict, spec: SweepSpec, errors: list[str], check_grid) -> Non
 
 def _space_loads(spec: SweepSpec, errors: list[str]) -> bool:
     try:
-        load_space(spec.space, spec.path)
+        load_space(spec.space, spec.path, spec.space_file)
     except SweepError as e:
         errors.append(str(e))
         return False

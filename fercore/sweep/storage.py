@@ -30,6 +30,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from fercore.errors import UserError
+from fercore.redact import redact
 from fercore.results import TRIALS
 
 # Object stores, whose PUT shows an object whole or not at all; other file systems show a file while it is written.
@@ -66,7 +67,7 @@ class SweepFolder:
         try:  # Fails here, before Ray starts, for a missing bucket, an unreachable endpoint or missing rights.
             self.fs.create_dir(self.fs_path, recursive=True)
         except OSError as e:
-            raise UserError(f"--storage: cannot write to {self.uri} ({_one_line(e)}); expected a folder or a URI "
+            raise UserError(f"--storage: cannot write to {redact(self.uri)} ({_one_line(e)}); expected a folder or a URI "
                             f"of a bucket or folder this machine can write to") from None
         self.local = working_root() / hashlib.blake2b(self.uri.encode(), digest_size=6).hexdigest() / name
         self.object_store = self.fs.type_name in OBJECT_STORES
@@ -128,7 +129,7 @@ class SweepFolder:
                 except OSError as e:
                     # A store briefly unreachable must not end a sweep of many hours: the rest waits for the next
                     # push, in order (the tables after what they rely on).
-                    print(f"[storage] uploading to {self.uri} failed at {rel} ({_one_line(e)}); tried again at the "
+                    print(f"[storage] uploading to {redact(self.uri)} failed at {rel} ({_one_line(e)}); tried again at the "
                           f"next upload, until then the latest results are only in {self.local}", flush=True)
                     return
         self._remove_stale_parts()

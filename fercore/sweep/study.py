@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 
 from fercore.errors import UserError
+from fercore.redact import redact
 from fercore.sweep.spec import SweepSpec
 
 
@@ -27,7 +28,7 @@ def open_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | No
     wanted = [optuna.study.StudyDirection.MAXIMIZE if m == "max" else optuna.study.StudyDirection.MINIMIZE
               for m in spec.modes]
     if storage.get_study_directions(study_id) != wanted:
-        raise UserError(f"optuna_storage: {url} holds a study {spec.name!r} with other objectives than this sweep's "
+        raise UserError(f"optuna_storage: {redact(url)} holds a study {spec.name!r} with other objectives than this sweep's "
                         f"{', '.join(spec.metrics)} ({', '.join(spec.modes)}); give this sweep another file")
     return storage
 

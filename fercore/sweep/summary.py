@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fercore.cache import CacheStore
 from fercore.numbers import finite
+from fercore.redact import redact
 from fercore.results import EPOCHS, PREDICTIONS, TRIALS, ResultsStore
 from fercore.sections import DESCRIBED
 from fercore.sweep.spec import SweepSpec
@@ -39,7 +40,7 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
         print(f"  uploaded with tb/ from the driver's working copy {out}")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")
     if study_url:
-        print(f"Optuna study {spec.name!r}: optuna-dashboard {study_url}")
+        print(f"Optuna study {spec.name!r}: optuna-dashboard {redact(study_url)}")
 
 
 def _count(rows: list[dict], key: str) -> tuple[int, int]:
