@@ -1,8 +1,8 @@
 """Load one sweep's results folder and compute the figures the report shows: trials.parquet (one wide row per
 trial: config, metrics, per-class figures), confusion.parquet, embeddings.parquet, predictions.parquet (each trial's
 test predictions, image by image) and sweep.json. epochs.parquet,
-per_class.parquet and generators.parquet hold nothing the sections need beyond those. Loading compacts the folder's
-tables first (fercore.results.compact), also while its sweep runs.
+per_class.parquet and generators.parquet hold nothing the sections need beyond those. Tables are read through the
+folder's manifest (fercore.results.read_table): a report on a running sweep sees each trial once, and writes nothing.
 
 pandas only: no plotting and no wording here. Every table may be missing or empty and every column may be absent
 (a real-only sweep has no gen_* or uplift_* columns); the helpers answer with empty frames or NaN then.
@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fercore.errors import UserError
 from fercore.labels import CLASSES
 from fercore.numbers import finite
-from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS, compact
+from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS, read_table
 from fercore.sections import AUGMENT
 
 DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
@@ -87,10 +86,12 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_table(path: Path) -> pa.Table | None:
-    if not path.exists():
-        return None
+    """The table at PATH (results/<sweep>/<table>) as its folder's manifest commits it now, also while the sweep
+    writes it; None when absent."""
     try:
-        return pq.read_table(path)
+        return read_table(path.parent, path.name)
+    except UserError:
+        raise
     except Exception as e:  # a truncated or foreign file: say which, as the user's problem
         raise UserError(f"{path}: not a readable Parquet table ({e})") from e
 
@@ -107,10 +108,6 @@ def load(folder: str | Path) -> Results:
         what = "does not exist" if not folder.exists() else f"has no {TRIALS}"
         raise UserError(f"{folder} {what}: expected a sweep's results folder holding {TRIALS} "
                         f"(e.g. results/quickstart, written by `fersweep run`)")
-    try:  # One part per table: a sweep writes a table as many (fercore.results.parts).
-        compact(folder)
-    except (OSError, pa.ArrowException):
-        pass  # a folder the user may only read (its parts read as well), or a broken table _read_table names
     table = _read_table(folder / TRIALS)
     trials = table.to_pandas()
     integer_keys = frozenset(f.name for f in table.schema if pa.types.is_integer(f.type))

@@ -1,42 +1,43 @@
-"""One result table as a folder of Parquet parts, so that adding a trial's rows costs the same at the 10,000th trial
-as at the first, and any Parquet reader takes the folder for one table:
+"""One result table as immutable Parquet parts that fercore.results.manifest commits, so that adding a trial's rows
+costs the same at the 10,000th trial as at the first, and the number of files grows with trials / 100:
 
-    results/<sweep>/trials.parquet/part-00000000.parquet, part-00000001.parquet, ...
+    results/<sweep>/trials.parquet/part-00000012-0-1a2b3c4d.parquet  (sequence number, level, a random token)
 
-pyarrow (pq.read_table(folder)), pandas (pd.read_parquet(folder)) and DuckDB (SELECT * FROM 'folder') read it as
-one data set. They take the columns from one part (pyarrow the first, DuckDB every part by position), so every part
-of a table holds the same columns with the same types, the table's schema: a row that brings a new column, or a
-wider type (a column null so far, an integer column that gets a fraction), rewrites every part with the grown
-schema, once (new columns appear in the first few trials, so this stays rare).
+A flush's new rows become one new part of level 0. When the table ends in FANOUT parts of one level below
+MAX_LEVEL, they are merged into one part of the next level (streamed, a batch at a time): a part holds the rows of
+1, FANOUT or FANOUT ** MAX_LEVEL flushes, so a table has at most (FANOUT - 1) * MAX_LEVEL smaller parts beside its
+parts of FANOUT ** MAX_LEVEL flushes (100: one per hundred trials), and each row is rewritten at most MAX_LEVEL times.
+merge_all (when a sweep ends) makes it one part.
 
-New rows go to the last part (the tail), rewritten whole with them until it holds PART_CELLS cells; then a new part
-starts. A row is keyed (a trial id; a trial id and an epoch), and a key put again replaces its rows where they are,
-in the part that holds them. Every part is written beside its name (a hidden temporary file, which readers skip)
-and renamed over it, so a reader sees each part old or new, never half written, and a key's rows in exactly one
-part. Only compact() merges parts, and so removes files.
+A row is keyed (a trial id; a trial id and an epoch): a key put again replaces its rows where they are, in a new copy
+of the part that held them. Every part of a table has the table's schema (pyarrow and DuckDB take the columns from
+one part): a row that brings a new column or a wider type (null so far, an integer column that gets a fraction)
+copies every part with the grown schema, once; new columns appear in the first few trials, so this stays rare.
+
+Nothing here changes what readers see: stage() writes new files and says which parts the table would hold; the
+store commits that in the manifest, then tells each table accept() (or discard() on failure).
 """
 from __future__ import annotations
 
 import os
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fercore.atomic import atomic_write
+from fercore.results.manifest import PART_PREFIX, fsync_file, part_names
 from fercore.results.rows import union_keys
 
-# A tail takes new rows while it holds fewer cells (rows x columns) than this. Rewriting it costs about as much as
-# the fixed cost of writing a part (a footer entry per column) up to here: 13 trials' 1,400 embedding points, 300
-# trial rows of 200 columns, 2,000 epochs.
-PART_CELLS = 65_536
-PART_PREFIX = "part-"
+FANOUT = 10
+MAX_LEVEL = 2  # parts of FANOUT ** MAX_LEVEL flushes are merged no further until the sweep ends
+BATCH_ROWS = 65_536  # rows read and written at a time when parts are merged or copied
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # pyarrow and DuckDB skip hidden files; fercore.sweep.storage skips *.tmp
 
 Key = tuple[Hashable, ...]
+Namer = Callable[[int], str]  # level -> a new part's unique name
 
 
 def write_table_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -50,13 +51,14 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table({c: pa.array([row.get(c) for row in rows]) for c in union_keys(rows)}) if rows else pa.table({})
 
 
-def part_name(number: int) -> str:
-    return f"{PART_PREFIX}{number:08d}.parquet"
+def part_name(number: int, level: int, token: str) -> str:
+    return f"{PART_PREFIX}{number:08d}-{level}-{token}.parquet"
 
 
-def part_names(folder: Path) -> list[str]:
-    """The parts of the table in FOLDER, in order."""
-    return sorted(n for n in os.listdir(folder) if n.startswith(PART_PREFIX) and n.endswith(".parquet"))
+def level_of(name: str) -> int:
+    """A part's level from its name; a part named before levels (part-00000000.parquet) is merged no further."""
+    fields = name[len(PART_PREFIX):-len(".parquet")].split("-")
+    return int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else MAX_LEVEL
 
 
 def grown(schema: pa.Schema, other: pa.Schema) -> pa.Schema:
@@ -72,134 +74,222 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     if table.schema.equals(schema):
         return table
     columns = []
-    for field in schema:
-        if field.name in table.column_names:
-            column = table[field.name]
-            columns.append(column if column.type == field.type else column.cast(field.type))
+    for f in schema:
+        if f.name in table.column_names:
+            column = table[f.name]
+            columns.append(column if column.type == f.type else column.cast(f.type))
         else:
-            columns.append(pa.nulls(table.num_rows, field.type))
+            columns.append(pa.nulls(table.num_rows, f.type))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_part(folder: Path, name: str, table: pa.Table | Callable[[str], None]) -> None:
-    """Write TABLE as part NAME of FOLDER (or call TABLE with the path to write): to a hidden temporary file there,
-    then renamed over the part."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX + name, suffix=TEMP_SUFFIX)
-    os.close(fd)
+def write_part(path: Path, pieces, schema: pa.Schema) -> None:
+    """Write the tables PIECES yields (each conformed to SCHEMA) as one Parquet file at PATH, synced to disk. PATH is
+    a new name no manifest holds yet, so no reader looks at it while it is written."""
     try:
-        table(tmp) if callable(table) else pq.write_table(table, tmp)
-        os.replace(tmp, folder / name)
+        with pq.ParquetWriter(path, schema) as writer:
+            for piece in pieces:
+                if piece.num_rows:
+                    writer.write_table(conform(piece, schema))
+        fsync_file(path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
 
 
-class PartedTable:
-    """One table of a results folder, written by one driver. `put` stages a key's rows (no rows: the key's rows go);
-    `write` writes what was staged, and must run under fercore.results.store.folder_lock, as compact() does."""
+def batches(path: Path, columns: list[str] | None = None):
+    """The rows of part PATH, BATCH_ROWS at a time (a merge holds one batch, not the part)."""
+    with pq.ParquetFile(path) as f:
+        for batch in f.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            yield pa.Table.from_batches([batch])
 
-    def __init__(self, path: Path, key_columns: tuple[str, ...]):
+
+@dataclass
+class Staged:
+    """What a table would be after a flush: its parts, where each key is, its schema; the files written for it and
+    the parts it stops naming."""
+
+    parts: list[str]
+    index: dict[Key, str]
+    keys_in: dict[str, list[Key]]
+    schema: pa.Schema
+    written: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+class PartedTable:
+    """One table of a results folder. `put` stages a key's rows (no rows: the key's rows go); `stage` writes what was
+    staged as new parts, `accept` makes them the table's once the manifest names them."""
+
+    def __init__(self, path: Path, key_columns: tuple[str, ...], parts: list[str] | None = None):
         self.path = Path(path)
         self.key_columns = key_columns
         self._pending: dict[Key, list[dict[str, Any]] | pa.Table] = {}
-        self.load()
+        self.load(parts)
 
-    def load(self) -> None:
-        """What the folder holds: its parts, their schema, and which part holds each key."""
+    def load(self, parts: list[str] | None) -> None:
+        """Read where each key is in PARTS (the manifest's; None: a folder from before manifests, every part it holds,
+        or the table's single file). Staged rows stay staged."""
         self.schema = pa.schema([])
         self.parts: list[str] = []
         self.index: dict[Key, str] = {}
+        self.keys_in: dict[str, list[Key]] = {}
         self._stale: set[str] = set()  # parts whose schema is not the table's (a rewrite was interrupted)
-        self._tail: pa.Table | None = None  # the last part's rows, once read
-        self._legacy = self.path.is_file()  # one Parquet file, as fercore wrote tables before it wrote parts
-        if self._legacy:
-            self._tail = pq.read_table(self.path)
-            self.schema = self._tail.schema
-            self._index(self._tail, "")
-        elif self.path.is_dir():
-            schemas = {}
-            for name in part_names(self.path):
-                part = pq.ParquetFile(self.path / name)
-                schemas[name] = part.schema_arrow
-                self._index(part.read(columns=list(self.key_columns)) if part.metadata.num_rows else
-                            pa.table({}), name)
-                self.parts.append(name)
-            for schema in schemas.values():
-                self.schema = grown(self.schema, schema)
-            self._stale = {name for name, schema in schemas.items() if not schema.equals(self.schema)}
-        self._seen = self._stamp()
+        self.legacy_file = self.path.is_file()  # one Parquet file, as fercore wrote tables before parts
+        if self.legacy_file:
+            table = pq.read_table(self.path)
+            self.schema = table.schema
+            self._index(table, "")
+            return
+        self.parts = list(part_names(self.path) if parts is None else parts)
+        schemas = {}
+        for name in self.parts:
+            with pq.ParquetFile(self.path / name) as f:
+                schemas[name] = f.schema_arrow
+                keys = f.read(columns=list(self.key_columns)) if f.metadata.num_rows else pa.table({})
+            self._index(keys, name)
+        for schema in schemas.values():
+            self.schema = grown(self.schema, schema)
+        self._stale = {name for name, schema in schemas.items() if not schema.equals(self.schema)}
 
     def _index(self, keys: pa.Table, part: str) -> None:
-        if not keys.num_rows:
-            return  # (fercore wrote an empty table as a file with no columns)
-        for key in zip(*(keys[c].to_pylist() for c in self.key_columns)):
+        found = list(zip(*(keys[c].to_pylist() for c in self.key_columns))) if keys.num_rows else []
+        self.keys_in[part] = list(dict.fromkeys(found))
+        for key in found:
             self.index[key] = part
 
-    def _stamp(self) -> tuple[int, bool] | None:
-        """What shows that someone else (compact() in `fersweep report`) changed the folder since this table did."""
-        try:
-            return os.stat(self.path).st_mtime_ns, bool(self.parts) and (self.path / self.parts[-1]).exists()
-        except FileNotFoundError:
-            return None
-
     def read(self) -> pa.Table:
-        """Every row, as readers see the folder (parts in order)."""
-        if self._legacy:
-            return self._tail
+        """Every committed row, in order."""
+        if self.legacy_file:
+            return pq.read_table(self.path)
         return pa.concat_tables([self.schema.empty_table()] +
                                 [conform(pq.read_table(self.path / p), self.schema) for p in self.parts])
 
     def put(self, key: Key, rows: list[dict[str, Any]] | pa.Table) -> None:
         self._pending[key] = rows
 
-    def write(self) -> None:
-        try:
-            self._write_pending()
-        except BaseException:
-            self._seen = None  # what the folder holds now is read again at the next write; the rows stay staged
-            raise
+    @property
+    def changed(self) -> bool:
+        return bool(self._pending) or self.legacy_file or bool(self._stale)
 
-    def _write_pending(self) -> None:
-        if self._seen is None or self._stamp() != self._seen:
-            self.load()
-        if self._legacy:
-            self._migrate()
+    def stage(self, new_name: Namer) -> Staged | None:
+        """Write the staged rows as new parts (and the copies and merges they call for); None when nothing changed.
+        The table itself is unchanged until accept()."""
+        if not self.changed:
+            return None
+        s = Staged(list(self.parts), dict(self.index), {p: list(k) for p, k in self.keys_in.items()}, self.schema)
+        try:
+            if self.legacy_file:
+                self._stage_legacy(s, new_name)
+            self._stage_rows(s, new_name)
+            self._merge_tail(s, new_name)
+        except BaseException:
+            self.discard(s)
+            raise
+        return s
+
+    def _stage_legacy(self, s: Staged, new_name: Namer) -> None:
+        """The single file of an earlier fercore, as the first part of a folder: the file moves aside (hidden), the
+        folder takes its name, the file is copied in as a part; the manifest then drops the hidden file."""
+        table = pq.read_table(self.path)
+        aside = legacy_aside(self.path)
+        os.replace(self.path, aside)
+        self.path.mkdir()
+        s.parts, s.keys_in, s.index = [], {}, {}
+        if table.num_rows:
+            name = new_name(MAX_LEVEL)
+            write_part(self.path / name, [table], table.schema)
+            s.written.append(name)
+            s.parts.append(name)
+            self._restage_keys(s, name, table)
+        s.dropped.append(f"../{aside.name}")
+
+    def _restage_keys(self, s: Staged, part: str, table: pa.Table) -> None:
+        keys = list(dict.fromkeys(zip(*(table[c].to_pylist() for c in self.key_columns))))
+        s.keys_in[part] = keys
+        for key in keys:
+            s.index[key] = part
+
+    def _stage_rows(self, s: Staged, new_name: Namer) -> None:
         self.path.mkdir(parents=True, exist_ok=True)  # an empty folder is an empty table to every reader
         batch, rows_of = self._batch()
-        schema = grown(self.schema, batch.schema)
-        if not schema.equals(self.schema):
-            self.schema = schema
-            self._stale.update(self.parts)
-        batch = conform(batch, schema)
+        schema = grown(s.schema, batch.schema)
+        rewrite = set(self._stale) if self.parts else set()
+        if not schema.equals(s.schema):
+            rewrite.update(s.parts)
+        s.schema = schema
         replaced: dict[str, set[Key]] = {}
         new: list[Key] = []
         for key in self._pending:
-            if key in self.index:
-                replaced.setdefault(self.index[key], set()).add(key)
+            if key in s.index:
+                replaced.setdefault(s.index[key], set()).add(key)
             elif key in rows_of:
                 new.append(key)
-        # The first part first: pyarrow takes the table's columns from it.
-        for part in sorted(self._stale | set(replaced)):
-            table = conform(self._read_part(part), schema)
+        for part in sorted(rewrite | set(replaced), key=s.parts.index):
+            name = new_name(level_of(part))
             if part in replaced:
-                table = self._splice(table, replaced[part], batch, rows_of)
-                for key in replaced[part] - set(rows_of):
-                    del self.index[key]
-            self._write(part, table)
-        self._stale.clear()
-        if new:
-            rows = batch.take([i for key in new for i in rows_of[key]])
-            tail = self._read_part(self.parts[-1]) if self.parts else None
-            if tail is not None and tail.num_rows * tail.num_columns < PART_CELLS:
-                # One chunk per column: the writer pays per chunk (44 rows of 200 columns: 48 ms in 44 chunks, 10 ms).
-                rows = pa.concat_tables([tail, rows]).combine_chunks()
+                table = self._splice(conform(pq.read_table(self.path / part), schema), replaced[part], batch, rows_of)
+                write_part(self.path / name, [table], schema)
             else:
-                self.parts.append(part_name(int(self.parts[-1][len(PART_PREFIX):-8]) + 1 if self.parts else 0))
-            self._write(self.parts[-1], rows)
+                write_part(self.path / name, batches(self.path / part), schema)
+            s.written.append(name)
+            s.parts[s.parts.index(part)] = name
+            s.dropped.append(part)
+            keys = [k for k in s.keys_in.pop(part) if not (k in replaced.get(part, ()) and k not in rows_of)]
+            s.keys_in[name] = keys
+            for key in replaced.get(part, ()):
+                s.index.pop(key, None)
+            for key in keys:
+                s.index[key] = name
+        if new:
+            name = new_name(0)
+            write_part(self.path / name, [batch.take([i for key in new for i in rows_of[key]])], schema)
+            s.written.append(name)
+            s.parts.append(name)
+            s.keys_in[name] = new
             for key in new:
-                self.index[key] = self.parts[-1]
+                s.index[key] = name
+
+    def _merge_tail(self, s: Staged, new_name: Namer) -> None:
+        """While the table ends in FANOUT parts of one level below MAX_LEVEL, merge them into one of the next."""
+        while len(s.parts) >= FANOUT:
+            tail = s.parts[-FANOUT:]
+            level = level_of(tail[0])
+            if level >= MAX_LEVEL or any(level_of(p) != level for p in tail):
+                return
+            name = new_name(level + 1)
+            write_part(self.path / name, (piece for p in tail for piece in batches(self.path / p)), s.schema)
+            s.written.append(name)
+            s.parts[-FANOUT:] = [name]
+            s.keys_in[name] = [k for p in tail for k in s.keys_in.pop(p)]
+            for key in s.keys_in[name]:
+                s.index[key] = name
+            s.dropped += [p for p in tail if p not in s.written]
+            for p in tail:  # a part this flush wrote and merged at once is never named: remove it now
+                if p in s.written:
+                    s.written.remove(p)
+                    (self.path / p).unlink(missing_ok=True)
+
+    def accept(self, s: Staged | None) -> None:
+        """The manifest now names S's parts: they are the table's; the staged rows are written."""
+        if s is not None:
+            self.parts, self.index, self.keys_in, self.schema = s.parts, s.index, s.keys_in, s.schema
+            self.legacy_file = False
+            self._stale = set()
         self._pending.clear()
-        self._seen = self._stamp()
+
+    def discard(self, s: Staged | None) -> None:
+        """A flush failed before its commit: remove the files it wrote (the rows stay staged for the next flush)."""
+        if s is None:
+            return
+        for name in s.written:
+            (self.path / name).unlink(missing_ok=True)
+        if self.legacy_file is False:
+            return
+        aside = legacy_aside(self.path)
+        if aside.exists() and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+            os.replace(aside, self.path)
 
     def _batch(self) -> tuple[pa.Table, dict[Key, list[int]]]:
         """The staged rows as one table, and the row numbers of each key's rows in it."""
@@ -224,123 +314,41 @@ class PartedTable:
             pieces.append(table.slice(start, i - start))
             start = i + 1
             if key not in done and key in rows_of:
-                pieces.append(batch.take(rows_of[key]))
+                pieces.append(conform(batch.take(rows_of[key]), table.schema))
             done.add(key)
         pieces.append(table.slice(start))
         return pa.concat_tables(pieces)
 
-    def _read_part(self, part: str) -> pa.Table:
-        if part == self.parts[-1] and self._tail is not None:
-            return self._tail
-        table = pq.read_table(self.path / part)
-        if part == self.parts[-1]:
-            self._tail = table
-        return table
 
-    def _write(self, part: str, table: pa.Table) -> None:
-        write_part(self.path, part, table)
-        if part == self.parts[-1]:
-            self._tail = table
-
-    def _migrate(self) -> None:
-        """Make the single file of an earlier fercore the folder's first part. The file stays until the folder is
-        complete; restore_interrupted_migration puts it back if a stop came between the two renames."""
-        table = self._tail
-        folder = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f"{TEMP_PREFIX}{self.path.name}",
-                                       suffix=TEMP_SUFFIX))
-        self.parts = [part_name(0)] if table.num_rows else []  # (an empty table is an empty folder)
-        if self.parts:
-            write_part(folder, self.parts[0], table)
-        old = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}.legacy{TEMP_SUFFIX}")
-        os.replace(self.path, old)
-        os.rename(folder, self.path)
-        old.unlink()
-        self._legacy = False
-        self.index = dict.fromkeys(self.index, self.parts[0]) if self.parts else {}
-        self._tail = table if self.parts else None
+def legacy_aside(path: Path) -> Path:
+    """Where a table's single file (from before parts) waits while the table becomes a folder."""
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.legacy{TEMP_SUFFIX}")
 
 
-def restore_interrupted_migration(path: Path) -> None:
-    """A stop between PartedTable._migrate's renames left the table's file under its temporary name: put it back."""
-    old = path.with_name(f"{TEMP_PREFIX}{path.name}.legacy{TEMP_SUFFIX}")
-    if not path.exists() and old.exists():
-        os.replace(old, path)
+def restore_interrupted_migration(path: Path, committed: bool) -> None:
+    """A stop while a single-file table became a folder: put the file back unless the manifest already names the
+    folder's part (COMMITTED), in which case the file was copied and goes."""
+    aside = legacy_aside(path)
+    if not aside.exists():
+        return
+    if committed:
+        aside.unlink()
+        return
+    if path.is_dir():
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+    os.replace(aside, path)
 
 
-COMPACT_ROWS = 1 << 20  # rows per row group of a compacted part, taken and written one group at a time
-
-
-# The columns an order needs, and the rows' positions in that order (None: as they are).
-Order = tuple[tuple[str, ...], Callable[[pa.Table], np.ndarray | None]]
-
-
-def compact_table(path: Path, order: Order | None = None) -> bool:
-    """Merge the parts of the table in folder PATH into one, its rows in ORDER (the columns it reads, and a function
-    of those columns giving the merged rows' positions in the order wanted; None keeps the parts' order), and remove
-    stray temporary files. True when it rewrote the table; a table of one part, in order, is left as it is.
-
-    The merged table is held in memory, text columns dictionary-encoded (14 million embedding points: 0.4 GB of
-    Arrow buffers), and written back as text a row group at a time."""
-    restore_interrupted_migration(path)
-    if not path.is_dir():
-        return False  # absent, or a single file already
-    for name in os.listdir(path):
-        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
-            (path / name).unlink(missing_ok=True)
-    names = part_names(path)
-    if not names:
-        return False
-    schemas = [pq.read_schema(path / n) for n in names]
+def merge_all(path: Path, parts: list[str], new_name: Namer) -> tuple[str, list[str]] | None:
+    """Merge the table's PARTS (in folder PATH) into one new part, streamed a batch at a time, in their order; None
+    when it is one part already. Returns the new part's name and the parts it replaces."""
+    if len(parts) <= 1:
+        return None
     schema = pa.schema([])
-    for s in schemas:
-        schema = grown(schema, s)
-    text = [f.name for f in schema if pa.types.is_string(f.type)]
-    encoded = pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in text else f for f in schema])
-
-    def read(columns: list[str] | None = None) -> pa.Table:
-        wanted = encoded if columns is None else pa.schema([encoded.field(c) for c in columns])
-        return pa.concat_tables([conform(pq.read_table(path / n, columns=[c for c in wanted.names if c in s.names],
-                                                       read_dictionary=text), wanted)
-                                 for n, s in zip(names, schemas)])
-
-    indices = None
-    if order is not None and set(order[0]) <= set(schema.names):
-        indices = order[1](read(list(order[0])))
-    in_order = indices is None or bool(np.array_equal(indices, np.arange(len(indices))))
-    if len(names) == 1 and in_order and schemas[0].equals(schema):
-        return False
-    table = read()
-
-    def write(where: str) -> None:
-        with pq.ParquetWriter(where, schema) as writer:
-            for start in range(0, max(table.num_rows, 1), COMPACT_ROWS):
-                rows = table.slice(start, COMPACT_ROWS) if in_order else table.take(indices[start:start + COMPACT_ROWS])
-                writer.write_table(conform(rows, schema))
-
-    merged = part_name(int(names[-1][len(PART_PREFIX):-8]) + 1)
-    write_part(path, merged, write)
-    for name in names:
-        (path / name).unlink()
-    return True
-
-
-def by_runs(column: pa.ChunkedArray) -> np.ndarray | None:
-    """The positions of COLUMN's values in a stable sort (None when they are in order), for a column whose equal
-    values mostly stand together (a trial's rows): sorts its runs of equal values rather than its rows (14 million
-    rows: 10,000 runs)."""
-    starts, values, offset = [], [], 0
-    for chunk in column.chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = chunk.dictionary_encode()
-        codes = chunk.indices.to_numpy(zero_copy_only=False)
-        if len(codes):
-            at = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1])
-            starts.append(at + offset)
-            values += chunk.dictionary.take(pa.array(codes[at])).to_pylist()
-        offset += len(chunk)
-    runs = sorted(range(len(values)), key=values.__getitem__)  # stable: equal values keep their order
-    if runs == list(range(len(values))):
-        return None  # in order already (a compacted table): no 14 million positions to hold
-    starts = np.concatenate(starts)
-    ends = np.append(starts[1:], offset)
-    return np.concatenate([np.arange(starts[i], ends[i]) for i in runs])
+    for p in parts:
+        schema = grown(schema, pq.read_schema(path / p))
+    name = new_name(MAX_LEVEL + 1)
+    write_part(path / name, (piece for p in parts for piece in batches(path / p)), schema)
+    return name, list(parts)

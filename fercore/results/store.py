@@ -1,21 +1,24 @@
-"""The driver's results store: trial rows, epochs and artifacts in, Parquet tables (folders of parts,
-fercore.results.parts) out, each flush adding only what changed since the last one."""
+"""The driver's results store: trial rows, epochs and artifacts in, Parquet tables out. Each flush writes what changed
+since the last one as new immutable parts (fercore.results.parts) and commits them, every table at once, in the
+folder's manifest (fercore.results.manifest): a trial's rows appear in every table together, or not at all."""
 from __future__ import annotations
 
 import fcntl
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from fercore import faults
 from fercore.labels import CLASSES
-from fercore.results.parts import PartedTable, by_runs, compact_table, restore_interrupted_migration
+from fercore.results.manifest import GRACE_S, Manifest, commit, fsync_dir, part_names, read_manifest
+from fercore.results.parts import (TEMP_PREFIX, TEMP_SUFFIX, PartedTable, merge_all, part_name,
+                                   restore_interrupted_migration)
 from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, PREDICTIONS, SOURCES,
                                   TRIALS, GeneratorUse, per_class_rows, row_classes, scalars)
 
@@ -27,8 +30,8 @@ TABLE_KEYS = {TRIALS: ("trial_id",), EPOCHS: ("trial_id", "epoch"), PER_CLASS: (
 
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold FOLDER's lock (flock on the folder itself, dropped by the OS if the holder dies): one writer of its
-    tables at a time, the sweep's flushes and a `fersweep report` compacting the folder meanwhile."""
+    """Hold FOLDER's lock (flock on the folder itself, dropped by the OS if the holder dies): one commit of its
+    manifest at a time (the sweep's flushes, the end-of-sweep merge, `fersweep trial --storage`)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -37,28 +40,84 @@ def folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+class Transaction:
+    """New part names for one commit, and the manifest it commits: the folder's sequence of part numbers goes on
+    from the manifest's, and a random token keeps two writers' names apart even so."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self.next_part = manifest.next_part
+
+    def name(self, level: int) -> str:
+        self.next_part += 1
+        return part_name(self.next_part - 1, level, os.urandom(4).hex())
+
+    def committed(self, folder: Path, tables: dict[str, list[str]], dropped: list[str],
+                  keep_garbage: bool = True) -> Manifest:
+        """Commit TABLES (each table's parts) with DROPPED (table/part) as new garbage; returns the new manifest."""
+        now = time.time()
+        garbage = [(g, t) for g, t in self.manifest.garbage if keep_garbage] + [(d, now) for d in dropped]
+        manifest = Manifest(self.manifest.version + 1, self.next_part, tables, garbage)
+        commit(folder, manifest)
+        return manifest
+
+
+def remove_garbage(folder: Path, manifest: Manifest, everything: bool = False) -> Manifest:
+    """Remove the files MANIFEST dropped more than GRACE_S ago (EVERYTHING: all of them), and files in the tables'
+    folders that no manifest names (parts of a flush that never committed; temporary files). Must run under
+    folder_lock, where no flush is between writing parts and committing them. Returns the manifest to keep using;
+    the removed garbage leaves it at the next commit."""
+    now = time.time()
+    expired = {g for g, t in manifest.garbage if everything or now - t >= GRACE_S}
+    for g in expired:
+        (folder / g).unlink(missing_ok=True)
+    named = manifest.named()
+    for table in manifest.tables:
+        path = folder / table
+        if not path.is_dir():
+            continue
+        for name in os.listdir(path):
+            orphan = name.startswith("part-") and f"{table}/{name}" not in named
+            temporary = name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+            if orphan or temporary:
+                (path / name).unlink(missing_ok=True)
+    manifest.garbage = [(g, t) for g, t in manifest.garbage if g not in expired]
+    return manifest
+
+
 class ResultsStore:
     """The Parquet tables of one sweep; a store made on an existing folder (a resumed sweep) loads the trial rows back
     (`trials`, every row in memory, as the sweep's summary and Pareto step read them) and where the other tables'
     rows are, so that a trial recorded again replaces its rows in every table.
 
-    Memory per trial: its row and a key per table (and per epoch); epochs, confusion counts and embedding points
-    stay on disk once flushed.
+    Memory per trial: its row and a key per table (and per epoch); epochs, confusion counts, embedding points and
+    predictions stay on disk once flushed.
     """
 
     def __init__(self, folder: Path, after_flush: Callable[[], None] | None = None):
         self.folder = Path(folder)
-        self.after_flush = after_flush  # called once the tables are written: fercore.sweep.storage uploads them to a URI
+        self.after_flush = after_flush  # called once the tables are committed: fercore.sweep.storage uploads them
         self.folder.mkdir(parents=True, exist_ok=True)
-        for name in TABLE_KEYS:
-            restore_interrupted_migration(self.folder / name)
-        self.tables = {name: PartedTable(self.folder / name, keys) for name, keys in TABLE_KEYS.items()}
+        self.tables = {name: PartedTable(self.folder / name, keys, []) for name, keys in TABLE_KEYS.items()}
+        with folder_lock(self.folder):
+            self._load()
         self.trials: dict[str, dict[str, Any]] = {}
         self._generators = GeneratorUse()
         for row in self.tables[TRIALS].read().to_pylist():
             self.trials[row["trial_id"]] = row
             self._generators.update(None, row)
         self._generators.changed.clear()
+
+    def _load(self) -> None:
+        """What the folder has committed (staged rows stay staged); leftovers of a flush that never committed go."""
+        manifest = read_manifest(self.folder)
+        for name in TABLE_KEYS:
+            restore_interrupted_migration(self.folder / name, manifest is not None and name in manifest.tables)
+        if manifest is not None:
+            manifest = remove_garbage(self.folder, manifest)
+        self.manifest = manifest or Manifest()
+        for name, table in self.tables.items():
+            table.load(manifest.tables.get(name, []) if manifest is not None else None)
 
     def add_epoch(self, trial_id: str, metrics: dict[str, Any]) -> None:
         self.tables[EPOCHS].put((trial_id, int(metrics["epoch"])), [{"trial_id": trial_id, **scalars(metrics)}])
@@ -71,7 +130,6 @@ class ResultsStore:
         self.trials[trial_id] = row
         self.tables[TRIALS].put((trial_id,), [row])
         self.tables[PER_CLASS].put((trial_id,), per_class_rows(row))
-
     def add_artifacts(self, trial_id: str, artifacts: dict[str, Any]) -> None:
         """The trial's test confusion matrix (rows true, columns predicted), embedding points and per-image test
         predictions, when it has them."""
@@ -97,18 +155,47 @@ class ResultsStore:
                 "y": pa.array(np.asarray(points["y"], dtype=np.float64))}))
 
     def flush(self) -> None:
-        """Write what changed since the last flush; then call after_flush."""
+        """Write what changed since the last flush as new parts and commit them, every table in one manifest; then
+        call after_flush. On failure (a full disk) nothing is committed and the rows stay staged for the next flush."""
         for key, row in self._generators.take_changed(self.trials):
             self.tables[GENERATORS].put((key,), [row] if row is not None else [])
+        if not any(t.changed for t in self.tables.values()) and self.manifest.version:
+            return
         with folder_lock(self.folder):
-            for table in self.tables.values():
-                table.write()
+            on_disk = read_manifest(self.folder)
+            if (on_disk.version if on_disk else 0) != self.manifest.version:
+                self._load()  # another writer committed (`fersweep trial --storage` into this folder)
+            self._commit_staged()
         if self.after_flush is not None:
             self.after_flush()
 
-    def compact(self) -> None:
-        """compact() this store's folder (its tables notice and read where their rows now are)."""
-        compact(self.folder)
+    def _commit_staged(self) -> None:
+        transaction = Transaction(self.manifest)
+        staged = {}
+        try:
+            for name, table in self.tables.items():
+                staged[name] = table.stage(transaction.name)
+                faults.point("flush-between-tables")
+            faults.point("flush-before-commit")
+            tables = {name: (s.parts if s is not None else table.parts) for (name, table), s
+                      in zip(self.tables.items(), staged.values())}
+            dropped = [f"{name}/{p}" for name, s in staged.items() if s is not None for p in s.dropped]
+            manifest = transaction.committed(self.folder, tables, dropped)
+        except BaseException:
+            for name, s in staged.items():
+                self.tables[name].discard(s)
+            raise
+        for name, s in staged.items():
+            self.tables[name].accept(s)
+        faults.point("flush-after-commit")
+        self.manifest = remove_garbage(self.folder, manifest)
+
+    def compact(self) -> list[str]:
+        """compact() this store's folder (its tables then read where their rows now are)."""
+        merged = compact(self.folder)
+        with folder_lock(self.folder):
+            self._load()
+        return merged
 
 
 TRIAL_MODEL = "trial"  # predictions.parquet's model of a trial's own rows (and of rows written before the column)
@@ -146,38 +233,40 @@ def _model_rows(trial_id: str, model: str, index: np.ndarray, true: Any, predict
 
 
 def compact(folder: str | Path) -> list[str]:
-    """Merge each table's parts into one, its rows in the order of a whole rewrite (trials as recorded, epochs by
-    trial and epoch, per-trial tables by trial id, generators by first use) and return the names of the tables it
-    rewrote. Called when a sweep ends and by `fersweep report`; safe while a sweep writes the folder (they take
-    turns under folder_lock), though a reader listing the folder in the moment the old parts go may miss one."""
+    """Merge each table's parts into one (streamed, in their order: trials as committed) and remove every file no
+    manifest names, so that any Parquet reader given the folder reads each row once. Called when a sweep ends.
+    Returns the tables it merged. Readers of the manifest meanwhile see the old parts or the merged one, never both."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    by_trial = (("trial_id",), _by_trial)
-    orders = {TRIALS: None, EPOCHS: (("trial_id", "epoch"), _by_trial_and_epoch), PER_CLASS: by_trial,
-              CONFUSION: by_trial, EMBEDDINGS: by_trial, PREDICTIONS: by_trial,
-              GENERATORS: (("generator_key",), lambda keys: _by_first_use(folder / TRIALS, keys))}
     with folder_lock(folder):
-        return [name for name, order in orders.items() if compact_table(folder / name, order)]
-
-
-def _by_trial(keys: pa.Table) -> np.ndarray | None:
-    return by_runs(keys["trial_id"])
-
-
-def _by_trial_and_epoch(keys: pa.Table) -> np.ndarray:
-    keys = pa.table({"trial_id": keys["trial_id"].cast(pa.string()), "epoch": keys["epoch"]})
-    return pc.sort_indices(keys, sort_keys=[("trial_id", "ascending"), ("epoch", "ascending")]).to_numpy()  # stable
-
-
-def _by_first_use(trials_path: Path, generators: pa.Table) -> np.ndarray:
-    """generators.parquet's rows in order of their generator's first user by trial id (generator_rows' order)."""
-    first: dict[str, str] = {}
-    if trials_path.exists() and "generator_key" in pq.ParquetDataset(trials_path).schema.names:
-        trials = pq.read_table(trials_path, columns=["trial_id", "generator_key"])
-        for tid, key in zip(trials["trial_id"].to_pylist(), trials["generator_key"].to_pylist()):
-            if key and (key not in first or tid < first[key]):
-                first[key] = tid
-    keys = generators["generator_key"].to_pylist()
-    return np.array(sorted(range(len(keys)), key=lambda i: (keys[i] not in first, first.get(keys[i], ""))),
-                    dtype=np.int64)
+        manifest = read_manifest(folder)
+        if manifest is None:  # a folder from before manifests: its first manifest names what it holds
+            for name in TABLE_KEYS:
+                restore_interrupted_migration(folder / name, False)
+            tables = {name: part_names(folder / name) for name in TABLE_KEYS if (folder / name).is_dir()}
+            if not tables:
+                return []
+            manifest = Transaction(Manifest()).committed(folder, tables, [])
+        transaction = Transaction(manifest)
+        tables, dropped, merged = dict(manifest.tables), [], []
+        try:
+            for name, parts in manifest.tables.items():
+                done = merge_all(folder / name, parts, transaction.name)
+                if done is not None:
+                    tables[name] = [done[0]]
+                    dropped += [f"{name}/{p}" for p in done[1]]
+                    merged.append(name)
+            faults.point("compact-before-commit")
+            if merged:
+                manifest = transaction.committed(folder, tables, dropped)
+        except BaseException:
+            for name in merged:
+                (folder / name / tables[name][0]).unlink(missing_ok=True)
+            raise
+        faults.point("compact-after-commit")
+        manifest = remove_garbage(folder, manifest, everything=True)
+        if manifest.version and read_manifest(folder).garbage:
+            Transaction(manifest).committed(folder, manifest.tables, [], keep_garbage=False)
+        fsync_dir(folder)
+    return merged

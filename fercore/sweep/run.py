@@ -30,7 +30,7 @@ from fercore.config import resolve  # noqa: E402
 from fercore.data import FaceSet, load_configured  # noqa: E402
 from fercore.metrics.reported import check_class_objectives  # noqa: E402
 from fercore.errors import UserError  # noqa: E402
-from fercore.results import SWEEP_RECORD, ResultsStore  # noqa: E402
+from fercore.results import SWEEP_RECORD, ResultsStore, count_rows  # noqa: E402
 from fercore.redact import redact  # noqa: E402
 from fercore.results.rows import TRIALS  # noqa: E402
 from fercore.sweep import internals, state  # noqa: E402
@@ -145,12 +145,7 @@ def _load_data(fixed: dict[str, Any]) -> FaceSet:
 def _refuse_an_earlier_run(location: SweepFolder) -> None:
     """A new run into a folder that holds an earlier run's trials would add to that run's Optuna study and tables
     (a --smoke run's tiny trials mixed into the real ones' report, a grid's points sampled again): refused."""
-    table = location.local / TRIALS
-    if not table.exists():
-        return
-    import pyarrow.dataset as ds
-
-    rows = ds.dataset(table, format="parquet").count_rows()
+    rows = count_rows(location.local, TRIALS)
     if rows:
         raise UserError(f"{location.where(TRIALS)}: already holds {rows} trial{'s' if rows != 1 else ''} of an earlier "
                         f"run of this sweep; --resume finishes that run; to start a new one, remove "
@@ -246,9 +241,13 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
         for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):
             store.add_trial({**row, "pareto": on})
         store.flush()
-    store.compact()  # One part per table again: appends made a part per trial (or per few); readers want few files.
-    location.push()  # What was written after the last flush (the last TensorBoard events, the merged parts), to a URI.
-    print_summary(out, store, spec, time.time() - started, cache, spec.storage_url(out), location)
+    store.compact()  # One part per table, nothing the manifest does not name: any Parquet reader takes the folder.
+    uploaded = location.push()  # What was written after the last flush (the last events, the merged parts), to a URI.
+    print_summary(out, store, spec, time.time() - started, cache, spec.storage_url(out), location, uploaded)
+    if not uploaded:
+        raise UserError(f"the sweep ended but its results are not all at {redact(location.uri or '')}: they are in "
+                        f"{out}; `fersweep run {spec.path} --storage URI --resume --trust-storage` uploads them once "
+                        f"the URI is writable")
     return out
 
 

@@ -17,6 +17,7 @@ known to the Ray state beside it (tune_state.zip, which fercore.sweep.state keep
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -29,9 +30,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from fercore import faults
 from fercore.errors import UserError
 from fercore.redact import redact
-from fercore.results import TRIALS
+from fercore.results import MANIFEST
+from fercore.results.manifest import read_manifest
 
 # Object stores, whose PUT shows an object whole or not at all; other file systems show a file while it is written.
 OBJECT_STORES = {"s3", "gcs", "abfs"}
@@ -85,6 +88,13 @@ class SweepFolder:
         if self.fs is None:
             return
         self.local.mkdir(parents=True, exist_ok=True)
+        local, remote = self._versions()
+        if local > remote and not self.push():
+            # The last run's driver committed results here that never reached the URI (its upload failed, or it
+            # was killed first): they are kept, not replaced by the URI's older copy.
+            raise UserError(f"{self.local} holds results that {redact(self.uri)} lacks (manifest version {local}, "
+                            f"the URI's {remote}) and uploading them failed; nothing was deleted: make the URI "
+                            f"writable and run again, or copy that folder yourself")
         for child in self.local.iterdir():
             if child.name in LOCAL_ONLY:
                 continue
@@ -105,11 +115,26 @@ class SweepFolder:
             os.replace(tmp, path)
             self._synced[rel] = _stamp(path)
 
-    def push(self) -> None:
+    def _versions(self) -> tuple[int, int]:
+        """The results manifest's version in the working copy and at the URI (0 where there is none)."""
+        local = read_manifest(self.local) if (self.local / MANIFEST).exists() else None
+        try:
+            with self.fs.open_input_stream(f"{self.fs_path}/{MANIFEST}") as f:
+                remote = json.loads(f.read()).get("version", 0)
+        except (FileNotFoundError, ValueError):
+            remote = 0
+        except OSError as e:  # pyarrow's "Path does not exist" for some stores
+            remote = 0 if "not exist" in str(e) or "NoSuchKey" in str(e) else None
+            if remote is None:
+                raise UserError(f"--storage: cannot read {redact(self.uri)} ({_one_line(e)})") from None
+        return (local.version if local else 0), int(remote)
+
+    def push(self) -> bool:
         """Upload every file of the working copy that changed since its last upload, but the cache and files half
-        written. A no-op for a local folder."""
+        written: the tables' parts before the manifest that commits them. False when an upload failed (the rest
+        waits for the next push). A no-op for a local folder."""
         if self.fs is None:
-            return
+            return True
         files = []
         for root, dirs, names in os.walk(self.local):
             if Path(root) == self.local:
@@ -119,6 +144,8 @@ class SweepFolder:
         with tempfile.TemporaryDirectory(dir=self.local.parent) as scratch:
             for path in files:
                 rel = path.relative_to(self.local).as_posix()
+                if rel == MANIFEST:
+                    faults.point("upload-midway")  # the parts are up, the manifest naming them is not
                 try:
                     for _ in range(3):  # a file being written is copied again a moment later
                         stamp = _stamp(path)
@@ -131,8 +158,9 @@ class SweepFolder:
                     # push, in order (the tables after what they rely on).
                     print(f"[storage] uploading to {redact(self.uri)} failed at {rel} ({_one_line(e)}); tried again at the "
                           f"next upload, until then the latest results are only in {self.local}", flush=True)
-                    return
+                    return False
         self._remove_stale_parts()
+        return True
 
     def _remove_stale_parts(self) -> None:
         """Delete the URI's part files of a table (a folder `*.parquet/`) that the working copy no longer has: parts a
@@ -186,12 +214,12 @@ class SweepFolder:
 
 
 def upload_order(rel: str) -> tuple[bool, bool, str]:
-    """Sort key of a file (its path relative to the sweep folder) in an upload: everything else, then the tables,
-    then the trials table last, so that a trial's row at the URI implies that Ray's state and the study beside it
-    know the trial, which resuming from the URI relies on (the driver may die between two uploads). A table is a
-    Parquet file or a folder of Parquet parts (trials.parquet/part-....parquet): every file under it counts as it."""
+    """Sort key of a file (its path relative to the sweep folder) in an upload: everything else, then the tables'
+    parts, then the manifest that commits them last, so that a trial's rows at the URI imply that Ray's state and
+    the study beside them know the trial (which resuming from the URI relies on: the driver may die between two
+    uploads), and that a reader of the URI's manifest finds every part it names."""
     top = rel.split("/", 1)[0]
-    return rel.endswith(".parquet") or top.endswith(".parquet"), top == TRIALS, rel
+    return rel == MANIFEST, rel.endswith(".parquet") or top.endswith(".parquet"), rel
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:

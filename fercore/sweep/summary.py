@@ -15,7 +15,7 @@ from fercore.sweep.storage import SweepFolder
 
 
 def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore,
-                  study_url: str | None = None, location: SweepFolder | None = None) -> None:
+                  study_url: str | None = None, location: SweepFolder | None = None, uploaded: bool = True) -> None:
     rows = list(store.trials.values())
     by_status: dict[str, int] = {}
     for r in rows:
@@ -37,7 +37,8 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
     tables = [TRIALS, EPOCHS] + ([PREDICTIONS] if store.tables[PREDICTIONS].index else [])  # trials sent predictions
     print("Results: " + ", ".join(where(name) for name in tables))
     if location is not None and location.uri:
-        print(f"  uploaded with tb/ from the driver's working copy {out}")
+        print(f"  uploaded with tb/ from the driver's working copy {out}" if uploaded else
+              f"  NOT all uploaded: the latest results are only in the driver's working copy {out}")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")
     if study_url:
         print(f"Optuna study {spec.name!r}: optuna-dashboard {redact(study_url)}")

@@ -1,0 +1,33 @@
+"""Named points where a test kills this process, to prove durability with real processes rather than mocks.
+
+`FERCORE_KILL_AT=NAME` (a name below) makes the process SIGKILL itself the first time it reaches point NAME; with
+`FERCORE_KILL_AT=NAME@N`, the N-th time. Nothing happens when the variable is unset, which is always, outside tests.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = {
+    "flush-between-tables": "a flush has written the new parts of some tables, not all, and committed nothing",
+    "flush-before-commit": "a flush has written every table's new parts, and not the manifest that names them",
+    "flush-after-commit": "a flush has committed its manifest, and not removed the parts it no longer names",
+    "compact-before-commit": "the end-of-sweep merge has written the merged parts, and not committed them",
+    "compact-after-commit": "the end-of-sweep merge has committed, and not removed the merged parts' inputs",
+    "upload-midway": "an upload to a URI has sent some of the changed files, not all",
+}
+_seen: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """Die here if FERCORE_KILL_AT names this point (and this is the time it asks for)."""
+    wanted = os.environ.get("FERCORE_KILL_AT")
+    if not wanted:
+        return
+    assert name in POINTS, name
+    where, _, nth = wanted.partition("@")
+    if where != name:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
