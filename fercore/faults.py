@@ -1,10 +1,14 @@
-"""Named points where a test kills this process, to prove durability with real processes rather than mocks.
+"""Named points where a test kills this process or makes a write fail, to prove durability with real processes
+rather than mocks.
 
-`FERCORE_KILL_AT=NAME` (a name below) makes the process SIGKILL itself the first time it reaches point NAME; with
-`FERCORE_KILL_AT=NAME@N`, the N-th time. Nothing happens when the variable is unset, which is always, outside tests.
+`FERCORE_KILL_AT=NAME` (a name in POINTS) makes the process SIGKILL itself the first time it reaches point NAME; with
+`FERCORE_KILL_AT=NAME@N`, the N-th time. `FERCORE_FAIL_AT=NAME@N` (a name in FAILURES) makes the N-th write there and
+every later one fail with the OSError a full disk or an unwritable store gives. Nothing happens when the variables
+are unset, which is always, outside tests.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -15,6 +19,10 @@ POINTS = {
     "compact-before-commit": "the end-of-sweep merge has written the merged parts, and not committed them",
     "compact-after-commit": "the end-of-sweep merge has committed, and not removed the merged parts' inputs",
     "upload-midway": "an upload to a URI has sent some of the changed files, not all",
+}
+FAILURES = {
+    "write-part": (errno.ENOSPC, "No space left on device"),  # a results part written to a full disk
+    "upload": (errno.EACCES, "Permission denied"),  # a file uploaded to a store that stopped taking writes
 }
 _seen: dict[str, int] = {}
 
@@ -31,3 +39,19 @@ def point(name: str) -> None:
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail(name: str) -> None:
+    """Raise the OSError of FAILURES[NAME] if FERCORE_FAIL_AT names this point and its count has been reached."""
+    wanted = os.environ.get("FERCORE_FAIL_AT")
+    if not wanted:
+        return
+    assert name in FAILURES, name
+    where, _, nth = wanted.partition("@")
+    if where != name:
+        return
+    key = f"fail:{name}"
+    _seen[key] = _seen.get(key, 0) + 1
+    if _seen[key] >= int(nth or 1):
+        code, message = FAILURES[name]
+        raise OSError(code, f"{message} (FERCORE_FAIL_AT={wanted})")

@@ -21,10 +21,11 @@ class Layer:
 
 
 LAYERS = (
-    Layer("ground", ("fercore.errors", "fercore.atomic", "fercore.labels", "fercore.params", "fercore.sections", "fercore.registry",
-                     "fercore.numbers", "fercore.pareto", "fercore.layers", "fercore.images", "fercore.redact",
-                     "fercore.faults"),
-          "errors, secrets redacted from output, named kill points for durability tests, atomic writes, class names, parameters, the registry type, small numeric helpers, the image "
+    Layer("ground", ("fercore.errors", "fercore.atomic", "fercore.labels", "fercore.params", "fercore.sections",
+                     "fercore.registry", "fercore.numbers", "fercore.pareto", "fercore.layers", "fercore.images",
+                     "fercore.redact", "fercore.faults"),
+          "errors, secrets redacted from output, named kill points for durability tests, atomic writes, class "
+          "names, parameters, the registry type, small numeric helpers, the image "
           "layout (gray or colour arrays <-> tensors)", only=()),
     Layer("data", ("fercore.data",), "sources (FER2013 CSV, folders, RAF-DB, procedural) -> FaceSet"),
     Layer("measures", ("fercore.metrics",), "measurement only: classification, quality, leakage, embedding, uplift",

@@ -4,7 +4,8 @@ Each table is a folder of immutable Parquet parts (fercore.results.parts) that t
 (fercore.results.manifest): a flush commits every table's new parts in one manifest, so a reader that goes through it
 (read_table, table_files) sees each trial once, with its rows in every table or in none, at any moment of a sweep. A
 finished trial adds its rows in the same time at the 10,000th trial as at the first; compact() merges each table into
-one part when the sweep ends, and then any Parquet reader takes the folder (pd.read_parquet("results/x/trials.parquet")):
+one part when the sweep ends, and then any Parquet reader takes the folder
+(pd.read_parquet("results/x/trials.parquet")):
   trials.parquet      one row per trial (keyed by trial id: a resumed driver replaying a trial replaces its row)
   epochs.parquet      one row per trial and epoch (keyed by trial id and epoch)
   per_class.parquet   one row per trial and class: trial_id, class, and each per-class figure of the trial's row

@@ -27,6 +27,7 @@ from typing import Any, Callable, Hashable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fercore import faults
 from fercore.atomic import atomic_write
 from fercore.results.manifest import PART_PREFIX, fsync_file, part_names
 from fercore.results.rows import union_keys
@@ -87,6 +88,7 @@ def write_part(path: Path, pieces, schema: pa.Schema) -> None:
     """Write the tables PIECES yields (each conformed to SCHEMA) as one Parquet file at PATH, synced to disk. PATH is
     a new name no manifest holds yet, so no reader looks at it while it is written."""
     try:
+        faults.fail("write-part")
         with pq.ParquetWriter(path, schema) as writer:
             for piece in pieces:
                 if piece.num_rows:

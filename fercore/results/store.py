@@ -113,11 +113,15 @@ class ResultsStore:
         manifest = read_manifest(self.folder)
         for name in TABLE_KEYS:
             restore_interrupted_migration(self.folder / name, manifest is not None and name in manifest.tables)
-        if manifest is not None:
-            manifest = remove_garbage(self.folder, manifest)
-        self.manifest = manifest or Manifest()
+        if manifest is None:
+            # A new folder, or one from before manifests: its first manifest names what it holds now (every part
+            # of a table folder; a table's single file is read as it is), so that a flush killed before its commit
+            # leaves parts no manifest names, never parts a reader would take for committed ones.
+            tables = {name: part_names(self.folder / name) for name in TABLE_KEYS if (self.folder / name).is_dir()}
+            manifest = Transaction(Manifest()).committed(self.folder, tables, [])
+        self.manifest = remove_garbage(self.folder, manifest)
         for name, table in self.tables.items():
-            table.load(manifest.tables.get(name, []) if manifest is not None else None)
+            table.load(manifest.tables.get(name, []))
 
     def add_epoch(self, trial_id: str, metrics: dict[str, Any]) -> None:
         self.tables[EPOCHS].put((trial_id, int(metrics["epoch"])), [{"trial_id": trial_id, **scalars(metrics)}])
@@ -159,8 +163,8 @@ class ResultsStore:
         call after_flush. On failure (a full disk) nothing is committed and the rows stay staged for the next flush."""
         for key, row in self._generators.take_changed(self.trials):
             self.tables[GENERATORS].put((key,), [row] if row is not None else [])
-        if not any(t.changed for t in self.tables.values()) and self.manifest.version:
-            return
+        if not any(t.changed for t in self.tables.values()) and set(TABLE_KEYS) <= set(self.manifest.tables):
+            return  # nothing to commit, and every table is readable (its parts, maybe none, are named)
         with folder_lock(self.folder):
             on_disk = read_manifest(self.folder)
             if (on_disk.version if on_disk else 0) != self.manifest.version:

@@ -16,6 +16,7 @@ from fercore.config import resolve
 from fercore.errors import UserError
 from fercore.results import ResultsStore, TensorBoardWriter
 from fercore.sweep import internals, state
+from fercore.sweep.guards import Guard
 from fercore.sweep.searchers import TESTED
 from fercore.sweep.trainable import CONFIG, EPOCH_VALUES, trial_config
 
@@ -32,8 +33,9 @@ class ResultsCallback(tune.Callback):
     """Driver side: each reported epoch -> epochs.parquet and TensorBoard; each finished trial -> trials.parquet."""
 
     def __init__(self, folder: Path, total: int, time_budget_s: float | None = None,
-                 after_flush: Callable[[], None] | None = None):
+                 after_flush: Callable[[], None] | None = None, guard: Guard | None = None):
         self.folder = folder
+        self.guard = guard or Guard()  # shared with the RunConfig's GuardStopper, which stops every trial
         self.after_flush = after_flush  # ResultsStore's hook: SweepFolder.push uploads the tables to a URI
         self.total = total
         self.time_budget_s = time_budget_s
@@ -72,6 +74,7 @@ class ResultsCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._running.add(trial.trial_id)
+        self.guard.check_space(self.folder)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if trial.trial_id in self._recorded:  # a resumed sweep's finished trial, re-reporting to the searcher
@@ -121,6 +124,9 @@ class ResultsCallback(tune.Callback):
         self._running.discard(trial.trial_id)
         if trial.trial_id in self._recorded:  # recorded before the sweep was resumed: exactly once
             return
+        if self.guard.reason is not None and status == "stopped":
+            print(f"[not recorded] trial {trial.trial_id}: cut off by the stop; --resume runs it again", flush=True)
+            return
         config = self._config(trial)
         last = self._last.pop(trial.trial_id, {})
         artifacts = self._artifacts.pop(trial.trial_id, {})
@@ -128,11 +134,22 @@ class ResultsCallback(tune.Callback):
                         attempts if attempts is not None else trial.num_failures + 1)
         self.store.add_trial(row)
         self.store.add_artifacts(trial.trial_id, artifacts)
-        self.store.flush()
+        if not self._flush():
+            return
         self.tb.finish(trial.trial_id, config, row, artifacts)
         self.finished += 1
         metric = ", ".join(f"{k}={row[k]:.3f}" for k in ("val_macro_f1", "test_macro_f1") if row.get(k) is not None)
         print(f"[{self.finished}/{self.total}] trial {trial.trial_id} {status} {metric} {reason}".rstrip(), flush=True)
+        self.guard.trial_ended(status, trial.trial_id, reason)
+
+    def _flush(self) -> bool:
+        """Commit the staged rows; a write that fails (a full disk) commits nothing and stops the sweep cleanly."""
+        try:
+            self.store.flush()
+            return True
+        except OSError as e:
+            self.guard.stop(f"writing the results to {self.folder} failed ({e}); nothing of it was committed")
+            return False
 
     def _config(self, trial) -> dict[str, Any]:
         """The trial's resolved flat config, as its worker sent it. A trial that ended before its first report (a
@@ -155,7 +172,7 @@ class ResultsCallback(tune.Callback):
                 why = (f"the sweep's time budget (time_budget_s={self.time_budget_s}) ran out"
                        if self.time_budget_s else "the sweep ended")
                 self._finish(trial, "stopped", f"{why} after epoch {epoch}")
-        self.store.flush()
+        self._flush()
         self.tb.close()
 
 

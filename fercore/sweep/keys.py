@@ -165,8 +165,8 @@ KEYS: tuple[SweepKey, ...] = (
     SweepKey("space", "text", "", default_text="none",
              help="a search space of search_spaces/ by module name (a define-by-run function; a file elsewhere "
                   "is given as `fersweep run --space-file PATH`, never as a path here); required unless sampler is "
-                  "grid, which names none. Before the sweep starts it is drawn from at random: every draw must resolve, "
-                  "set no data key and keep each categorical's choices"),
+                  "grid, which names none. Before the sweep starts it is drawn from at random: every draw must "
+                  "resolve, set no data key and keep each categorical's choices"),
     SweepKey("fixed", "mapping", {}, default_text="{}",
              help="config keys set for every trial; they override the space's suggestions"),
     SweepKey("sampler", "choice", "tpe", choices=SAMPLERS,
@@ -214,6 +214,12 @@ KEYS: tuple[SweepKey, ...] = (
     SweepKey("max_failures", "int", 1, low=0,
              help="retries of a trial that crashed (a lost node, out of memory); a trial that diverged or whose "
                   "config cannot run is recorded at once and never retried"),
+    SweepKey("max_consecutive_errors", "int", 10, low=0,
+             help="stop the sweep after this many trials in a row ended in error or oom (0: never); it exits non-zero "
+                  "and --resume finishes it once the cause is fixed"),
+    SweepKey("min_free_gb", "number", 1.0, low=0, unit="GB",
+             help="free disk space the results folder and the cache need, checked before the sweep and before each "
+                  "trial: below it the sweep stops cleanly (trials cut off run again on --resume)"),
     SweepKey("optuna_storage", "custom", False, expected_text="true, false, a file path or an SQLAlchemy URL",
              accepts=_optuna_storage,
              help="true keeps the Optuna study (named after the sweep) in <results>/<name>/optuna.db for "

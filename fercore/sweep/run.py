@@ -35,6 +35,7 @@ from fercore.redact import redact  # noqa: E402
 from fercore.results.rows import TRIALS  # noqa: E402
 from fercore.sweep import internals, state  # noqa: E402
 from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
+from fercore.sweep.guards import Guard, GuardStopper, space_problem  # noqa: E402
 from fercore.sweep.searchers import make_searcher  # noqa: E402
 from fercore.sweep.smoke import smoke_spec  # noqa: E402
 from fercore.sweep.spec import SweepSpec  # noqa: E402
@@ -71,6 +72,18 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
                         f"and whoever can write to it could run code on this machine; add --trust-storage if only you "
                         f"and your cluster write to it")
     location = SweepFolder(storage, spec.name)  # a URI that cannot be opened or written fails here, before Ray starts
+    lease = location.lease()
+    lease.acquire()  # one driver per sweep, before anything in its folder is read or changed
+    try:
+        return _run_holding_the_lease(spec, location, lease, started, address=address, num_samples=num_samples,
+                                      max_concurrent=max_concurrent, smoke=smoke, resume=resume,
+                                      trainable=trainable, reuse_actors=reuse_actors)
+    finally:
+        lease.release()
+
+
+def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, started: float, *, address, num_samples,
+                           max_concurrent, smoke, resume, trainable, reuse_actors) -> Path:
     out = location.local
     location.pull()  # A URI's tables, optuna.db and Ray state, into the working copy the driver writes.
     if resume and not tune.Tuner.can_restore(str(out / TUNE_DIR)):
@@ -78,6 +91,9 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
                         f"start it")
     if not resume:
         _refuse_an_earlier_run(location)
+    problem = space_problem(spec.min_free_gb, out)
+    if problem:
+        raise UserError(f"min_free_gb: {problem}; free some space or lower min_free_gb in the sweep file")
     out.mkdir(parents=True, exist_ok=True)
     if smoke:
         spec = smoke_spec(spec, num_samples)
@@ -95,11 +111,11 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     fn = tune.with_resources(tune.with_parameters(trainable or run_trial, data=data, cache=cache,
                                                   objectives=tuple(spec.metrics), finished=finished), resources)
     if resume:
-        callback = _resume(fn, spec, location, len(finished))
+        callback = _resume(fn, spec, location, len(finished), lease)
     else:
         callback = _start(fn, spec, fixed, n, study_storage, location, max_concurrent or spec.max_concurrent,
-                          reuse_actors)
-    return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location)
+                          reuse_actors, lease)
+    return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location, callback.guard)
 
 
 def _trial_count(spec: SweepSpec, num_samples: int | None) -> int:
@@ -158,19 +174,22 @@ def _recorded_objectives(spec: SweepSpec, out: Path) -> dict[str, dict[str, Any]
 
 
 def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, location: SweepFolder,
-           max_concurrent: int, reuse_actors: bool) -> ResultsCallback:
+           max_concurrent: int, reuse_actors: bool, lease) -> ResultsCallback:
     """Run a new sweep of N sampled configs (times seeds); its results callback, whose store holds every row."""
     searcher = make_searcher(spec, fixed, study_storage)
     n *= spec.seeds
-    callback = ResultsCallback(location.local, n, spec.time_budget_s, after_flush=location.push)
+    guard = Guard(spec.min_free_gb, spec.max_consecutive_errors)
+    callback = ResultsCallback(location.local, n, spec.time_budget_s, after_flush=location.push, guard=guard)
     tuner = tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(spec, fixed), num_samples=n,
                                     max_concurrent_trials=max_concurrent, time_budget_s=spec.time_budget_s,
                                     trial_dirname_creator=_trial_dirname, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(location.local), callbacks=[callback], verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                  stop=GuardStopper(guard)),
     )
+    guard.lease = lease  # after the Tuner pickled its RunConfig: the lease's thread is the driver's alone
     objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metrics, spec.modes))
     print(f"Running {n} trials of sweep {spec.name!r} ({f'space {spec.space}' if spec.space else 'a grid'}, sampler "
           f"{spec.sampler}, scheduler {spec.scheduler.get('type', 'asha')}, objectives {objectives}) ...", flush=True)
@@ -191,7 +210,7 @@ def _scheduler(spec: SweepSpec, fixed: dict[str, Any]):
                          reduction_factor=spec.setting("scheduler.reduction_factor"))
 
 
-def _resume(fn, spec: SweepSpec, location: SweepFolder, recorded: int) -> ResultsCallback:
+def _resume(fn, spec: SweepSpec, location: SweepFolder, recorded: int, lease) -> ResultsCallback:
     """Finish a stopped sweep: the searcher, scheduler and results callback come back from Ray's saved state."""
     out = location.local
     # Ray's copy in tune/ may be half written (a kill during its copy thread's write): put back the whole one.
@@ -200,6 +219,7 @@ def _resume(fn, spec: SweepSpec, location: SweepFolder, recorded: int) -> Result
     tuner = tune.Tuner.restore(str(out / TUNE_DIR), fn, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     callback = _repoint_callback(tuner, location, spec)
+    callback.guard.lease = lease
     print(f"Resuming sweep {spec.name!r}: {recorded} trials already recorded", flush=True)
     tuner.fit()
     return callback
@@ -215,10 +235,13 @@ def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> ResultsC
         before = Path(callback.folder)
         callback.folder, callback.after_flush = location.local, location.push
         callback.resuming = True  # setup() checks that Ray restored the sweep rather than starting a new one
+        guard = getattr(callback, "guard", None) or Guard()  # (a sweep started before guards has none)
+        guard.__init__(spec.min_free_gb, spec.max_consecutive_errors)  # the stop that ended the last run is over
+        callback.guard = guard
         # The restored searcher also holds its Optuna storage as pickled: a study file in the old folder.
         if spec.storage_url(before) != spec.storage_url(location.local):
-            raise UserError(f"--resume: the sweep's Optuna study is restored as {redact(spec.storage_url(before))}, in the "
-                            f"results folder of the driver that started it; resume with that folder "
+            raise UserError(f"--resume: the sweep's Optuna study is restored as {redact(spec.storage_url(before))}, "
+                            f"in the results folder of the driver that started it; resume with that folder "
                             f"({before}{', set through FERCORE_CACHE' if location.uri else ''})")
         return callback
     raise UserError(f"--resume: the Ray Tune run in {location.where(TUNE_DIR)} has no fercore results callback: it "
@@ -234,8 +257,11 @@ def _write_sweep_record(out: Path, spec: SweepSpec, fixed: dict[str, Any], smoke
 
 
 def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage, cache: CacheStore,
-                  started: float, location: SweepFolder) -> Path:
+                  started: float, location: SweepFolder, guard: Guard) -> Path:
     fail_running(spec, study_storage)  # trials a time budget cut off are still RUNNING in a kept study
+    if guard.reason is not None:  # what is committed stays as it is; --resume finishes the sweep
+        location.push()
+        guard.raise_if_stopped(out)
     if spec.multi_objective:  # The front, over every completed row (a resumed sweep's earlier ones too).
         rows = list(store.trials.values())
         for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):

@@ -119,7 +119,8 @@ class _NSGAII(NSGAIISampler):
 def make_searcher(spec: SweepSpec, fixed: dict[str, Any], storage: optuna.storages.BaseStorage | None) -> Searcher:
     """The searcher of a new sweep: Optuna over FIXED laid on the space (or the grid), its study in STORAGE (None:
     in memory), repeated `seeds` times per sampled config."""
-    searcher = _Search(space=FixedSpace(spec.space, spec.path, fixed, spec.grid, spec.space_file), sampler=_sampler(spec),
+    space = FixedSpace(spec.space, spec.path, fixed, spec.grid, spec.space_file)
+    searcher = _Search(space=space, sampler=_sampler(spec),
                        metric=spec.metrics if spec.multi_objective else spec.metric,
                        mode=spec.modes if spec.multi_objective else spec.mode,
                        study_name=spec.name, storage=storage)

@@ -55,6 +55,8 @@ class SweepSpec:
     cache: bool = keys.default("cache")
     time_budget_s: float | None = keys.default("time_budget_s")
     max_failures: int = keys.default("max_failures")
+    max_consecutive_errors: int = keys.default("max_consecutive_errors")
+    min_free_gb: float = keys.default("min_free_gb")
     optuna_storage: bool | str = keys.default("optuna_storage")
     description: str = keys.default("description")
 

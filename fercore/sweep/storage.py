@@ -35,11 +35,12 @@ from fercore.errors import UserError
 from fercore.redact import redact
 from fercore.results import MANIFEST
 from fercore.results.manifest import read_manifest
+from fercore.sweep.lease import LEASE, Lease
 
 # Object stores, whose PUT shows an object whole or not at all; other file systems show a file while it is written.
 OBJECT_STORES = {"s3", "gcs", "abfs"}
 LOCAL_ONLY = {"cache"}  # never uploaded: the cache's locks only hold on a local disk
-NOT_DOWNLOADED = LOCAL_ONLY | {"tb"}
+NOT_DOWNLOADED = LOCAL_ONLY | {"tb", LEASE}  # the lease belongs to the URI, where drivers take it
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -70,7 +71,8 @@ class SweepFolder:
         try:  # Fails here, before Ray starts, for a missing bucket, an unreachable endpoint or missing rights.
             self.fs.create_dir(self.fs_path, recursive=True)
         except OSError as e:
-            raise UserError(f"--storage: cannot write to {redact(self.uri)} ({_one_line(e)}); expected a folder or a URI "
+            raise UserError(f"--storage: cannot write to {redact(self.uri)} ({_one_line(e)}); expected a folder or a "
+                            f"URI "
                             f"of a bucket or folder this machine can write to") from None
         self.local = working_root() / hashlib.blake2b(self.uri.encode(), digest_size=6).hexdigest() / name
         self.object_store = self.fs.type_name in OBJECT_STORES
@@ -81,6 +83,12 @@ class SweepFolder:
             return str(self.local / name)
         parts = urllib.parse.urlsplit(self.uri)
         return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{self.local.name}/{name}"))
+
+    def lease(self) -> Lease:
+        """The sweep's lease: in the folder, or at the URI (the working copy is this machine's alone)."""
+        if self.fs is None:
+            return Lease(pafs.LocalFileSystem(), str(self.local), str(self.local))
+        return Lease(self.fs, self.fs_path, redact(self.where("")))
 
     def pull(self) -> None:
         """Make the working copy what the URI holds, but for TensorBoard's events (only TensorBoard reads them): the
@@ -156,7 +164,8 @@ class SweepFolder:
                 except OSError as e:
                     # A store briefly unreachable must not end a sweep of many hours: the rest waits for the next
                     # push, in order (the tables after what they rely on).
-                    print(f"[storage] uploading to {redact(self.uri)} failed at {rel} ({_one_line(e)}); tried again at the "
+                    print(f"[storage] uploading to {redact(self.uri)} failed at {rel} ({_one_line(e)}); tried again "
+                          f"at the "
                           f"next upload, until then the latest results are only in {self.local}", flush=True)
                     return False
         self._remove_stale_parts()
@@ -194,6 +203,7 @@ class SweepFolder:
         return True
 
     def _put(self, path: Path, rel: str) -> None:
+        faults.fail("upload")
         dest = f"{self.fs_path}/{rel}"
         if self.object_store:
             # A PUT, or a multipart upload's completion, makes the object appear whole: readers of the URI see the

@@ -28,7 +28,8 @@ def open_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | No
     wanted = [optuna.study.StudyDirection.MAXIMIZE if m == "max" else optuna.study.StudyDirection.MINIMIZE
               for m in spec.modes]
     if storage.get_study_directions(study_id) != wanted:
-        raise UserError(f"optuna_storage: {redact(url)} holds a study {spec.name!r} with other objectives than this sweep's "
+        raise UserError(f"optuna_storage: {redact(url)} holds a study {spec.name!r} with other objectives than this "
+                        f"sweep's "
                         f"{', '.join(spec.metrics)} ({', '.join(spec.modes)}); give this sweep another file")
     return storage
 
