@@ -276,3 +276,61 @@ def test_waiter_takes_over_when_the_holder_is_killed(tmp_path):
     assert result == {"path": str(root / KEY), "hit": False, "complete": True}
     assert [(e["event"], e["pid"]) for e in store.events()] == [("waited", waiter.pid), ("built", waiter.pid)]
     assert not _temps(root)
+
+
+def _blob(folder: Path, size: int = 1000) -> None:
+    (folder / "blob").write_bytes(os.urandom(size))
+
+
+def test_over_its_limit_the_store_evicts_least_recently_used_entries_no_process_holds(tmp_path):
+    store = CacheStore(tmp_path, max_bytes=2500)
+    for key in ("k-a", "k-b"):
+        store.get_or_create(key, _blob)
+        time.sleep(0.02)
+    store.release()
+    held = CacheStore(tmp_path)  # another user of k-a (a running trial) holds it
+    held.get_or_create("k-a", _blob)
+    store.get_or_create("k-c", _blob)  # 3,000 bytes: over the limit; k-a is oldest but held, so k-b goes
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["k-a", "k-c"]
+    held.release()
+    store.release()
+    store.get_or_create("k-b", _blob)  # built again; now k-a, the least recently used, goes
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert kept == ["k-b", "k-c"], kept
+    assert [e["key"] for e in store.events() if e["event"] == "evicted"] == ["k-b", "k-a"]
+
+
+def test_uncached_builds_go_when_the_trial_releases_the_store(tmp_path):
+    store = CacheStore(tmp_path, enabled=False)
+    folder, _ = store.get_or_create("k-u", _blob)
+    assert folder.exists()
+    store.release()
+    assert not folder.exists() and not list((tmp_path / ".uncached").iterdir())
+
+
+def _hold_the_build(root: str, started) -> None:
+    CacheStore(root).get_or_create("k-slow", lambda folder: (started.set(), time.sleep(60)))
+
+
+def test_a_lock_wait_times_out_naming_the_lock_and_its_holder(tmp_path):
+    started = multiprocessing.Event()
+    builder = multiprocessing.Process(target=_hold_the_build, args=(str(tmp_path), started))
+    builder.start()
+    try:
+        assert started.wait(30)
+        waiter = CacheStore(tmp_path, lock_timeout_s=0.5)
+        with pytest.raises(OSError, match=rf"k-slow.lock: waited 0 s for the lock of k-slow \(held by pid "
+                                          rf"{builder.pid} on host .* since .*\); its holder may be stuck"):
+            waiter.get_or_create("k-slow", _blob)
+    finally:
+        builder.kill()
+        builder.join()
+
+
+def test_a_torn_line_in_the_event_log_is_skipped(tmp_path):
+    store = CacheStore(tmp_path)
+    store.get_or_create("k-a", _blob)
+    with open(tmp_path / "events.jsonl", "a") as f:
+        f.write('{"key": "k-a", "ev')  # a write cut short on a shared file system
+    store.get_or_create("k-a", _blob)
+    assert [e["event"] for e in store.events()] == ["built", "hit"]

@@ -87,8 +87,8 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
     for tid, row in before.items():
         assert by_id[tid]["train_seconds"] == row["train_seconds"] and by_id[tid]["test_macro_f1"] == row["test_macro_f1"]
     # Nor trained again: a real-only trial stores its outcome as a baseline; a rerun would have found it cached.
-    hits = {e["key"] for e in map(json.loads, (out / "cache" / "events.jsonl").read_text().splitlines())
-            if e["event"] == "hit"}
+    events = (out / "cache" / "events.jsonl").read_text().splitlines()
+    hits = {e["key"] for e in map(json.loads, filter(str.strip, events)) if e["event"] == "hit"}
     assert not hits & {row["baseline_key"] for row in before.values()}
     # The searcher's state survived: Optuna's study holds the sweep's trials, each told its result once.
     study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{out / 'optuna.db'}")

@@ -25,6 +25,13 @@ Layout of a root:
     .bad-<key>-<pid>-<random>/  an entry that failed verification, kept for inspection (safe to delete)
     events.jsonl                one line per hit / built / waited / failed / corrupt, for counting (tests, benchmarks)
 
+While a process uses an entry it holds a shared flock on its lock file (from get_or_create until release(), which a
+trial calls when it ends); a builder holds it exclusively and writes who it is into it (host, pid, since), so a
+process that waits longer than the lock timeout (FERCORE_LOCK_TIMEOUT_S, default 6 hours) fails with a message naming
+the lock and its holder instead of waiting forever. With max_bytes (a sweep's cache_max_gb) the store evicts the
+least recently used entries no process holds once it is over that size. A build is synced to disk (its files, then
+its folder) before it is renamed into place.
+
 Scope: processes on one machine, or on several machines only where the root is on a shared file system whose
 `flock` is honoured across hosts (local disks are not shared; NFS locking depends on the mount). A build that forks
 long-lived children hands them the lock too (flock belongs to the open file, which fork shares), so a child that
@@ -32,6 +39,7 @@ outlives a killed builder keeps others waiting until it exits.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -49,6 +57,12 @@ from typing import Any, Callable, Mapping
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 META = "meta.json"
 _HASH_CHUNK = 1 << 20
+LOCK_TIMEOUT_S = float(os.environ.get("FERCORE_LOCK_TIMEOUT_S", 6 * 3600))
+_POLL_S = 0.2
+
+
+class LockTimeout(OSError):
+    """A cache lock was not granted within the lock timeout (its holder is named in the message)."""
 
 
 def canonical_json(value: Any) -> str:
@@ -89,10 +103,70 @@ def _plain(value: Any) -> Any:
 class CacheStore:
     """Entries under `root`; `enabled=False` builds every time into a fresh private folder (for benchmarks)."""
 
-    def __init__(self, root: str | Path, enabled: bool = True):
+    def __init__(self, root: str | Path, enabled: bool = True, max_bytes: float | None = None,
+                 lock_timeout_s: float | None = None):
         self.root = Path(root)
         self.enabled = enabled
+        self.max_bytes = max_bytes  # evict least recently used entries beyond this size (None: never)
+        self.lock_timeout_s = LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s
+        self._held: dict[str, int] = {}  # key -> the descriptor of its lock file, held shared while in use
+        self._uncached: list[Path] = []
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def __getstate__(self):  # sent to every trial's worker: its locks are its own
+        return {**self.__dict__, "_held": {}, "_uncached": []}
+
+    def release(self) -> None:
+        """Let go of every entry this process holds (a trial ends) and remove its uncached builds."""
+        for fd in self._held.values():
+            os.close(fd)
+        self._held.clear()
+        for folder in self._uncached:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._uncached.clear()
+
+    def _lock(self, key: str, mode: int) -> int:
+        """A descriptor of KEY's lock file holding MODE (LOCK_SH or LOCK_EX), waiting at most lock_timeout_s."""
+        path = self.root / f"{key}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.lock_timeout_s
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    self._record(key, "waited")
+                    waited = True
+                if time.monotonic() >= deadline:
+                    holder = _holder(path)
+                    os.close(fd)
+                    raise LockTimeout(errno.ETIMEDOUT, f"{path}: waited {self.lock_timeout_s:.0f} s for the lock of "
+                                      f"{key} (held by {holder}); its holder may be stuck: stop it, or raise "
+                                      f"FERCORE_LOCK_TIMEOUT_S if its build takes longer")
+                time.sleep(_POLL_S)
+        if mode == fcntl.LOCK_EX:  # the builder says who it is, for whoever waits
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                      "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode(), 0)
+        return fd
+
+    def _hold(self, key: str, fd: int | None = None) -> None:
+        """Hold KEY shared while this process uses it (FD: a lock on it already held, downgraded to shared), and
+        mark it as used now (what eviction orders by)."""
+        if key not in self._held:
+            if fd is None:
+                fd = self._lock(key, fcntl.LOCK_SH)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            self._held[key] = fd
+        elif fd is not None:
+            os.close(fd)
+        try:
+            os.utime(self.root / key)
+        except FileNotFoundError:
+            pass
 
     def lookup(self, key: str) -> Path | None:
         """The entry's folder if complete and intact, else None; the folder only ever appears by rename of a finished
@@ -125,36 +199,78 @@ class CacheStore:
             uncached = self.root / ".uncached"
             uncached.mkdir(exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix=f"{key}-{os.getpid()}-", dir=uncached))
+            self._uncached.append(folder)
             self._build(key, build, parts, folder)
             self._record(key, "built")
             return folder, False
-        if (entry := self.lookup(key)) is not None:
-            self._record(key, "hit")
-            return entry, True
-        fd = os.open(self.root / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        if key in self._held or (self.root / key).is_dir():
+            # Held shared while it is checked and used, so that no eviction removes it under this process.
+            self._hold(key)
+            if (entry := self.lookup(key)) is not None:
+                self._record(key, "hit")
+                return entry, True
+            os.close(self._held.pop(key))  # set aside as corrupt: let go, to build it (exclusively) below
+        fd = self._lock(key, fcntl.LOCK_EX)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._record(key, "waited")
-                fcntl.flock(fd, fcntl.LOCK_EX)
             # Another process may have finished it while we waited for the lock.
             if (entry := self.lookup(key)) is not None:
                 self._record(key, "hit")
+                self._hold(key, fd)
+                fd = None
                 return entry, True
             self._remove_stale_temps(key)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{os.getpid()}-", dir=self.root))
             self._build(key, build, parts, tmp)
             try:
                 os.rename(tmp, self.root / key)
+                _fsync(self.root)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 self._record(key, "failed")
                 raise
             self._record(key, "built")
+            self._hold(key, fd)
+            fd = None
+            self.evict()
             return self.root / key, False
         finally:
-            os.close(fd)  # Closing the last descriptor releases the lock.
+            if fd is not None:
+                os.close(fd)  # Closing the last descriptor releases the lock.
+
+    def evict(self) -> list[str]:
+        """Remove least recently used entries no process holds until the store is within max_bytes (entries set aside
+        as corrupt first: kept for inspection only while there is room); the keys removed."""
+        if self.max_bytes is None:
+            return []
+        for bad in self.root.glob(".bad-*"):
+            shutil.rmtree(bad, ignore_errors=True)
+        entries = []
+        for folder in self.root.iterdir():
+            if folder.is_dir() and not folder.name.startswith(".") and (folder / META).exists():
+                entries.append((folder.stat().st_mtime, folder.name, _size(folder)))
+        total = sum(size for _, _, size in entries)
+        removed = []
+        for _, key, size in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if key in self._held:
+                continue
+            fd = os.open(self.root / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # a running trial holds it
+            try:
+                gone = Path(tempfile.mkdtemp(prefix=f".evicted-{key}-", dir=self.root))
+                os.rename(self.root / key, gone / key)  # whole or not at all, for any reader
+                shutil.rmtree(gone, ignore_errors=True)
+                self._record(key, "evicted")
+                removed.append(key)
+                total -= size
+            finally:
+                os.close(fd)
+        return removed
 
     def _build(self, key: str, build: Callable[[Path], None], parts: Mapping[str, Any] | None, folder: Path) -> None:
         start = time.time()
@@ -168,6 +284,9 @@ class CacheStore:
                     "build_seconds": round(time.time() - start, 3),
                     "files": {rel: {"size": size, "sha256": digest} for rel, size, digest in _checksums(folder)}}
             (folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            for path in [*folder.rglob("*"), folder]:  # on disk before the rename makes it an entry
+                if path.is_file() or path == folder:
+                    _fsync(path)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             self._record(key, "failed")
@@ -183,7 +302,8 @@ class CacheStore:
         record = {"key": key, "event": event, "pid": os.getpid(), "time": time.time()}
         if detail:
             record["detail"] = detail
-        line = json.dumps(record) + "\n"
+        # A leading newline too: after a line torn short (no newline), the next one still starts on its own line.
+        line = "\n" + json.dumps(record) + "\n"
         # One small write to an O_APPEND file lands whole at the end, so concurrent processes never interleave lines.
         fd = os.open(self.root / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -197,7 +317,16 @@ class CacheStore:
             text = (self.root / "events.jsonl").read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # O_APPEND is not atomic on every shared file system: a torn line is skipped, not fatal to the summary.
+        events = []
+        for line in text.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and "key" in event and "event" in event:
+                events.append(event)
+        return events
 
     def counts_by_kind(self) -> Counter:
         """(kind, event) -> count, kind being a key without its hash: ("generator-v1", "built") -> 1."""
@@ -255,6 +384,32 @@ def verify_entry(folder: Path) -> str | None:
         return f"files differ from their checksums: {', '.join(differing[:3])}"
     _verified[folder] = listing
     return None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system that cannot sync a folder
+    finally:
+        os.close(fd)
+
+
+def _size(folder: Path) -> int:
+    try:
+        return sum(f["size"] for f in json.loads((folder / META).read_text())["files"].values())
+    except (OSError, ValueError, KeyError, TypeError):
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _holder(lock: Path) -> str:
+    """Who holds LOCK, as its builder wrote it (a shared holder writes nothing: 'a process using the entry')."""
+    try:
+        who = json.loads(lock.read_text() or "{}")
+        return f"pid {who['pid']} on host {who['host']} since {who['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process using the entry"
 
 
 def kind_of(key: str) -> str:

@@ -209,6 +209,9 @@ KEYS: tuple[SweepKey, ...] = (
              help="each sampled config runs with seeds seed, seed+1, ...; Optuna sees the mean of each objective"),
     SweepKey("cache", "bool", True,
              help="reuse trained generators, pools, the reference classifier and real-only baselines across trials"),
+    SweepKey("cache_max_gb", "number", None, low=0, strict=True, unit="GB", none_ok=True,
+             help="the cache's size limit: beyond it the least recently used entries no running trial holds are "
+                  "evicted (built again if a later trial needs them); none: no limit"),
     SweepKey("time_budget_s", "number", None, low=0, strict=True, unit="seconds", none_ok=True,
              help="stop the sweep after this many seconds; trials running then are recorded as stopped"),
     SweepKey("max_failures", "int", 1, low=0,

@@ -105,7 +105,8 @@ def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, starte
     folds = [data.for_fold(i) for i in range(data.n_folds)] or [data]
     check_class_objectives(spec.metrics, data.class_names, [f.counts()["val"] for f in folds])
     study_storage = open_storage(spec, out)
-    cache = CacheStore(out / "cache", enabled=spec.cache)
+    cache = CacheStore(out / "cache", enabled=spec.cache,
+                       max_bytes=spec.cache_max_gb * 1e9 if spec.cache_max_gb else None)
     # Resumed: Ray may not know these finished (a driver killed between our row and Ray's next save of its state).
     finished = _recorded_objectives(spec, out) if resume else {}
     fn = tune.with_resources(tune.with_parameters(trainable or run_trial, data=data, cache=cache,

@@ -57,6 +57,7 @@ class SweepSpec:
     max_failures: int = keys.default("max_failures")
     max_consecutive_errors: int = keys.default("max_consecutive_errors")
     min_free_gb: float = keys.default("min_free_gb")
+    cache_max_gb: float | None = keys.default("cache_max_gb")
     optuna_storage: bool | str = keys.default("optuna_storage")
     description: str = keys.default("description")
 

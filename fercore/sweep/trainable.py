@@ -106,3 +106,6 @@ def trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheS
         # last result (without an epoch), so the trial ends normally and FailureConfig does not retry it.
         reason = str(e) if isinstance(e, Diverged) else f"{type(e).__name__}: {e}"
         report.ended("diverged" if isinstance(e, Diverged) else "error", reason)
+    finally:
+        if cache is not None:
+            cache.release()  # the entries this trial used may be evicted once no trial holds them
