@@ -223,11 +223,13 @@ KEYS: tuple[SweepKey, ...] = (
     SweepKey("min_free_gb", "number", 1.0, low=0, unit="GB",
              help="free disk space the results folder and the cache need, checked before the sweep and before each "
                   "trial: below it the sweep stops cleanly (trials cut off run again on --resume)"),
-    SweepKey("optuna_storage", "custom", False, expected_text="true, false, a file path or an SQLAlchemy URL",
-             accepts=_optuna_storage,
+    SweepKey("optuna_storage", "custom", False,
+             expected_text="true, false, a file path, journal:PATH or an SQLAlchemy URL", accepts=_optuna_storage,
              help="true keeps the Optuna study (named after the sweep) in <results>/<name>/optuna.db for "
-                  "optuna-dashboard; a file path (relative: in the results folder) or an SQLAlchemy URL; a new run "
-                  "with the same storage continues the study"),
+                  "optuna-dashboard; a file path (relative: in the results folder; .log or .journal, or journal:PATH: "
+                  "Optuna's journal file, for a shared file system) or an SQLAlchemy URL (postgresql://user:pw@host/db "
+                  "where many sweeps and dashboards meet; its password is never printed); a new run with the same "
+                  "storage continues the study"),
     SweepKey("resources", "mapping", {"cpu": 1, "gpu": 0}, default_text="{cpu: 1, gpu: 0}",
              help="what each trial gets: the keys resources.* below"),
     SweepKey("resources.cpu", "number", 1, low=0, help="CPU cores per trial"),

@@ -24,6 +24,7 @@ from fercore.sweep.checks import check_draws, check_grid, config_lines
 from fercore.sweep.keys import SweepError, gpu_problem
 from fercore.sweep.spaces import list_sweeps, load_space, sweep_dirs
 
+JOURNAL = "journal:"  # optuna_storage's prefix for Optuna's journal file (a shared file system, no database server)
 EPOCH_METRICS = epoch_metrics()  # reported every epoch: what ASHA can judge trials on
 OBJECTIVES = objectives()  # reported before the test split is read: what a sweep may optimise
 
@@ -88,14 +89,21 @@ class SweepSpec:
         return {**{f"data.{k}": v for k, v in self.data.items()}, **self.fixed}
 
     def storage_url(self, out: Path) -> str | None:
-        """Where Optuna keeps the study (an SQLAlchemy URL), or None for in memory."""
+        """Where Optuna keeps the study, or None for in memory: an SQLAlchemy URL (sqlite:///..., postgresql://...),
+        or journal:///abs/path for Optuna's journal file (`journal:PATH`, or a path ending in .log or .journal;
+        relative paths are in the results folder)."""
         if self.optuna_storage is False:
             return None
         if self.optuna_storage is True:
             return f"sqlite:///{Path(out).resolve() / 'optuna.db'}"
-        if "://" in self.optuna_storage:
-            return self.optuna_storage
-        return f"sqlite:///{(Path(out) / Path(self.optuna_storage).expanduser()).resolve()}"
+        value = self.optuna_storage
+        journal = value.startswith(JOURNAL) or value.endswith((".log", ".journal"))
+        if "://" in value and not value.startswith(JOURNAL):
+            return value
+        raw = value.removeprefix(JOURNAL)
+        raw = raw[2:] if raw.startswith("//") else raw  # journal:///abs/path, as a URL writes it
+        path = (Path(out) / Path(raw).expanduser()).resolve()
+        return f"{JOURNAL}//{path}" if journal else f"sqlite:///{path}"
 
 
 def set_gpus_per_trial(spec: SweepSpec, value: float) -> None:

@@ -9,7 +9,7 @@ import optuna
 
 from fercore.errors import UserError
 from fercore.redact import redact
-from fercore.sweep.spec import SweepSpec
+from fercore.sweep.spec import JOURNAL, SweepSpec
 
 
 def open_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | None:
@@ -18,9 +18,7 @@ def open_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | No
     url = spec.storage_url(out)
     if url is None:
         return None
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(url)
+    storage = _open(url)
     try:
         study_id = storage.get_study_id_from_name(spec.name)
     except KeyError:
@@ -32,6 +30,26 @@ def open_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | No
                         f"sweep's "
                         f"{', '.join(spec.metrics)} ({', '.join(spec.modes)}); give this sweep another file")
     return storage
+
+
+def _open(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's storage at URL: its journal file (a shared file system) or a database (SQLite, PostgreSQL, MySQL)."""
+    if url.startswith(JOURNAL):
+        path = Path(url.removeprefix(JOURNAL + "//"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError as e:  # Optuna's own message names no driver
+        raise UserError(f"optuna_storage: {redact(url)} needs a database driver SQLAlchemy can import ({e}); for "
+                        f"PostgreSQL: pip install 'fercore[postgres]' (psycopg 3)") from None
+    except Exception as e:  # SQLAlchemy's OperationalError and the like: a server not reachable, a wrong password
+        first = " ".join(str(e).split())[:300]
+        raise UserError(f"optuna_storage: cannot open {redact(url)} ({type(e).__name__}: {redact(first)})") from None
 
 
 def fail_running(spec: SweepSpec, storage: optuna.storages.BaseStorage | None) -> None:

@@ -41,7 +41,8 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
               f"  NOT all uploaded: the latest results are only in the driver's working copy {out}")
     print(f"TensorBoard: tensorboard --logdir {out}/tb")
     if study_url:
-        print(f"Optuna study {spec.name!r}: optuna-dashboard {redact(study_url)}")
+        where = study_url.removeprefix("journal://") if study_url.startswith("journal:") else study_url
+        print(f"Optuna study {spec.name!r}: optuna-dashboard {redact(where)}")
 
 
 def _count(rows: list[dict], key: str) -> tuple[int, int]:
