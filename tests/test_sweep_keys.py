@@ -21,7 +21,8 @@ from fercore.sweep.spec import SweepSpec, load_sweep
     ("seeds", True, "seeds: expected an integer >= 1, got True"),
     ("cache", "yes", "cache: expected true or false, got 'yes'"),
     ("time_budget_s", float("inf"), "time_budget_s: expected a number of seconds > 0, got inf"),
-    ("optuna_storage", "", "optuna_storage: expected true, false, a file path, journal:PATH or an SQLAlchemy URL, got ''"),
+    ("optuna_storage", "",
+     "optuna_storage: expected true, false, a file path, journal:PATH or an SQLAlchemy URL, got ''"),
     ("metric", [],
      "metric: expected a metric name or a list of them (e.g. [val_macro_f1, classifier_seconds]), got []"),
     ("mode", "up", "mode: expected max or min (a list of them for several metrics), got 'up'"),
@@ -40,7 +41,8 @@ def test_each_key_names_itself_and_what_it_expects(name, bad, expected):
 
 @pytest.mark.parametrize("name, good", [
     ("scheduler.max_t", 4.0), ("time_budget_s", None), ("time_budget_s", 0.5), ("resources.gpu", 0.25),
-    ("resources.gpu", 2), ("optuna_storage", "studies/all.db"), ("optuna_storage", "journal:study.log"), ("metric", ["val_macro_f1", "train_seconds"]),
+    ("resources.gpu", 2), ("optuna_storage", "studies/all.db"), ("optuna_storage", "journal:study.log"),
+    ("metric", ["val_macro_f1", "train_seconds"]),
     ("mode", ["max", "min"]), ("name", 3), ("seed", 0),
 ])
 def test_valid_values_pass(name, good):

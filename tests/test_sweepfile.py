@@ -100,7 +100,7 @@ def test_budget_retries_storage_and_resources_are_checked_together(tmp_path):
     assert "6 problems" in text
     for expected in ("time_budget_s: expected a number of seconds > 0, got 0",
                      "max_failures: expected an integer >= 0, got -1",
-                     "optuna_storage: expected true, false, a file path or an SQLAlchemy URL, got 3",
+                     "optuna_storage: expected true, false, a file path, journal:PATH or an SQLAlchemy URL, got 3",
                      "resources.gpu: expected a fraction of one GPU in (0, 1] or a whole number of GPUs, got 1.5",
                      "scheduler.reduction_factor: expected a number > 1, got 1",
                      "scheduler.grace_period: expected a whole number of epochs >= 1, got 0.5"):
