@@ -15,7 +15,8 @@ folder is read back by pyarrow (through the manifest, mid-sweep) and compacted, 
 Prints one line per window, then as its LAST line a JSON object: append_ms_at_10 and append_ms_at_<trials> (median
 per-trial wall-clock cost in the two windows of 19 trials) and their ratio, the same in CPU time (append_cpu_ms_...),
 driver_kb_per_trial (the slope of the process's resident memory over the second half of the run), read_s (pyarrow
-reading trials.parquet's committed parts), compact_s (fercore.results.compact at the end) and peak_rss_mb.
+reading trials.parquet's committed parts), compact_s and compact_peak_rss_mb (fercore.results.compact at the end, in
+a process of its own: its time and peak resident memory), embedding_rows and peak_rss_mb.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +41,11 @@ EPOCHS = 30
 POINTS_PER_CLASS_AND_SOURCE = 100
 GENERATORS = 20  # distinct generators among the trials; a trial reuses one from the cache after its first build
 WINDOW = 9  # trials timed either side of the 10th (1-19), and the 19 before the last
+COMPACT_IN_A_PROCESS = ("import resource, sys, time\n"
+                        "from fercore import results\n"
+                        "start = time.perf_counter()\n"
+                        "results.compact(sys.argv[1])\n"
+                        "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
 
 
 def config(i: int, rng: np.random.Generator) -> dict:
@@ -167,11 +175,11 @@ def main() -> None:
                 else pq.read_table(folder / results.TRIALS))
         read_s = time.perf_counter() - start
         assert read.num_rows == n, read.num_rows
-        compact_s = float("nan")
-        if hasattr(results, "compact"):
-            start = time.perf_counter()
-            results.compact(folder)
-            compact_s = time.perf_counter() - start
+        # The end-of-sweep merge in a process of its own, as `fersweep run` ends: its time and its peak memory, the
+        # largest table being embeddings (10,000 trials x 1,400 points: 14 million rows).
+        merge = subprocess.run([sys.executable, "-c", COMPACT_IN_A_PROCESS, str(folder)], check=True,
+                               capture_output=True, text=True)
+        compact_s, compact_peak_kb = map(float, merge.stdout.split())
         assert pq.read_table(folder / results.EMBEDDINGS).num_rows == n * 2 * len(CLASSES) * POINTS_PER_CLASS_AND_SOURCE
         early_ms, late_ms = median_ms(early), median_ms(late)
         print(json.dumps({"trials": n, "append_ms_at_10": round(early_ms, 2), f"append_ms_at_{n}": round(late_ms, 2),
@@ -180,6 +188,8 @@ def main() -> None:
                           f"append_cpu_ms_at_{n}": round(median_ms(late, cpu=True), 2),
                           "driver_kb_per_trial": round(float(slope), 1),
                           "read_s": round(read_s, 3), "compact_s": round(compact_s, 2),
+                          "compact_peak_rss_mb": round(compact_peak_kb / 1024),
+                          "embedding_rows": n * 2 * len(CLASSES) * POINTS_PER_CLASS_AND_SOURCE,
                           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                           "store": results.__file__}))
 

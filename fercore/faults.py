@@ -29,29 +29,29 @@ _seen: dict[str, int] = {}
 
 def point(name: str) -> None:
     """Die here if FERCORE_KILL_AT names this point (and this is the time it asks for)."""
-    wanted = os.environ.get("FERCORE_KILL_AT")
-    if not wanted:
-        return
-    assert name in POINTS, name
-    where, _, nth = wanted.partition("@")
-    if where != name:
-        return
-    _seen[name] = _seen.get(name, 0) + 1
-    if _seen[name] == int(nth or 1):
+    reached = _reached("FERCORE_KILL_AT", name, POINTS)
+    if reached is not None and reached[0] == reached[1]:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fail(name: str) -> None:
     """Raise the OSError of FAILURES[NAME] if FERCORE_FAIL_AT names this point and its count has been reached."""
-    wanted = os.environ.get("FERCORE_FAIL_AT")
+    reached = _reached("FERCORE_FAIL_AT", name, FAILURES)
+    if reached is not None and reached[0] >= reached[1]:
+        code, message = FAILURES[name]
+        raise OSError(code, f"{message} (FERCORE_FAIL_AT={os.environ['FERCORE_FAIL_AT']})")
+
+
+def _reached(variable: str, name: str, known: dict) -> tuple[int, int] | None:
+    """(how many times point NAME has been reached, counting this one; the N of VARIABLE=NAME@N) when VARIABLE
+    names this point, else None."""
+    wanted = os.environ.get(variable)
     if not wanted:
-        return
-    assert name in FAILURES, name
+        return None
+    assert name in known, name
     where, _, nth = wanted.partition("@")
     if where != name:
-        return
-    key = f"fail:{name}"
+        return None
+    key = f"{variable}:{name}"
     _seen[key] = _seen.get(key, 0) + 1
-    if _seen[key] >= int(nth or 1):
-        code, message = FAILURES[name]
-        raise OSError(code, f"{message} (FERCORE_FAIL_AT={wanted})")
+    return _seen[key], int(nth or 1)

@@ -342,4 +342,4 @@ def test_the_scale_benchmark_runs_small_and_ends_with_its_figures(capsys, monkey
 
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["trials"] == 60 and last["append_ms_at_10"] > 0 and last["append_ms_at_60"] > 0
-    assert {"driver_kb_per_trial", "ratio", "read_s", "compact_s"} <= set(last)
+    assert {"driver_kb_per_trial", "ratio", "read_s", "compact_s", "compact_peak_rss_mb"} <= set(last)

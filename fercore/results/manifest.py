@@ -56,10 +56,16 @@ def read_manifest(folder: str | Path) -> Manifest | None:
     """FOLDER's committed manifest, or None when it has none (a folder written before manifests, or no flush yet)."""
     path = Path(folder) / MANIFEST
     try:
-        raw = json.loads(path.read_text())
+        return manifest_from(path.read_bytes(), path)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:  # it is only ever replaced whole, so this is damage from outside
+
+
+def manifest_from(data: bytes, path: str | Path = MANIFEST) -> Manifest:
+    """The manifest whose JSON is DATA (read from PATH, named in errors)."""
+    try:
+        raw = json.loads(data)
+    except ValueError as e:  # it is only ever replaced whole, so this is damage from outside
         raise UserError(f"{path}: not a readable results manifest ({e}); expected JSON written by fercore") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise UserError(f"{path}: not a fercore results manifest (expected \"format\": \"{FORMAT}\")")

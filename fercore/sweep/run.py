@@ -79,6 +79,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
                                       max_concurrent=max_concurrent, smoke=smoke, resume=resume,
                                       trainable=trainable, reuse_actors=reuse_actors)
     finally:
+        location.stop_uploader()
         lease.release()
 
 
@@ -180,7 +181,7 @@ def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, lo
     searcher = make_searcher(spec, fixed, study_storage)
     n *= spec.seeds
     guard = Guard(spec.min_free_gb, spec.max_consecutive_errors)
-    callback = ResultsCallback(location.local, n, spec.time_budget_s, after_flush=location.push, guard=guard)
+    callback = ResultsCallback(location.local, n, spec.time_budget_s, after_flush=location.push_soon, guard=guard)
     tuner = tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(spec, fixed), num_samples=n,
@@ -234,7 +235,7 @@ def _repoint_callback(tuner, location: SweepFolder, spec: SweepSpec) -> ResultsC
         if not isinstance(callback, ResultsCallback):
             continue
         before = Path(callback.folder)
-        callback.folder, callback.after_flush = location.local, location.push
+        callback.folder, callback.after_flush = location.local, location.push_soon
         callback.resuming = True  # setup() checks that Ray restored the sweep rather than starting a new one
         guard = getattr(callback, "guard", None) or Guard()  # (a sweep started before guards has none)
         guard.__init__(spec.min_free_gb, spec.max_consecutive_errors)  # the stop that ended the last run is over
@@ -261,7 +262,7 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
                   started: float, location: SweepFolder, guard: Guard) -> Path:
     fail_running(spec, study_storage)  # trials a time budget cut off are still RUNNING in a kept study
     if guard.reason is not None:  # what is committed stays as it is; --resume finishes the sweep
-        location.push()
+        location.finish_uploads()
         guard.raise_if_stopped(out)
     if spec.multi_objective:  # The front, over every completed row (a resumed sweep's earlier ones too).
         rows = list(store.trials.values())
@@ -269,7 +270,7 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
             store.add_trial({**row, "pareto": on})
         store.flush()
     store.compact()  # One part per table, nothing the manifest does not name: any Parquet reader takes the folder.
-    uploaded = location.push()  # What was written after the last flush (the last events, the merged parts), to a URI.
+    uploaded = location.finish_uploads()  # The last commits, events and the merged parts, to a URI.
     print_summary(out, store, spec, time.time() - started, cache, spec.storage_url(out), location, uploaded)
     if not uploaded:
         raise UserError(f"the sweep ended but its results are not all at {redact(location.uri or '')}: they are in "

@@ -22,6 +22,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -34,7 +35,7 @@ from fercore import faults
 from fercore.errors import UserError
 from fercore.redact import redact
 from fercore.results import MANIFEST
-from fercore.results.manifest import read_manifest
+from fercore.results.manifest import manifest_from, read_manifest
 from fercore.sweep.lease import LEASE, Lease
 
 # Object stores, whose PUT shows an object whole or not at all; other file systems show a file while it is written.
@@ -42,6 +43,7 @@ OBJECT_STORES = {"s3", "gcs", "abfs"}
 LOCAL_ONLY = {"cache"}  # never uploaded: the cache's locks only hold on a local disk
 NOT_DOWNLOADED = LOCAL_ONLY | {"tb", LEASE}  # the lease belongs to the URI, where drivers take it
 SQLITE_MAGIC = b"SQLite format 3\x00"
+UPLOAD_EVERY_S = 30.0  # a URI gets the latest commit at most this long after it was made
 
 
 def is_uri(storage: str | Path) -> bool:
@@ -63,6 +65,9 @@ class SweepFolder:
         self.fs: pafs.FileSystem | None = None
         self.fs_path = ""
         self._synced: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) when last uploaded
+        self._uploader: threading.Thread | None = None
+        self._push_lock = threading.Lock()
+        self._uploaded_manifest: bytes | None = None
         if self.uri is None:
             self.local = Path(storage).resolve() / name
             return
@@ -76,6 +81,13 @@ class SweepFolder:
                             f"of a bucket or folder this machine can write to") from None
         self.local = working_root() / hashlib.blake2b(self.uri.encode(), digest_size=6).hexdigest() / name
         self.object_store = self.fs.type_name in OBJECT_STORES
+
+    def __getstate__(self):  # Ray pickles the results callback, and its upload hook with it: no thread, no lock
+        return {k: v for k, v in self.__dict__.items() if k not in ("_uploader", "_push_lock", "_wake", "_stopping")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._uploader, self._push_lock = None, threading.Lock()
 
     def where(self, name: str) -> str:
         """A file's location to show a user: its path, or its URI (query options kept, so pyarrow opens it)."""
@@ -137,51 +149,99 @@ class SweepFolder:
                 raise UserError(f"--storage: cannot read {redact(self.uri)} ({_one_line(e)})") from None
         return (local.version if local else 0), int(remote)
 
+    def push_soon(self) -> None:
+        """Ask the uploader thread for a push (after a flush): uploads run off the driver's loop, at most one every
+        UPLOAD_EVERY_S, each taking every commit made since the last. A no-op for a local folder."""
+        if self.fs is None:
+            return
+        if self._uploader is None:
+            self._wake, self._stopping = threading.Event(), threading.Event()
+            self._uploader = threading.Thread(target=self._upload_loop, name="fercore-upload", daemon=True)
+            self._uploader.start()
+        self._wake.set()
+
+    def finish_uploads(self) -> bool:
+        """Stop the uploader thread, then push what is left, in this thread; False when the last push failed."""
+        self.stop_uploader()
+        return self.push()
+
+    def stop_uploader(self) -> None:
+        if self._uploader is not None:
+            self._stopping.set()
+            self._wake.set()
+            self._uploader.join()
+            self._uploader = None
+
+    def _upload_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            started = time.monotonic()
+            self.push()
+            self._stopping.wait(max(0.0, UPLOAD_EVERY_S - (time.monotonic() - started)))
+
     def push(self) -> bool:
         """Upload every file of the working copy that changed since its last upload, but the cache and files half
-        written: the tables' parts before the manifest that commits them. False when an upload failed (the rest
-        waits for the next push). A no-op for a local folder."""
+        written: the tables' parts before the manifest that commits them, as it was when the push began (so every
+        part it names is up before it is), then remove the URI's parts no manifest names any more. False when an
+        upload failed (the rest waits for the next push). A no-op for a local folder."""
         if self.fs is None:
             return True
+        with self._push_lock:
+            return self._push()
+
+    def _push(self) -> bool:
+        manifest_path = self.local / MANIFEST
+        committed = manifest_path.read_bytes() if manifest_path.exists() else None  # replaced whole: one commit
+        named = manifest_from(committed).named() if committed is not None else None
         files = []
         for root, dirs, names in os.walk(self.local):
             if Path(root) == self.local:
                 dirs[:] = [d for d in dirs if d not in LOCAL_ONLY]
             files += [Path(root) / n for n in names if not n.endswith((".tmp", "-journal", "-wal", "-shm"))]
+        files = [p for p in files if p != manifest_path and _committed_or_other(p.relative_to(self.local), named)]
         files.sort(key=lambda p: upload_order(p.relative_to(self.local).as_posix()))
         with tempfile.TemporaryDirectory(dir=self.local.parent) as scratch:
-            for path in files:
-                rel = path.relative_to(self.local).as_posix()
-                if rel == MANIFEST:
-                    faults.point("upload-midway")  # the parts are up, the manifest naming them is not
-                try:
+            rel = ""
+            try:
+                for path in files:
+                    rel = path.relative_to(self.local).as_posix()
                     for _ in range(3):  # a file being written is copied again a moment later
                         stamp = _stamp(path)
                         if self._synced.get(rel) == stamp or self._upload(path, rel, stamp, Path(scratch)):
                             self._synced[rel] = stamp
                             break
                         time.sleep(0.05)
-                except OSError as e:
-                    # A store briefly unreachable must not end a sweep of many hours: the rest waits for the next
-                    # push, in order (the tables after what they rely on).
-                    print(f"[storage] uploading to {redact(self.uri)} failed at {rel} ({_one_line(e)}); tried again "
-                          f"at the "
-                          f"next upload, until then the latest results are only in {self.local}", flush=True)
-                    return False
-        self._remove_stale_parts()
+                if committed is not None and committed != self._uploaded_manifest:
+                    rel = MANIFEST
+                    faults.point("upload-midway")  # the parts are up, the manifest naming them is not
+                    snapshot = Path(scratch) / MANIFEST
+                    snapshot.write_bytes(committed)
+                    self._put(snapshot, MANIFEST)
+                    self._uploaded_manifest = committed
+            except OSError as e:
+                # A store briefly unreachable must not end a sweep of many hours: the rest waits for the next
+                # push, in order (the tables after what they rely on, the manifest last).
+                print(f"[storage] uploading to {redact(self.uri)} failed at {rel} ({_one_line(e)}); tried again "
+                      f"at the next upload, until then the latest results are only in {self.local}", flush=True)
+                return False
+        if named is not None:
+            self._remove_stale_parts(named)
         return True
 
-    def _remove_stale_parts(self) -> None:
-        """Delete the URI's part files of a table (a folder `*.parquet/`) that the working copy no longer has: parts a
-        compaction merged, whose rows the merged part (uploaded before this) holds. Left there, a reader of the URI
-        would count those rows twice."""
+    def _remove_stale_parts(self, named: set[str]) -> None:
+        """Delete the URI's part files of a table (a folder `*.parquet/`) that the manifest just uploaded does not name
+        (as a part, or as garbage a slow reader may still read): parts a merge replaced. Left there, a reader of
+        the URI's folder itself would count their rows twice."""
         for table in self.local.glob("*.parquet"):
             if not table.is_dir():
                 continue
             remote = f"{self.fs_path}/{table.name}"
             for info in self.fs.get_file_info(pafs.FileSelector(remote, allow_not_found=True)):
                 name = info.path.rsplit("/", 1)[-1]
-                if info.type == pafs.FileType.File and not (table / name).exists():
+                if info.type == pafs.FileType.File and f"{table.name}/{name}" not in named:
                     self.fs.delete_file(info.path)
                     self._synced.pop(f"{table.name}/{name}", None)
 
@@ -221,6 +281,15 @@ class SweepFolder:
         # One call into Arrow, which opens, writes and closes the destination with no Python code in between: an
         # interrupt (Ctrl-C) cannot close an upload half written, which would publish half a table.
         pafs.copy_files(str(path), dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+
+def _committed_or_other(rel: Path, named: set[str] | None) -> bool:
+    """Whether a file of the working copy goes up: any file but a table's part that the manifest being uploaded does
+    not name (a part of a flush not committed yet goes with the push after its commit)."""
+    parts = rel.parts
+    if named is None or len(parts) != 2 or not parts[0].endswith(".parquet"):
+        return True
+    return rel.as_posix() in named
 
 
 def upload_order(rel: str) -> tuple[bool, bool, str]:
