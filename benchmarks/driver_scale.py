@@ -1,0 +1,149 @@
+"""What the sweep driver costs per trial as a sweep grows: the real driver (fercore.sweep.run_sweep: Ray Tune's loop,
+the Optuna searcher, the results callback writing Parquet and TensorBoard, Ray's experiment state and fercore's copy
+of it) running trials that train nothing but report today's full payload through fercore's own reporter:
+
+- 30 epochs of validation figures (33 numbers each);
+- a last report whose artifacts hold a row of ~200 keys, a 7 x 7 confusion matrix, 1,400 embedding points (100 per
+  class and source), a PNG grid of synthetic samples, and predictions of the test split (3,589 faces by default) for
+  the trial and its three compared models (baseline, control, subset).
+
+Trials run --concurrent at a time. The driver's time per trial is taken from the wall clock between trials finishing
+(a window of 40 trials around trial 100 and the last 40), its memory from /proc/self/status.
+
+    python benchmarks/driver_scale.py                       # 2,000 trials, 8 at a time
+    python benchmarks/driver_scale.py --trials 200 --test 500
+
+Last line, JSON: driver_ms_per_trial_at_100, driver_ms_per_trial_at_<trials>, driver_rss_mb_at_100,
+driver_rss_mb_at_<trials>, rss_kb_per_trial (the slope after trial 100), files_in_results, trials, seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+EPOCHS = 30
+POINTS = 100  # per class and source
+WINDOW = 40
+
+
+def payload_trial(config, data=None, cache=None, objectives=(), finished=None):
+    """A trial that trains nothing and reports what a real augmented trial reports, through fercore's reporter."""
+    from fercore.sweep.trainable import _Reporter, trial_config
+
+    flat = trial_config(config)
+    n_test = int(os.environ.get("FERCORE_BENCH_TEST_FACES", 3589))  # set by main(); Ray's workers inherit it
+    rng = np.random.default_rng(abs(hash(json.dumps(flat, sort_keys=True, default=str))) % 2**32)
+    report = _Reporter(tuple(objectives))
+    report.config = flat
+    for epoch in range(1, EPOCHS + 1):
+        figures = {f"val_{m}": float(rng.uniform()) for m in ("loss", "accuracy", "macro_f1", "weighted_f1")}
+        figures |= {f"val_{m}_{c}": float(rng.uniform()) for m in ("precision", "recall", "f1") for c in CLASSES}
+        report(epoch, {"epoch": epoch, "train_loss": float(rng.uniform()), "lr": 1e-3, **figures},
+               _last_artifacts(rng, flat, n_test) if epoch == EPOCHS else None)
+
+
+def _last_artifacts(rng: np.random.Generator, flat: dict, n_test: int) -> dict:
+    from fercore.trial import grid_png
+
+    row = {**flat, "status": "completed", "val_macro_f1": float(rng.uniform())}
+    row |= {f"{s}_{m}_{c}": float(rng.uniform()) for s in ("val", "test") for m in ("precision", "recall", "f1")
+            for c in CLASSES}
+    row |= {f"{k}_{c}": float(rng.uniform()) for k in ("gen_fid", "uplift_test_recall", "gain_control_test_recall",
+                                                       "n_train_real", "n_train_synthetic") for c in CLASSES}
+    row |= {f"test_{m}": float(rng.uniform()) for m in ("accuracy", "macro_f1", "balanced_accuracy", "auroc")}
+    labels = np.tile(np.repeat(np.arange(len(CLASSES)), POINTS), 2)
+    models = {m: {"predicted": rng.integers(0, 7, n_test), "proba": rng.dirichlet(np.ones(7), n_test)}
+              for m in ("baseline", "control", "subset")}
+    return {"row": row, "classes": list(CLASSES), "confusion": rng.integers(0, 60, (7, 7)).tolist(),
+            "embedding": {"source": np.repeat([0, 1], len(labels) // 2), "label": labels,
+                          "x": rng.normal(size=len(labels)), "y": rng.normal(size=len(labels))},
+            "samples_png": grid_png(rng.integers(0, 255, (7, 8, 48, 48), dtype=np.uint8)),
+            "predictions": {"index": np.arange(n_test), "true": rng.integers(0, 7, n_test),
+                            "predicted": rng.integers(0, 7, n_test), "proba": rng.dirichlet(np.ones(7), n_test),
+                            "paired": models}}
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=2000)
+    p.add_argument("--concurrent", type=int, default=8)
+    p.add_argument("--test", type=int, default=3589, help="test faces whose predictions each trial reports")
+    args = p.parse_args()
+    import ray
+
+    from fercore.sweep.run import run_sweep
+    from fercore.sweep.spec import load_sweep
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        sweep = {"name": "driver_scale", "data": {"source": "procedural", "scale": 0.01}, "sampler": "random",
+                 "space": "quickstart", "fixed": {"augment.policy": "none", "classifier.backbone": "linear"},
+                 "scheduler": {"type": "none"}, "num_samples": args.trials, "max_concurrent": args.concurrent,
+                 "resources": {"cpu": 0.1}}
+        path = root / "driver_scale.yaml"
+        path.write_text(yaml.safe_dump(sweep))
+        spec = load_sweep(path)
+        os.environ["FERCORE_BENCH_TEST_FACES"] = str(args.test)
+        out = root / "results" / "driver_scale"
+        finished: list[tuple[float, int]] = []  # (time, driver RSS) as each trial's TensorBoard run is closed
+        done = threading.Event()
+
+        def watch() -> None:
+            seen = 0
+            while not done.is_set():
+                n = sum(1 for _ in (out / "tb").iterdir()) if (out / "tb").is_dir() else 0
+                for _ in range(seen, n):
+                    finished.append((time.perf_counter(), rss_kb()))
+                seen = n
+                done.wait(0.05)
+
+        ray.init(num_cpus=max(1, int(args.concurrent * 0.1) + 1), include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING")
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        started = time.perf_counter()
+        run_sweep(spec, root / "results", trainable=payload_trial)
+        seconds = time.perf_counter() - started
+        done.set()
+        watcher.join()
+        ray.shutdown()
+        files = sum(len(names) for _, _, names in os.walk(out))
+    times, rss = np.array([t for t, _ in finished]), np.array([r for _, r in finished], dtype=float)
+    n = len(times)
+
+    def per_trial_ms(lo: int, hi: int) -> float:
+        lo, hi = max(1, lo), min(n - 1, hi)
+        return float(1000 * (times[hi] - times[lo]) / (hi - lo)) if hi > lo else float("nan")
+
+    at = min(100, n - 1)
+    slope = float(np.polyfit(np.arange(at, n), rss[at:], 1)[0]) if n - at > 2 else float("nan")
+    figures = {"trials": n, "seconds": round(seconds),
+               "driver_ms_per_trial_at_100": round(per_trial_ms(at - WINDOW // 2, at + WINDOW // 2), 1),
+               f"driver_ms_per_trial_at_{n}": round(per_trial_ms(n - WINDOW, n - 1), 1),
+               "driver_rss_mb_at_100": round(rss[at] / 1024), f"driver_rss_mb_at_{n}": round(rss[-1] / 1024),
+               "rss_kb_per_trial": round(slope, 1), "files_in_results": files}
+    print(f"{n} trials, {args.concurrent} at a time, {args.test} test predictions x 4 models each, on "
+          f"{os.cpu_count()} CPU cores: {seconds:.0f} s")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
