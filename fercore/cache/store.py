@@ -125,8 +125,11 @@ class CacheStore:
             shutil.rmtree(folder, ignore_errors=True)
         self._uncached.clear()
 
-    def _lock(self, key: str, mode: int) -> int:
-        """A descriptor of KEY's lock file holding MODE (LOCK_SH or LOCK_EX), waiting at most lock_timeout_s."""
+    def _lock(self, key: str, mode: int, unless_built: bool = False) -> int | None:
+        """A descriptor of KEY's lock file holding MODE (LOCK_SH or LOCK_EX), waiting at most lock_timeout_s; with
+        UNLESS_BUILT, None as soon as the entry exists (its builder keeps it shared while its trial uses it: a
+        waiter for the exclusive lock would wait for that whole trial, and two trials each waiting for an entry the
+        other uses would wait for ever)."""
         path = self.root / f"{key}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.lock_timeout_s
@@ -139,6 +142,9 @@ class CacheStore:
                 if not waited:
                     self._record(key, "waited")
                     waited = True
+                if unless_built and (self.root / key).is_dir():
+                    os.close(fd)
+                    return None
                 if time.monotonic() >= deadline:
                     holder = _holder(path)
                     os.close(fd)
@@ -203,14 +209,17 @@ class CacheStore:
             self._build(key, build, parts, folder)
             self._record(key, "built")
             return folder, False
-        if key in self._held or (self.root / key).is_dir():
-            # Held shared while it is checked and used, so that no eviction removes it under this process.
-            self._hold(key)
-            if (entry := self.lookup(key)) is not None:
-                self._record(key, "hit")
-                return entry, True
-            os.close(self._held.pop(key))  # set aside as corrupt: let go, to build it (exclusively) below
-        fd = self._lock(key, fcntl.LOCK_EX)
+        while True:
+            if key in self._held or (self.root / key).is_dir():
+                # Held shared while it is checked and used, so that no eviction removes it under this process.
+                self._hold(key)
+                if (entry := self.lookup(key)) is not None:
+                    self._record(key, "hit")
+                    return entry, True
+                os.close(self._held.pop(key))  # set aside as corrupt: let go, to build it (exclusively) below
+            fd = self._lock(key, fcntl.LOCK_EX, unless_built=True)
+            if fd is not None:
+                break  # ours to build (or, if another finished it meanwhile, found below)
         try:
             # Another process may have finished it while we waited for the lock.
             if (entry := self.lookup(key)) is not None:
