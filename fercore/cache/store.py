@@ -54,6 +54,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from fercore.atomic import fsync_dir
+
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 META = "meta.json"
 _HASH_CHUNK = 1 << 20
@@ -232,7 +234,7 @@ class CacheStore:
             self._build(key, build, parts, tmp)
             try:
                 os.rename(tmp, self.root / key)
-                _fsync(self.root)
+                fsync_dir(self.root)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 self._record(key, "failed")
@@ -295,7 +297,7 @@ class CacheStore:
             (folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             for path in [*folder.rglob("*"), folder]:  # on disk before the rename makes it an entry
                 if path.is_file() or path == folder:
-                    _fsync(path)
+                    fsync_dir(path)  # (a file or the folder; where the file system cannot sync, as durable as it gets)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             self._record(key, "failed")
@@ -393,16 +395,6 @@ def verify_entry(folder: Path) -> str | None:
         return f"files differ from their checksums: {', '.join(differing[:3])}"
     _verified[folder] = listing
     return None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # a file system that cannot sync a folder
-    finally:
-        os.close(fd)
 
 
 def _size(folder: Path) -> int:

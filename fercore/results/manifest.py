@@ -28,6 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from fercore.atomic import fsync_dir
 from fercore.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -71,22 +72,6 @@ def manifest_from(data: bytes, path: str | Path = MANIFEST) -> Manifest:
         raise UserError(f"{path}: not a fercore results manifest (expected \"format\": \"{FORMAT}\")")
     return Manifest(int(raw["version"]), int(raw["next_part"]), {t: list(p) for t, p in raw["tables"].items()},
                     [(g, float(t)) for g, t in raw.get("garbage", [])])
-
-
-def fsync_file(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: str | Path) -> None:
-    """Make a rename or a new file in folder PATH durable (its entry is on disk, not only the file's data)."""
-    try:
-        fsync_file(path)
-    except OSError:
-        pass  # a file system that cannot sync a folder (some network mounts): the rename is as durable as it gets
 
 
 def commit(folder: str | Path, manifest: Manifest) -> None:

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fercore import faults
-from fercore.atomic import atomic_write
-from fercore.results.manifest import PART_PREFIX, fsync_file, part_names
+from fercore.atomic import atomic_write, fsync_file
+from fercore.results.manifest import PART_PREFIX, part_names
 from fercore.results.rows import union_keys
 
 FANOUT = 10

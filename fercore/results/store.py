@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from fercore import faults
 from fercore.labels import CLASSES
-from fercore.results.manifest import GRACE_S, Manifest, commit, fsync_dir, part_names, read_manifest
+from fercore.atomic import fsync_dir
+from fercore.results.manifest import GRACE_S, PART_PREFIX, Manifest, commit, part_names, read_manifest
 from fercore.results.parts import (TEMP_PREFIX, TEMP_SUFFIX, PartedTable, merge_all, part_name,
                                    restore_interrupted_migration)
 from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, PREDICTIONS, SOURCES,
@@ -62,6 +63,14 @@ class Transaction:
         return manifest
 
 
+def first_manifest(folder: Path) -> Manifest:
+    """Commit the first manifest of a new folder, or of one from before manifests: it names what the folder holds now
+    (every part of a table folder; a table's single file is read as it is), so that a flush killed before its commit
+    leaves parts no manifest names, never parts a reader would take for committed ones."""
+    tables = {name: part_names(folder / name) for name in TABLE_KEYS if (folder / name).is_dir()}
+    return Transaction(Manifest()).committed(folder, tables, [])
+
+
 def remove_garbage(folder: Path, manifest: Manifest, everything: bool = False) -> Manifest:
     """Remove the files MANIFEST dropped more than GRACE_S ago (EVERYTHING: all of them), and files in the tables'
     folders that no manifest names (parts of a flush that never committed; temporary files). Must run under
@@ -77,7 +86,7 @@ def remove_garbage(folder: Path, manifest: Manifest, everything: bool = False) -
         if not path.is_dir():
             continue
         for name in os.listdir(path):
-            orphan = name.startswith("part-") and f"{table}/{name}" not in named
+            orphan = name.startswith(PART_PREFIX) and f"{table}/{name}" not in named
             temporary = name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
             if orphan or temporary:
                 (path / name).unlink(missing_ok=True)
@@ -114,11 +123,7 @@ class ResultsStore:
         for name in TABLE_KEYS:
             restore_interrupted_migration(self.folder / name, manifest is not None and name in manifest.tables)
         if manifest is None:
-            # A new folder, or one from before manifests: its first manifest names what it holds now (every part
-            # of a table folder; a table's single file is read as it is), so that a flush killed before its commit
-            # leaves parts no manifest names, never parts a reader would take for committed ones.
-            tables = {name: part_names(self.folder / name) for name in TABLE_KEYS if (self.folder / name).is_dir()}
-            manifest = Transaction(Manifest()).committed(self.folder, tables, [])
+            manifest = first_manifest(self.folder)
         self.manifest = remove_garbage(self.folder, manifest)
         for name, table in self.tables.items():
             table.load(manifest.tables.get(name, []))
@@ -245,13 +250,12 @@ def compact(folder: str | Path) -> list[str]:
         return []
     with folder_lock(folder):
         manifest = read_manifest(folder)
-        if manifest is None:  # a folder from before manifests: its first manifest names what it holds
+        if manifest is None:  # a folder from before manifests
             for name in TABLE_KEYS:
                 restore_interrupted_migration(folder / name, False)
-            tables = {name: part_names(folder / name) for name in TABLE_KEYS if (folder / name).is_dir()}
-            if not tables:
+            if not any((folder / name).is_dir() for name in TABLE_KEYS):
                 return []
-            manifest = Transaction(Manifest()).committed(folder, tables, [])
+            manifest = first_manifest(folder)
         transaction = Transaction(manifest)
         tables, dropped, merged = dict(manifest.tables), [], []
         try:

@@ -37,6 +37,7 @@ class Lease:
         self.lost: str | None = None  # set by the heartbeat thread when another driver took the sweep over
         self.token = uuid.uuid4().hex
         self.host, self.pid = socket.gethostname(), os.getpid()
+        self.started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,9 +108,8 @@ class Lease:
         return held if isinstance(held, dict) else {"heartbeat": 0}
 
     def _write(self) -> None:
-        body = json.dumps({"token": self.token, "host": self.host, "pid": self.pid,
-                           "started": getattr(self, "_started", None) or time.time(), "heartbeat": time.time()})
-        self._started = json.loads(body)["started"]
+        body = json.dumps({"token": self.token, "host": self.host, "pid": self.pid, "started": self.started,
+                           "heartbeat": time.time()})
         folder = self.path.rsplit("/", 1)[0]
         self.fs.create_dir(folder, recursive=True)
         tmp = f"{self.path}.{self.token[:8]}.tmp"
