@@ -8,13 +8,15 @@ of it) running trials that train nothing but report today's full payload through
   the trial and its three compared models (baseline, control, subset).
 
 Trials run --concurrent at a time. The driver's time per trial is taken from the wall clock between trials finishing
-(a window of 40 trials around trial 100 and the last 40), its memory from /proc/self/status.
+(a window of 200 trials around trial 100 and the last 200), its memory from /proc/self/status.
 
     python benchmarks/driver_scale.py                       # 2,000 trials, 8 at a time
     python benchmarks/driver_scale.py --trials 200 --test 500
 
 Last line, JSON: driver_ms_per_trial_at_100, driver_ms_per_trial_at_<trials>, driver_rss_mb_at_100,
-driver_rss_mb_at_<trials>, rss_kb_per_trial (the slope after trial 100), files_in_results, trials, seconds.
+driver_rss_mb_at_<trials>, rss_kb_per_trial (the slope after trial 100), files_in_results (after the sweep; of
+which tensorboard_files: TensorBoard's one event file per trial, a run each, as its HParams tab compares them, and
+files_in_results_but_tensorboard), trials, seconds.
 """
 from __future__ import annotations
 
@@ -33,17 +35,19 @@ import yaml
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 EPOCHS = 30
 POINTS = 100  # per class and source
-WINDOW = 40
+# Trials per window the time per trial is averaged over: wide enough to hold several of the commits that come with
+# Ray's saves of its state (10 s apart or more), whose cost a narrower window would catch or miss by chance.
+WINDOW = 200
 
 
-def payload_trial(config, data=None, cache=None, objectives=(), finished=None):
+def payload_trial(config, data=None, cache=None, objectives=(), finished=None, inbox=None):
     """A trial that trains nothing and reports what a real augmented trial reports, through fercore's reporter."""
     from fercore.sweep.trainable import _Reporter, trial_config
 
     flat = trial_config(config)
     n_test = int(os.environ.get("FERCORE_BENCH_TEST_FACES", 3589))  # set by main(); Ray's workers inherit it
     rng = np.random.default_rng(abs(hash(json.dumps(flat, sort_keys=True, default=str))) % 2**32)
-    report = _Reporter(tuple(objectives))
+    report = _Reporter(tuple(objectives), inbox)
     report.config = flat
     for epoch in range(1, EPOCHS + 1):
         figures = {f"val_{m}": float(rng.uniform()) for m in ("loss", "accuracy", "macro_f1", "weighted_f1")}
@@ -124,7 +128,10 @@ def main() -> int:
         done.set()
         watcher.join()
         ray.shutdown()
-        files = sum(len(names) for _, _, names in os.walk(out))
+        files = {"all": 0, "tb": 0}
+        for root, _, names in os.walk(out):
+            files["all"] += len(names)
+            files["tb"] += len(names) * Path(root).is_relative_to(out / "tb")
     times, rss = np.array([t for t, _ in finished]), np.array([r for _, r in finished], dtype=float)
     n = len(times)
 
@@ -133,12 +140,14 @@ def main() -> int:
         return float(1000 * (times[hi] - times[lo]) / (hi - lo)) if hi > lo else float("nan")
 
     at = min(100, n - 1)
+    window = min(WINDOW, max(2, n // 2))
     slope = float(np.polyfit(np.arange(at, n), rss[at:], 1)[0]) if n - at > 2 else float("nan")
     figures = {"trials": n, "seconds": round(seconds),
-               "driver_ms_per_trial_at_100": round(per_trial_ms(at - WINDOW // 2, at + WINDOW // 2), 1),
-               f"driver_ms_per_trial_at_{n}": round(per_trial_ms(n - WINDOW, n - 1), 1),
+               "driver_ms_per_trial_at_100": round(per_trial_ms(at - window // 2, at + window // 2), 1),
+               f"driver_ms_per_trial_at_{n}": round(per_trial_ms(n - window, n - 1), 1),
                "driver_rss_mb_at_100": round(rss[at] / 1024), f"driver_rss_mb_at_{n}": round(rss[-1] / 1024),
-               "rss_kb_per_trial": round(slope, 1), "files_in_results": files}
+               "rss_kb_per_trial": round(slope, 1), "files_in_results": files["all"],
+               "files_in_results_but_tensorboard": files["all"] - files["tb"], "tensorboard_files": files["tb"]}
     print(f"{n} trials, {args.concurrent} at a time, {args.test} test predictions x 4 models each, on "
           f"{os.cpu_count()} CPU cores: {seconds:.0f} s")
     print(json.dumps(figures))

@@ -84,9 +84,12 @@ def run_sweep(name: str, source: Path, work: Path, grid: dict, fixed: dict, seed
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     env = {**os.environ, "FERCORE_CACHE": str(work / "cache"), "RAY_ADDRESS": ""}
+    # A sweep of this name already begun in WORK (its driver stopped) is finished rather than started again; the wall
+    # time is then the resumed part's only.
+    resume = ["--resume"] if (work / "results" / name / "tune").is_dir() else []
     started = time.perf_counter()
-    subprocess.run([str(FERSWEEP), "run", str(path), "--storage", str(work / "results")], check=True, env=env,
-                   cwd=ROOT)
+    subprocess.run([str(FERSWEEP), "run", str(path), "--storage", str(work / "results"), *resume], check=True,
+                   env=env, cwd=ROOT)
     wall = time.perf_counter() - started
     import pyarrow.parquet as pq
 

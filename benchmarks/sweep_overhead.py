@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 
-def noop_trial(config, data=None, cache=None, objectives=(), finished=None):
+def noop_trial(config, data=None, cache=None, objectives=(), finished=None, inbox=None):
     """A trial that does nothing: one result with the sweep's metric, as a real trial's first epoch would."""
     from ray import tune
 

@@ -1,8 +1,7 @@
 """Kill a sweep's driver with SIGKILL mid-sweep, then `fersweep run --resume`: the sweep finishes, every trial is in
 trials.parquet exactly once, the trials recorded before the kill were not run again, and Optuna's study (the
-searcher's state) holds exactly the sweep's trials. The kill is made to land at the worst moment: while Ray's copy
-thread rewrites its experiment state in tune/ (which Ray would then fail to read and start over as a new experiment
-of one trial)."""
+searcher's state) holds every recorded trial. Ray saves its state periodically here (every 2 s or more), and the
+rows are committed with those saves: the kill lands after a commit, with trials running that finished or not since."""
 import json
 import os
 import signal
@@ -13,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
-import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from fercore.results import read_table
 
 pytestmark = pytest.mark.slow  # every test here starts Ray, a subprocess or real training
 
@@ -30,7 +30,7 @@ def write_sweep(tmp_path: Path, sampler: str = "tpe") -> Path:
     (tmp_path / "sweeps").mkdir()
     sweep = {"name": "resumable", "data": {"source": "procedural", "scale": 0.01}, "space": "lr",
              "fixed": {"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.width": 8,
-                       "classifier.epochs": 3, "classifier.batch_size": 32},
+                       "classifier.epochs": 6, "classifier.batch_size": 32},
              "sampler": sampler, "scheduler": {"type": "none"}, "num_samples": TRIALS, "max_concurrent": 1,
              "resources": {"cpu": 1}, "optuna_storage": True}
     path = tmp_path / "sweeps" / "resumable.yaml"
@@ -39,10 +39,8 @@ def write_sweep(tmp_path: Path, sampler: str = "tpe") -> Path:
 
 
 def rows(out: Path) -> list[dict]:
-    try:
-        return pq.read_table(out / "trials.parquet").to_pylist()
-    except (FileNotFoundError, OSError):
-        return []
+    table = read_table(out, "trials.parquet") if out.is_dir() else None  # committed rows, while the sweep runs
+    return table.to_pylist() if table is not None else []
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2"])  # nsga2: Ray unpickles the searcher's saved state
@@ -50,12 +48,15 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
     sweep = write_sweep(tmp_path, sampler)
     storage = tmp_path / "results"
     out = storage / "resumable"
-    env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray instance, not one a test left running
+    # Its own local Ray instance, not one a test left running. Ray saves its state every 2 s or more (not its 10 s,
+    # which these short trials would outlast: every row would be committed at the sweep's end).
+    env = {**os.environ, "RAY_ADDRESS": "", "TUNE_GLOBAL_CHECKPOINT_S": "2"}
     driver = subprocess.Popen([str(FERSWEEP), "run", str(sweep), "--storage", str(storage)], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while len(rows(out)) < 2:  # two trials recorded: the kill lands mid-sweep
+        # Rows are committed with Ray's saves of its state (10 s apart or more), often several trials at once.
+        while len(rows(out)) < 1:  # a commit made: the kill lands mid-sweep
             assert driver.poll() is None, "the sweep ended before it could be killed"
             assert time.monotonic() < deadline, "no trial finished within 5 minutes"
             time.sleep(0.5)
@@ -68,7 +69,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
         except ProcessLookupError:
             pass
     before = {r["trial_id"]: r for r in rows(out)}
-    assert 2 <= len(before) < TRIALS
+    assert 1 <= len(before) < TRIALS
     # Ray copies its state into tune/ in place, from a thread of its own: a kill during that copy leaves this.
     ray_copy = max((out / "tune").glob("experiment_state-*.json"))
     ray_copy.write_bytes(ray_copy.read_bytes()[: ray_copy.stat().st_size // 2])
@@ -90,8 +91,10 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
     events = (out / "cache" / "events.jsonl").read_text().splitlines()
     hits = {e["key"] for e in map(json.loads, filter(str.strip, events)) if e["event"] == "hit"}
     assert not hits & {row["baseline_key"] for row in before.values()}
-    # The searcher's state survived: Optuna's study holds the sweep's trials, each told its result once.
+    # The searcher's state survived: Optuna's study holds every recorded trial, told its result. A trial that started
+    # and ended after the last commit was told too (the study lives in optuna.db, written as trials end) and runs
+    # again under a new id: the study may hold up to that many completed trials more than the rows.
     study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{out / 'optuna.db'}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == TRIALS
-    assert sorted(t.params["classifier.lr"] for t in complete) == sorted(r["classifier.lr"] for r in after)
+    complete = Counter(t.params["classifier.lr"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert not Counter(r["classifier.lr"] for r in after) - complete
+    assert TRIALS <= sum(complete.values()) <= TRIALS + (TRIALS - len(before))

@@ -349,18 +349,24 @@ def test_the_time_budget_ends_the_sweep_and_records_the_trial_it_cut_short(tmp_p
 @pytest.mark.slow
 def test_a_resume_ray_cannot_restore_stops_before_running_anything(tmp_path, local_ray):
     """Ray 2.60 answers a saved state it cannot read by logging it and starting a new experiment of one trial, which
-    would end "finished" without the sweep's missing trials. With no tune_state.zip to put back, the resumed sweep
-    refuses instead, naming the folder, and leaves the tables as they were."""
+    would end "finished" without the sweep's missing trials. With no committed snapshot to put back, the resumed
+    sweep refuses instead, naming the folder, and leaves the tables as they were."""
     from fercore.errors import UserError
+    from fercore.results.manifest import commit, read_manifest
     from fercore.sweep import run_sweep
+    from fercore.sweep import state as tune_state
 
     sweep = write_sweep(tmp_path, name="unrestorable", space=None, sampler="grid", grid={"classifier.lr": [1e-3, 2e-3]},
                         fixed={**REAL_ONLY, "classifier.backbone": "linear"}, scheduler={"type": "none"},
                         num_samples=2, max_concurrent=1)
     out = run_sweep(load_sweep(sweep), tmp_path / "results")
     tables = {p.relative_to(out): p.read_bytes() for p in out.glob("*.parquet/*")}  # each table a folder of parts
-    assert (out / "tune_state.zip").exists()
-    (out / "tune_state.zip").unlink()
+    snapshot = tune_state.committed(out)  # committed with the rows, named by the manifest
+    assert snapshot is not None and snapshot.exists()
+    manifest = read_manifest(out)
+    manifest.attachments = {}
+    commit(out, manifest)
+    snapshot.unlink()
     for state in (out / "tune").glob("experiment_state-*.json"):
         state.write_text('{"not": "what Ray wrote"}')  # whole JSON, so only Ray's own restore can find it wrong
     with pytest.raises(UserError, match=r"could not restore the sweep from .*unrestorable/tune .* a new experiment "

@@ -1,13 +1,49 @@
 """The driver's results callback fed real Ray Trial objects and the results a worker reports, its trials.parquet
 read back with pyarrow: a trial's config is the resolved one its worker sent with its first report (not resolved
-again on the driver), merged before the row the last report sent, whether or not that row repeats the config keys;
-a trial that never reported falls back to Ray's config, resolved where it resolves. No Ray instance is started."""
+again on the driver), merged before the row its artifact file holds, whether or not that row repeats the config keys;
+a trial that never reported falls back to Ray's config, resolved where it resolves. Rows are committed only with a
+save of Ray's state (simulated here by writing its staging file), and with a snapshot of it. No Ray instance is
+started."""
+import itertools
+from pathlib import Path
+
 import pyarrow.parquet as pq
+import pytest
 
 from fercore.config import resolve
 from fercore.labels import CLASSES
+from fercore.results import artifact_file, read_table
+from fercore.sweep import inbox, internals
+from fercore.sweep import state as tune_state
 from fercore.sweep.callback import ResultsCallback
-from fercore.sweep.trainable import CONFIG
+from fercore.sweep.searchers import TESTED
+from fercore.sweep.trainable import CONFIG, EPOCH_METRICS
+
+_saves = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def staging_without_ray(monkeypatch):
+    """Ray's driver staging folder lies in its session folder, which needs a Ray instance: here, one beside the
+    trials' storage."""
+    monkeypatch.setattr(internals, "driver_staging_path", lambda trial: f"{trial.storage.storage_fs_path}/staging")
+
+
+def ray_saves(trials) -> None:
+    """What Ray's loop does when it saves its state: a new experiment state in its driver staging folder."""
+    staging = Path(internals.driver_staging_path(trials[0]))
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "experiment_state-test.json").write_text(
+        '{"trials": [%s], "save": %d}' % (",".join(f'"{t.trial_id}"' for t in trials), next(_saves)))
+
+
+def last_result(out, trial_id: str, epoch: int, f1: float, artifacts: dict) -> dict:
+    """The worker's last report: its artifacts, row included, written first as the inbox writes them."""
+    path = inbox.artifact_path(out, trial_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = {**epoch_result(epoch, f1), TESTED: True}
+    path.write_bytes(artifact_file.encode({**artifacts, EPOCH_METRICS: list(result.pop(EPOCH_METRICS))}))
+    return result
 
 
 def make_trial(tmp_path, trial_id: str, config: dict):
@@ -19,7 +55,9 @@ def make_trial(tmp_path, trial_id: str, config: dict):
 
 
 def epoch_result(epoch: int, f1: float, artifacts: dict | None = None) -> dict:
-    result = {"epoch": epoch, "val_macro_f1": f1, "train_loss": 1.0 / epoch, "training_iteration": epoch,
+    """What a worker reports for an epoch: the objective and the epoch as numbers, every figure as pairs."""
+    figures = {"epoch": epoch, "val_macro_f1": f1, "train_loss": 1.0 / epoch}
+    result = {"epoch": epoch, "val_macro_f1": f1, EPOCH_METRICS: tuple(figures.items()), "training_iteration": epoch,
               "time_total_s": 2.0 * epoch, "node_ip": "127.0.0.1", "node_id": "n1", "done": False}
     return {**result, "artifacts": artifacts} if artifacts else result
 
@@ -46,16 +84,27 @@ def test_rows_take_the_config_the_worker_resolved(tmp_path):
 
     a, b = trials["row_without_config"], trials["whole_row"]
     callback.on_trial_result(1, every, a, epoch_result(1, 0.3, {CONFIG: pairs}))
-    callback.on_trial_result(2, every, a, epoch_result(2, 0.4, {"row": row_of(0.4), "confusion": [[1] * 7] * 7}))
+    callback.on_trial_result(2, every, a, last_result(out, a.trial_id, 2, 0.4,
+                                                      {"row": row_of(0.4), "confusion": [[1] * 7] * 7}))
     callback.on_trial_complete(2, every, a)
-    callback.on_trial_result(3, every, b, epoch_result(1, 0.5, {CONFIG: pairs, "row": {**sent, **row_of(0.5)}}))
+    callback.on_step_end(2, every)  # Ray has not saved its state since: nothing is committed
+    assert not read_table(out, "trials.parquet")
+    ray_saves(every)
+    callback.on_step_end(2, every)  # now the row is committed, with the snapshot of Ray's state
+    assert [r["trial_id"] for r in read_table(out, "trials.parquet").to_pylist()] == [a.trial_id]
+    assert tune_state.committed(out).read_bytes() and not inbox.artifact_path(out, a.trial_id).exists()
+    first_snapshot = tune_state.committed(out)
+    callback.on_trial_result(3, every, b, epoch_result(1, 0.5, {CONFIG: pairs}))
+    callback.on_trial_result(3, every, b, last_result(out, b.trial_id, 1, 0.5, {"row": {**sent, **row_of(0.5)}}))
     callback.on_trial_complete(3, every, b)
     # The worker could not resolve its config: it reports its end without one.
     bad = trials["bad_config"]
     callback.on_trial_result(4, every, bad, {"status": "error", "reason": "ConfigError: vgg99", "node_ip": "127.0.0.1",
                                              "val_macro_f1": None, "training_iteration": 1})
     callback.on_trial_complete(4, every, bad)
+    ray_saves(every)  # Ray's last save, when its loop ends
     callback.on_experiment_end(every)  # never_reported: still running when the sweep ended
+    assert tune_state.committed(out) != first_snapshot  # a new snapshot with the new rows
 
     rows = {r["trial_id"]: r for r in pq.read_table(out / "trials.parquet").to_pylist()}
     assert set(rows) == set(trials)
@@ -81,12 +130,9 @@ def test_rows_take_the_config_the_worker_resolved(tmp_path):
 
 def test_the_last_report_tells_the_rows_value_and_the_epochs_table_keeps_the_epochs_own(tmp_path):
     """The worker's last report carries the row's (best epoch's) value under the objective's name, for ASHA and
-    Optuna; the epochs table and TensorBoard get the last epoch's own value back from artifacts[EPOCH_VALUES]. Its
-    predictions go to predictions.parquet and out of the result Ray keeps."""
+    Optuna; the epochs table and TensorBoard keep the last epoch's own value, from its pairs. Its predictions go to
+    predictions.parquet; the result Ray keeps holds no artifacts."""
     import numpy as np
-
-    from fercore.sweep.searchers import TESTED
-    from fercore.sweep.trainable import EPOCH_VALUES
 
     out = tmp_path / "results"
     trial = make_trial(tmp_path, "t1", {"classifier.lr": 0.002})
@@ -96,16 +142,17 @@ def test_the_last_report_tells_the_rows_value_and_the_epochs_table_keeps_the_epo
     callback.on_trial_result(1, [trial], trial, epoch_result(1, 0.6))  # the best epoch
     predictions = {"index": np.array([4, 9, 2]), "true": np.array([0, 3, 6]), "predicted": np.array([0, 3, 3]),
                    "proba": np.full((3, 7), 1 / 7, np.float32)}
-    last = epoch_result(2, 0.6, {"row": row_of(0.6), EPOCH_VALUES: {"val_macro_f1": 0.45},
-                                 "predictions": predictions})
-    last[TESTED] = True
+    last = last_result(out, "t1", 2, 0.45, {"row": row_of(0.6), "predictions": predictions})
+    last["val_macro_f1"] = 0.6  # the row's value, told to Ray; the pairs hold the epoch's own
     callback.on_trial_result(2, [trial], trial, last)
-    assert "predictions" not in last["artifacts"] and "row" in last["artifacts"]  # what Ray keeps of it
+    assert "artifacts" not in last  # what Ray keeps of it
     callback.on_trial_complete(2, [trial], trial)
+    ray_saves([trial])
+    callback.on_experiment_end([trial])
 
     epochs = sorted(pq.read_table(out / "epochs.parquet").to_pylist(), key=lambda r: r["epoch"])
     assert [r["val_macro_f1"] for r in epochs] == [0.6, 0.45]
-    assert not any(TESTED in r or EPOCH_VALUES in r for r in epochs)
+    assert not any(TESTED in r or EPOCH_METRICS in r for r in epochs)
     (row,) = pq.read_table(out / "trials.parquet").to_pylist()
     assert row["val_macro_f1"] == 0.6 and row["status"] == "completed"
     stored = pq.read_table(out / "predictions.parquet").to_pylist()

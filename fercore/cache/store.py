@@ -113,10 +113,13 @@ class CacheStore:
         self.lock_timeout_s = LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s
         self._held: dict[str, int] = {}  # key -> the descriptor of its lock file, held shared while in use
         self._uncached: list[Path] = []
+        # Keys whose wait this get_or_create has recorded: a waiter may wait twice (for the builder's exclusive lock,
+        # then, the entry built, for the builder to make it shared), and counts once.
+        self._wait_recorded: set[str] = set()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def __getstate__(self):  # sent to every trial's worker: its locks are its own
-        return {**self.__dict__, "_held": {}, "_uncached": []}
+        return {**self.__dict__, "_held": {}, "_uncached": [], "_wait_recorded": set()}
 
     def release(self) -> None:
         """Let go of every entry this process holds (a trial ends) and remove its uncached builds."""
@@ -141,9 +144,10 @@ class CacheStore:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if not waited:
+                if not waited and key not in self._wait_recorded:
                     self._record(key, "waited")
-                    waited = True
+                    self._wait_recorded.add(key)
+                waited = True
                 if unless_built and (self.root / key).is_dir():
                     os.close(fd)
                     return None
@@ -203,6 +207,7 @@ class CacheStore:
         key's inputs) are saved in meta.json for whoever wonders later what the entry is. A build that raises
         leaves no entry and the exception propagates; the next caller builds again."""
         _check_key(key)
+        self._wait_recorded.discard(key)
         if not self.enabled:
             uncached = self.root / ".uncached"
             uncached.mkdir(exist_ok=True)

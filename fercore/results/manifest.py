@@ -14,6 +14,10 @@ garbage goes, so that any Parquet reader given the folder itself (pd.read_parque
 each row once. During a sweep, read through the manifest (table_files, read_table; the README shows pandas, pyarrow,
 DuckDB and Polars).
 
+A commit may also name attachments: whole files that must change together with the rows (the sweep layer's snapshot
+of Ray Tune's state, which must know every trial that has a row). Each is written under attachments/ with a new name
+and replaces the one the previous manifest named, which becomes garbage like a dropped part.
+
 A folder written before the manifest (a table as a folder of parts, or one file) has every part committed; its next
 flush writes the first manifest.
 """
@@ -35,6 +39,7 @@ MANIFEST = "manifest.json"
 FORMAT = "fercore-results-1"
 GRACE_S = 60.0  # how long a part no manifest names any more stays for readers of an older manifest
 PART_PREFIX = "part-"
+ATTACHMENTS = "attachments"  # the folder of the files a manifest attaches (never a table: no .parquet suffix)
 
 
 @dataclass
@@ -43,14 +48,23 @@ class Manifest:
     next_part: int = 0  # the sequence number the next part's name takes
     tables: dict[str, list[str]] = field(default_factory=dict)  # table -> its parts' names, in row order
     garbage: list[tuple[str, float]] = field(default_factory=list)  # (table/part, when the manifest dropped it)
+    attachments: dict[str, str] = field(default_factory=dict)  # name -> its file, relative to the folder
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": self.version, "next_part": self.next_part,
-                           "tables": self.tables, "garbage": [list(g) for g in self.garbage]}, indent=1)
+                           "tables": self.tables, "garbage": [list(g) for g in self.garbage],
+                           "attachments": self.attachments}, indent=1)
 
     def named(self) -> set[str]:
-        """Every file (table/part) this manifest names, as a table's part or as garbage not yet removed."""
-        return {f"{t}/{p}" for t, parts in self.tables.items() for p in parts} | {g for g, _ in self.garbage}
+        """Every file (table/part, attachments/file) this manifest names, as a table's part, as an attachment or as
+        garbage not yet removed."""
+        return ({f"{t}/{p}" for t, parts in self.tables.items() for p in parts} | {g for g, _ in self.garbage}
+                | set(self.attachments.values()))
+
+    def attachment(self, folder: str | Path, name: str) -> Path | None:
+        """The file this manifest attaches as NAME in results folder FOLDER, or None."""
+        rel = self.attachments.get(name)
+        return Path(folder) / rel if rel else None
 
 
 def read_manifest(folder: str | Path) -> Manifest | None:
@@ -70,8 +84,13 @@ def manifest_from(data: bytes, path: str | Path = MANIFEST) -> Manifest:
         raise UserError(f"{path}: not a readable results manifest ({e}); expected JSON written by fercore") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise UserError(f"{path}: not a fercore results manifest (expected \"format\": \"{FORMAT}\")")
+    attachments = {str(k): str(v) for k, v in raw.get("attachments", {}).items()}
+    for name, rel in attachments.items():
+        folder, _, file = rel.partition("/")
+        if folder != ATTACHMENTS or not file or "/" in file or "\\" in file or file.startswith("."):
+            raise UserError(f"{path}: attachment {name!r} is {rel!r}; expected {ATTACHMENTS}/<file name>")
     return Manifest(int(raw["version"]), int(raw["next_part"]), {t: list(p) for t, p in raw["tables"].items()},
-                    [(g, float(t)) for g, t in raw.get("garbage", [])])
+                    [(g, float(t)) for g, t in raw.get("garbage", [])], attachments)
 
 
 def commit(folder: str | Path, manifest: Manifest) -> None:

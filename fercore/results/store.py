@@ -17,7 +17,8 @@ import pyarrow as pa
 from fercore import faults
 from fercore.labels import CLASSES
 from fercore.atomic import fsync_dir
-from fercore.results.manifest import GRACE_S, PART_PREFIX, Manifest, commit, part_names, read_manifest
+from fercore.results.manifest import (ATTACHMENTS, GRACE_S, PART_PREFIX, Manifest, commit, part_names,
+                                      read_manifest)
 from fercore.results.parts import (TEMP_PREFIX, TEMP_SUFFIX, PartedTable, merge_all, part_name,
                                    restore_interrupted_migration)
 from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER_CLASS, PREDICTIONS, SOURCES,
@@ -53,12 +54,20 @@ class Transaction:
         self.next_part += 1
         return part_name(self.next_part - 1, level, os.urandom(4).hex())
 
+    def attachment_name(self, name: str, suffix: str) -> str:
+        """A new file for attachment NAME, relative to the folder."""
+        self.next_part += 1
+        return f"{ATTACHMENTS}/{name}-{self.next_part - 1:08d}-{os.urandom(4).hex()}{suffix}"
+
     def committed(self, folder: Path, tables: dict[str, list[str]], dropped: list[str],
-                  keep_garbage: bool = True) -> Manifest:
-        """Commit TABLES (each table's parts) with DROPPED (table/part) as new garbage; returns the new manifest."""
+                  keep_garbage: bool = True, attachments: dict[str, str] | None = None) -> Manifest:
+        """Commit TABLES (each table's parts) with DROPPED (table/part) as new garbage, and ATTACHMENTS (name ->
+        file) in place of the attachments of the same names; returns the new manifest."""
         now = time.time()
+        attached = {**self.manifest.attachments, **(attachments or {})}
+        dropped = dropped + [old for name, old in self.manifest.attachments.items() if attached[name] != old]
         garbage = [(g, t) for g, t in self.manifest.garbage if keep_garbage] + [(d, now) for d in dropped]
-        manifest = Manifest(self.manifest.version + 1, self.next_part, tables, garbage)
+        manifest = Manifest(self.manifest.version + 1, self.next_part, tables, garbage, attached)
         commit(folder, manifest)
         return manifest
 
@@ -81,12 +90,12 @@ def remove_garbage(folder: Path, manifest: Manifest, everything: bool = False) -
     for g in expired:
         (folder / g).unlink(missing_ok=True)
     named = manifest.named()
-    for table in manifest.tables:
+    for table in [*manifest.tables, ATTACHMENTS]:
         path = folder / table
         if not path.is_dir():
             continue
         for name in os.listdir(path):
-            orphan = name.startswith(PART_PREFIX) and f"{table}/{name}" not in named
+            orphan = (name.startswith(PART_PREFIX) or table == ATTACHMENTS) and f"{table}/{name}" not in named
             temporary = name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
             if orphan or temporary:
                 (path / name).unlink(missing_ok=True)
@@ -108,6 +117,7 @@ class ResultsStore:
         self.after_flush = after_flush  # called once the tables are committed: fercore.sweep.storage uploads them
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tables = {name: PartedTable(self.folder / name, keys, []) for name, keys in TABLE_KEYS.items()}
+        self._attached: dict[str, tuple[bytes, str]] = {}  # name -> (data, file suffix), for the next commit
         with folder_lock(self.folder):
             self._load()
         self.trials: dict[str, dict[str, Any]] = {}
@@ -163,37 +173,57 @@ class ResultsStore:
                 "x": pa.array(np.asarray(points["x"], dtype=np.float64)),
                 "y": pa.array(np.asarray(points["y"], dtype=np.float64))}))
 
+    @property
+    def dirty(self) -> bool:
+        """Whether anything is staged that the next flush would commit."""
+        return bool(self._attached) or any(t.changed for t in self.tables.values()) or bool(self._generators.changed)
+
+    def attach(self, name: str, data: bytes, suffix: str = "") -> None:
+        """Commit DATA as attachment NAME with the next flush, together with the rows staged by then (replacing the
+        attachment of that name the last commit named); read back as manifest.attachment(folder, NAME)."""
+        self._attached[name] = (data, suffix)
+
     def flush(self) -> None:
-        """Write what changed since the last flush as new parts and commit them, every table in one manifest; then
-        call after_flush. On failure (a full disk) nothing is committed and the rows stay staged for the next flush."""
+        """Write what changed since the last flush as new parts and commit them, every table in one manifest with
+        the attachments given since; then call after_flush. On failure (a full disk) nothing is committed, and the
+        rows and attachments stay staged for the next flush."""
         for key, row in self._generators.take_changed(self.trials):
             self.tables[GENERATORS].put((key,), [row] if row is not None else [])
-        if not any(t.changed for t in self.tables.values()) and set(TABLE_KEYS) <= set(self.manifest.tables):
+        if not any(t.changed for t in self.tables.values()) and not self._attached \
+                and set(TABLE_KEYS) <= set(self.manifest.tables):
             return  # nothing to commit, and every table is readable (its parts, maybe none, are named)
         with folder_lock(self.folder):
             on_disk = read_manifest(self.folder)
             if (on_disk.version if on_disk else 0) != self.manifest.version:
                 self._load()  # another writer committed (`fersweep trial --storage` into this folder)
             self._commit_staged()
+        # Arrow's allocator keeps what a merge used for the next one; a driver that lives for days gives it back.
+        pa.default_memory_pool().release_unused()
         if self.after_flush is not None:
             self.after_flush()
 
     def _commit_staged(self) -> None:
         transaction = Transaction(self.manifest)
-        staged = {}
+        staged, attached = {}, {}
         try:
             for name, table in self.tables.items():
                 staged[name] = table.stage(transaction.name)
                 faults.point("flush-between-tables")
+            for name, (data, suffix) in self._attached.items():
+                attached[name] = transaction.attachment_name(name, suffix)
+                _write_synced(self.folder / attached[name], data)
             faults.point("flush-before-commit")
             tables = {name: (s.parts if s is not None else table.parts) for (name, table), s
                       in zip(self.tables.items(), staged.values())}
             dropped = [f"{name}/{p}" for name, s in staged.items() if s is not None for p in s.dropped]
-            manifest = transaction.committed(self.folder, tables, dropped)
+            manifest = transaction.committed(self.folder, tables, dropped, attachments=attached)
         except BaseException:
             for name, s in staged.items():
                 self.tables[name].discard(s)
+            for rel in attached.values():
+                (self.folder / rel).unlink(missing_ok=True)
             raise
+        self._attached.clear()
         for name, s in staged.items():
             self.tables[name].accept(s)
         faults.point("flush-after-commit")
@@ -205,6 +235,16 @@ class ResultsStore:
         with folder_lock(self.folder):
             self._load()
         return merged
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """A new file, its data and its folder entry on disk before the manifest that names it is committed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(path.parent)
 
 
 TRIAL_MODEL = "trial"  # predictions.parquet's model of a trial's own rows (and of rows written before the column)

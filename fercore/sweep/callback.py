@@ -2,11 +2,16 @@
 and each finished trial (completed, stopped, diverged, failed) to trials.parquet, through fercore.results.
 
 A trial's config comes from its worker, resolved there once and sent with its first report (fercore.sweep.trainable);
-its row is that config, then what the trial's last report sent as its row (which may repeat the config keys), then
-the driver's bookkeeping.
+its row is that config, then the row its artifact file holds (fercore.sweep.inbox; it may repeat the config keys),
+then the driver's bookkeeping.
+
+Rows are committed when Ray has saved its experiment state, together with a snapshot of that state
+(fercore.sweep.state says why), so a finished trial's row appears up to one save period (10 s or more) after it ends;
+its progress line is printed then. The cost of a commit does not grow with the sweep, and Ray saves at its own pace.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,18 +20,24 @@ from ray import tune
 from fercore.config import resolve
 from fercore.errors import UserError
 from fercore.results import ResultsStore, TensorBoardWriter
-from fercore.sweep import internals, state
+from fercore.results import artifact_file
+from fercore.sweep import inbox, internals, state
 from fercore.sweep.guards import Guard
 from fercore.sweep.searchers import TESTED
-from fercore.sweep.trainable import CONFIG, EPOCH_VALUES, trial_config
+from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, trial_config
 
 RAY_KEYS = internals.ray_result_keys() | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
                                           "time_this_iter_s", "timesteps_total", "episodes_total", TESTED}
-# Artifacts stored from the trial's last report, then dropped from the result Ray keeps as the trial's last result:
-# Ray writes every trial's last result into its experiment state at each step of its loop, and a trial's test
-# predictions (a row per test image) would make that state grow by their size with every finished trial.
-STORED_ONLY = ("predictions",)
 TUNE_DIR = "tune"  # Ray Tune's experiment state, under the sweep's results folder
+
+
+@dataclass
+class _Staged:
+    """A finished trial whose rows wait for the commit that comes with Ray's next save."""
+    trial_id: str
+    config: dict[str, Any]
+    row: dict[str, Any]
+    artifacts: dict[str, Any]
 
 
 class ResultsCallback(tune.Callback):
@@ -59,18 +70,64 @@ class ResultsCallback(tune.Callback):
         self.tb = TensorBoardWriter(self.folder / "tb")
         self.finished = len(self.store.trials)
         self._recorded = set(self.store.trials)
-        self._saved_trials = 0  # how many trials Ray's state held when it was last kept whole
+        self._staged: list[_Staged] = []  # finished, rows staged, not committed yet
+        self._state_stamp: tuple[int, int] | None = None  # Ray's saved state as last seen
+        self._known: set[str] = set()  # the trials the last committed snapshot of Ray's state holds
+        inbox.clear(self.folder)  # an earlier driver's uncommitted artifact files: their trials run again
 
     def on_step_end(self, iteration, trials, **info):
-        # Ray saved its state earlier in this step (TUNE_GLOBAL_CHECKPOINT_S=0). Kept whole once per new trial,
-        # before that trial can finish, so every row in trials.parquet names a trial the kept state knows (a trial
-        # it holds as running whose row exists is re-reported on resume, not run; fercore/sweep/state.py says why).
-        if len(trials) != self._saved_trials and trials:
-            if state.save(internals.driver_staging_path(trials[0]), self.folder / state.TUNE_STATE):
-                self._saved_trials = len(trials)
+        if trials:
+            self._commit_with_saved_state(trials)
+
+    def _commit_with_saved_state(self, trials) -> bool:
+        """When Ray saved its state since the last look (it saves in its loop's step, before this callback's
+        on_step_end), commit what is staged with a snapshot of it: the snapshot holds every staged trial as
+        finished, and every trial with a row. False when Ray has not saved since."""
+        staging = internals.driver_staging_path(trials[0])
+        stamp = state.stamp(staging)
+        if stamp is None or stamp == self._state_stamp:
+            return False
+        self._state_stamp = stamp
+        if not self._staged and not self.store.dirty:
+            return True
+        snapshot = state.snapshot(staging)
+        if snapshot is None:
+            return False
+        self.store.attach(state.ATTACHMENT, snapshot, ".zip")
+        self._commit(self._staged)
+        self._known = {t.trial_id for t in trials}
+        return True
+
+    def _commit(self, staged: list[_Staged]) -> None:
+        """Commit STAGED trials' rows (with what the store has staged: epochs, an attachment); then what follows."""
+        for t in staged:  # again after a failed commit: a key's staged rows are replaced, not doubled
+            self.store.add_trial(t.row)
+            self.store.add_artifacts(t.trial_id, t.artifacts)
+        if self._flush():
+            self._committed(list(staged))
+
+    def _committed(self, staged: list[_Staged]) -> None:
+        """What follows a trial's commit: its TensorBoard summary and its progress line; its artifact file goes."""
+        for t in staged:
+            self.tb.finish(t.trial_id, t.config, t.row, t.artifacts)
+            self.finished += 1
+            metric = ", ".join(f"{k}={t.row[k]:.3f}" for k in ("val_macro_f1", "test_macro_f1")
+                               if t.row.get(k) is not None)
+            print(f"[{self.finished}/{self.total}] trial {t.trial_id} {t.row['status']} {metric} "
+                  f"{t.row['reason']}".rstrip(), flush=True)
+            inbox.artifact_path(self.folder, t.trial_id).unlink(missing_ok=True)
+        staged_ids = {t.trial_id for t in staged}
+        self._staged = [t for t in self._staged if t.trial_id not in staged_ids]
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("store", "tb")}
+        # Ray pickles its callbacks with every save of its state: what is staged or in flight stays out (a resumed
+        # sweep runs those trials again).
+        transient = ("store", "tb", "_staged", "_artifacts", "_last", "_configs", "_outcome")
+        return {k: v for k, v in self.__dict__.items() if k not in transient}
+
+    def __setstate__(self, saved):
+        self.__dict__.update(saved)
+        self._last, self._artifacts, self._configs, self._outcome = {}, {}, {}, {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._running.add(trial.trial_id)
@@ -88,18 +145,27 @@ class ResultsCallback(tune.Callback):
             self._last.setdefault(trial.trial_id, where)
             return
         metrics = {k: v for k, v in result.items() if k not in RAY_KEYS and v is not None}
-        # The last report's objectives are the row's (fercore.sweep.trainable); the epochs table keeps the epoch's own.
-        metrics.update(artifacts.pop(EPOCH_VALUES, {}))
-        if any(k in artifacts for k in STORED_ONLY):
-            # Ray lets a callback change the result in place; it keeps it as the trial's last result after this call.
-            result["artifacts"] = {k: v for k, v in result["artifacts"].items() if k not in STORED_ONLY}
-        if artifacts:
+        # The epoch's figures (fercore.sweep.trainable says why as pairs); the last report's objectives are the row's,
+        # and the epochs table keeps the epoch's own.
+        if result.get(TESTED):  # the last report: the worker's artifact file is there (fercore.sweep.inbox)
+            artifacts = self._read_artifacts(trial.trial_id)
+            metrics[EPOCH_METRICS] = artifacts.pop(EPOCH_METRICS, ())
             self._artifacts[trial.trial_id] = artifacts
+        metrics.update((k, v) for k, v in metrics.pop(EPOCH_METRICS, ()) if v is not None)
         metrics["node_ip"] = where["node_ip"]
         metrics["time_total_s"] = result.get("time_total_s")
         self._last[trial.trial_id] = metrics
         self.store.add_epoch(trial.trial_id, {k: v for k, v in metrics.items() if k != "time_total_s"})
         self.tb.epoch(trial.trial_id, int(metrics.get("epoch", result.get("training_iteration", 0))), metrics)
+
+    def _read_artifacts(self, trial_id: str) -> dict[str, Any]:
+        path = inbox.artifact_path(self.folder, trial_id)
+        try:
+            return artifact_file.decode(path.read_bytes(), str(path))
+        except (OSError, UserError) as e:  # the row is then its last epoch's: recorded, and the loss said
+            print(f"[results] trial {trial_id}: its artifacts could not be read ({e}); its row keeps its last "
+                  f"epoch's figures", flush=True)
+            return {}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.trial_id in self._outcome:
@@ -132,15 +198,8 @@ class ResultsCallback(tune.Callback):
         artifacts = self._artifacts.pop(trial.trial_id, {})
         row = trial_row(trial.trial_id, config, artifacts.get("row"), last, status, reason,
                         attempts if attempts is not None else trial.num_failures + 1)
-        self.store.add_trial(row)
-        self.store.add_artifacts(trial.trial_id, artifacts)
-        if not self._flush():
-            return
-        self.tb.finish(trial.trial_id, config, row, artifacts)
-        self.finished += 1
-        metric = ", ".join(f"{k}={row[k]:.3f}" for k in ("val_macro_f1", "test_macro_f1") if row.get(k) is not None)
-        print(f"[{self.finished}/{self.total}] trial {trial.trial_id} {status} {metric} {reason}".rstrip(), flush=True)
-        self.guard.trial_ended(status, trial.trial_id, reason)
+        self._staged.append(_Staged(trial.trial_id, config, row, artifacts))
+        self.guard.trial_ended(status, trial.trial_id, reason)  # now, not at the commit: a failing sweep stops soon
 
     def _flush(self) -> bool:
         """Commit the staged rows; a write that fails (a full disk) commits nothing and stops the sweep cleanly."""
@@ -172,7 +231,12 @@ class ResultsCallback(tune.Callback):
                 why = (f"the sweep's time budget (time_budget_s={self.time_budget_s}) ran out"
                        if self.time_budget_s else "the sweep ended")
                 self._finish(trial, "stopped", f"{why} after epoch {epoch}")
-        self._flush()
+        # Ray saved its state once more when its loop ended (after the last trial finished, before this call).
+        # When it could not (its loop raised), only the trials the last committed snapshot knows are committed: a
+        # resumed sweep re-reports those, and runs the others again.
+        if not trials or not self._commit_with_saved_state(trials):
+            self._staged = [t for t in self._staged if t.trial_id in self._known]
+            self._commit(self._staged)
         self.tb.close()
 
 

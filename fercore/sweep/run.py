@@ -15,10 +15,8 @@ from typing import Any, Callable
 
 # We write our own tables and event files; Ray's JSON/CSV/TensorBoard loggers would duplicate them per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# Ray saves its experiment state (trials, searcher) at most this often. At Ray's default (10 s or more) a trial can
-# start and finish unseen by the last save, and a resumed sweep then runs one trial too many; 0 saves at every step
-# of Ray's loop (benchmarks/sweep_overhead.py measures what that costs).
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+# Ray saves its experiment state at its own pace (TUNE_GLOBAL_CHECKPOINT_S, "auto": 10 s apart or more); the results
+# callback commits rows with those saves (fercore.sweep.state says why).
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -36,6 +34,7 @@ from fercore.results.rows import TRIALS  # noqa: E402
 from fercore.sweep import internals, state  # noqa: E402
 from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
 from fercore.sweep.guards import Guard, GuardStopper, space_problem  # noqa: E402
+from fercore.sweep.inbox import start_inbox  # noqa: E402
 from fercore.sweep.searchers import make_searcher  # noqa: E402
 from fercore.sweep.smoke import smoke_spec  # noqa: E402
 from fercore.sweep.spec import SweepSpec  # noqa: E402
@@ -110,13 +109,18 @@ def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, starte
                        max_bytes=spec.cache_max_gb * 1e9 if spec.cache_max_gb else None)
     # Resumed: Ray may not know these finished (a driver killed between our row and Ray's next save of its state).
     finished = _recorded_objectives(spec, out) if resume else {}
+    inbox = start_inbox(out)
     fn = tune.with_resources(tune.with_parameters(trainable or run_trial, data=data, cache=cache,
-                                                  objectives=tuple(spec.metrics), finished=finished), resources)
-    if resume:
-        callback = _resume(fn, spec, location, len(finished), lease)
-    else:
-        callback = _start(fn, spec, fixed, n, study_storage, location, max_concurrent or spec.max_concurrent,
-                          reuse_actors, lease)
+                                                  objectives=tuple(spec.metrics), finished=finished, inbox=inbox),
+                             resources)
+    try:
+        if resume:
+            callback = _resume(fn, spec, location, len(finished), lease)
+        else:
+            callback = _start(fn, spec, fixed, n, study_storage, location, max_concurrent or spec.max_concurrent,
+                              reuse_actors, lease)
+    finally:
+        ray.kill(inbox)  # its process, in a Ray instance that may run more sweeps
     return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location, callback.guard)
 
 
@@ -215,8 +219,11 @@ def _scheduler(spec: SweepSpec, fixed: dict[str, Any]):
 def _resume(fn, spec: SweepSpec, location: SweepFolder, recorded: int, lease) -> ResultsCallback:
     """Finish a stopped sweep: the searcher, scheduler and results callback come back from Ray's saved state."""
     out = location.local
-    # Ray's copy in tune/ may be half written (a kill during its copy thread's write): put back the whole one.
-    state.restore(out / state.TUNE_STATE, out / TUNE_DIR)
+    # Ray's copy in tune/ may be half written (a kill during its copy thread's write) or newer than the rows: put
+    # back the snapshot committed with them.
+    snapshot = state.committed(out)
+    if snapshot is not None:
+        state.restore(snapshot, out / TUNE_DIR)
     state.check(out / TUNE_DIR)
     tuner = tune.Tuner.restore(str(out / TUNE_DIR), fn, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)

@@ -1,5 +1,5 @@
-"""Ray Tune's experiment state kept whole for `--resume`, in one file written atomically (tune_state.zip beside the
-tables).
+"""Ray Tune's experiment state kept whole for `--resume`, as one zip committed together with the rows (an attachment
+of the results manifest, fercore.results.manifest).
 
 Why Ray's own copy is not enough: Ray 2.60 saves its state (experiment_state-*.json with the trials,
 search_gen_state-*.json and searcher-state-*.pkl with the searcher) into a staging folder on the driver and copies
@@ -9,18 +9,26 @@ fails to restore, logs it, and silently starts a new experiment of one trial (Tu
 sweep "finishes" without running the trials it was missing. The staging folder itself is consistent between two
 steps of Ray's loop (the save runs in the loop's thread), so a callback copies it from there, and `--resume` puts
 that copy back into tune/ before Ray reads it. The file names are Ray's own (fercore.sweep.internals lists them
-with the other Ray internals this layer relies on)."""
+with the other Ray internals this layer relies on).
+
+Why with the rows: a resumed sweep is right only if the state it restores knows every trial that has a row (one it
+does not know is sampled again: a trial too many) and has a row for every trial it holds as finished (or that trial
+is lost). Ray saves at its own pace (at least 10 s apart), so the results callback stages finished trials' rows and
+commits them, with a snapshot of the state Ray has just saved, in one manifest: both hold or neither does."""
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import zipfile
 from pathlib import Path
 
 from fercore.atomic import atomic_write
 from fercore.errors import UserError
+from fercore.results.manifest import read_manifest
 
-TUNE_STATE = "tune_state.zip"
+TUNE_STATE = "tune_state.zip"  # where folders from before snapshots were committed with the rows kept theirs
+ATTACHMENT = "tune_state"  # the results manifest's attachment that names the snapshot committed with the rows
 # The files Ray restores from (TuneController.resume, SearchGenerator.restore_from_dir), one of each per session.
 STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 EXPERIMENT_STATE = STATE_PATTERNS[0]
@@ -30,29 +38,58 @@ def _is_state_file(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in STATE_PATTERNS)
 
 
-def save(staging: str | Path, dest: str | Path) -> bool:
-    """Copy Ray's state files from its driver staging folder STAGING into the zip DEST, atomically; False when
-    STAGING holds no experiment state yet (nothing is written then)."""
-    staging = Path(staging)
-    files = sorted(p for p in staging.glob("*") if p.is_file() and _is_state_file(p.name)) if staging.is_dir() else []
+def _state_files(staging: Path) -> list[Path]:
+    return sorted(p for p in staging.glob("*") if p.is_file() and _is_state_file(p.name)) if staging.is_dir() else []
+
+
+def stamp(staging: str | Path) -> tuple[int, int] | None:
+    """(size, mtime) of the experiment state in Ray's driver staging folder STAGING, None before Ray's first save:
+    it changes when Ray saves its state, which Ray does at most every TUNE_GLOBAL_CHECKPOINT_S (by default at least
+    10 s apart, and so that saving takes at most a twentieth of the time)."""
+    states = [p for p in _state_files(Path(staging)) if fnmatch.fnmatch(p.name, EXPERIMENT_STATE)]
+    if not states:
+        return None
+    st = states[-1].stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def snapshot(staging: str | Path) -> bytes | None:
+    """Ray's state files in its driver staging folder STAGING as one zip's bytes; None when STAGING holds no
+    experiment state yet."""
+    files = _state_files(Path(staging))
     if not any(fnmatch.fnmatch(p.name, EXPERIMENT_STATE) for p in files):
+        return None
+    buffer = io.BytesIO()
+    # Level 1: half the time of the default level for twice the size.
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for p in files:
+            z.writestr(p.name, p.read_bytes())
+    return buffer.getvalue()
+
+
+def save(staging: str | Path, dest: str | Path) -> bool:
+    """snapshot(STAGING) written to DEST atomically; False (nothing written) when there is no state yet."""
+    data = snapshot(staging)
+    if data is None:
         return False
-    contents = {p.name: p.read_bytes() for p in files}
-
-    def write(f) -> None:
-        # Level 1: half the time of the default level for twice the size (a 200-trial state zips to 190 KB; 9 ms
-        # per trial over that sweep, benchmarks/sweep_overhead.py measures the whole layer).
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-            for name, data in contents.items():
-                z.writestr(name, data)
-
-    atomic_write(dest, write)
+    atomic_write(dest, lambda f: f.write(data))
     return True
 
 
+def committed(folder: str | Path) -> Path | None:
+    """The snapshot committed with the results of the sweep folder FOLDER (the manifest's attachment), or, in a folder
+    from before snapshots were committed with the rows, its tune_state.zip; None when it has neither."""
+    manifest = read_manifest(folder)
+    path = manifest.attachment(folder, ATTACHMENT) if manifest is not None else None
+    if path is None and (Path(folder) / TUNE_STATE).exists():
+        path = Path(folder) / TUNE_STATE
+    return path
+
+
 def restore(snapshot: str | Path, tune_dir: str | Path) -> bool:
-    """Replace the state files in TUNE_DIR (Ray's copy, possibly half written) by the snapshot's; False when there is
-    no snapshot (a sweep killed before its first trial started). Names are checked: only Ray's state files, no path."""
+    """Replace the state files in TUNE_DIR (Ray's copy, possibly half written or newer than the rows) by the
+    snapshot's; False when there is no snapshot file (nothing committed yet). Names are checked: only Ray's state
+    files, no path."""
     snapshot, tune_dir = Path(snapshot), Path(tune_dir)
     if not snapshot.exists():
         return False

@@ -8,11 +8,11 @@ each file that changed: the tables, optuna.db, sweep.json, TensorBoard's events 
 (tune/). The cache is never uploaded: its entries are guarded by flock, so it stays on each node's local disk.
 
 Ray Tune's state goes through the copy too, rather than to the URI through RunConfig(storage_path=URI): Ray 2.60
-uploads its whole experiment folder after every save (a request per trial folder, and this sweep layer saves at
-every step of Ray's loop, TUNE_GLOBAL_CHECKPOINT_S=0), back to back for as long as the sweep runs. Uploaded at each
-flush instead, the URI's tables, study and Ray state are snapshots of the same moment: every trial with a row is
-known to the Ray state beside it (tune_state.zip, which fercore.sweep.state keeps whole), as resuming needs.
-`--resume` (on any machine) downloads everything but the events into a fresh copy, then Ray restores from it.
+uploads its whole experiment folder after every save (a request per trial folder). Uploaded after the commits
+instead, off the driver's loop (at most every UPLOAD_EVERY_S), the URI's tables and the snapshot of Ray's state
+committed with them (fercore.sweep.state) are of one moment: every trial with a row is known to that state, as
+resuming needs. `--resume` (on any machine) downloads everything but the events into a fresh copy, then Ray restores
+from it.
 """
 from __future__ import annotations
 
@@ -35,15 +35,21 @@ from fercore import faults
 from fercore.errors import UserError
 from fercore.redact import redact
 from fercore.results import MANIFEST
-from fercore.results.manifest import manifest_from, read_manifest
+from fercore.results.manifest import ATTACHMENTS, manifest_from, read_manifest
+from fercore.sweep.inbox import INCOMING
 from fercore.sweep.lease import LEASE, Lease
 
 # Object stores, whose PUT shows an object whole or not at all; other file systems show a file while it is written.
 OBJECT_STORES = {"s3", "gcs", "abfs"}
-LOCAL_ONLY = {"cache"}  # never uploaded: the cache's locks only hold on a local disk
+# Never uploaded: the cache's locks only hold on a local disk; incoming artifact files live until their commit.
+LOCAL_ONLY = {"cache", INCOMING}
 NOT_DOWNLOADED = LOCAL_ONLY | {"tb", LEASE}  # the lease belongs to the URI, where drivers take it
 SQLITE_MAGIC = b"SQLite format 3\x00"
-UPLOAD_EVERY_S = 30.0  # a URI gets the latest commit at most this long after it was made
+UPLOAD_EVERY_S = 30.0  # a URI gets the latest commit at most this long after it was made (FERCORE_UPLOAD_EVERY_S)
+
+
+def upload_every_s() -> float:
+    return float(os.environ.get("FERCORE_UPLOAD_EVERY_S", UPLOAD_EVERY_S))
 
 
 def is_uri(storage: str | Path) -> bool:
@@ -151,7 +157,7 @@ class SweepFolder:
 
     def push_soon(self) -> None:
         """Ask the uploader thread for a push (after a flush): uploads run off the driver's loop, at most one every
-        UPLOAD_EVERY_S, each taking every commit made since the last. A no-op for a local folder."""
+        upload_every_s(), each taking every commit made since the last. A no-op for a local folder."""
         if self.fs is None:
             return
         if self._uploader is None:
@@ -180,7 +186,7 @@ class SweepFolder:
             self._wake.clear()
             started = time.monotonic()
             self.push()
-            self._stopping.wait(max(0.0, UPLOAD_EVERY_S - (time.monotonic() - started)))
+            self._stopping.wait(max(0.0, upload_every_s() - (time.monotonic() - started)))
 
     def push(self) -> bool:
         """Upload every file of the working copy that changed since its last upload, but the cache and files half
@@ -235,8 +241,8 @@ class SweepFolder:
         """Delete the URI's part files of a table (a folder `*.parquet/`) that the manifest just uploaded does not name
         (as a part, or as garbage a slow reader may still read): parts a merge replaced. Left there, a reader of
         the URI's folder itself would count their rows twice."""
-        for table in self.local.glob("*.parquet"):
-            if not table.is_dir():
+        for table in self.local.iterdir():
+            if not table.is_dir() or not _is_committed_folder(table.name):
                 continue
             remote = f"{self.fs_path}/{table.name}"
             for info in self.fs.get_file_info(pafs.FileSelector(remote, allow_not_found=True)):
@@ -284,12 +290,17 @@ class SweepFolder:
 
 
 def _committed_or_other(rel: Path, named: set[str] | None) -> bool:
-    """Whether a file of the working copy goes up: any file but a table's part that the manifest being uploaded does
-    not name (a part of a flush not committed yet goes with the push after its commit)."""
+    """Whether a file of the working copy goes up: any file but a table's part or an attachment that the manifest
+    being uploaded does not name (one of a flush not committed yet goes with the push after its commit)."""
     parts = rel.parts
-    if named is None or len(parts) != 2 or not parts[0].endswith(".parquet"):
+    if named is None or len(parts) != 2 or not _is_committed_folder(parts[0]):
         return True
     return rel.as_posix() in named
+
+
+def _is_committed_folder(name: str) -> bool:
+    """A folder whose files a manifest names: a table's parts, or the attachments."""
+    return name.endswith(".parquet") or name == ATTACHMENTS
 
 
 def upload_order(rel: str) -> tuple[bool, bool, str]:
@@ -298,7 +309,7 @@ def upload_order(rel: str) -> tuple[bool, bool, str]:
     the study beside them know the trial (which resuming from the URI relies on: the driver may die between two
     uploads), and that a reader of the URI's manifest finds every part it names."""
     top = rel.split("/", 1)[0]
-    return rel == MANIFEST, rel.endswith(".parquet") or top.endswith(".parquet"), rel
+    return rel == MANIFEST, rel.endswith(".parquet") or _is_committed_folder(top), rel
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:

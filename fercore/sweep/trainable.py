@@ -18,15 +18,21 @@ from fercore.cache import CacheStore
 from fercore.config import resolve
 from fercore.data import FaceSet
 from fercore.errors import UserError
+from fercore.results import artifact_file
 from fercore.sweep.searchers import RESUMED, STOPPED, TESTED
 from fercore.sweep.spaces import flat_config
 
 CONFIG = "config"  # the artifacts key of the resolved flat config, sent with the trial's first report
-# The trial's last report (the one whose artifacts hold its row) carries, under each objective's name, the row's value:
-# the best epoch's, whose weights were tested, not the last epoch's. So ASHA's last view of the trial and the value
-# Optuna is told (Ray gives the searcher the trial's last result) are the value trials.parquet holds. TESTED marks
-# such a result; the last epoch's own values of those keys travel in artifacts[EPOCH_VALUES], for the epochs table.
-EPOCH_VALUES = "epoch_values"
+# Ray keeps running statistics of every number in a result (Trial.update_last_result: max, min, means of the last 5
+# and 10), for every trial, for the whole sweep, and saves them with its state. So only what Ray's scheduler and
+# searcher read goes as numbers (the objectives, the epoch); the epoch's figures all travel under EPOCH_METRICS as
+# (key, value) pairs, which Ray keeps as they are.
+EPOCH_METRICS = "epoch_metrics"
+# The trial's last report (after its artifacts, row included, went to the driver as a file: fercore.sweep.inbox)
+# carries, under each objective's name, the row's value: the best epoch's, whose weights were tested, not the last
+# epoch's. So ASHA's last view of the trial and the value Optuna is told (Ray gives the searcher the trial's last
+# result) are the value trials.parquet holds. TESTED marks such a result; the epoch's own values stay in its
+# EPOCH_METRICS, for the epochs table.
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -43,24 +49,34 @@ class _Reporter:
     """fercore.trial's report(epoch, metrics, artifacts) as tune.report, and the trial's own account of its end.
     Ray wants the searcher's metrics in every result: an objective measured only at the end (classifier_seconds) is
     None until then. The first report carries the resolved config, once it is known; the last one the row's values
-    of the objectives (TESTED)."""
+    of the objectives (TESTED), its artifacts having gone to INBOX first."""
 
-    def __init__(self, objectives: tuple[str, ...]):
+    def __init__(self, objectives: tuple[str, ...], inbox=None):
         self.objectives = objectives
+        self.inbox = inbox
         self.unmeasured = dict.fromkeys(objectives)
         # Several nodes of one machine share an IP address (a local test cluster); the node id tells them apart.
         self.node_id = ray.get_runtime_context().get_node_id()
         self.config: dict[str, Any] | None = None  # resolved and not yet sent
 
     def __call__(self, epoch: int, metrics: dict[str, float], artifacts: dict | None) -> None:
-        result = {**self.unmeasured, **metrics, "node_id": self.node_id}
+        read_by_ray = {k: v for k, v in metrics.items() if k in self.objectives or k == "epoch"}
+        result = {**self.unmeasured, **read_by_ray, EPOCH_METRICS: tuple(metrics.items()), "node_id": self.node_id}
         row = (artifacts or {}).get("row")
         if row is not None:  # the last report: the objectives as the row holds them (TESTED says why)
             tested = {m: row[m] for m in self.objectives if m in row}
-            artifacts = {**artifacts, EPOCH_VALUES: {m: metrics[m] for m in tested if m in metrics}}
+            # Its figures (the test split's too, ~200) go with the artifacts: Ray keeps a trial's last result.
+            self._send({**artifacts, EPOCH_METRICS: result.pop(EPOCH_METRICS)})
             result.update(tested)
             result[TESTED] = True
+            artifacts = None
         self._report(result, artifacts)
+
+    def _send(self, artifacts: dict) -> None:
+        """The artifacts as a file on the driver's node, written before the report that tells the driver to read it."""
+        if self.inbox is None:
+            raise RuntimeError("a sweep trial's artifacts need the sweep's inbox (fercore.sweep.inbox)")
+        ray.get(self.inbox.put.remote(tune.get_context().get_trial_id(), artifact_file.encode(artifacts)))
 
     def ended(self, status: str, reason: str) -> None:
         """The trial's last result, without an epoch: it diverged, or its config cannot run."""
@@ -77,9 +93,9 @@ class _Reporter:
 
 
 def trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheStore | None = None,
-              objectives: tuple[str, ...] = (), finished: dict[str, dict] | None = None) -> None:
-    """One trial: the config Ray sampled, resolved and run on DATA with CACHE, reporting OBJECTIVES every epoch.
-    FINISHED holds the recorded objectives of a resumed sweep's trials by trial id."""
+              objectives: tuple[str, ...] = (), finished: dict[str, dict] | None = None, inbox=None) -> None:
+    """One trial: the config Ray sampled, resolved and run on DATA with CACHE, reporting OBJECTIVES every epoch and
+    handing its artifacts to INBOX. FINISHED holds the recorded objectives of a resumed sweep's trials by trial id."""
     import torch
 
     from fercore import trial
@@ -92,7 +108,7 @@ def trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheS
         tune.report({**dict.fromkeys(objectives), **{m: recorded.get(m) for m in objectives}, RESUMED: True,
                      TESTED: recorded.get("status") == "completed", STOPPED: recorded.get("status") == "stopped"})
         return
-    report = _Reporter(objectives)
+    report = _Reporter(objectives, inbox)
     try:
         resolved = resolve(trial_config(config), drop_inapplicable=True)
         report.config = resolved.flat(applicable_only=True)  # the row's config: keys that do not apply are empty
