@@ -71,7 +71,8 @@ class ResultsCallback(tune.Callback):
         self.finished = len(self.store.trials)
         self._recorded = set(self.store.trials)
         self._staged: list[_Staged] = []  # finished, rows staged, not committed yet
-        self._state_stamp: tuple[int, int] | None = None  # Ray's saved state as last seen
+        self._state_file: Path | None = None  # Ray's experiment state in its driver staging folder
+        self._state_stamp: tuple[int, int] | None = None  # ... as last seen
         self._known: set[str] = set()  # the trials the last committed snapshot of Ray's state holds
         inbox.clear(self.folder)  # an earlier driver's uncommitted artifact files: their trials run again
 
@@ -84,7 +85,9 @@ class ResultsCallback(tune.Callback):
         on_step_end), commit what is staged with a snapshot of it: the snapshot holds every staged trial as
         finished, and every trial with a row. False when Ray has not saved since."""
         staging = internals.driver_staging_path(trials[0])
-        stamp = state.stamp(staging)
+        if self._state_file is None:  # found once: its name is fixed for the session
+            self._state_file = state.experiment_state_file(staging)
+        stamp = state.stamp(self._state_file) if self._state_file is not None else None
         if stamp is None or stamp == self._state_stamp:
             return False
         self._state_stamp = stamp

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -39,17 +40,26 @@ def _is_state_file(name: str) -> bool:
 
 
 def _state_files(staging: Path) -> list[Path]:
-    return sorted(p for p in staging.glob("*") if p.is_file() and _is_state_file(p.name)) if staging.is_dir() else []
+    # By name only: the staging folder also holds a folder per trial, and a stat of each (thousands) per look made
+    # the driver's cost per trial grow with the sweep.
+    return sorted(p for pattern in STATE_PATTERNS for p in staging.glob(pattern)) if staging.is_dir() else []
 
 
-def stamp(staging: str | Path) -> tuple[int, int] | None:
-    """(size, mtime) of the experiment state in Ray's driver staging folder STAGING, None before Ray's first save:
-    it changes when Ray saves its state, which Ray does at most every TUNE_GLOBAL_CHECKPOINT_S (by default at least
-    10 s apart, and so that saving takes at most a twentieth of the time)."""
-    states = [p for p in _state_files(Path(staging)) if fnmatch.fnmatch(p.name, EXPERIMENT_STATE)]
-    if not states:
+def experiment_state_file(staging: str | Path) -> Path | None:
+    """The experiment state file in Ray's driver staging folder STAGING (one name per Ray session), None before
+    Ray's first save."""
+    states = sorted(Path(staging).glob(EXPERIMENT_STATE)) if Path(staging).is_dir() else []
+    return states[-1] if states else None
+
+
+def stamp(state_file: Path) -> tuple[int, int] | None:
+    """(size, mtime) of Ray's experiment state file STATE_FILE (experiment_state_file): it changes when Ray saves its
+    state, which Ray does at most every TUNE_GLOBAL_CHECKPOINT_S (by default at least 10 s apart, and so that saving
+    takes at most a twentieth of the time). One stat, whatever the sweep's size."""
+    try:
+        st = os.stat(state_file)
+    except FileNotFoundError:
         return None
-    st = states[-1].stat()
     return st.st_size, st.st_mtime_ns
 
 
