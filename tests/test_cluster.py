@@ -217,11 +217,11 @@ def test_a_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path, two_n
     assert len(node_ids) == 2
 
     # Four real-only trials at one CPU each, two at a time: with one CPU per node, two running trials are on two nodes.
-    # Each lasts several seconds (cnn3, 12 epochs): a short trial could end before the second node's worker has
+    # Each lasts several seconds (cnn3, 8 epochs): a short trial could end before the second node's worker has
     # started, and Ray would then hand the next trial to the first node's worker (actor reuse), leaving the second
     # node idle; on a loaded machine that happened with a 1-epoch linear model, and once with 4 cnn3 epochs.
     fixed = {k: v for k, v in TINY_TRIAL.items() if k.startswith("classifier.")}
-    fixed.update({"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.epochs": 12})
+    fixed.update({"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.epochs": 8})
     sweep = {"name": "two_nodes", "data": {"source": "procedural", "scale": 0.01}, "space": "quickstart",
              "fixed": fixed, "sampler": "random", "metric": "val_macro_f1", "mode": "max",
              "scheduler": {"type": "none"}, "num_samples": 4, "max_concurrent": 2, "resources": {"cpu": 1}}
