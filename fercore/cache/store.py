@@ -138,16 +138,14 @@ class CacheStore:
         path = self.root / f"{key}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.lock_timeout_s
-        waited = False
         while True:
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if not waited and key not in self._wait_recorded:
+                if key not in self._wait_recorded:
                     self._record(key, "waited")
                     self._wait_recorded.add(key)
-                waited = True
                 if unless_built and (self.root / key).is_dir():
                     os.close(fd)
                     return None

@@ -189,8 +189,7 @@ class ResultsStore:
         rows and attachments stay staged for the next flush."""
         for key, row in self._generators.take_changed(self.trials):
             self.tables[GENERATORS].put((key,), [row] if row is not None else [])
-        if not any(t.changed for t in self.tables.values()) and not self._attached \
-                and set(TABLE_KEYS) <= set(self.manifest.tables):
+        if not self.dirty and set(TABLE_KEYS) <= set(self.manifest.tables):
             return  # nothing to commit, and every table is readable (its parts, maybe none, are named)
         with folder_lock(self.folder):
             on_disk = read_manifest(self.folder)

@@ -97,21 +97,22 @@ class ResultsCallback(tune.Callback):
         if snapshot is None:
             return False
         self.store.attach(state.ATTACHMENT, snapshot, ".zip")
-        self._commit(self._staged)
+        self._commit()
         self._known = {t.trial_id for t in trials}
         return True
 
-    def _commit(self, staged: list[_Staged]) -> None:
-        """Commit STAGED trials' rows (with what the store has staged: epochs, an attachment); then what follows."""
-        for t in staged:  # again after a failed commit: a key's staged rows are replaced, not doubled
+    def _commit(self) -> None:
+        """Commit the staged trials' rows (with what the store has staged: epochs, an attachment); then what follows."""
+        for t in self._staged:  # again after a failed commit: a key's staged rows are replaced, not doubled
             self.store.add_trial(t.row)
             self.store.add_artifacts(t.trial_id, t.artifacts)
         if self._flush():
-            self._committed(list(staged))
+            self._committed()
 
-    def _committed(self, staged: list[_Staged]) -> None:
-        """What follows a trial's commit: its TensorBoard summary and its progress line; its artifact file goes."""
-        for t in staged:
+    def _committed(self) -> None:
+        """What follows the staged trials' commit: each one's TensorBoard summary and progress line; its artifact
+        file goes."""
+        for t in self._staged:
             self.tb.finish(t.trial_id, t.config, t.row, t.artifacts)
             self.finished += 1
             metric = ", ".join(f"{k}={t.row[k]:.3f}" for k in ("val_macro_f1", "test_macro_f1")
@@ -119,8 +120,7 @@ class ResultsCallback(tune.Callback):
             print(f"[{self.finished}/{self.total}] trial {t.trial_id} {t.row['status']} {metric} "
                   f"{t.row['reason']}".rstrip(), flush=True)
             inbox.artifact_path(self.folder, t.trial_id).unlink(missing_ok=True)
-        staged_ids = {t.trial_id for t in staged}
-        self._staged = [t for t in self._staged if t.trial_id not in staged_ids]
+        self._staged = []
 
     def __getstate__(self):
         # Ray pickles its callbacks with every save of its state: what is staged or in flight stays out (a resumed
@@ -148,13 +148,14 @@ class ResultsCallback(tune.Callback):
             self._last.setdefault(trial.trial_id, where)
             return
         metrics = {k: v for k, v in result.items() if k not in RAY_KEYS and v is not None}
-        # The epoch's figures (fercore.sweep.trainable says why as pairs); the last report's objectives are the row's,
-        # and the epochs table keeps the epoch's own.
-        if result.get(TESTED):  # the last report: the worker's artifact file is there (fercore.sweep.inbox)
+        # The epoch's figures come as pairs (fercore.sweep.trainable says why), the last report's in its artifact file
+        # (fercore.sweep.inbox). Its objectives are the row's; the epochs table keeps the epoch's own.
+        pairs = metrics.pop(EPOCH_METRICS, ())
+        if result.get(TESTED):
             artifacts = self._read_artifacts(trial.trial_id)
-            metrics[EPOCH_METRICS] = artifacts.pop(EPOCH_METRICS, ())
+            pairs = artifacts.pop(EPOCH_METRICS, ())
             self._artifacts[trial.trial_id] = artifacts
-        metrics.update((k, v) for k, v in metrics.pop(EPOCH_METRICS, ()) if v is not None)
+        metrics.update((k, v) for k, v in pairs if v is not None)
         metrics["node_ip"] = where["node_ip"]
         metrics["time_total_s"] = result.get("time_total_s")
         self._last[trial.trial_id] = metrics
@@ -239,7 +240,7 @@ class ResultsCallback(tune.Callback):
         # resumed sweep re-reports those, and runs the others again.
         if not trials or not self._commit_with_saved_state(trials):
             self._staged = [t for t in self._staged if t.trial_id in self._known]
-            self._commit(self._staged)
+            self._commit()
         self.tb.close()
 
 
