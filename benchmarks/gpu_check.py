@@ -579,7 +579,7 @@ def packing_driver(spec: dict) -> int:
         rc = cli.main(["run", str(path), "--storage", str(storage), "--gpus-per-trial", str(fraction),
                        "--max-concurrent", str(sweep["max_concurrent"])])
         end = time.time()
-        rows = list(ResultsStore(storage / sweep["name"]).trials.values()) if rc == 0 else []
+        rows = ResultsStore(storage / sweep["name"]).trial_rows() if rc == 0 else []
         statuses: dict[str, int] = {}
         for r in rows:
             statuses[r["status"]] = statuses.get(r["status"], 0) + 1

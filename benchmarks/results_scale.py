@@ -1,4 +1,4 @@
-"""What recording one finished trial costs the driver as a sweep grows: add_trial + 30 add_epoch + add_artifacts +
+"""What recording one finished trial costs the driver as a sweep grows: add_trial + add_epochs (30) + add_artifacts +
 flush of fercore.results.ResultsStore, timed trial by trial around the 10th and the last (10,000th) trial, and the
 driver's memory growth per trial.
 
@@ -119,8 +119,7 @@ def record(store, i: int, rng: np.random.Generator, flush: bool) -> tuple[float,
     row, epochs, art = trial_row(i, rng), [epoch_metrics(e, rng) for e in range(1, EPOCHS + 1)], artifacts(rng)
     start, cpu = time.perf_counter(), time.process_time()
     trial_id = row["trial_id"]
-    for metrics in epochs:
-        store.add_epoch(trial_id, metrics)
+    store.add_epochs(trial_id, epochs)
     store.add_trial(row)
     store.add_artifacts(trial_id, art)
     if flush:
@@ -166,7 +165,7 @@ def main() -> None:
                 print(f"trials {i - len(times) + 1}-{i}: median {median_ms(times):.1f} ms per trial, "
                       f"{median_ms(times, cpu=True):.1f} ms of CPU ({time.perf_counter() - started:.0f} s so far)",
                       flush=True)
-        assert len(store.trials) == n
+        assert len(store.trial_ids()) == n
         slope = np.polyfit(*zip(*memory), 1)[0] if len(memory) > 1 else float("nan")
         start = time.perf_counter()
         # Mid-sweep through the manifest where the store keeps one (a reader of the folder would count parts a commit

@@ -148,11 +148,10 @@ def _cmd_trial(args) -> int:
         from fercore.results import ResultsStore
 
         store = ResultsStore(Path(args.storage))
-        trial_id = f"trial_{len(store.trials):05d}"
+        trial_id = f"trial_{len(store.trial_ids()):05d}"
         store.add_trial({"trial_id": trial_id, **result.row})
         store.add_artifacts(trial_id, result.artifacts)
-        for e in result.epochs:
-            store.add_epoch(trial_id, e)
+        store.add_epochs(trial_id, result.epochs)
         store.flush()
         print(f"wrote {Path(args.storage) / 'trials.parquet'}", flush=True)
     print(json.dumps(row_figures(result.row, resolved.flat())))

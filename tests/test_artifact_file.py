@@ -7,7 +7,7 @@ from fercore.errors import UserError
 from fercore.results import artifact_file
 
 
-def test_artifacts_come_back_as_they_went():
+def test_artifacts_come_back_as_they_went(tmp_path):
     rng = np.random.default_rng(0)
     artifacts = {
         "row": {"trial_id": "t1", "val_macro_f1": np.float32(0.25), "test_accuracy": 0.5, "note": None,
@@ -28,6 +28,12 @@ def test_artifacts_come_back_as_they_went():
     assert back["predictions"]["proba"].dtype == np.float32
     np.testing.assert_array_equal(back["predictions"]["paired"]["baseline"]["predicted"], [0, 1, 1, 0])
     assert back["epoch_values"] == {"val_macro_f1": 0.2}
+    path = tmp_path / "t1.npz"
+    path.write_bytes(artifact_file.encode(artifacts))
+    json_part = artifact_file.decode(path, str(path), arrays=False)  # what the driver holds until the commit
+    assert json_part["row"] == back["row"] and json_part["confusion"] == [[3, 1], [0, 4]]
+    assert json_part["samples_png"] is None and json_part["predictions"]["proba"] is None
+    assert json_part["embedding"] == {"x": None, "label": None}
 
 
 def test_a_damaged_or_pickled_file_is_refused_by_name(tmp_path):

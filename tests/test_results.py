@@ -15,13 +15,13 @@ def test_store_writes_parquet_and_keeps_each_trial_once(tmp_path):
     store.add_trial({"trial_id": "a", "classifier.backbone": "cnn3", "test_accuracy": 0.5, "status": "completed"})
     store.add_trial({"trial_id": "b", "classifier.backbone": "resnet18", "classifier.small_stem": True,
                      "status": "error", "reason": "boom"})
-    store.add_epoch("a", {"epoch": 1, "val_macro_f1": 0.1})
-    store.add_epoch("a", {"epoch": 2, "val_macro_f1": 0.2})
+    store.add_epochs("a", [{"epoch": 1, "val_macro_f1": 0.1}, {"epoch": 2, "val_macro_f1": 0.2}])
+    store.add_epochs("b", [{"epoch": 1, "val_macro_f1": 0.1}])
     store.flush()
-    # The same trial again (a resumed driver replaying it) replaces its row instead of adding one.
+    # The same trial again (a resumed driver replaying it; a retried trial) replaces its row and its epochs.
     again = ResultsStore(tmp_path)
     again.add_trial({"trial_id": "a", "classifier.backbone": "cnn3", "test_accuracy": 0.5, "status": "completed"})
-    again.add_epoch("a", {"epoch": 2, "val_macro_f1": 0.2})
+    again.add_epochs("a", [{"epoch": 1, "val_macro_f1": 0.15}, {"epoch": 2, "val_macro_f1": 0.25}])
     again.flush()
     trials = read_table(tmp_path, "trials.parquet").to_pylist()
     assert sorted(r["trial_id"] for r in trials) == ["a", "b"]
@@ -29,7 +29,8 @@ def test_store_writes_parquet_and_keeps_each_trial_once(tmp_path):
     assert by_id["b"]["classifier.small_stem"] is True and by_id["a"]["classifier.small_stem"] is None
     assert by_id["b"]["test_accuracy"] is None and by_id["b"]["reason"] == "boom"
     epochs = read_table(tmp_path, "epochs.parquet").to_pylist()
-    assert [(r["trial_id"], r["epoch"]) for r in epochs] == [("a", 1), ("a", 2)]
+    assert [(r["trial_id"], r["epoch"], r["val_macro_f1"]) for r in epochs] == [("a", 1, 0.15), ("a", 2, 0.25),
+                                                                                  ("b", 1, 0.1)]
     assert not list(tmp_path.glob("*.tmp"))
 
 

@@ -47,8 +47,8 @@ def points(n=14, seed=0):
 
 
 def record(store, row, epochs=2, flush=True):
-    for e in range(1, epochs + 1):
-        store.add_epoch(row["trial_id"], {"epoch": e, "val_macro_f1": 0.1 * e, "lr": 1e-3})
+    store.add_epochs(row["trial_id"], [{"epoch": e, "val_macro_f1": 0.1 * e, "lr": 1e-3}
+                                       for e in range(1, epochs + 1)])
     store.add_trial(row)
     artifacts = {"confusion": np.arange(49).reshape(7, 7)}
     if row.get("generator_key"):
@@ -81,10 +81,11 @@ def fanout(request, monkeypatch):
 
 def test_mid_sweep_every_reader_sees_every_column_of_every_trial(tmp_path, fanout):
     store = ResultsStore(tmp_path)
-    record(store, real_only("t1"))
-    record(store, augmented("t2"))  # new gen_* columns; train_seconds 3 -> 4.5; generator_seconds null -> 40.0
-    record(store, real_only("t3", reason="late column"))
-    columns = set().union(*(store.trials[t] for t in store.trials))
+    given = [real_only("t1"), augmented("t2"), real_only("t3", reason="late column")]
+    for row in given:  # t2: new gen_* columns; train_seconds 3 -> 4.5; generator_seconds null -> 40.0; t3: reason
+        record(store, row)
+    columns = set().union(*given)
+    assert set(store.trial_rows()[0]) == columns and store.trial_ids() == ["t1", "t2", "t3"]
     for name, df in readers(tmp_path / TRIALS).items():
         assert set(df.columns) == columns, name
         assert df["trial_id"].tolist() == ["t1", "t2", "t3"], name
@@ -127,8 +128,8 @@ def test_a_store_on_an_existing_folder_loads_every_row_and_keeps_each_trial_once
     rows = read_table(tmp_path, TRIALS).to_pylist()
 
     resumed = ResultsStore(tmp_path)
-    assert list(resumed.trials) == ["t1", "t2", "t3", "t4"]
-    assert list(resumed.trials.values()) == rows
+    assert resumed.trial_ids() == ["t1", "t2", "t3", "t4"]
+    assert resumed.trial_rows() == rows
     written = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.parquet/*")} | {
         tmp_path / MANIFEST: (tmp_path / MANIFEST).stat().st_mtime_ns}
     resumed.flush()  # nothing changed: nothing written, not even the manifest
@@ -140,7 +141,7 @@ def test_a_store_on_an_existing_folder_loads_every_row_and_keeps_each_trial_once
     # t3's points stay (a trial's artifacts are kept until it brings new ones), once.
     assert embeddings.groupby("trial_id").size().to_dict() == {"t1": 14, "t3": 14, "t5": 14}
     gens = {g["generator_key"]: g for g in read_table(tmp_path, GENERATORS).to_pylist()}
-    assert gens == {g["generator_key"]: g for g in generator_rows(list(resumed.trials.values()))}
+    assert gens == {g["generator_key"]: g for g in generator_rows(resumed.trial_rows())}
 
 
 def whole(rows):
@@ -155,12 +156,12 @@ def test_the_end_of_sweep_merge_keeps_the_content_and_leaves_a_folder_any_reader
                else real_only(tid), epochs=3)
     record(store, real_only("t1", test_macro_f1=0.7))  # a replay
     before = {name: read_table(tmp_path, name) for name in TABLES}
+    trials = store.trial_rows()
 
     several = {name for name in TABLES if len(read_manifest(tmp_path).tables[name]) > 1}
     assert several and set(compact(tmp_path)) == several
     assert compact(tmp_path) == [], "a compact folder is left alone"
     assert read_manifest(tmp_path).garbage == []
-    trials = list(store.trials.values())
     for name in TABLES:
         files = os.listdir(tmp_path / name)
         assert len(files) == 1 and table_files(tmp_path, name) == [tmp_path / name / files[0]], (name, files)
@@ -172,8 +173,9 @@ def test_the_end_of_sweep_merge_keeps_the_content_and_leaves_a_folder_any_reader
     assert pq.read_table(tmp_path / TRIALS).to_pylist() == whole(trials)
     assert [r["trial_id"] for r in trials] == ["t3", "t1", "t4", "t2"]
     epochs = pq.read_table(tmp_path / EPOCHS).to_pylist()
+    # The replay brought two epochs: they replace t1's three, where they were.
     assert [(r["trial_id"], r["epoch"]) for r in epochs] == [(t, e) for t in ("t3", "t1", "t4", "t2")
-                                                             for e in (1, 2, 3)]
+                                                             for e in ((1, 2) if t == "t1" else (1, 2, 3))]
     assert pq.read_table(tmp_path / PER_CLASS).to_pylist() == whole([r for t in trials for r in per_class_rows(t)])
     assert {g["generator_key"]: g for g in pq.read_table(tmp_path / GENERATORS).to_pylist()} == \
         {g["generator_key"]: g for g in whole(generator_rows(trials))}
@@ -185,7 +187,7 @@ def test_the_end_of_sweep_merge_keeps_the_content_and_leaves_a_folder_any_reader
     record(store, real_only("t3"))
     assert read_table(tmp_path, TRIALS)["trial_id"].to_pylist() == ["t3", "t1", "t4", "t2", "t5"]
     assert read_table(tmp_path, EPOCHS).to_pandas().groupby("trial_id").size().to_dict() == \
-        {"t1": 3, "t2": 3, "t3": 3, "t4": 3, "t5": 2}
+        {"t1": 2, "t2": 3, "t3": 2, "t4": 3, "t5": 2}  # t1 and t3 replayed with two epochs each
     assert len(read_table(tmp_path, PER_CLASS)) == 5 * len(CLASSES)
 
 
@@ -222,7 +224,7 @@ def test_a_flush_that_fails_commits_nothing_and_its_rows_are_written_by_the_next
     assert len(read_table(tmp_path, EPOCHS)) == 2 and len(read_table(tmp_path, CONFUSION)) == 49
     leftover = tmp_path / TRIALS / "part-00000099-0-deadbeef.parquet"  # as a SIGKILL before the commit leaves it
     leftover.write_bytes(b"PAR1 half a part")
-    assert list(ResultsStore(tmp_path).trials) == ["t1"]
+    assert ResultsStore(tmp_path).trial_ids() == ["t1"]
     assert not leftover.exists(), "a part no manifest names is removed by the next writer"
     store.flush()  # t2 is still staged: written now, in every table
     assert read_table(tmp_path, TRIALS)["trial_id"].to_pylist() == ["t1", "t2"]
@@ -290,9 +292,9 @@ def test_a_table_written_as_one_file_before_parts_is_read_and_continued(tmp_path
     write_table_atomic(tmp_path / TRIALS, rows)
     write_table_atomic(tmp_path / EPOCHS, [{"trial_id": "t1", "epoch": 1, "val_macro_f1": 0.1}])
     store = ResultsStore(tmp_path)
-    assert list(store.trials) == ["t1", "t2"]
+    assert store.trial_ids() == ["t1", "t2"]
     record(store, real_only("t3"))
-    store.add_epoch("t1", {"epoch": 1, "val_macro_f1": 0.5})
+    store.add_epochs("t1", [{"epoch": 1, "val_macro_f1": 0.5}])
     store.flush()
     assert (tmp_path / TRIALS).is_dir()
     assert read_table(tmp_path, TRIALS)["trial_id"].to_pylist() == ["t1", "t2", "t3"]
@@ -310,28 +312,49 @@ def test_a_folder_of_parts_written_before_the_manifest_is_read_and_continued(tmp
     pq.write_table(parts.rows_to_table([augmented("t2")]), tmp_path / TRIALS / "part-00000001.parquet")
     assert read_table(tmp_path, TRIALS)["trial_id"].to_pylist() == ["t1", "t2"]
     store = ResultsStore(tmp_path)
-    assert list(store.trials) == ["t1", "t2"]
+    assert store.trial_ids() == ["t1", "t2"]
     assert read_manifest(tmp_path).tables == {TRIALS: ["part-00000000.parquet", "part-00000001.parquet"]}
     record(store, real_only("t3"))
     assert read_manifest(tmp_path).version == 2
     assert read_table(tmp_path, TRIALS)["trial_id"].to_pylist() == ["t1", "t2", "t3"]
 
 
+def test_epochs_an_earlier_fercore_committed_one_at_a_time_are_replaced_whole(tmp_path):
+    """Before a trial's epochs were committed with its row they were put one at a time, so one trial's epochs could
+    be in several parts: the next flush merges them into one part, and a replayed trial's epochs replace all of its
+    old ones."""
+    (tmp_path / EPOCHS).mkdir()
+    epoch = lambda tid, e: {"trial_id": tid, "epoch": e, "val_macro_f1": 0.1 * e}  # noqa: E731
+    pq.write_table(parts.rows_to_table([epoch("t1", 1), epoch("t1", 2), epoch("t2", 1)]),
+                   tmp_path / EPOCHS / "part-00000000.parquet")
+    pq.write_table(parts.rows_to_table([epoch("t1", 3), epoch("t2", 2)]), tmp_path / EPOCHS / "part-00000001.parquet")
+    store = ResultsStore(tmp_path)
+    record(store, real_only("t1"), epochs=2)  # replayed: two epochs where it had three
+    for name, df in readers(tmp_path / EPOCHS).items():
+        assert sorted(zip(df["trial_id"], df["epoch"])) == [("t1", 1), ("t1", 2), ("t2", 1), ("t2", 2)], name
+    assert len(table_files(tmp_path, EPOCHS)) == 1
+    record(store, real_only("t2"), epochs=1)  # and again, now from the merged part
+    df = read_table(tmp_path, EPOCHS).to_pandas()
+    assert sorted(zip(df["trial_id"], df["epoch"])) == [("t1", 1), ("t1", 2), ("t2", 1)]
+
+
 def test_generator_rows_kept_up_to_date_equal_a_whole_derivation():
     """GeneratorUse against generator_rows over random new trials and replays (changed key, cache hit, figures)."""
     rng = random.Random(0)
-    use, trials = GeneratorUse(), {}
+    trials = {}
+    use = GeneratorUse(lookup=lambda tid: trials[tid])  # a replaced source is read back, as the store does
     for step in range(400):
         tid = f"t{rng.randrange(60):02d}"
         key = rng.choice(["g1", "g2", "g3", None])
         row = {"trial_id": tid, "generator_key": key, "generator_cache_hit": rng.choice([True, False, None]),
                "gen_fid": float(step), "generator.type": "cgan", "generator_seconds": float(step)}
-        use.update(trials.get(tid), row)
+        use.update(row)
         trials[tid] = row
-        for changed, new in use.take_changed(trials):
+        for changed, new in use.take_changed():
             assert new == next((g for g in generator_rows(list(trials.values())) if g["generator_key"] == changed),
                                None), step
-    assert use.take_changed(trials) == []
+        assert len(use._sources) <= 2 * 3, "only each generator's first builder and first user are held"
+    assert use.take_changed() == []
 
 
 @pytest.mark.slow

@@ -146,6 +146,7 @@ def test_fercore_search_tells_fail_where_ray_would_leave_a_trial_running():
     search.on_trial_complete("none", None)
     search.on_trial_complete("ok", {"m": 0.5, TESTED: True})
     assert states(storage) == ["FAIL", "FAIL", "COMPLETE"]
+    assert search._ot_trials == {}, "a told trial's Optuna trial is not kept (the study has it)"
     search.on_trial_complete("ok", {"m": 0.5, TESTED: True})  # told before (a resumed sweep's persistent study)
     assert states(storage) == ["FAIL", "FAIL", "COMPLETE"]
 
@@ -238,6 +239,26 @@ def test_trial_storage_context_has_the_driver_staging_path(tmp_path):
     assert isinstance(trial.storage, type(storage)), recheck("Trial.storage.experiment_driver_staging_path")
     assert isinstance(getattr(type(storage), "experiment_driver_staging_path", None), property), \
         recheck("Trial.storage.experiment_driver_staging_path")
+
+
+def test_a_finished_trial_is_lightened_to_what_ray_still_reads(tmp_path):
+    trial, _ = stub_trial(tmp_path)
+    assert hasattr(trial, "_default_result_or_future"), recheck("Trial._default_result_or_future")
+    trial._default_result_or_future = object()  # as Trial.set_ray_actor leaves it: an ObjectRef
+    config = {"seed": 3, "classifier.lr": 0.01}
+    for step in (1, 2):
+        trial.update_last_result({"val_macro_f1": 0.1 * step, "training_iteration": step, "config": config,
+                                  "epoch_metrics": (("val_loss", 1.0),), "time_total_s": float(step)})
+    before = len(trial.get_json_state()[1])
+    assert {"val_macro_f1", "time_total_s"} <= set(trial.run_metadata.metric_n_steps), \
+        recheck("Trial.run_metadata.metric_n_steps, metric_analysis, last_result")
+    internals.lighten_finished(trial, drop=("epoch_metrics",))
+    assert trial._default_result_or_future is None
+    kept = {k: v for k, v in trial.last_result.items() if k != "trial_id"}  # Ray's property adds the id
+    assert kept == {"val_macro_f1": 0.2, "training_iteration": 2, "time_total_s": 2.0}
+    assert trial.run_metadata.metric_analysis == {} and trial.run_metadata.metric_n_steps == {}
+    after = len(trial.get_json_state()[1])  # Ray's cached JSON made anew, without what went
+    assert after < before / 2, (before, after)
 
 
 def test_ray_result_keys_and_state_file_names():

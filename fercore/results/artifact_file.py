@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,11 +46,12 @@ def encode(artifacts: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def decode(data: bytes, where: str) -> dict[str, Any]:
-    """The artifacts in DATA (read from WHERE, named in errors)."""
+def decode(data: bytes | Path, where: str, arrays: bool = True) -> dict[str, Any]:
+    """The artifacts in DATA (a file's bytes, or its path; read from WHERE, named in errors). Without ARRAYS only the
+    JSON part is read, each array and bytes value None: what the driver holds of a trial until it commits it."""
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            entries = {name: npz[name] for name in npz.files}
+        with np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as npz:
+            entries = {name: npz[name] for name in npz.files if arrays or name == META}
         meta = json.loads(entries.pop(META).tobytes())
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
         raise UserError(f"{where}: not a trial's artifact file written by fercore ({e})") from None
@@ -57,9 +59,9 @@ def decode(data: bytes, where: str) -> dict[str, Any]:
     def join(value: Any) -> Any:
         if isinstance(value, dict):
             if set(value) == {"__array__"}:
-                return entries[value["__array__"]]
+                return entries[value["__array__"]] if arrays else None
             if set(value) == {"__bytes__"}:
-                return entries[BYTES + value["__bytes__"]].tobytes()
+                return entries[BYTES + value["__bytes__"]].tobytes() if arrays else None
             return {key: join(v) for key, v in value.items()}
         return value
 

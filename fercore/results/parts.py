@@ -111,7 +111,7 @@ _GONE = object()
 
 class Overlay:
     """Changes to a dict, kept apart from it until applied: a flush stages where keys go without copying the table's
-    index (300,000 epoch keys at 10,000 trials), so its cost does not grow with the sweep."""
+    index (10,000 keys at 10,000 trials), so its cost does not grow with the sweep."""
 
     def __init__(self, base: dict):
         self.base, self.changes, self.cleared = base, {}, False
@@ -183,6 +183,9 @@ class PartedTable:
         self.index: dict[Key, str] = {}
         self.keys_in: dict[str, list[Key]] = {}
         self._stale: set[str] = set()  # parts whose schema is not the table's (a rewrite was interrupted)
+        # Some key's rows are in several parts (an earlier fercore put a trial's epochs one at a time): the next
+        # flush merges the parts into one first, so that a key put again is replaced in one place.
+        self._split = False
         self.legacy_file = self.path.is_file()  # one Parquet file, as fercore wrote tables before parts
         if self.legacy_file:
             table = pq.read_table(self.path)
@@ -203,22 +206,45 @@ class PartedTable:
     def _index(self, keys: pa.Table, part: str) -> None:
         found = list(zip(*(keys[c].to_pylist() for c in self.key_columns))) if keys.num_rows else []
         self.keys_in[part] = list(dict.fromkeys(found))
-        for key in found:
+        for key in self.keys_in[part]:
+            self._split |= self.index.setdefault(key, part) != part
             self.index[key] = part
 
-    def read(self) -> pa.Table:
-        """Every committed row, in order."""
+    def read(self, columns: tuple[str, ...] | None = None) -> pa.Table:
+        """Every committed row, in order; of COLUMNS only (those the table has), if given."""
+        schema = self.schema if columns is None else pa.schema([f for f in self.schema if f.name in columns])
+        names = None if columns is None else schema.names
         if self.legacy_file:
-            return pq.read_table(self.path)
-        return pa.concat_tables([self.schema.empty_table()] +
-                                [conform(pq.read_table(self.path / p), self.schema) for p in self.parts])
+            return pq.read_table(self.path, columns=names)
+
+        def part(name: str) -> pa.Table:
+            path = self.path / name
+            # A part may lack some of the table's columns (fercore.results.parts's schema growth was interrupted).
+            return conform(pq.read_table(path, columns=None if names is None else [
+                n for n in pq.read_schema(path).names if n in names]), schema)
+        return pa.concat_tables([schema.empty_table()] + [part(name) for name in self.parts])
+
+    def pending(self) -> dict[Key, list[dict[str, Any]] | pa.Table]:
+        """The rows put since the last commit, by key."""
+        return dict(self._pending)
+
+    def rows_of(self, key: Key) -> list[dict[str, Any]]:
+        """KEY's rows: as put, if not committed yet; else read from the part that holds them."""
+        if key in self._pending:
+            rows = self._pending[key]
+            return rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
+        part = self.index.get(key)
+        if part is None:
+            raise KeyError(f"{self.path}: no rows of {key}")
+        where = [(c, "=", v) for c, v in zip(self.key_columns, key)]
+        return pq.read_table(self.path / part if part else self.path, filters=where).to_pylist()
 
     def put(self, key: Key, rows: list[dict[str, Any]] | pa.Table) -> None:
         self._pending[key] = rows
 
     @property
     def changed(self) -> bool:
-        return bool(self._pending) or self.legacy_file or bool(self._stale)
+        return bool(self._pending) or self.legacy_file or bool(self._stale) or self._split
 
     def stage(self, new_name: Namer) -> Staged | None:
         """Write the staged rows as new parts (and the copies and merges they call for); None when nothing changed.
@@ -229,6 +255,8 @@ class PartedTable:
         try:
             if self.legacy_file:
                 self._stage_legacy(s, new_name)
+            if self._split:
+                self._stage_merged(s, new_name)
             self._stage_rows(s, new_name)
             self._merge_tail(s, new_name)
         except BaseException:
@@ -254,6 +282,20 @@ class PartedTable:
             self._restage_keys(s, name, table)
         s.dropped.append(f"../{aside.name}")
 
+    def _stage_merged(self, s: Staged, new_name: Namer) -> None:
+        """Every part as one (streamed): each key's rows in one part."""
+        merged = merge_all(self.path, s.parts, new_name)
+        if merged is None:
+            return
+        name, replaced = merged
+        s.written.append(name)
+        s.dropped += replaced
+        s.schema = pq.read_schema(self.path / name)
+        keys = list(dict.fromkeys(k for p in replaced for k in s.keys_in.pop(p)))
+        s.parts, s.keys_in[name] = [name], keys
+        for key in keys:
+            s.index[key] = name
+
     def _restage_keys(self, s: Staged, part: str, table: pa.Table) -> None:
         keys = list(dict.fromkeys(zip(*(table[c].to_pylist() for c in self.key_columns))))
         s.keys_in[part] = keys
@@ -264,7 +306,7 @@ class PartedTable:
         self.path.mkdir(parents=True, exist_ok=True)  # an empty folder is an empty table to every reader
         batch, rows_of = self._batch()
         schema = grown(s.schema, batch.schema)
-        rewrite = set(self._stale) if self.parts else set()
+        rewrite = set(self._stale) & set(s.parts)
         if not schema.equals(s.schema):
             rewrite.update(s.parts)
         s.schema = schema
@@ -327,6 +369,7 @@ class PartedTable:
             self.index, self.keys_in = s.index.applied(), s.keys_in.applied()
             self.legacy_file = False
             self._stale = set()
+            self._split = False
         self._pending.clear()
 
     def discard(self, s: Staged | None) -> None:

@@ -12,7 +12,7 @@ keys (dotted) are never figures; a key naming two classes (a pairwise figure) is
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import re
 
@@ -126,54 +126,89 @@ def generator_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# The keys of a trial row that generator_row reads, besides the generator.* and gen_* ones.
+SOURCE_KEYS = frozenset({"trial_id", "data_fingerprint", "data.image_size", "seed", "generator_seconds", "classes"})
+
+
+def source_part(row: dict[str, Any]) -> dict[str, Any]:
+    """What generator_row reads of a trial row: a generator's row is the same from this part as from the whole."""
+    return {k: v for k, v in row.items() if k.startswith(("generator.", "gen_")) or k in SOURCE_KEYS}
+
+
 class GeneratorUse:
     """generator_rows() kept up to date one trial row at a time: a new trial costs the same at the 10,000th as at the
-    first (generator_rows sorts every row again). `changed` names the generators whose row a change touched."""
+    first (generator_rows sorts every row again). `changed` names the generators whose row a change touched.
 
-    def __init__(self):
+    Memory per trial is its generator key and cache hit, not its row: of the rows, only each generator's source
+    (first builder, first user) is kept, and only its generator part; a source it no longer holds (the first one's
+    trial was recorded again, or the rows were loaded without it) is read with LOOKUP (trial id -> its row)."""
+
+    def __init__(self, lookup: Callable[[str], dict[str, Any]] | None = None):
+        self._lookup = lookup
+        self._use: dict[str, tuple[str, bool | None]] = {}  # trial id -> (generator_key, generator_cache_hit)
         self._users: dict[str, set[str]] = {}  # generator_key -> ids of the trials that used it
         self._builders: dict[str, set[str]] = {}  # ... of those, the trials that built it (cache hit False)
         self._hits: dict[str, int] = {}  # ... how many found it in the cache (cache hit True)
         self._first: dict[str, tuple[str, str | None]] = {}  # ... the first user and the first builder by trial id
         self._lost_first: set[str] = set()  # keys whose first user or builder was replaced: found again from the sets
+        self._sources: dict[str, dict[str, Any]] = {}  # trial id -> source_part of its row, for first ones
         self.changed: set[str] = set()
 
-    def update(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        """Trial row NEW replaces OLD (None for a new trial)."""
-        if old is not None and old.get("generator_key"):
-            key, tid = old["generator_key"], old["trial_id"]
+    def update(self, new: dict[str, Any], whole: bool = True) -> None:
+        """Trial row NEW replaces the trial's earlier row, if any. WHOLE: NEW is the whole row (not only its
+        trial_id, generator_key and generator_cache_hit, as a store loads them), so it may be kept as a source."""
+        tid = new["trial_id"]
+        old = self._use.pop(tid, None)
+        if old is not None:
+            key, hit = old
             self._users[key].discard(tid)
             self._builders[key].discard(tid)
-            self._hits[key] -= old.get("generator_cache_hit") is True
+            self._hits[key] -= hit is True
             if tid in self._first[key]:
                 self._lost_first.add(key)
+            self._sources.pop(tid, None)
             self.changed.add(key)
-        if new.get("generator_key"):
-            key, tid = new["generator_key"], new["trial_id"]
-            builds = new.get("generator_cache_hit") is False
+        key = new.get("generator_key")
+        if key:
+            hit = new.get("generator_cache_hit")
+            self._use[tid] = (key, hit)
+            builds = hit is False
             self._users.setdefault(key, set()).add(tid)
             self._builders.setdefault(key, set()).update([tid] if builds else [])
-            self._hits[key] = self._hits.get(key, 0) + (new.get("generator_cache_hit") is True)
-            user, builder = self._first.get(key, (tid, None))
+            self._hits[key] = self._hits.get(key, 0) + (hit is True)
+            before = self._first.get(key, (tid, None))
+            user, builder = before
             if builds:
                 builder = tid if builder is None else min(builder, tid)
             self._first[key] = (min(user, tid), builder)
+            for dropped in set(before) - set(self._first[key]) - {None}:
+                self._sources.pop(dropped, None)
+            if whole and tid in self._first[key]:
+                self._sources[tid] = source_part(new)
             self.changed.add(key)
 
-    def row(self, key: str, trials: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-        """Generator KEY's row, TRIALS being the trial rows by id; None when no trial uses it any more."""
+    def row(self, key: str) -> dict[str, Any] | None:
+        """Generator KEY's row; None when no trial uses it any more."""
         users, builders = self._users.get(key), self._builders.get(key)
         if not users:
             return None
         if key in self._lost_first:
+            before = self._first[key]
             self._first[key] = (min(users), min(builders) if builders else None)
+            for dropped in set(before) - set(self._first[key]) - {None}:
+                self._sources.pop(dropped, None)
             self._lost_first.discard(key)
         user, builder = self._first[key]
-        return generator_row(key, trials[builder or user], bool(builders), len(users), self._hits[key])
+        source = builder or user
+        if source not in self._sources:
+            if self._lookup is None:
+                raise KeyError(f"generator {key}: the row of its source trial {source} is not at hand")
+            self._sources[source] = source_part(self._lookup(source))
+        return generator_row(key, self._sources[source], bool(builders), len(users), self._hits[key])
 
-    def take_changed(self, trials: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any] | None]]:
+    def take_changed(self) -> list[tuple[str, dict[str, Any] | None]]:
         """(key, row or None) of every generator whose row changed since the last call, in order of first use."""
-        out = sorted(((key, self.row(key, trials)) for key in self.changed),
+        out = sorted(((key, self.row(key)) for key in self.changed),
                      key=lambda pair: (pair[1] is None, self._first.get(pair[0], ("",))[0]))
         self.changed = set()
         return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ import pyarrow as pa
 from fercore import faults
 from fercore.labels import CLASSES
 from fercore.atomic import fsync_dir
+from fercore.results import freed
 from fercore.results.manifest import (ATTACHMENTS, GRACE_S, PART_PREFIX, Manifest, commit, part_names,
                                       read_manifest)
 from fercore.results.parts import (TEMP_PREFIX, TEMP_SUFFIX, PartedTable, merge_all, part_name,
@@ -25,9 +25,10 @@ from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER
                                   TRIALS, GeneratorUse, per_class_rows, row_classes, scalars)
 
 # Each table's key: the columns whose values name the rows that a trial recorded again replaces.
-TABLE_KEYS = {TRIALS: ("trial_id",), EPOCHS: ("trial_id", "epoch"), PER_CLASS: ("trial_id",),
+TABLE_KEYS = {TRIALS: ("trial_id",), EPOCHS: ("trial_id",), PER_CLASS: ("trial_id",),
               GENERATORS: ("generator_key",), CONFUSION: ("trial_id",), EMBEDDINGS: ("trial_id",),
               PREDICTIONS: ("trial_id",)}
+GENERATOR_USE = ("trial_id", "generator_key", "generator_cache_hit")  # what a store loads of each trial row
 
 
 @contextmanager
@@ -104,12 +105,11 @@ def remove_garbage(folder: Path, manifest: Manifest, everything: bool = False) -
 
 
 class ResultsStore:
-    """The Parquet tables of one sweep; a store made on an existing folder (a resumed sweep) loads the trial rows back
-    (`trials`, every row in memory, as the sweep's summary and Pareto step read them) and where the other tables'
+    """The Parquet tables of one sweep; a store made on an existing folder (a resumed sweep) loads where each table's
     rows are, so that a trial recorded again replaces its rows in every table.
 
-    Memory per trial: its row and a key per table (and per epoch); epochs, confusion counts, embedding points and
-    predictions stay on disk once flushed.
+    Memory per trial: its id, a key per table (and per epoch) and, for a trial that used a generator, its key; every
+    row stays on disk once flushed. trial_rows() reads them back (the sweep's summary and Pareto step, at its end).
     """
 
     def __init__(self, folder: Path, after_flush: Callable[[], None] | None = None):
@@ -120,11 +120,11 @@ class ResultsStore:
         self._attached: dict[str, tuple[bytes, str]] = {}  # name -> (data, file suffix), for the next commit
         with folder_lock(self.folder):
             self._load()
-        self.trials: dict[str, dict[str, Any]] = {}
-        self._generators = GeneratorUse()
-        for row in self.tables[TRIALS].read().to_pylist():
-            self.trials[row["trial_id"]] = row
-            self._generators.update(None, row)
+        self._ids: dict[str, None] = {}  # every trial recorded, in the order of its first record
+        self._generators = GeneratorUse(lookup=self.trial_row)
+        for row in self.tables[TRIALS].read(columns=GENERATOR_USE).to_pylist():
+            self._ids[row["trial_id"]] = None
+            self._generators.update(row, whole=False)
         self._generators.changed.clear()
 
     def _load(self) -> None:
@@ -138,22 +138,40 @@ class ResultsStore:
         for name, table in self.tables.items():
             table.load(manifest.tables.get(name, []))
 
-    def add_epoch(self, trial_id: str, metrics: dict[str, Any]) -> None:
-        self.tables[EPOCHS].put((trial_id, int(metrics["epoch"])), [{"trial_id": trial_id, **scalars(metrics)}])
+    def add_epochs(self, trial_id: str, epochs: list[dict[str, Any]]) -> None:
+        """The trial's epochs, all of them (a trial recorded again replaces its epochs as a whole): one key per trial,
+        so the store's memory per trial does not grow with its epochs."""
+        self.tables[EPOCHS].put((trial_id,), [{"trial_id": trial_id, **scalars(m)} for m in epochs])
 
     def add_trial(self, row: dict[str, Any]) -> None:
-        # Interned keys: 10,000 rows of 200 columns share one copy of each column name.
-        row = {sys.intern(k): v for k, v in {"trial_id": row["trial_id"], **scalars(row)}.items()}
+        row = {"trial_id": row["trial_id"], **scalars(row)}
         trial_id = row["trial_id"]
-        self._generators.update(self.trials.get(trial_id), row)
-        self.trials[trial_id] = row
+        self._generators.update(row)
+        self._ids[trial_id] = None
         self.tables[TRIALS].put((trial_id,), [row])
         self.tables[PER_CLASS].put((trial_id,), per_class_rows(row))
+
+    def trial_ids(self) -> list[str]:
+        """Every recorded trial's id (committed or staged), in the order of its first record."""
+        return list(self._ids)
+
+    def trial_rows(self) -> list[dict[str, Any]]:
+        """Every recorded trial's row, staged ones over committed ones, in the order of trial_ids(); read from disk
+        (each with every column of the table, None where it has no value)."""
+        rows = {r["trial_id"]: r for r in self.tables[TRIALS].read().to_pylist()}
+        rows.update((key[0], staged[0]) for key, staged in self.tables[TRIALS].pending().items())
+        return [rows[t] for t in self._ids]
+
+    def trial_row(self, trial_id: str) -> dict[str, Any]:
+        """One trial's row (its staged one, else as committed)."""
+        return self.tables[TRIALS].rows_of((trial_id,))[0]
+
     def add_artifacts(self, trial_id: str, artifacts: dict[str, Any]) -> None:
         """The trial's test confusion matrix (rows true, columns predicted), embedding points and per-image test
         predictions, when it has them."""
         # The data set's classes, which the class ids of these artifacts index (FER2013's for an older trial).
-        classes = tuple(artifacts.get("classes") or row_classes(self.trials.get(trial_id, {})))
+        row = self.trial_row(trial_id) if trial_id in self._ids and not artifacts.get("classes") else {}
+        classes = tuple(artifacts.get("classes") or row_classes(row))
         if artifacts.get("predictions") is not None:
             self.tables[PREDICTIONS].put((trial_id,), predictions_table(trial_id, artifacts["predictions"], classes))
         if "confusion" in artifacts:
@@ -187,7 +205,7 @@ class ResultsStore:
         """Write what changed since the last flush as new parts and commit them, every table in one manifest with
         the attachments given since; then call after_flush. On failure (a full disk) nothing is committed, and the
         rows and attachments stay staged for the next flush."""
-        for key, row in self._generators.take_changed(self.trials):
+        for key, row in self._generators.take_changed():
             self.tables[GENERATORS].put((key,), [row] if row is not None else [])
         if not self.dirty and set(TABLE_KEYS) <= set(self.manifest.tables):
             return  # nothing to commit, and every table is readable (its parts, maybe none, are named)
@@ -196,8 +214,7 @@ class ResultsStore:
             if (on_disk.version if on_disk else 0) != self.manifest.version:
                 self._load()  # another writer committed (`fersweep trial --storage` into this folder)
             self._commit_staged()
-        # Arrow's allocator keeps what a merge used for the next one; a driver that lives for days gives it back.
-        pa.default_memory_pool().release_unused()
+        freed.give_back()  # a driver that lives for days does not keep its largest commit's memory
         if self.after_flush is not None:
             self.after_flush()
 

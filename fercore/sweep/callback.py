@@ -1,5 +1,6 @@
-"""The driver side of a sweep: a Ray Tune callback that writes each reported epoch to epochs.parquet and TensorBoard,
-and each finished trial (completed, stopped, diverged, failed) to trials.parquet, through fercore.results.
+"""The driver side of a sweep: a Ray Tune callback that writes each reported epoch to TensorBoard as it comes, and
+each finished trial (completed, stopped, diverged, failed) to trials.parquet with its epochs (epochs.parquet) and
+artifacts, through fercore.results.
 
 A trial's config comes from its worker, resolved there once and sent with its first report (fercore.sweep.trainable);
 its row is that config, then the row its artifact file holds (fercore.sweep.inbox; it may repeat the config keys),
@@ -29,6 +30,7 @@ from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, trial_config
 RAY_KEYS = internals.ray_result_keys() | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
                                           "time_this_iter_s", "timesteps_total", "episodes_total", TESTED}
 TUNE_DIR = "tune"  # Ray Tune's experiment state, under the sweep's results folder
+TENSORBOARD_ARTIFACTS = ("classes", "samples_png", "confusion")  # what TensorBoardWriter.finish reads of them
 
 
 @dataclass
@@ -38,10 +40,12 @@ class _Staged:
     config: dict[str, Any]
     row: dict[str, Any]
     artifacts: dict[str, Any]
+    epochs: list[dict[str, Any]]
 
 
 class ResultsCallback(tune.Callback):
-    """Driver side: each reported epoch -> epochs.parquet and TensorBoard; each finished trial -> trials.parquet."""
+    """Driver side: each reported epoch -> TensorBoard; each finished trial -> trials.parquet, epochs.parquet and
+    the artifact tables, together."""
 
     def __init__(self, folder: Path, total: int, time_budget_s: float | None = None,
                  after_flush: Callable[[], None] | None = None, guard: Guard | None = None):
@@ -51,6 +55,7 @@ class ResultsCallback(tune.Callback):
         self.total = total
         self.time_budget_s = time_budget_s
         self._last: dict[str, dict[str, Any]] = {}
+        self._epochs: dict[str, list[dict[str, Any]]] = {}  # trial id -> its epochs so far (running trials only)
         self._artifacts: dict[str, dict] = {}
         self._configs: dict[str, dict[str, Any]] = {}  # trial id -> the resolved config its worker sent
         self._outcome: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason) the trial reported itself
@@ -68,8 +73,8 @@ class ResultsCallback(tune.Callback):
                             f"nothing was run")
         self.store = ResultsStore(self.folder, after_flush=self.after_flush)
         self.tb = TensorBoardWriter(self.folder / "tb")
-        self.finished = len(self.store.trials)
-        self._recorded = set(self.store.trials)
+        self._recorded = set(self.store.trial_ids())
+        self.finished = len(self._recorded)
         self._staged: list[_Staged] = []  # finished, rows staged, not committed yet
         self._state_file: Path | None = None  # Ray's experiment state in its driver staging folder
         self._state_stamp: tuple[int, int] | None = None  # ... as last seen
@@ -105,7 +110,13 @@ class ResultsCallback(tune.Callback):
         """Commit the staged trials' rows (with what the store has staged: epochs, an attachment); then what follows."""
         for t in self._staged:  # again after a failed commit: a key's staged rows are replaced, not doubled
             self.store.add_trial(t.row)
-            self.store.add_artifacts(t.trial_id, t.artifacts)
+            self.store.add_epochs(t.trial_id, t.epochs)
+            if t.artifacts:
+                # A staged trial holds its artifact file's JSON part; its arrays (~1 MB of predictions) are read
+                # now, so that what waits for Ray's next save does not grow with how many trials finish meanwhile.
+                full = self._read_artifacts(t.trial_id)
+                self.store.add_artifacts(t.trial_id, full)
+                t.artifacts = {k: full[k] for k in TENSORBOARD_ARTIFACTS if k in full}
         if self._flush():
             self._committed()
 
@@ -125,12 +136,12 @@ class ResultsCallback(tune.Callback):
     def __getstate__(self):
         # Ray pickles its callbacks with every save of its state: what is staged or in flight stays out (a resumed
         # sweep runs those trials again).
-        transient = ("store", "tb", "_staged", "_artifacts", "_last", "_configs", "_outcome")
+        transient = ("store", "tb", "_staged", "_artifacts", "_last", "_epochs", "_configs", "_outcome")
         return {k: v for k, v in self.__dict__.items() if k not in transient}
 
     def __setstate__(self, saved):
         self.__dict__.update(saved)
-        self._last, self._artifacts, self._configs, self._outcome = {}, {}, {}, {}
+        self._last, self._epochs, self._artifacts, self._configs, self._outcome = {}, {}, {}, {}, {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._running.add(trial.trial_id)
@@ -152,23 +163,27 @@ class ResultsCallback(tune.Callback):
         # (fercore.sweep.inbox). Its objectives are the row's; the epochs table keeps the epoch's own.
         pairs = metrics.pop(EPOCH_METRICS, ())
         if result.get(TESTED):
-            artifacts = self._read_artifacts(trial.trial_id)
+            artifacts = self._read_artifacts(trial.trial_id, arrays=False)  # the arrays are read at the commit
             pairs = artifacts.pop(EPOCH_METRICS, ())
             self._artifacts[trial.trial_id] = artifacts
         metrics.update((k, v) for k, v in pairs if v is not None)
         metrics["node_ip"] = where["node_ip"]
         metrics["time_total_s"] = result.get("time_total_s")
         self._last[trial.trial_id] = metrics
-        self.store.add_epoch(trial.trial_id, {k: v for k, v in metrics.items() if k != "time_total_s"})
+        epoch = {k: v for k, v in metrics.items() if k != "time_total_s"}
+        # Kept until the trial ends, then committed with its row. An epoch it reported before is a new attempt (a
+        # crash retried): that attempt's epochs replace those from it on.
+        epochs = self._epochs.setdefault(trial.trial_id, [])
+        epochs[:] = [e for e in epochs if e.get("epoch", 0) < epoch.get("epoch", 0)] + [epoch]
         self.tb.epoch(trial.trial_id, int(metrics.get("epoch", result.get("training_iteration", 0))), metrics)
 
-    def _read_artifacts(self, trial_id: str) -> dict[str, Any]:
+    def _read_artifacts(self, trial_id: str, arrays: bool = True) -> dict[str, Any]:
         path = inbox.artifact_path(self.folder, trial_id)
         try:
-            return artifact_file.decode(path.read_bytes(), str(path))
-        except (OSError, UserError) as e:  # the row is then its last epoch's: recorded, and the loss said
-            print(f"[results] trial {trial_id}: its artifacts could not be read ({e}); its row keeps its last "
-                  f"epoch's figures", flush=True)
+            return artifact_file.decode(path, str(path), arrays=arrays)
+        except (OSError, UserError) as e:  # recorded without them (a row then its last epoch's), and the loss said
+            print(f"[results] trial {trial_id}: its artifact file could not be read ({e}); recorded without what "
+                  f"it held", flush=True)
             return {}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -192,6 +207,9 @@ class ResultsCallback(tune.Callback):
 
     def _finish(self, trial, status: str, reason: str, attempts: int | None = None) -> None:
         self._running.discard(trial.trial_id)
+        # Ray called this callback last (after its scheduler and searcher): what it keeps of the trial from now on
+        # is kept for the whole sweep and saved with its state at every save, so only what it still needs stays.
+        internals.lighten_finished(trial, drop=(EPOCH_METRICS, "artifacts"))
         if trial.trial_id in self._recorded:  # recorded before the sweep was resumed: exactly once
             return
         if self.guard.reason is not None and status == "stopped":
@@ -202,7 +220,7 @@ class ResultsCallback(tune.Callback):
         artifacts = self._artifacts.pop(trial.trial_id, {})
         row = trial_row(trial.trial_id, config, artifacts.get("row"), last, status, reason,
                         attempts if attempts is not None else trial.num_failures + 1)
-        self._staged.append(_Staged(trial.trial_id, config, row, artifacts))
+        self._staged.append(_Staged(trial.trial_id, config, row, artifacts, self._epochs.pop(trial.trial_id, [])))
         self.guard.trial_ended(status, trial.trial_id, reason)  # now, not at the commit: a failing sweep stops soon
 
     def _flush(self) -> bool:

@@ -21,7 +21,8 @@ PRIVATE = (
     ("ray.tune.search.optuna.OptunaSearch", "_ot_trials",
      "Ray trial id -> Optuna trial: a trial without a finite value of every objective is told FAIL (Ray's "
      "on_trial_complete tells None or NaN as COMPLETE, which Optuna refuses, leaving the trial RUNNING), and one "
-     "the scheduler stopped PRUNED (Ray's tells its last epoch's value as COMPLETE)"),
+     "the scheduler stopped PRUNED (Ray's tells its last epoch's value as COMPLETE); a told trial's entry is "
+     "dropped (Ray keeps every one, with a copy of its FrozenTrial, and pickles them with each save)"),
     ("ray.tune.search.optuna.OptunaSearch", "_ot_study", "the study that such a trial is told to"),
     ("ray.tune.search.optuna.OptunaSearch", "_completed_trials",
      "the Ray trial ids told so far: a trial told here is added, as Ray's on_trial_complete adds its own"),
@@ -38,6 +39,14 @@ PRIVATE = (
     ("ray.tune.experiment.Trial", "storage.experiment_driver_staging_path",
      "StorageContext (ray.train._internal.storage): the driver's staging folder of Ray's experiment state, "
      "consistent between two steps of Ray's loop, which fercore.sweep.state keeps whole for --resume"),
+    ("ray.tune.experiment.Trial", "_default_result_or_future",
+     "an ObjectRef to the trial actor's auto-filled metrics, which Ray resolves only for a trial that never "
+     "reported: kept by every finished trial for the whole sweep otherwise (and with it its object), so dropped"),
+    ("ray.tune.experiment.Trial", "run_metadata.metric_n_steps, metric_analysis, last_result",
+     "_TrainingRunMetadata: the running statistics (a dict and two deques for every number of a result, Ray's "
+     "own included) and the last result of a finished trial, which Ray keeps and saves with its state at every "
+     "save for the whole sweep; nothing reads them once its scheduler, searcher and callbacks were told it ended "
+     "(fercore records its own results)"),
     ("ray.tune.result", "AUTO_RESULT_KEYS",
      "the keys Ray adds to every result (an undocumented module): left out of the epochs table"),
     ("optuna.samplers._ga._base.BaseGASampler", "_thread_lock",
@@ -87,6 +96,13 @@ def told_before(search, trial_id: str) -> bool:
     ran it before this one resumed the sweep with the same persistent study."""
     ot_trial = search._ot_trials.get(trial_id)
     return ot_trial is not None and search._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+
+def forget_told(search, trial_id: str) -> None:
+    """Drop SEARCH's Optuna trial object of Ray trial TRIAL_ID once it is told (it stays in the study); its id stays
+    in the set of those told."""
+    if search_completed(search, trial_id):
+        search._ot_trials.pop(trial_id, None)
 
 
 def tell_failed(search, trial_id: str) -> None:
@@ -150,6 +166,20 @@ def restored_callbacks(tuner) -> list[Any]:
 def driver_staging_path(trial) -> str:
     """The folder in which the driver stages Ray's experiment state before copying it to the results folder."""
     return trial.storage.experiment_driver_staging_path
+
+
+def lighten_finished(trial, drop: tuple[str, ...] = ()) -> None:
+    """Drop what Ray keeps of a finished TRIAL for the rest of the sweep that nothing reads any more (its scheduler,
+    searcher and callbacks were told it ended): the ObjectRef of its auto-filled metrics, the running statistics of
+    every number it reported, and from its last result the copies of its config and tag and the keys DROP. Ray
+    holds every trial for the whole sweep, and saves each one's state with its own at every save."""
+    trial._default_result_or_future = None
+    metadata = trial.run_metadata
+    metadata.metric_n_steps = {}
+    metadata.metric_analysis = {}
+    gone = {"config", "experiment_tag", *drop}
+    metadata.last_result = {k: v for k, v in metadata.last_result.items() if k not in gone}
+    trial.invalidate_json_state()
 
 
 # ray.tune.result (AUTO_RESULT_KEYS).

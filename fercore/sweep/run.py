@@ -175,8 +175,8 @@ def _refuse_an_earlier_run(location: SweepFolder) -> None:
 
 
 def _recorded_objectives(spec: SweepSpec, out: Path) -> dict[str, dict[str, Any]]:
-    return {tid: {**{m: row.get(m) for m in spec.metrics}, "status": row.get("status")}
-            for tid, row in ResultsStore(out).trials.items()}
+    return {row["trial_id"]: {**{m: row.get(m) for m in spec.metrics}, "status": row.get("status")}
+            for row in ResultsStore(out).trial_rows()}
 
 
 def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, location: SweepFolder,
@@ -272,7 +272,7 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
         location.finish_uploads()
         guard.raise_if_stopped(out)
     if spec.multi_objective:  # The front, over every completed row (a resumed sweep's earlier ones too).
-        rows = list(store.trials.values())
+        rows = store.trial_rows()
         for row, on in zip(rows, pareto.front(rows, spec.metrics, spec.modes)):
             store.add_trial({**row, "pareto": on})
         store.flush()

@@ -57,13 +57,22 @@ class _Search(OptunaSearch):
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        try:
+            self._tell(trial_id, result, error)
+        finally:
+            # Told: Ray keeps no use for its Optuna trial (the study holds the trial), yet would hold it, and pickle
+            # it with every save of its state, for the whole sweep.
+            internals.forget_told(self, trial_id)
+
+    def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
         if internals.told_before(self, trial_id):
             # Resumed with a persistent study (optuna_storage): it was told before the driver stopped.
             internals.mark_completed(self, trial_id)
             return
         told = outcome(result, _objectives(self.metric), error)
         if internals.search_completed(self, trial_id) or told == "COMPLETE":
-            return super().on_trial_complete(trial_id, result, error)
+            super().on_trial_complete(trial_id, result, error)
+            return
         if told == "PRUNED":
             internals.tell_pruned(self, trial_id)
         else:

@@ -16,7 +16,7 @@ from fercore.sweep.storage import SweepFolder
 
 def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: float, cache: CacheStore,
                   study_url: str | None = None, location: SweepFolder | None = None, uploaded: bool = True) -> None:
-    rows = list(store.trials.values())
+    rows = store.trial_rows()
     by_status: dict[str, int] = {}
     for r in rows:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
