@@ -1,5 +1,6 @@
 """tune_state: Ray Tune's state files kept whole in one zip, put back over a half-written copy before a resume, and
 a half-written copy without a zip refused with the file's name (Ray would silently start the sweep over)."""
+import io
 import json
 import zipfile
 
@@ -24,27 +25,28 @@ def staging_folder(path, session=SESSION, trials=3):
     return path
 
 
-def test_save_keeps_the_three_state_files_and_nothing_else(tmp_path):
+def test_a_snapshot_keeps_the_three_state_files_and_nothing_else(tmp_path):
     staging = staging_folder(tmp_path / "staging")
-    assert tune_state.save(staging, tmp_path / "tune_state.zip")
-    with zipfile.ZipFile(tmp_path / "tune_state.zip") as z:
+    data = tune_state.snapshot(staging)
+    assert data is not None
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert sorted(z.namelist()) == sorted(f"{p}-{SESSION}.{e}" for p, e in
                                               [("experiment_state", "json"), ("search_gen_state", "json"),
                                                ("searcher-state", "pkl")])
         assert z.read(f"searcher-state-{SESSION}.pkl") == b"\x80optuna search"
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["staging"], "a snapshot writes nothing"
 
 
-def test_save_writes_nothing_before_ray_saved_an_experiment_state(tmp_path):
+def test_no_snapshot_before_ray_saved_an_experiment_state(tmp_path):
     (tmp_path / "staging").mkdir()
-    assert not tune_state.save(tmp_path / "staging", tmp_path / "tune_state.zip")
-    assert not tune_state.save(tmp_path / "missing", tmp_path / "tune_state.zip")
-    assert not (tmp_path / "tune_state.zip").exists()
+    assert tune_state.snapshot(tmp_path / "staging") is None
+    assert tune_state.snapshot(tmp_path / "missing") is None
+    assert [p.name for p in tmp_path.iterdir()] == ["staging"]
 
 
 def test_restore_replaces_a_half_written_copy_and_drops_other_sessions_state(tmp_path):
     staging = staging_folder(tmp_path / "staging")
-    tune_state.save(staging, tmp_path / "tune_state.zip")
+    (tmp_path / "tune_state.zip").write_bytes(tune_state.snapshot(staging))  # as a commit attaches it
     tune = tmp_path / "tune"
     tune.mkdir()
     whole = (staging / f"experiment_state-{SESSION}.json").read_bytes()

@@ -291,10 +291,8 @@ class PartedTable:
         s.written.append(name)
         s.dropped += replaced
         s.schema = pq.read_schema(self.path / name)
-        keys = list(dict.fromkeys(k for p in replaced for k in s.keys_in.pop(p)))
-        s.parts, s.keys_in[name] = [name], keys
-        for key in keys:
-            s.index[key] = name
+        s.parts = [name]
+        _move_keys(s, replaced, name)
 
     def _restage_keys(self, s: Staged, part: str, table: pa.Table) -> None:
         keys = list(dict.fromkeys(zip(*(table[c].to_pylist() for c in self.key_columns))))
@@ -353,9 +351,7 @@ class PartedTable:
             write_part(self.path / name, (piece for p in tail for piece in batches(self.path / p)), s.schema)
             s.written.append(name)
             s.parts[-FANOUT:] = [name]
-            s.keys_in[name] = [k for p in tail for k in s.keys_in.pop(p)]
-            for key in s.keys_in[name]:
-                s.index[key] = name
+            _move_keys(s, tail, name)
             s.dropped += [p for p in tail if p not in s.written]
             for p in tail:  # a part this flush wrote and merged at once is never named: remove it now
                 if p in s.written:
@@ -412,6 +408,13 @@ class PartedTable:
             done.add(key)
         pieces.append(table.slice(start))
         return pa.concat_tables(pieces)
+
+
+def _move_keys(s: Staged, parts: list[str], name: str) -> None:
+    """The keys of PARTS are in part NAME now (that merged them); a key that was in several of them is listed once."""
+    s.keys_in[name] = list(dict.fromkeys(k for p in parts for k in s.keys_in.pop(p)))
+    for key in s.keys_in[name]:
+        s.index[key] = name
 
 
 def legacy_aside(path: Path) -> Path:

@@ -176,13 +176,10 @@ class GeneratorUse:
             self._users.setdefault(key, set()).add(tid)
             self._builders.setdefault(key, set()).update([tid] if builds else [])
             self._hits[key] = self._hits.get(key, 0) + (hit is True)
-            before = self._first.get(key, (tid, None))
-            user, builder = before
+            user, builder = self._first.get(key, (tid, None))
             if builds:
                 builder = tid if builder is None else min(builder, tid)
-            self._first[key] = (min(user, tid), builder)
-            for dropped in set(before) - set(self._first[key]) - {None}:
-                self._sources.pop(dropped, None)
+            self._set_first(key, (min(user, tid), builder))
             if whole and tid in self._first[key]:
                 self._sources[tid] = source_part(new)
             self.changed.add(key)
@@ -193,10 +190,7 @@ class GeneratorUse:
         if not users:
             return None
         if key in self._lost_first:
-            before = self._first[key]
-            self._first[key] = (min(users), min(builders) if builders else None)
-            for dropped in set(before) - set(self._first[key]) - {None}:
-                self._sources.pop(dropped, None)
+            self._set_first(key, (min(users), min(builders) if builders else None))
             self._lost_first.discard(key)
         user, builder = self._first[key]
         source = builder or user
@@ -205,6 +199,12 @@ class GeneratorUse:
                 raise KeyError(f"generator {key}: the row of its source trial {source} is not at hand")
             self._sources[source] = source_part(self._lookup(source))
         return generator_row(key, self._sources[source], bool(builders), len(users), self._hits[key])
+
+    def _set_first(self, key: str, first: tuple[str, str | None]) -> None:
+        """KEY's first user and first builder are now FIRST: the sources of those that no longer are go."""
+        for dropped in set(self._first.get(key, ())) - set(first) - {None}:
+            self._sources.pop(dropped, None)
+        self._first[key] = first
 
     def take_changed(self) -> list[tuple[str, dict[str, Any] | None]]:
         """(key, row or None) of every generator whose row changed since the last call, in order of first use."""

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from fercore import faults
 from fercore.labels import CLASSES
-from fercore.atomic import fsync_dir
+from fercore.atomic import fsync_dir, fsync_file
 from fercore.results import freed
 from fercore.results.manifest import (ATTACHMENTS, GRACE_S, PART_PREFIX, Manifest, commit, part_names,
                                       read_manifest)
@@ -108,8 +108,8 @@ class ResultsStore:
     """The Parquet tables of one sweep; a store made on an existing folder (a resumed sweep) loads where each table's
     rows are, so that a trial recorded again replaces its rows in every table.
 
-    Memory per trial: its id, a key per table (and per epoch) and, for a trial that used a generator, its key; every
-    row stays on disk once flushed. trial_rows() reads them back (the sweep's summary and Pareto step, at its end).
+    Memory per trial: its id, a key per table and, for a trial that used a generator, its key; every row stays on
+    disk once flushed. trial_rows() reads them back (the sweep's summary and Pareto step, at its end).
     """
 
     def __init__(self, folder: Path, after_flush: Callable[[], None] | None = None):
@@ -155,11 +155,15 @@ class ResultsStore:
         """Every recorded trial's id (committed or staged), in the order of its first record."""
         return list(self._ids)
 
-    def trial_rows(self) -> list[dict[str, Any]]:
+    def trial_rows(self, columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         """Every recorded trial's row, staged ones over committed ones, in the order of trial_ids(); read from disk
-        (each with every column of the table, None where it has no value)."""
-        rows = {r["trial_id"]: r for r in self.tables[TRIALS].read().to_pylist()}
-        rows.update((key[0], staged[0]) for key, staged in self.tables[TRIALS].pending().items())
+        (each with every column of the table, None where it has no value), of COLUMNS only (with trial_id) if
+        given."""
+        if columns is not None:
+            columns = ("trial_id", *columns)
+        rows = {r["trial_id"]: r for r in self.tables[TRIALS].read(columns).to_pylist()}
+        for (trial_id,), staged in self.tables[TRIALS].pending().items():
+            rows[trial_id] = staged[0] if columns is None else {k: v for k, v in staged[0].items() if k in columns}
         return [rows[t] for t in self._ids]
 
     def trial_row(self, trial_id: str) -> dict[str, Any]:
@@ -170,8 +174,10 @@ class ResultsStore:
         """The trial's test confusion matrix (rows true, columns predicted), embedding points and per-image test
         predictions, when it has them."""
         # The data set's classes, which the class ids of these artifacts index (FER2013's for an older trial).
-        row = self.trial_row(trial_id) if trial_id in self._ids and not artifacts.get("classes") else {}
-        classes = tuple(artifacts.get("classes") or row_classes(row))
+        classes = artifacts.get("classes")
+        if not classes:
+            classes = row_classes(self.trial_row(trial_id) if trial_id in self._ids else {})
+        classes = tuple(classes)
         if artifacts.get("predictions") is not None:
             self.tables[PREDICTIONS].put((trial_id,), predictions_table(trial_id, artifacts["predictions"], classes))
         if "confusion" in artifacts:
@@ -256,10 +262,8 @@ class ResultsStore:
 def _write_synced(path: Path, data: bytes) -> None:
     """A new file, its data and its folder entry on disk before the manifest that names it is committed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    path.write_bytes(data)
+    fsync_file(path)
     fsync_dir(path.parent)
 
 

@@ -176,7 +176,7 @@ def _refuse_an_earlier_run(location: SweepFolder) -> None:
 
 def _recorded_objectives(spec: SweepSpec, out: Path) -> dict[str, dict[str, Any]]:
     return {row["trial_id"]: {**{m: row.get(m) for m in spec.metrics}, "status": row.get("status")}
-            for row in ResultsStore(out).trial_rows()}
+            for row in ResultsStore(out).trial_rows(columns=("status", *spec.metrics))}
 
 
 def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, location: SweepFolder,

@@ -77,15 +77,6 @@ def snapshot(staging: str | Path) -> bytes | None:
     return buffer.getvalue()
 
 
-def save(staging: str | Path, dest: str | Path) -> bool:
-    """snapshot(STAGING) written to DEST atomically; False (nothing written) when there is no state yet."""
-    data = snapshot(staging)
-    if data is None:
-        return False
-    atomic_write(dest, lambda f: f.write(data))
-    return True
-
-
 def committed(folder: str | Path) -> Path | None:
     """The snapshot committed with the results of the sweep folder FOLDER (the manifest's attachment), or, in a folder
     from before snapshots were committed with the rows, its tune_state.zip; None when it has neither."""
