@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 import pyarrow.parquet as pq
@@ -6,7 +8,8 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from fercore.labels import CLASSES
-from fercore.results import ResultsStore, TensorBoardWriter, read_table, table_files
+from fercore.results import ResultsStore, TensorBoardWriter, confusion_png, read_table, table_files
+from fercore.results.tensorboard import _png_to_array
 from fercore.trial import grid_png
 
 
@@ -58,7 +61,9 @@ def test_tensorboard_events_read_back_by_tensorboard(tmp_path):
     assert set(ea.Tags()["scalars"]) - set(results) == {"train/loss", "val/macro_f1"}  # no per-class, no wall clock
     images = ea.Images("samples/per_class_rows")
     assert images[0].height == 7 * 48 and images[0].width == 8 * 48
-    assert ea.Images("confusion/test")
+    assert images[0].encoded_image_string == grid  # stored as the trial made it, not decoded and encoded again
+    drawn = ea.Images("confusion/test")[0]  # drawn here from the matrix: no confusion_png came with it
+    assert _png_to_array(drawn.encoded_image_string).shape == (drawn.height, drawn.width, 3)
     content = ea.PluginTagToContent("hparams")
     start = hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
     assert start.hparams["classifier.backbone"].string_value == "cnn3"
@@ -248,3 +253,21 @@ def test_predictions_hold_the_compared_models_rows_and_grow_an_older_folder_mid_
     store.flush()
     rows = read_table(tmp_path, PREDICTIONS).to_pylist()
     assert {r["model"] for r in rows if r["trial_id"] == "t1"} == {"trial"} and len(rows) == 100
+
+
+def test_tensorboard_keeps_a_workers_confusion_png_and_reencodes_a_palette_png(tmp_path):
+    from PIL import Image
+
+    tb = TensorBoardWriter(tmp_path)
+    rendered = confusion_png(np.eye(3, dtype=int), ("a", "b", "c"))
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).convert("P").save(buffer, format="PNG")
+    palette = buffer.getvalue()
+    tb.finish("t1", {}, {"status": "completed", "epochs_run": 1},
+              {"samples_png": palette, "confusion": np.eye(3, dtype=int), "confusion_png": rendered})
+    ea = EventAccumulator(str(tmp_path / "t1"), size_guidance={"images": 0})
+    ea.Reload()
+    assert ea.Images("confusion/test")[0].encoded_image_string == rendered
+    samples = ea.Images("samples/per_class_rows")[0]
+    assert (samples.height, samples.width) == (6, 8)
+    assert _png_to_array(samples.encoded_image_string).shape in ((6, 8), (6, 8, 3))

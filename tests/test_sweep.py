@@ -1,5 +1,6 @@
 """A small sweep on a real local Ray instance, its Parquet tables read back with pyarrow and its event files with
 TensorBoard's own reader."""
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -7,6 +8,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fercore.augment.policies import uses_generator
 from fercore.labels import CLASSES
+from fercore.results import confusion_png
+from fercore.results.tensorboard import _png_to_array
 from fercore.sweep.spec import load_sweep
 from tests.conftest import TINY_TRIAL
 
@@ -58,14 +61,20 @@ def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, loc
     assert {r["trial_id"] for r in epochs} == {r["trial_id"] for r in trials}
     assert all(r["val_macro_f1"] is not None for r in epochs)
 
+    confusion = pq.read_table(out / "confusion.parquet").to_pylist()
     for row in trials:
-        ea = EventAccumulator(str(out / "tb" / row["trial_id"]))
+        ea = EventAccumulator(str(out / "tb" / row["trial_id"]), size_guidance={"images": 0})
         ea.Reload()
         steps = [s.step for s in ea.Scalars("val/macro_f1")]
         assert steps[0] == 1 and len(steps) >= row["epochs_run"] if row["status"] == "completed" else steps
         assert "hparams" in ea.PluginTagToContent("hparams") or ea.PluginTagToContent("hparams")
         if row["status"] == "completed" and row["n_train_synthetic"]:
             assert ea.Images("samples/per_class_rows")
+        if row["status"] == "completed":  # the matrix confusion.parquet holds, as its worker drew it
+            cells = {(r["true"], r["predicted"]): r["count"] for r in confusion if r["trial_id"] == row["trial_id"]}
+            matrix = np.array([[cells[t, p] for p in CLASSES] for t in CLASSES])
+            drawn = ea.Images("confusion/test")[0].encoded_image_string
+            assert np.array_equal(_png_to_array(drawn), _png_to_array(confusion_png(matrix, CLASSES)))
 
 
 def test_sweep_file_problems_are_reported_together(tmp_path):

@@ -32,9 +32,9 @@ from fercore.results.rows import (CONFUSION, EMBEDDINGS, EPOCHS, GENERATORS, PER
                                   SWEEP_RECORD, TRIALS, class_figure, generator_rows, is_curve, is_result_metric,
                                   per_class_rows)
 from fercore.results.store import ResultsStore, compact
-from fercore.results.tensorboard import TensorBoardWriter, confusion_image, draw_confusion
+from fercore.results.tensorboard import TensorBoardWriter, confusion_image, confusion_png, draw_confusion
 
 __all__ = ["CONFUSION", "EMBEDDINGS", "EPOCHS", "GENERATORS", "MANIFEST", "PER_CLASS", "PREDICTIONS", "SOURCES",
            "SWEEP_RECORD", "TRIALS", "ResultsStore", "TensorBoardWriter", "class_figure", "compact", "confusion_image",
-           "count_rows", "draw_confusion", "generator_rows", "is_curve", "is_result_metric", "per_class_rows",
+           "confusion_png", "count_rows", "draw_confusion", "generator_rows", "is_curve", "is_result_metric", "per_class_rows",
            "read_table", "table_files", "write_table_atomic"]

@@ -30,7 +30,8 @@ from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, trial_config
 RAY_KEYS = internals.ray_result_keys() | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
                                           "time_this_iter_s", "timesteps_total", "episodes_total", TESTED}
 TUNE_DIR = "tune"  # Ray Tune's experiment state, under the sweep's results folder
-TENSORBOARD_ARTIFACTS = ("classes", "samples_png", "confusion")  # what TensorBoardWriter.finish reads of them
+# What TensorBoardWriter.finish reads of a trial's artifacts (confusion_png: the matrix as its worker rendered it).
+TENSORBOARD_ARTIFACTS = ("classes", "samples_png", "confusion", "confusion_png")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import ray
 from ray import tune
 from ray.tune.search.repeater import TRIAL_INDEX
@@ -18,7 +19,7 @@ from fercore.cache import CacheStore
 from fercore.config import resolve
 from fercore.data import FaceSet
 from fercore.errors import UserError
-from fercore.results import artifact_file
+from fercore.results import artifact_file, confusion_png
 from fercore.sweep.searchers import RESUMED, STOPPED, TESTED
 from fercore.sweep.spaces import flat_config
 
@@ -65,6 +66,9 @@ class _Reporter:
         row = (artifacts or {}).get("row")
         if row is not None:  # the last report: the objectives as the row holds them (TESTED says why)
             tested = {m: row[m] for m in self.objectives if m in row}
+            if "confusion" in artifacts:  # rendered here, not on the driver, which serves every trial
+                png = confusion_png(np.asarray(artifacts["confusion"]), tuple(artifacts["classes"]))
+                artifacts = {**artifacts, "confusion_png": png}
             # Its figures (the test split's too, ~200) go with the artifacts: Ray keeps a trial's last result.
             self._send({**artifacts, EPOCH_METRICS: result.pop(EPOCH_METRICS)})
             result.update(tested)
