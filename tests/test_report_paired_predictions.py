@@ -87,18 +87,20 @@ def test_uplift_and_gain_intervals_come_from_the_paired_predictions(grid, tmp_pa
                              ("control", "gain_control_test_macro_f1", "control")):
         e = config.comparisons[name]
         assert e.source == "predictions" and e.seeds == len(SEEDS)
-        # The mean is the rows' (which the predictions reproduce); the interval, the two-level bootstrap of the
-        # trial's predictions against its baseline's or control's, one draw of images for every seed.
+        # The mean is the rows' (which the predictions reproduce); the interval, the t over seeds with the test
+        # images' variance added: a bootstrap of the trial's predictions against its baseline's or control's, the
+        # seeds held fixed, one draw of images for every seed.
         assert e.mean == pytest.approx(aug[col].mean(), abs=1e-12)
         assert np.mean([f1(true, preds[t]) - f1(true, paired[t][model]) for t in ids]) == pytest.approx(e.mean)
-        draws = resample.bootstrap_predictions([true] * len(ids), [preds[t] for t in ids], K,
-                                               pred_a=[paired[t][model] for t in ids], shared_images=True, seed=n)
-        assert (e.low, e.high) == pytest.approx(resample.interval(draws))
-        assert e.p == pytest.approx(resample.p_value(draws, e.mean))
-        # Far narrower than the rows' planted intervals would make it (what the fallback reads).
-        fallback = resample.interval(resample.bootstrap_figures(aug[col].to_numpy(), aug[f"{col}_low"].to_numpy(),
-                                                                aug[f"{col}_high"].to_numpy(), seed=n))
-        assert e.high - e.low < 0.5 * (fallback[1] - fallback[0])
+        var = resample.image_variance([true] * len(ids), [preds[t] for t in ids], K,
+                                      pred_a=[paired[t][model] for t in ids], shared_images=True, seed=n)
+        t = resample.seed_t(aug[col].to_numpy(), var)
+        assert (e.low, e.high, e.p, e.df) == pytest.approx((t.low, t.high, t.p, len(ids) - 1))
+        assert var > 0 and e.high - e.low > resample.seed_t(aug[col].to_numpy()).high - e.mean  # the images add
+        # Narrower than the rows' planted intervals would make it (what the fallback reads).
+        planted = (aug[f"{col}_high"] - aug[f"{col}_low"]).mean() / (2 * resample.Z95)
+        fallback = resample.seed_t(aug[col].to_numpy(), planted ** 2)
+        assert e.high - e.low < fallback.high - fallback.low
 
     md = report(folder, tmp_path / "out")
     text = section(md, "2.1 Across seeds")

@@ -1,13 +1,15 @@
-"""fercore.report.resample: the two-level bootstrap (seeds, then test images) against a slow reference that reads the
-same random stream and scores each resample with scikit-learn, its coverage on synthetic data with a known effect,
-and Holm's correction against a hand count."""
+"""fercore.report.resample: the seed-level t (the test images' variance added) against scipy.stats and its coverage at
+3 seeds; the bootstrap (seeds, then test images) against a slow reference that reads the same random stream and
+scores each resample with scikit-learn, its coverage on synthetic data with a known effect; Holm's correction against
+a hand count."""
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.stats import norm
 from sklearn.metrics import f1_score
 
-from fercore.report.resample import (bootstrap_figures, bootstrap_predictions, holm, interval, macro_f1_from_counts,
-                                     p_value)
+from fercore.report.resample import (bootstrap_predictions, holm, image_variance, interval, macro_f1_from_counts,
+                                     seed_t)
 
 
 def reference(true, pred_b, k, pred_a=None, shared=None, resamples=100, seed=0):
@@ -119,32 +121,73 @@ def test_one_image_draw_for_every_seed_is_what_keeps_a_shared_test_set_covered()
     assert coverage(shared=False, **same) <= 0.75
 
 
-def test_figures_bootstrap_covers_a_known_mean_and_draws_the_image_level():
-    rng = np.random.default_rng(5)
-    hits, sims = 0, 300
-    for i in range(sims):
-        seed_means = 0.02 + 0.01 * rng.standard_normal(8)
-        values = seed_means + 0.015 * rng.standard_normal(8)  # each seed's figure, off by its test images
-        lo, hi = interval(bootstrap_figures(values, values - 0.03, values + 0.03, resamples=400, seed=i))
-        hits += lo <= 0.02 <= hi
-    assert 0.86 <= hits / sims <= 1.0, hits / sims
-    values = np.array([0.1, 0.1, 0.1])
-    assert np.ptp(bootstrap_figures(values, resamples=50)) == 0  # seeds alone: nothing varies
-    wide = bootstrap_figures(values, values - 0.05, values + 0.05, resamples=2000)
-    assert np.std(wide) == pytest.approx(0.05 / 1.96 / np.sqrt(3), rel=0.1)
-
-
-def test_p_value_and_holm():
-    # z = estimate / bootstrap standard error, two-sided: 1.96 standard errors from 0 is p = 0.05.
-    draws = np.random.default_rng(0).standard_normal(20000) * 0.01
-    assert p_value(draws, 0.0196) == pytest.approx(0.05, rel=0.03)
-    assert p_value(draws, -0.0196) == pytest.approx(0.05, rel=0.03)
-    assert p_value(draws + 0.05) < 1e-6  # far beyond what counting resamples could show
-    assert p_value(np.r_[np.full(50, -1.0), np.full(50, 1.0)]) == 1.0
-    assert p_value(np.full(10, 0.2)) == 0.0 and p_value(np.zeros(10)) == 1.0
+def test_holm():
     # Holm by hand: sorted 0.01, 0.02, 0.04, 0.3 times 4, 3, 2, 1 = 0.04, 0.06, 0.08, 0.3 (already increasing).
     assert holm([0.04, 0.01, 0.3, 0.02]) == pytest.approx([0.08, 0.04, 0.3, 0.06])
     # Monotone: a larger raw p never gets a smaller adjusted p.
     assert holm([0.01, 0.011, 0.5]) == pytest.approx([0.03, 0.03, 0.5])
     assert holm([0.6, 0.7]) == [1.0, 1.0]
     assert holm([]) == []
+
+
+@pytest.mark.parametrize("values", [[0.01, 0.03], [0.01, 0.03, -0.005], [0.02, 0.01, 0.04, -0.01, 0.03],
+                                    list(np.random.default_rng(4).normal(0.01, 0.02, 12))])
+def test_the_seed_level_is_scipys_one_sample_t(values):
+    t = seed_t(values)
+    ref = stats.ttest_1samp(values, 0.0)
+    ci = ref.confidence_interval(0.95)
+    assert (t.low, t.high, t.p, t.df) == pytest.approx((ci.low, ci.high, ref.pvalue, len(values) - 1), rel=1e-10)
+
+
+def test_the_test_images_variance_widens_the_t_and_one_seed_is_a_normal():
+    values, var = np.array([0.02, 0.035, 0.01]), 0.01 ** 2
+    t = seed_t(values, var)
+    se = np.sqrt(values.var(ddof=1) / 3 + var)
+    assert t.se == pytest.approx(se) and t.df == 2
+    assert (t.low, t.high) == pytest.approx(values.mean() + np.array([-1, 1]) * stats.t.ppf(0.975, 2) * se)
+    assert t.p == pytest.approx(2 * stats.t.sf(values.mean() / se, 2))
+    assert t.p > seed_t(values).p  # the images' noise, which the seeds share, weakens the evidence
+    one = seed_t([0.03], var)  # one seed: no seed level, the test images alone
+    assert one.df == np.inf and one.p == pytest.approx(2 * norm.sf(3.0)) and one.low == pytest.approx(0.03 - 0.0196, abs=1e-4)
+    bare = seed_t([0.03])
+    assert np.isnan(bare.low) and np.isnan(bare.p)
+    assert seed_t([0.0, 0.0, 0.0]).p == 1.0 and seed_t([0.1, 0.1]).p == 0.0
+
+
+def test_image_variance_holds_the_seeds_and_draws_the_images():
+    rng = np.random.default_rng(6)
+    true, pred = seeds_of_predictions(rng, 3, (90, 90, 90), 4, 0.6)
+    var = image_variance(true, pred, 4, resamples=300, seed=1)
+    draws = bootstrap_predictions(true, pred, 4, resamples=300, seed=1, resample_seeds=False)
+    assert var == pytest.approx(np.var(draws, ddof=1)) and var > 0
+    # The seeds held: the draws' mean is the seeds' mean macro-F1 (up to the images' noise), not a resampled one.
+    assert np.mean(draws) == pytest.approx(np.mean([f1_score(t, p, labels=range(4), average="macro", zero_division=0)
+                                                    for t, p in zip(true, pred)]), abs=3 * np.sqrt(var / 300) + 1e-3)
+    # Seeds that agree image for image: the images' variance is the one seed's.
+    one = image_variance(true[:1], pred[:1], 4, resamples=300, seed=1)
+    assert image_variance([true[0]] * 3, [pred[0]] * 3, 4, resamples=300, seed=1) == pytest.approx(one)
+
+
+def t_coverage(sims: int, n_seeds: int, effect: float = 0.05, **sweep) -> tuple[float, float]:
+    """Coverage of the seed-level t with the test images' variance, and of the two-level bootstrap's percentile
+    interval, over simulated sweeps of N_SEEDS seeds."""
+    rng = np.random.default_rng(12)
+    hits_t = hits_boot = 0
+    for i in range(sims):
+        true, a, b = simulated_sweep(rng, n_seeds=n_seeds, n_images=280, k=4, effect=effect, **sweep)
+        diffs = [f1_score(tr, pb, labels=range(4), average="macro", zero_division=0)
+                 - f1_score(tr, pa, labels=range(4), average="macro", zero_division=0) for tr, pa, pb in zip(true, a, b)]
+        t = seed_t(diffs, image_variance(true, b, 4, pred_a=a, resamples=200, seed=i))
+        hits_t += t.low <= effect <= t.high
+        lo, hi = interval(bootstrap_predictions(true, b, 4, pred_a=a, resamples=200, seed=i))
+        hits_boot += lo <= effect <= hi
+    return hits_t / sims, hits_boot / sims
+
+
+def test_at_three_seeds_the_t_keeps_its_coverage_where_resampling_the_seeds_does_not():
+    """Seeds that differ (seed_sd 0.03, larger than the test images' noise): resampling 3 seeds understates their
+    variance (a bootstrap over 3 values is too narrow by about sqrt(2/3) and reads a normal's quantiles, not a t's
+    with 2 degrees of freedom); the t keeps about 95 %."""
+    t, boot = t_coverage(120, n_seeds=3, seed_sd=0.03, image_corr=0.8)
+    assert t >= 0.88, t
+    assert boot <= t - 0.08, (t, boot)

@@ -15,8 +15,9 @@ from sklearn.metrics import f1_score
 from fercore.labels import CLASSES
 from tests.test_report import report, table_after
 from fercore.report import plots
+from fercore.report.configs import Estimate
 
-K, N, SEEDS = len(CLASSES), 140, (0, 1, 2)
+K, N, SEEDS = len(CLASSES), 140, (0, 1, 2, 3, 4)  # 5: the fewest a claim (✓) is made from
 # Probability of a right answer per config: lr 0.01 gains a lot from balance, lr 0.001 nothing.
 ACCURACY = {(0.01, "none"): 0.40, (0.01, "balance"): 0.62, (0.001, "none"): 0.35, (0.001, "balance"): 0.35}
 
@@ -185,9 +186,10 @@ def test_confusion_and_embedding_panels_are_picked_on_validation(grid, tmp_path,
 def test_per_config_means_over_seeds_with_two_level_intervals(written):
     table, md = written
     text = section(md, "2.1 Across seeds")
-    assert "from predictions.parquet, one draw of images serving every chosen seed" in text
+    assert "a t interval with S - 1 degrees of freedom over the per-seed figures" in text
+    assert "a bootstrap over the test images of predictions.parquet (2000 resamples, the seeds held fixed" in text
     configs = table_after(text, "Per config").set_index("config")
-    assert len(configs) == 4 and set(configs["seeds"]) == {"3"}
+    assert len(configs) == 4 and set(configs["seeds"]) == {str(len(SEEDS))}
     means = table.groupby(["classifier.lr", "augment.policy"])[["val_macro_f1", "test_macro_f1"]].mean()
     order = means.sort_values("val_macro_f1", ascending=False)
     for (lr, policy), m in means.iterrows():
@@ -225,11 +227,27 @@ def test_paired_comparisons_use_the_predictions_and_holm(written):
     assert "Holm-Bonferroni (family-wise error 5%) over all 8 tests" in text
 
 
+def test_with_fewer_than_five_seeds_nothing_is_claimed(grid, tmp_path):
+    """The same sweep cut to 3 seeds: lr 0.01's gain is as large, its p still small, but the seed level is weak."""
+    table, true, preds = grid
+    few = table[table["seed"] < 3]
+    md = report(write_folder(tmp_path / "few", few, true, {t: preds[t] for t in few["trial_id"]}), tmp_path / "out")
+    text = section(md, "2.1 Across seeds") + section(md, "2.2 Paired comparisons")
+    assert "✓" not in text.replace("✓ marks", "")
+    policy = table_after(section(md, "2.2 Paired comparisons"), "Paired differences")
+    strong = policy[(policy["key"] == "augment.policy")].set_index("other keys (shared)").loc["classifier.lr=0.01"]
+    assert strong["Holm p"].endswith("(weak: 3 seeds)")
+    assert "the seed-level evidence for them is weak (fewer than 5), and the report claims nothing from it" in md
+    # Whatever the p: a test that would survive Holm claims nothing below 5 seeds.
+    assert not Estimate(0.1, 0.05, 0.15, 4, "predictions", p=1e-4, holm=1e-3).survives
+    assert Estimate(0.1, 0.05, 0.15, 5, "predictions", p=1e-4, holm=1e-3).survives
+
+
 def test_without_predictions_the_report_says_so_and_uses_the_figures(grid, tmp_path):
     table, true, preds = grid
     folder = write_folder(tmp_path / "nopred", table, true, preds, with_predictions=False)
     md = report(folder, tmp_path / "out")
-    assert "no predictions.parquet here" in section(md, "2.1 Across seeds")
+    assert "no predictions.parquet being here" in section(md, "2.1 Across seeds")
     pairs = table_after(section(md, "2.2 Paired comparisons"), "Paired differences")
     assert set(pairs["interval from"]) == {"unpaired intervals"}
 

@@ -1,13 +1,14 @@
 """Sections 2.1 and 2.2 of the report, the answers across seeds: each config's mean over its seeds (test macro-F1,
 uplift over real-only, gain over the oversampling control and over the real subset) with two-level bootstrap
-intervals, and the paired comparisons of configs that differ in one key. Holm's correction covers every test in both.
+intervals, and the paired comparisons of configs that differ in one key. Holm's correction covers every test in both;
+a difference is claimed (✓) only from MIN_SEEDS_CLAIM seeds.
 The figures come from fercore.report.configs; this file words them.
 """
 from __future__ import annotations
 
 import math
 
-from fercore.report.configs import LEVEL, MAX_PAIRS, MIN_SEEDS_ALONE, Comparisons, Config, Estimate, describe, \
+from fercore.report.configs import LEVEL, MAX_PAIRS, MIN_SEEDS_CLAIM, Comparisons, Config, Estimate, describe, \
     fold_spread, varying_config_keys
 from fercore.report.render import Block, Heading, Paragraph, Table
 from fercore.report.resample import RESAMPLES
@@ -26,16 +27,19 @@ def _p(e: Estimate | None) -> str:
     if e is None:
         return DASH
     if not math.isfinite(e.p):
-        return f"no test ({e.seeds} seeds alone)"
+        return f"no test ({e.seeds} seed{'s' if e.seeds != 1 else ''}, no test-image level)"
+    if e.weak:
+        return f"{e.holm:.3f} (weak: {e.seeds} seed{'s' if e.seeds != 1 else ''})"
     return f"{e.holm:.3f}" + (" ✓" if e.survives else "")
 
 
 def _tests_line(comp: Comparisons) -> str:
-    return (f"p: two-sided, of \"the mean difference is 0\" (the mean over its two-level bootstrap standard error, "
-            f"read as a normal z), adjusted by {CORRECTION} over all "
-            f"{comp.tests} tests of sections 2.1 and 2.2 (each config's uplift and gains, each paired comparison); "
-            f"✓ marks a test that survives the correction. A difference with no test-image level (no predictions, no "
-            f"intervals) is tested only from {MIN_SEEDS_ALONE} seeds up.")
+    return (f"p: two-sided, of \"the mean difference is 0\": the mean over its standard error read as a t with "
+            f"S - 1 degrees of freedom (S seeds; a normal for one seed, whose only level is the test images), "
+            f"adjusted by {CORRECTION} over all {comp.tests} tests of sections 2.1 and 2.2 (each config's uplift "
+            f"and gains, each paired comparison). ✓ marks a test that survives the correction with at least "
+            f"{MIN_SEEDS_CLAIM} seeds: with fewer the seed-level evidence is weak (3 seeds give a t with 2 degrees "
+            f"of freedom), so nothing is claimed from it whatever its p; such a test reads \"weak\".")
 
 
 def _comparisons_how(configs: list[Config]) -> str:
@@ -78,31 +82,36 @@ def seeds_section(res: Results, comp: Comparisons) -> list[Block]:
     seeds = sorted({len(c.trials) for c in configs})
     sources = {c.f1.source for c in configs if c.f1 is not None}
     if sources == {"predictions"}:
-        f1_how = ("the test images from predictions.parquet, one draw of images serving every chosen seed scored on "
-                  "the same test split (a draw per seed otherwise)")
+        f1_how = (f"a bootstrap over the test images of predictions.parquet ({RESAMPLES} resamples, the seeds held "
+                  f"fixed, one draw of images serving every seed scored on the same test split; a draw per seed "
+                  f"otherwise)")
     elif "predictions" in sources:
-        f1_how = ("the test images from predictions.parquet where every seed of a config has them; elsewhere the "
-                  "per-trial figures, each seed's image level drawn from its own 95 % interval")
+        f1_how = (f"a bootstrap over the test images of predictions.parquet ({RESAMPLES} resamples, the seeds held "
+                  f"fixed) where every seed of a config has them; elsewhere each seed's own 95 % interval (their "
+                  f"standard deviations averaged: the seeds share the test images)")
     else:
-        f1_how = ("no predictions.parquet here (or not for these trials), so the per-trial figures: the seeds are "
-                  "drawn, each seed's image level from its trial's own 95 % interval (a normal of that width)")
+        f1_how = ("each seed's own 95 % interval over the test images, no predictions.parquet being here (or not for "
+                  "these trials): their standard deviations averaged, as the seeds share the test images")
     text = (f"Configs: the completed trials grouped by every config key but the seed, best mean {metric} first; "
-            f"each figure is a mean over the config's seeds. Intervals: a two-level bootstrap ({RESAMPLES} "
-            f"resamples) that draws the seeds with replacement, then the test images: for test macro-F1, {f1_how}.")
+            f"each figure is a mean over the config's seeds. Intervals: the seeds are the unit, a t interval with "
+            f"S - 1 degrees of freedom over the per-seed figures (for S seeds), widened by what a different test "
+            f"set would change, which moves every seed alike and so is not in their spread: standard error^2 = "
+            f"(variance over seeds) / S + (the test images' variance of the mean). The test images' level: for test "
+            f"macro-F1, {f1_how}.")
     if k_fold:
         text += (" k-fold (data.folds): a config is aggregated over its folds before configs are compared: its "
                  "figures are the mean over folds of each fold's mean over seeds (data.fold is not a config key "
-                 "here), the spread is the standard deviation of the folds' means, and the bootstrap draws the "
-                 "(seed, fold) trials as its first level, each fold's own test images as its second.")
+                 "here), the spread is the standard deviation of the folds' means, the t's units are the (seed, "
+                 "fold) trials, and the test images' level draws each fold's own test images.")
     if present:
         text += f" For the uplift and the gains, {_comparisons_how(configs)}. The gain over control is the column " \
                 f"that answers \"did the synthetic content help\". " + _tests_line(comp)
     if seeds == [1]:
         text += (" Every config ran with one seed: an interval here holds the test images' variation alone and says "
-                 "nothing of what another seed would give (report sweeps set seeds: 3 or more).")
-    elif seeds[0] < 3:
-        text += (f" Some configs ran with {seeds[0]} seed{'s' if seeds[0] > 1 else ''}: so few seeds make the seed "
-                 f"level coarse.")
+                 f"nothing of what another seed would give (a claim needs {MIN_SEEDS_CLAIM} seeds or more).")
+    elif seeds[0] < MIN_SEEDS_CLAIM:
+        text += (f" Some configs ran with {seeds[0]} seed{'s' if seeds[0] > 1 else ''}: the seed-level evidence "
+                 f"for them is weak (fewer than {MIN_SEEDS_CLAIM}), and the report claims nothing from it.")
     if len(configs) > MAX_CONFIGS:
         text += (f" The table lists the {MAX_CONFIGS} configs with the best mean {metric} of {len(configs)}; every "
                  f"config's tests count in the correction.")
@@ -126,16 +135,16 @@ def pairs_section(res: Results, comp: Comparisons) -> list[Block]:
                      describe(shared, others) if others else DASH, str(e.seeds),
                      fmt_ci(e.mean, e.low, e.high, True), e.source, _p(e)])
     by_predictions = all(p.estimate.source == "predictions" for p in pairs)
-    how = ("from the two trials' stored predictions: each resample draws the seeds, then the test images, and scores "
-           "both trials of a seed on the same images" if by_predictions else
-           "from the stored predictions ('predictions') where both trials of every seed have them: each resample "
-           "draws the seeds, then the test images, and scores both trials of a seed on the same images. Without "
-           "them ('unpaired intervals') the seeds are drawn and each seed's test-image level from the two trials' "
-           "own intervals combined as if independent, wider than the paired truth; without those ('seeds') the "
-           "per-seed differences are resampled over seeds alone")
+    how = ("from the two trials' stored predictions: a bootstrap over the test images, the seeds held fixed, "
+           "scores both trials of a seed on the same images" if by_predictions else
+           "from the stored predictions ('predictions') where both trials of every seed have them: a bootstrap over "
+           "the test images, the seeds held fixed, scores both trials of a seed on the same images. Without them "
+           "('unpaired intervals') each seed's test-image level comes from the two trials' own intervals combined "
+           "as if independent, wider than the paired truth; without those ('seeds') the seeds alone")
     text = (f"Two configs that differ in one key (every other key they both have is equal) and ran the same seeds, "
             f"compared seed by seed: the mean over those seeds of test macro-F1 (right value minus left), its 95 % "
-            f"interval {how}. " + _tests_line(comp))
+            f"t interval over the per-seed differences (S - 1 degrees of freedom), the test images' level added "
+            f"{how}. " + _tests_line(comp))
     if any(isinstance(s, tuple) for p in pairs for s in p.seeds):
         text += (" k-fold (data.folds): a pair's \"seeds\" are its (seed, fold) trials, compared fold by fold; the "
                  "mean is over folds of each fold's mean over seeds.")

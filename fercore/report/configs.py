@@ -1,6 +1,6 @@
 """Trials grouped into configs (every config key but the seed), each config's figures over its seeds, and the pairs of
-configs that differ in one key: the figures of the report's sections 2.1 and 2.2, with the two-level bootstrap of
-fercore.report.resample and Holm's correction over every test they make.
+configs that differ in one key: the figures of the report's sections 2.1 and 2.2, with the seed-level t intervals
+(the test images' noise added) of fercore.report.resample and Holm's correction over every test they make.
 
 pandas and numpy only, no wording. A key null in a row (it does not apply to that trial, e.g. generator.type of a
 real-only trial) is part of its config as "absent"; two configs are compared on a key only where both have it.
@@ -21,25 +21,33 @@ from fercore.report.tables import COMPARISONS, Results, config_keys, distinct, f
 SEED_KEYS = ("seed", "data.fold")  # what repeats a config rather than changing it: its seeds and, k-fold, its folds
 MAX_PAIRS = 40  # paired comparisons computed and listed (each a bootstrap over predictions)
 LEVEL = 0.05  # family-wise error rate of Holm's correction
-MIN_SEEDS_ALONE = 5  # a difference with no image level (no predictions, no intervals) is tested from this many seeds:
-#                      a bootstrap over 2 or 3 values that agree in sign gives p ~ 0.001, which they do not support
+MIN_SEEDS_CLAIM = 5  # a difference is claimed (survives) only from this many seeds: below, the seed level is weak,
+#                      whatever its p (3 seeds give a t with 2 degrees of freedom, its interval 4.3 standard errors wide)
 
 
 @dataclass
 class Estimate:
-    """A mean over seeds with its two-level bootstrap interval and, for a difference, its p-values."""
+    """A mean over seeds with its t interval (S - 1 degrees of freedom, the test images' noise added) and, for a
+    difference, its p-values."""
     mean: float
     low: float
     high: float
     seeds: int
-    source: str  # "predictions" (seeds and test images), "intervals" (seeds, images from each trial's interval),
-    #              "unpaired intervals" (a pair's two trials' own intervals, combined), "seeds" (seeds alone)
-    p: float = math.nan  # two-sided p of "the mean is 0" (resample.p_value); NaN where nothing is tested
+    source: str  # where the test images' level came from: "predictions" (a bootstrap over them), "intervals" (each
+    #              trial's own interval), "unpaired intervals" (a pair's two trials' intervals, combined), "seeds"
+    #              (none: the seeds alone)
+    p: float = math.nan  # two-sided p of "the mean is 0" (resample.seed_t); NaN where nothing is tested
     holm: float = math.nan  # p after Holm's correction over the report's tests
+    df: float = math.nan  # the t's degrees of freedom: seeds - 1 (inf: one seed, the test images alone)
+
+    @property
+    def weak(self) -> bool:
+        """Fewer seeds than a claim needs: the seed-level evidence is weak whatever the p."""
+        return self.seeds < MIN_SEEDS_CLAIM
 
     @property
     def survives(self) -> bool:
-        return self.holm < LEVEL
+        return self.holm < LEVEL and not self.weak
 
 
 @dataclass
@@ -197,60 +205,66 @@ def _aligned(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bool:
     return all(len(a[0]) == len(first) and np.array_equal(a[0], first) for a in arrays)
 
 
-def _summary(draws: np.ndarray, mean: float, seeds: int, source: str, test: bool) -> Estimate:
-    """The estimate of DRAWS; a test (p) only where the draws hold the test images' noise or enough seeds."""
-    lo, hi = resample.interval(draws)
-    test = test and (source != "seeds" or seeds >= MIN_SEEDS_ALONE)
-    return Estimate(mean, lo, hi, seeds, source, resample.p_value(draws, mean) if test else math.nan)
+def _estimate(values, mean: float, image_var: float, source: str, test: bool) -> Estimate:
+    """The t estimate over the per-seed VALUES (MEAN: their mean, over folds in a k-fold sweep) with the test
+    images' variance IMAGE_VAR added; a p only for a difference (TEST)."""
+    t = resample.seed_t(values, image_var, mean)
+    return Estimate(mean, t.low, t.high, len(values), source, t.p if test else math.nan, df=t.df)
+
+
+def _interval_variance(lows: np.ndarray, highs: np.ndarray) -> float:
+    """The test images' variance of a mean over seeds from each seed's own 95 % interval. The seeds were scored on
+    the same test images, whose noise then moves them alike: their standard deviations are averaged, not their
+    variances (perfectly correlated: the larger, conservative figure)."""
+    return float(np.mean((highs - lows) / (2 * resample.Z95)) ** 2)
 
 
 def f1_estimate(config: Config, predictions: Predictions | None, seed: int = 0) -> Estimate | None:
-    """Mean test macro-F1 over the config's seeds: two-level bootstrap from the predictions when every seed has
-    them, else the seeds of the per-trial figures with each trial's own interval as its image level."""
+    """Mean test macro-F1 over the config's seeds with its t interval; the test images' level from a bootstrap over
+    the predictions when every seed has them, else from each trial's own interval."""
     part = config.trials[num(config.trials, "test_macro_f1").notna()]
     if part.empty:
         return None
     mean = _fold_mean(part, "test_macro_f1")
+    values = num(part, "test_macro_f1").to_numpy()
     ids = part["trial_id"].astype(str).tolist()
     if predictions is not None and all(t in predictions for t in ids):
         arrays = [predictions[t] for t in ids]
-        draws = resample.bootstrap_predictions([a[1] for a in arrays], [a[2] for a in arrays],
-                                               predictions.num_classes, shared_images=_aligned(arrays), seed=seed)
-        return _summary(draws, mean, len(ids), "predictions", test=False)
+        var = resample.image_variance([a[1] for a in arrays], [a[2] for a in arrays], predictions.num_classes,
+                                      shared_images=_aligned(arrays), seed=seed)
+        return _estimate(values, mean, var, "predictions", test=False)
     lows, highs = num(part, "test_macro_f1_ci_low").to_numpy(), num(part, "test_macro_f1_ci_high").to_numpy()
-    have = bool(np.isfinite(lows).all() and np.isfinite(highs).all())
-    draws = resample.bootstrap_figures(num(part, "test_macro_f1").to_numpy(), lows if have else None,
-                                       highs if have else None, seed=seed)
-    return _summary(draws, mean, len(ids), "intervals" if have else "seeds", test=False)
+    if np.isfinite(lows).all() and np.isfinite(highs).all():
+        return _estimate(values, mean, _interval_variance(lows, highs), "intervals", test=False)
+    return _estimate(values, mean, 0.0, "seeds", test=False)
 
 
 def comparison_estimate(config: Config, col: str, predictions: Predictions | None = None,
                         seed: int = 0) -> Estimate | None:
     """Mean over seeds of a paired difference the trial measured (uplift_*, gain_control_*, gain_subset_*), from the
-    rows' figures. Its interval: a two-level bootstrap from the predictions when every seed's trial and the model it
-    was compared against (the real-only baseline, the control, the real subset) have them, each image drawn for
-    both; else (older folders store the trials' own predictions only) the seeds, each seed's image level drawn from
-    its trial's paired interval."""
+    rows' figures, with its t interval and test over seeds. The test images' level: a bootstrap over the predictions
+    when every seed's trial and the model it was compared against (the real-only baseline, the control, the real
+    subset) have them, each image drawn for both; else (older folders store the trials' own predictions only) each
+    seed's paired interval."""
     values = num(config.trials, col)
     part = config.trials[values.notna()]
     if part.empty:
         return None
     mean = _fold_mean(part, col)
+    diffs = num(part, col).to_numpy()
     model = PAIRED_MODELS.get(col)
     if predictions is not None and model is not None:
         ids = part["trial_id"].astype(str).tolist()
         others = [predictions.paired(t, model) for t in ids]
         if all(o is not None for o in others):
             arrays = [predictions[t] for t in ids]
-            draws = resample.bootstrap_predictions([a[1] for a in arrays], [a[2] for a in arrays],
-                                                   predictions.num_classes, pred_a=others,
-                                                   shared_images=_aligned(arrays), seed=seed)
-            return _summary(draws, mean, len(part), "predictions", test=True)
+            var = resample.image_variance([a[1] for a in arrays], [a[2] for a in arrays], predictions.num_classes,
+                                          pred_a=others, shared_images=_aligned(arrays), seed=seed)
+            return _estimate(diffs, mean, var, "predictions", test=True)
     lows, highs = num(part, f"{col}_low").to_numpy(), num(part, f"{col}_high").to_numpy()
-    have = bool(np.isfinite(lows).all() and np.isfinite(highs).all())
-    draws = resample.bootstrap_figures(num(part, col).to_numpy(), lows if have else None, highs if have else None,
-                                       seed=seed)
-    return _summary(draws, mean, len(part), "intervals" if have else "seeds", test=True)
+    if np.isfinite(lows).all() and np.isfinite(highs).all():
+        return _estimate(diffs, mean, _interval_variance(lows, highs), "intervals", test=True)
+    return _estimate(diffs, mean, 0.0, "seeds", test=True)
 
 
 def _order(values: list[Any]) -> list[Any]:
@@ -286,12 +300,10 @@ def find_pairs(configs: list[Config]) -> list[Pair]:
 
 
 def pair_estimate(pair: Pair, predictions: Predictions | None, seed: int = 0) -> Estimate | None:
-    """Test macro-F1 of B minus A over their common seeds, each seed's two trials scored on the same test images.
-
-    From the predictions when both trials of every seed have them: two-level bootstrap, each image drawn for both.
-    Else from the per-trial figures: the seeds are drawn and each seed's image level from the two trials' own 95 %
-    intervals combined as if independent (wider than the paired truth, as the two models share their test images'
-    noise); without intervals, the seeds alone."""
+    """Test macro-F1 of B minus A over their common seeds, each seed's two trials scored on the same test images:
+    the t interval and test over the seeds' differences, the test images' level from the predictions when both
+    trials of every seed have them (each image drawn for both), else from the two trials' own 95 % intervals;
+    without either, the seeds alone."""
     rows_a = {seed_of(r): r for _, r in pair.a.trials.iterrows()}
     rows_b = {seed_of(r): r for _, r in pair.b.trials.iterrows()}
     ids = [(str(rows_a[s]["trial_id"]), str(rows_b[s]["trial_id"])) for s in pair.seeds]
@@ -303,18 +315,19 @@ def pair_estimate(pair: Pair, predictions: Predictions | None, seed: int = 0) ->
     if predictions is not None and all(a in predictions and b in predictions for a, b in ids):
         arrays = [(predictions[a], predictions[b]) for a, b in ids]
         if all(np.array_equal(ia, ib) and np.array_equal(ta, tb) for (ia, ta, _), (ib, tb, _) in arrays):
-            draws = resample.bootstrap_predictions([a[1] for a, _ in arrays], [b[2] for _, b in arrays],
-                                                   predictions.num_classes, pred_a=[a[2] for a, _ in arrays],
-                                                   shared_images=_aligned([a for a, _ in arrays]), seed=seed)
-            return _summary(draws, mean, len(ids), "predictions", test=True)
-    # Standard deviations of each trial's test macro-F1 over its test images, read off its 95 % interval.
+            var = resample.image_variance([a[1] for a, _ in arrays], [b[2] for _, b in arrays],
+                                          predictions.num_classes, pred_a=[a[2] for a, _ in arrays],
+                                          shared_images=_aligned([a for a, _ in arrays]), seed=seed)
+            return _estimate(diffs, mean, var, "predictions", test=True)
+    # Each seed's difference's standard deviation over its test images, from the two trials' own 95 % intervals
+    # combined as if independent (wider than the paired truth, as the two models share their test images' noise).
     sd = np.array([[(figure(r[s], "test_macro_f1_ci_high") - figure(r[s], "test_macro_f1_ci_low")) / (2 * resample.Z95)
                     for s in pair.seeds] for r in (rows_a, rows_b)])
     if np.isfinite(sd).all():
         spread = resample.Z95 * np.sqrt((sd ** 2).sum(0))
-        draws = resample.bootstrap_figures(diffs, diffs - spread, diffs + spread, seed=seed)
-        return _summary(draws, mean, len(ids), "unpaired intervals", test=True)
-    return _summary(resample.bootstrap_figures(diffs, seed=seed), mean, len(ids), "seeds", test=True)
+        return _estimate(diffs, mean, _interval_variance(diffs - spread, diffs + spread), "unpaired intervals",
+                         test=True)
+    return _estimate(diffs, mean, 0.0, "seeds", test=True)
 
 
 @dataclass

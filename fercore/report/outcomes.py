@@ -195,15 +195,17 @@ def uplift(res: Results, out: Path) -> list[Block]:
     blocks.append(Paragraph(
         "Uplift = the augmented trial's test macro-F1 minus that of the real-only baseline with the same backbone, "
         "training config and seed, scored on the same test images; gain over control = the same difference against "
-        "the oversampling control. Each 95 % interval is a paired bootstrap over those images; one wholly above 0 "
-        "is a gain the test set can tell apart from noise. " + " ".join(_comparison_note(aug))
+        "the oversampling control. Each 95 % interval is a paired bootstrap over those images: one trial, one seed, "
+        "so it holds the test images' noise and not what another seed would give, and the counts of intervals above "
+        "or below 0 are uncorrected for the many trials shown. They describe the search; the claims are section "
+        "2.1's, over seeds. " + " ".join(_comparison_note(aug))
         + f" Per group, the trial shown is the one {metric} (validation) chose, not the one with the largest test "
           f"figure; section 2.1 gives each config's mean over seeds."))
     present = [(n, c) for n, c in COMPARISONS if has_column(aug, c)]
     label = {"uplift": "uplift over real-only", "control": "gain over control", "subset": "gain over real subset"}
     columns = ["trials", *[f"mean {label[n]}" for n, _ in present], "trial chosen on validation",
                *[f"its {label[n]} [95 % CI]" for n, _ in present],
-               *[f"{label[n]}: intervals above / below 0" for n, _ in present]]
+               *[f"{label[n]}: one-seed intervals above / below 0 (uncorrected)" for n, _ in present]]
     for key, name in (("generator.type", "generator type"), ("augment.policy", "policy")):
         groups = uplift_groups(aug, key, res.selection)
         rows = [[g["group"], str(g["trials"]), *[fmt(g[f"{n}_mean"], signed=True) for n, _ in present],

@@ -1,23 +1,28 @@
-"""Bootstrap across seeds and test images, for the report's per-config means and paired comparisons; numpy only
-(the report may not import fercore.metrics, whose macro-F1 this one matches: scikit-learn's f1_score with
-labels = every class and zero_division=0).
+"""Seed-level inference with the test images' noise added, for the report's per-config means and paired comparisons;
+numpy and scipy only (the report may not import fercore.metrics, whose macro-F1 this one matches: scikit-learn's
+f1_score with labels = every class and zero_division=0).
 
-Two levels, drawn together in each resample: the seeds with replacement, then the test images with replacement.
-Every seed of one config is scored on the same test images, so when their index sets agree one draw of images serves
-every chosen seed (Owen's "pigeonhole" bootstrap for a crossed design): drawing the images afresh per seed would
-treat the test set as if each seed had its own and understate what a different test set would change. Seeds scored
-on different images (a split that moves with the seed) get a draw each.
+The seeds are the unit: S per-seed values (a config's test macro-F1, or a paired difference such as the uplift) give
+a t interval and test with S - 1 degrees of freedom, as scipy.stats.ttest_1samp does. Their spread misses one source
+of noise: every seed is scored on the same test images, so what a different test set would change moves all seeds
+alike. That part (image_var) is measured by a bootstrap over the test images with the seeds held fixed, one draw
+serving every seed (Owen's "pigeonhole" bootstrap for a crossed design), and added to the seeds' variance of the
+mean: SE^2 = s^2 / S + image_var. With no image level (image_var 0) the interval and p are scipy's one-sample t.
+With one seed there is no seed level: the test images alone, read as a normal, and the report claims nothing.
 
-    bootstrap_predictions   resamples of the mean over seeds of macro-F1 (or of macro-F1(b) - macro-F1(a), paired)
-    bootstrap_figures       resamples of the mean over seeds of per-trial figures (no predictions stored), the image
-                            level drawn from each trial's own interval when it has one
-    interval, p_value, holm summaries of the resamples and the multiple-comparison correction
+    seed_t                  t interval and p over seeds, the image level added
+    image_variance          the test images' variance of the mean over seeds, from predictions
+    bootstrap_predictions   resamples of the mean over seeds of macro-F1 (or of macro-F1(b) - macro-F1(a), paired),
+                            the seeds drawn too or held fixed
+    interval, holm          a percentile interval of resamples; the multiple-comparison correction
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 RESAMPLES = 2000  # percentile intervals' ends move by well under 0.01 between runs of this many
 CHUNK_VALUES = 2_000_000  # image draws held at once (memory bound: a few tens of MB)
@@ -52,9 +57,53 @@ def _statistic(counts: np.ndarray, k: int, paired: bool) -> np.ndarray:
     return macro_f1_from_counts(cube.sum(2)) - macro_f1_from_counts(cube.sum(3))
 
 
+@dataclass(frozen=True)
+class SeedLevel:
+    """A mean over seeds with its interval and two-sided p of "the mean is 0" (NaN where there is no test)."""
+    mean: float
+    low: float
+    high: float
+    p: float
+    df: float  # S - 1; inf for one seed (the image level alone, a normal); NaN: neither level
+    se: float
+
+
+def seed_t(values, image_var: float = 0.0, mean: float | None = None, level: float = 0.95) -> SeedLevel:
+    """The t interval and test over the per-seed VALUES with IMAGE_VAR (the test images' variance of the mean, which
+    the seeds share) added: SE^2 = s^2 / S + image_var, S - 1 degrees of freedom. MEAN: the estimate when it is not
+    the plain mean (a k-fold sweep's mean over folds). One seed: the image level alone, a normal."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    mean = float(v.mean()) if mean is None else float(mean)
+    image_var = float(image_var) if math.isfinite(image_var) else 0.0
+    if n >= 2:
+        se, df = math.sqrt(float(v.var(ddof=1)) / n + image_var), float(n - 1)
+    elif image_var > 0:
+        se, df = math.sqrt(image_var), math.inf
+    else:
+        return SeedLevel(mean, math.nan, math.nan, math.nan, math.nan, math.nan)
+    q = float(stats.norm.ppf(0.5 + level / 2) if math.isinf(df) else stats.t.ppf(0.5 + level / 2, df))
+    if se == 0:
+        p = 1.0 if mean == 0 else 0.0
+    else:
+        z = abs(mean) / se
+        p = float(2 * (stats.norm.sf(z) if math.isinf(df) else stats.t.sf(z, df)))
+    return SeedLevel(mean, mean - q * se, mean + q * se, p, df, se)
+
+
+def image_variance(true: list[np.ndarray], pred_b: list[np.ndarray], num_classes: int,
+                   pred_a: list[np.ndarray] | None = None, shared_images: bool | None = None,
+                   resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """The variance, over resamples of the test images with the seeds held fixed, of the mean over seeds of
+    macro-F1(pred_b) (minus macro-F1(pred_a), paired): what a different test set would change."""
+    draws = bootstrap_predictions(true, pred_b, num_classes, pred_a=pred_a, shared_images=shared_images,
+                                  resamples=resamples, seed=seed, resample_seeds=False)
+    return float(np.var(draws, ddof=1))
+
+
 def bootstrap_predictions(true: list[np.ndarray], pred_b: list[np.ndarray], num_classes: int,
                           pred_a: list[np.ndarray] | None = None, shared_images: bool | None = None,
-                          resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+                          resamples: int = RESAMPLES, seed: int = 0, resample_seeds: bool = True) -> np.ndarray:
     """RESAMPLES draws of the mean over seeds of macro-F1(pred_b), or of macro-F1(pred_b) - macro-F1(pred_a) when
     PRED_A is given (the two models of a seed scored on the same images, so each image is drawn for both).
 
@@ -64,7 +113,8 @@ def bootstrap_predictions(true: list[np.ndarray], pred_b: list[np.ndarray], num_
     Random stream, in this order (tests/test_report_resample.py's reference reads it the same way): the chosen seeds
     of every resample, rng.integers(0, S, (R, S)); then per resample the uniform draws of its images, rng.random(N)
     when shared, rng.random((S, N_max)) otherwise (position i of the resample uses row i, its first N_s values);
-    an image is floor(u * N_s).
+    an image is floor(u * N_s). Without RESAMPLE_SEEDS every resample keeps the seeds as they are (no draw of
+    them): the test images' level alone.
     """
     k, paired = num_classes, pred_a is not None
     codes = [_codes(t, b, a, k) for t, b, a in zip(true, pred_b, pred_a if paired else [None] * len(true))]
@@ -82,7 +132,10 @@ def bootstrap_predictions(true: list[np.ndarray], pred_b: list[np.ndarray], num_
     for s, c in enumerate(codes):
         padded[s, :len(c)] = c
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n_seeds, size=(resamples, n_seeds))
+    if resample_seeds:
+        picks = rng.integers(0, n_seeds, size=(resamples, n_seeds))
+    else:
+        picks = np.broadcast_to(np.arange(n_seeds), (resamples, n_seeds))
     out = np.empty(resamples)
     chunk = max(1, CHUNK_VALUES // (n_seeds * n_max))
     safe = np.concatenate([padded, np.full((n_seeds, 1), bins, dtype=np.int64)], axis=1)
@@ -104,40 +157,10 @@ def bootstrap_predictions(true: list[np.ndarray], pred_b: list[np.ndarray], num_
     return out
 
 
-def bootstrap_figures(values: np.ndarray, lows: np.ndarray | None = None, highs: np.ndarray | None = None,
-                      resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
-    """RESAMPLES draws of the mean over seeds of one figure per seed (VALUES), when no predictions are stored.
-
-    The seeds are drawn with replacement; where a seed's figure has a 95 % interval (LOWS, HIGHS: the trial's own
-    paired bootstrap over the test images), its image level is drawn too, as a normal of that interval's width.
-    Random stream: rng.integers(0, S, (R, S)), then rng.standard_normal((R, S)).
-    """
-    values = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), size=(resamples, len(values)))
-    drawn = values[picks]
-    if lows is not None and highs is not None:
-        sd = (np.asarray(highs, dtype=float) - np.asarray(lows, dtype=float)) / (2 * Z95)
-        sd = np.where(np.isfinite(sd), sd, 0.0)
-        drawn = drawn + rng.standard_normal((resamples, len(values))) * sd[picks]
-    return drawn.mean(1)
-
-
 def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The percentile interval of the resamples."""
     lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(lo), float(hi)
-
-
-def p_value(draws: np.ndarray, estimate: float | None = None) -> float:
-    """Two-sided p of "the mean is 0": the estimate (the draws' mean when not given) over the draws' standard
-    deviation, the bootstrap's standard error, read as a normal z. A count of draws beyond 0 could not go below
-    2 / (resamples + 1), which after Holm over tens of tests would leave nothing able to pass."""
-    estimate = float(np.mean(draws)) if estimate is None else float(estimate)
-    se = float(np.std(draws, ddof=1)) if len(draws) > 1 else 0.0
-    if se == 0:
-        return 1.0 if estimate == 0 else 0.0
-    return float(math.erfc(abs(estimate) / se / math.sqrt(2)))
 
 
 def holm(p_values: list[float]) -> list[float]:
