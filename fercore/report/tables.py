@@ -391,19 +391,22 @@ def paired_baseline_recall(done: pd.DataFrame) -> tuple[list[float], int]:
     return [(num(rows, f"test_recall_{c}") - num(rows, f"uplift_test_recall_{c}")).mean() for c in classes], len(rows)
 
 
-def share_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    """Per backbone and real share: mean test macro-F1 and the trial count, and the step shares were rounded to.
+def share_curves(done: pd.DataFrame, objective: tuple[str, str] = DEFAULT_OBJECTIVE) -> tuple[pd.DataFrame, float]:
+    """Per backbone and real share: mean test macro-F1, mean OBJECTIVE (the validation figure a best is chosen by)
+    and the trial count, and the step shares were rounded to.
 
     Shares are rounded to 0.01 (a real_ratio of 0.5 keeps 0.498 of a set whose class counts are odd), or to 0.1
     when that leaves more than MAX_SHARES of them (top-up policies and sampled ratios make a share per trial)."""
     share = real_share(done)
     step = 0.01 if share.round(2).nunique() <= MAX_SHARES else 0.1
     df = pd.DataFrame({"backbone": group_labels(done, "classifier.backbone"),
-                       "share": (share / step).round() * step, "f1": num(done, "test_macro_f1")}).dropna()
+                       "share": (share / step).round() * step, "f1": num(done, "test_macro_f1"),
+                       "objective": num(done, objective[0])}).dropna(subset=["backbone", "share", "f1"])
     df["share"] = df["share"].round(2)
     if df.empty:
-        return pd.DataFrame(columns=["backbone", "share", "f1", "trials"]), step
-    return df.groupby(["backbone", "share"]).agg(f1=("f1", "mean"), trials=("f1", "size")).reset_index(), step
+        return pd.DataFrame(columns=["backbone", "share", "f1", "objective", "trials"]), step
+    return df.groupby(["backbone", "share"]).agg(f1=("f1", "mean"), objective=("objective", "mean"),
+                                                 trials=("f1", "size")).reset_index(), step
 
 
 def confusion_matrix(conf: pd.DataFrame, trial_id: str, classes: tuple[str, ...] = CLASSES) -> np.ndarray | None:
