@@ -254,6 +254,14 @@ def _value(metric: str, v: float) -> str:
     return f"{v:.3g} s" if metric.endswith("_seconds") else f"{v:.3f}"
 
 
+# What the trial's copy audit (fercore.metrics.copies, which the report may not import) counts as a copy;
+# tests/test_report_leakage_text.py holds it to that module's SHIFT and COPY_THRESHOLD.
+COPY_RULE = ("A copy is a training image that, flipped, shifted by up to 2 px, re-toned by up to 15 %, or rotated or "
+             "cropped and resized a little and aligned back, has a 256-bit DCT hash within 16 bits of a test image's "
+             "(fercore.metrics.copies): near-identical pictures, not two faces with one expression; larger "
+             "rotations and crops, warps, erasing and heavy noise escape it.")
+
+
 def leakage_section(res: Results) -> list[Block]:
     blocks: list[Block] = [Heading("10. Leakage audit")]
     t = res.trials
@@ -284,8 +292,6 @@ def leakage_section(res: Results) -> list[Block]:
                      fmt_count(r.get("leak_synthetic_test")) if a else DASH, fmt_count(r.get("leak_real_test"))])
     more = f" The table shows {MAX_LEAK_ROWS} of {len(t)} trials, leaks first." if len(t) > MAX_LEAK_ROWS else ""
     return blocks + [
-        Paragraph(f"{first} {second} A copy is a training image whose 256-bit DCT hash lies within 24 bits of a test "
-                  f"image's (fercore.metrics.leakage): near-identical pictures, not two faces with one expression."
-                  + more),
+        Paragraph(f"{first} {second} {COPY_RULE}" + more),
         Table(["trial", "status", "generator", "policy", "synthetic train images", "leak_synthetic_test",
                "leak_real_test"], rows, caption="Training images that nearly copy a test image, per trial")]

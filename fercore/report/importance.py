@@ -4,7 +4,8 @@ Importance: Optuna's fANOVA evaluator (seeded) on an in-memory study rebuilt fro
 Each config key that varies becomes a parameter: categorical for strings and bools, an int or float range otherwise,
 on a log scale where the range is positive and spans more than 10x (learning rates). A key that is null in some
 rows (it applies to some trials only, e.g. augment.real_ratio) is left out: Optuna's evaluators only weigh
-parameters every trial has.
+parameters every trial has. The keys that repeat a config rather than change it (seed, data.fold) are not
+hyperparameters and are never ranked.
 
 Pareto front: over the sweep's first two objectives when it has several, otherwise over validation macro-F1 (max)
 and train_seconds (min), the cost trade-off; computed with fercore.pareto over the rows shown (not read from the
@@ -25,6 +26,7 @@ from fercore.sections import DESCRIBED
 MIN_TRIALS = 3  # fewer completed trials than this say nothing about importance
 LOG_SPAN = 10.0  # a positive range wider than this factor gets a log scale
 COST_OBJECTIVES = (("val_macro_f1", "max"), ("train_seconds", "min"))
+REPEATS = ("seed", "data.fold")  # what repeats a config (as report.configs.SEED_KEYS): noise, not a choice to rank
 
 
 @dataclass
@@ -76,7 +78,7 @@ def param_importances(res: Results, seed: int = 0) -> Importance:
         out.reason = (f"{have} a value of {objective}; at least {MIN_TRIALS} are needed to say which "
                       f"hyperparameters mattered.")
         return out
-    keys = varying_keys(done)
+    keys = [k for k in varying_keys(done) if k not in REPEATS]
     everywhere = [k for k in keys if done[k].notna().all()]
     out.left_out = [k for k in keys if k not in everywhere]
     if not everywhere:
