@@ -187,7 +187,8 @@ class Trainer:
     def evaluate(self, images: torch.Tensor | np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        figures = metrics_from_proba(self.predict_proba(images), labels, split, self.class_weights, self.class_names)
+        figures = metrics_from_proba(self.predict_proba(images), labels, split, self.class_weights, self.class_names,
+                                     self.cfg.label_smoothing)
         # The split's absent classes are the data set's, the same every epoch: the trial row names the test split's.
         figures.pop(f"{split}_absent_classes", None)
         return figures
@@ -229,22 +230,27 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
 
 
 def metrics_from_proba(proba: np.ndarray, labels: np.ndarray, split: str, weights: np.ndarray | None = None,
-                       class_names: tuple[str, ...] | None = None) -> dict[str, Any]:
+                       class_names: tuple[str, ...] | None = None, label_smoothing: float = 0.0) -> dict[str, Any]:
     """The registered classification metric (fercore.metrics.metric_main: cross-entropy, then the classification
     figures, per class named by CLASS_NAMES) of predicted class probabilities: one code path for the epochs and the
-    test read. With class WEIGHTS, also `<split>_weighted_loss` after the loss: the weighted mean
-    sum_i w_(y_i) * nll_i / sum_i w_(y_i), as torch's CrossEntropyLoss with weight= computes it (`<split>_loss`
-    stays the plain mean, comparable across trials)."""
+    test read. With class WEIGHTS, also `<split>_weighted_loss` after the loss: the loss trained on, as torch's
+    CrossEntropyLoss(weight=, label_smoothing=) computes it, sum_i [(1 - e) w_(y_i) nll_i + e / K sum_c w_c
+    (-log p_ic)] / sum_i w_(y_i) for LABEL_SMOOTHING e and K classes (`<split>_loss` stays the plain mean of nll,
+    comparable across trials)."""
     labels = np.asarray(labels)
     names = tuple(class_names) if class_names is not None else default_class_names(proba.shape[1])
     figures = calc_metric("classification", read=Read(split, labels, proba, names))
     if weights is None:
         return figures
     eps = 1e-12  # A probability of exactly 0 for the true class would make the loss infinite.
-    nll = -np.log(proba[np.arange(len(labels)), labels] + eps)
-    w = np.asarray(weights, dtype=np.float64)[labels]
+    log_p = np.log(np.asarray(proba, dtype=np.float64) + eps)
+    nll = -log_p[np.arange(len(labels)), labels]
+    class_w = np.asarray(weights, dtype=np.float64)
+    w = class_w[labels]
+    smoothed = -(log_p * class_w).sum(1) / proba.shape[1]  # the uniform target's share, weighted per class
+    per_image = (1 - label_smoothing) * w * nll + label_smoothing * smoothed
     loss_key = f"{split}_loss"
-    weighted = {f"{split}_weighted_loss": float((w * nll).sum() / w.sum()) if w.sum() > 0 else float("nan")}
+    weighted = {f"{split}_weighted_loss": float(per_image.sum() / w.sum()) if w.sum() > 0 else float("nan")}
     return {loss_key: figures.pop(loss_key), **weighted, **figures}
 
 

@@ -115,6 +115,11 @@ def test_weighted_validation_loss_is_torchs_weighted_cross_entropy():
     assert m["val_loss"] == pytest.approx(float(F.cross_entropy(logits, torch.from_numpy(labels))), rel=1e-6)
     assert m["val_weighted_loss"] != pytest.approx(m["val_loss"])
     assert "val_weighted_loss" not in metrics_from_proba(torch.softmax(logits, 1).numpy(), labels, "val")
+    # With label smoothing: the loss trained on, smoothing included (val_loss stays the plain cross-entropy).
+    smooth = metrics_from_proba(torch.softmax(logits, 1).numpy(), labels, "val", weights, label_smoothing=0.1)
+    expected = F.cross_entropy(logits, torch.from_numpy(labels), weight=torch.from_numpy(weights), label_smoothing=0.1)
+    assert smooth["val_weighted_loss"] == pytest.approx(float(expected), rel=1e-6)
+    assert smooth["val_weighted_loss"] != pytest.approx(m["val_weighted_loss"]) and smooth["val_loss"] == m["val_loss"]
 
 
 @pytest.mark.slow

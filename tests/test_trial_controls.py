@@ -130,7 +130,7 @@ def test_cost_keys_say_what_each_part_took(runs):
     # A generator's cache key is what it was before the keys that do not apply were emptied (pinned).
     assert first["generator_key"] == "generator-v1-885caf48e03fe516"
     events = runs["store"].counts_by_kind()
-    assert events["control-v1", "built"] == 2 and events["subset-v1", "built"] == 1  # oversample's, real_ratio's
+    assert events["control-v2", "built"] == 2 and events["subset-v2", "built"] == 1  # oversample's, real_ratio's
 
 
 @pytest.mark.slow
@@ -211,7 +211,7 @@ def test_compared_classifiers_keys_hold_the_device_type_and_precision(tiny_faces
         assert key(resolve({"train.precision": "bf16"}), cpu)[0] not in (k_cpu, k_cuda)
         assert key(resolve({"train.precision": "fp32"}), cpu)[0] == k_cpu  # auto is fp32 on the CPU
         assert key(resolve({"train.threads": 3, "train.compile": True}), cpu)[0] == k_cpu  # speed, not the result
-    assert baseline_key(cfg, tiny_faces, cpu)[0].startswith("baseline-v2-")
+    assert baseline_key(cfg, tiny_faces, cpu)[0].startswith("baseline-v3-")
     # Keys that take no part in the classifier (momentum under adam) do not split its entries.
     assert baseline_key(resolve({"classifier.momentum": 0.5}), tiny_faces, cpu)[0] == baseline_key(cfg, tiny_faces,
                                                                                                     cpu)[0]

@@ -34,6 +34,33 @@ from fercore.train import autocast_dtype, pick_device
 # A compared classifier's outcome: its test-set class probabilities and its result metrics.
 Outcome = tuple[np.ndarray, dict[str, Any]]
 
+# Each kind of entry, its version (the key's prefix) and the code that decides what its entries hold: a module, a
+# package (every module in it) or module:function. tests/test_cache_rules.py fingerprints that code (its syntax
+# tree, comments and docstrings left out) and fails when it changes while the version stays: an entry made under
+# old rules would otherwise be found and used as if made under the new ones.
+COMPARED_RULES = ("fercore/train.py", "fercore/classifiers", "fercore/transforms.py", "fercore/images.py",
+                  "fercore/metrics/classification.py", "fercore/augment/policies.py",
+                  "fercore/trial.py:_trained_on", "fercore/trial.py:_train_and_read", "fercore/trial.py:_trainer",
+                  "fercore/trial.py:_predict_best")
+RULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "generator": ("generator-v1", ("fercore/generators", "fercore/images.py")),
+    "reference": ("reference-v2", ("fercore/reference.py", "fercore/train.py", "fercore/classifiers/simple.py",
+                                   "fercore/transforms.py", "fercore/images.py")),
+    "pool": ("pool-v1", ("fercore/synthetic.py", "fercore/augment/filters.py", "fercore/generators")),
+    "quality": ("quality-v1", ("fercore/metrics/quality.py", "fercore/metrics/kid.py",
+                               "fercore/metrics/precision_recall.py", "fercore/synthetic.py")),
+    # v3 / v2: the early-stopping score's weighted loss includes label smoothing (issue 24), and 8bb89d9 changed
+    # macro-F1 and that score without a new version.
+    "baseline": ("baseline-v3", COMPARED_RULES),
+    "control": ("control-v2", COMPARED_RULES),
+    "subset": ("subset-v2", COMPARED_RULES),
+}
+
+
+def _version(kind: str) -> str:
+    return RULES[kind][0]
+
+
 REFERENCE_EPOCHS = 6  # The judge of every trial in a sweep; fixed so all trials are judged by the same model.
 REFERENCE_SEED = 0
 
@@ -57,7 +84,7 @@ def generator(cfg: TrialConfig, data: FaceSet, store: CacheStore, device: torch.
         parts["channels"] = data.channels  # Gray keys stay as they were, so stored generators are still found.
     if values.get("path"):  # Images made elsewhere (folder): the files, not only their folder's name, are the input.
         parts["files"] = _tree_fingerprint(Path(values["path"]))
-    key = content_key("generator-v1", parts)
+    key = content_key(_version("generator"), parts)
     num_classes = len(data.class_names)
 
     def build(folder: Path) -> None:
@@ -76,7 +103,7 @@ def reference_key(data: FaceSet) -> tuple[str, dict[str, Any]]:
              "seed": REFERENCE_SEED}
     if data.channels != 1:  # As for generators: covered by the fingerprint, named; gray keys unchanged.
         parts["channels"] = data.channels
-    return content_key("reference-v1", parts), parts
+    return content_key(_version("reference"), parts), parts
 
 
 def reference(data: FaceSet, store: CacheStore, device: torch.device) -> tuple[ReferenceClassifier, Cached]:
@@ -96,7 +123,7 @@ def pool(parts: dict[str, Any], store: CacheStore,
          ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, Cached]:
     """A synthetic pool (images per class, acceptance and generated counts per class) under a key made of PARTS:
     the generator's key, the counts needed, the filter and its settings, and the sampling seed."""
-    key = content_key("pool-v1", parts)
+    key = content_key(_version("pool"), parts)
 
     def build(folder: Path) -> None:
         images, acceptance, generated = make()
@@ -116,7 +143,7 @@ def quality(parts: dict[str, Any], store: CacheStore,
     (fercore.synthetic.generator_quality), under a key made of PARTS: the generator's key, the sample's size cap per
     class, its seed and the reference classifier's key. Its own small entry beside the generator's, so the generator
     entry's files and checksums stay as they were, and a generator stored before figures existed gets them added."""
-    key = content_key("quality-v1", parts)
+    key = content_key(_version("quality"), parts)
 
     def build(folder: Path) -> None:
         figures, points = make()
@@ -142,7 +169,7 @@ def classifier_parts(cfg: TrialConfig, data: FaceSet, device: torch.device | Non
 def baseline_key(cfg: TrialConfig, data: FaceSet, device: torch.device | None = None) -> tuple[str, dict[str, Any]]:
     """The real-only baseline of a trial: same backbone, classifier and training config, data, seed and device."""
     parts = classifier_parts(cfg, data, device)
-    return content_key("baseline-v2", parts), parts
+    return content_key(_version("baseline"), parts), parts
 
 
 def control_key(cfg: TrialConfig, data: FaceSet, device: torch.device, real: np.ndarray,
@@ -150,13 +177,13 @@ def control_key(cfg: TrialConfig, data: FaceSet, device: torch.device, real: np.
     """The oversampling control: REAL[c] real images of class c kept (mix()'s seeded choice), drawn again up to
     TOTAL[c]. An oversample_* trial with the same counts trains exactly this set, so it is its own control."""
     parts = {**classifier_parts(cfg, data, device), "real": [int(n) for n in real], "total": [int(n) for n in total]}
-    return content_key("control-v1", parts), parts
+    return content_key(_version("control"), parts), parts
 
 
 def subset_key(cfg: TrialConfig, data: FaceSet, device: torch.device, real: np.ndarray) -> tuple[str, dict[str, Any]]:
     """The real-subset control: the REAL[c] real images of class c a trial kept (mix()'s seeded choice), alone."""
     parts = {**classifier_parts(cfg, data, device), "real": [int(n) for n in real]}
-    return content_key("subset-v1", parts), parts
+    return content_key(_version("subset"), parts), parts
 
 
 def compared(key: str, parts: dict[str, Any], store: CacheStore,

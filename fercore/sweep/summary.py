@@ -90,7 +90,7 @@ def _print_best(done: list[dict], spec: SweepSpec) -> None:
 
 
 def _print_cache(cache: CacheStore) -> None:
-    # Kinds are generator-v1, pool-v1, reference-v1, baseline-v1: what the cache saved this sweep.
+    # Kinds are generator-v1, pool-v1, reference-v2, baseline-v3 (entries.RULES): what the cache saved this sweep.
     counts = cache.counts_by_kind()
     kinds = sorted({kind for kind, _ in counts})
     if kinds:
