@@ -12,6 +12,11 @@ Trials run --concurrent at a time. The driver's time per trial is taken from the
 
     python benchmarks/driver_scale.py                       # 2,000 trials, 8 at a time
     python benchmarks/driver_scale.py --trials 200 --test 500
+    python benchmarks/driver_scale.py --bare                # Ray Tune alone: the floor under fercore's driver
+
+--bare runs the same number of trials through Ray Tune alone (tune.Tuner, random search, no scheduler, Ray's own
+experiment state, reuse_actors on as fercore runs it), each reporting the same 30 epochs of figures as (key, value)
+pairs, with no artifacts and no fercore callback: what Ray's driver itself costs per trial on this machine.
 
 Last line, JSON: driver_ms_per_trial_at_100, driver_ms_per_trial_at_<trials>, driver_rss_mb_at_100,
 driver_rss_mb_at_<trials>, rss_kb_per_trial (the slope after trial 100), files_in_results (after the sweep; of
@@ -77,6 +82,35 @@ def _last_artifacts(rng: np.random.Generator, flat: dict, n_test: int) -> dict:
                             "paired": models}}
 
 
+def bare_trial(config):
+    """payload_trial's epochs as Ray Tune alone receives them: the objective and epoch as numbers, the rest as pairs."""
+    from ray import tune
+
+    rng = np.random.default_rng(int(config["i"]))
+    for epoch in range(1, EPOCHS + 1):
+        figures = {f"val_{m}": float(rng.uniform()) for m in ("loss", "accuracy", "macro_f1", "weighted_f1")}
+        figures |= {f"val_{m}_{c}": float(rng.uniform()) for m in ("precision", "recall", "f1") for c in CLASSES}
+        tune.report({"epoch": epoch, "val_macro_f1": figures["val_macro_f1"],
+                     "epoch_metrics": tuple({"train_loss": float(rng.uniform()), **figures}.items())})
+
+
+def run_bare(args, root: Path, finished: list[tuple[float, int]]) -> None:
+    """The trials through Ray Tune alone, FINISHED getting (time, RSS) as each completes."""
+    from ray import tune
+
+    class Watch(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            finished.append((time.perf_counter(), rss_kb()))
+
+    tuner = tune.Tuner(
+        tune.with_resources(bare_trial, {"cpu": 0.1}),
+        param_space={"i": tune.randint(0, 2**31 - 1), "lr": tune.loguniform(1e-4, 1e-1)},
+        tune_config=tune.TuneConfig(num_samples=args.trials, max_concurrent_trials=args.concurrent,
+                                    metric="val_macro_f1", mode="max", reuse_actors=True),
+        run_config=tune.RunConfig(name="bare", storage_path=str(root / "results"), callbacks=[Watch()], verbose=0))
+    tuner.fit()
+
+
 def rss_kb() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -89,6 +123,7 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=2000)
     p.add_argument("--concurrent", type=int, default=8)
     p.add_argument("--test", type=int, default=3589, help="test faces whose predictions each trial reports")
+    p.add_argument("--bare", action="store_true", help="Ray Tune alone, the same epochs, no artifacts, no fercore")
     args = p.parse_args()
     import ray
 
@@ -121,17 +156,21 @@ def main() -> int:
         ray.init(num_cpus=max(1, int(args.concurrent * 0.1) + 1), include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING")
         watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
         started = time.perf_counter()
-        run_sweep(spec, root / "results", trainable=payload_trial)
+        if args.bare:
+            run_bare(args, root, finished)
+        else:
+            watcher.start()
+            run_sweep(spec, root / "results", trainable=payload_trial)
         seconds = time.perf_counter() - started
         done.set()
-        watcher.join()
+        if watcher.is_alive():
+            watcher.join()
         ray.shutdown()
         files = {"all": 0, "tb": 0}
-        for root, _, names in os.walk(out):
+        for folder, _, names in os.walk(root / "results" if args.bare else out):
             files["all"] += len(names)
-            files["tb"] += len(names) * Path(root).is_relative_to(out / "tb")
+            files["tb"] += len(names) * Path(folder).is_relative_to(out / "tb")
     times, rss = np.array([t for t, _ in finished]), np.array([r for _, r in finished], dtype=float)
     n = len(times)
 
@@ -148,8 +187,8 @@ def main() -> int:
                "driver_rss_mb_at_100": round(rss[at] / 1024), f"driver_rss_mb_at_{n}": round(rss[-1] / 1024),
                "rss_kb_per_trial": round(slope, 1), "files_in_results": files["all"],
                "files_in_results_but_tensorboard": files["all"] - files["tb"], "tensorboard_files": files["tb"]}
-    print(f"{n} trials, {args.concurrent} at a time, {args.test} test predictions x 4 models each, on "
-          f"{os.cpu_count()} CPU cores: {seconds:.0f} s")
+    what = "Ray Tune alone (--bare)" if args.bare else f"{args.test} test predictions x 4 models each"
+    print(f"{n} trials, {args.concurrent} at a time, {what}, on {os.cpu_count()} CPU cores: {seconds:.0f} s")
     print(json.dumps(figures))
     return 0
 
