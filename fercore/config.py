@@ -80,12 +80,12 @@ class TrialConfig:
 
 def inapplicable(cfg: TrialConfig) -> list[str]:
     """The keys of CFG whose values take no part in its trial: every generator.* key when the policy uses no
-    generator (none, oversample_*), the filter's threshold and rounds without a filter, the plateau schedule's
-    factor and patience under another schedule, SGD's momentum with another optimizer, and data.fold without
-    data.folds. The values stay in
-    the config (and in the generator's cache key, which only trials with a generator compute)."""
+    generator (none, oversample_*) or its values add no synthetic image (real_ratio 1.0, multiply_k 0), the
+    filter's threshold and rounds without a filter, the plateau schedule's factor and patience under another
+    schedule, SGD's momentum with another optimizer, and data.fold without data.folds. The values stay in the
+    config (and in the generator's cache key, which only trials with a generator compute)."""
     keys = []
-    if not uses_generator(cfg.augment.policy):
+    if not uses_generator(cfg.augment.policy, dict(cfg.augment.values)):
         keys += [f"generator.{k}" for k in cfg.generator.values]
     if cfg.augment.filter == "none":
         keys += ["augment.filter_tau", "augment.filter_rounds"]

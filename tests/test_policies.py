@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fercore.augment.policies import POLICIES, MixPlan, mix, plan_mix, uses_generator
-from fercore.config import COMMON, all_keys, resolve, section_params
+from fercore.config import COMMON, all_keys, inapplicable, resolve, section_params
 from fercore.errors import ConfigError
 from fercore.labels import CLASSES
 
@@ -196,3 +196,20 @@ def test_oversample_names_no_key_of_its_own_but_its_targets():
     assert [p.name for p in POLICIES.get("oversample_per_class").params] == ["per_class_target"]
     flat = resolve({"augment.policy": "oversample_minority", "augment.minority_classes": "fear"}).flat()
     assert flat["augment.minority_classes"] == "fear" and "augment.per_class_target" not in flat
+
+
+def test_generator_keys_take_no_part_where_the_policy_adds_no_synthetic_image():
+    """real_ratio 1.0 and multiply_k 0 train on real images only: their generator keys are inapplicable (empty in
+    the row), so such trials are one real-only config whatever generator they name."""
+    def generator_keys(flat):
+        return [k for k in inapplicable(resolve(flat)) if k.startswith("generator.")]
+
+    for flat in ({"augment.policy": "real_ratio", "augment.real_ratio": 1.0},
+                 {"augment.policy": "multiply", "augment.multiply_k": 0.0}):
+        for gtype in ("cgan", "diffusion"):
+            cfg = resolve({**flat, "generator.type": gtype})
+            assert "generator.type" in generator_keys({**flat, "generator.type": gtype})
+            assert cfg.flat(applicable_only=True).get("generator.type") is None
+        assert not uses_generator(flat["augment.policy"], {k.split(".")[1]: v for k, v in flat.items()})
+    assert generator_keys({"augment.policy": "real_ratio", "augment.real_ratio": 0.99}) == []
+    assert generator_keys({"augment.policy": "multiply", "augment.multiply_k": 0.5}) == []

@@ -49,7 +49,8 @@ def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, loc
             assert row.get(key) is not None, key
         # A generator key has a value exactly where the trial used a generator (issue 15: keys that do not apply
         # stay empty).
-        assert (row.get("generator.type") is not None) == uses_generator(row["augment.policy"]), row
+        augment = {k.split(".", 1)[1]: v for k, v in row.items() if k.startswith("augment.") and v is not None}
+        assert (row.get("generator.type") is not None) == uses_generator(row["augment.policy"], augment), row
         assert row["classifier.epochs"] == 2  # the sweep's fixed value reached the trial
     completed = [r for r in trials if r["status"] == "completed"]
     assert completed, "ASHA cannot stop every trial of three"

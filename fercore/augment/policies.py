@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,6 +45,9 @@ class MixPlan:
 @dataclass(frozen=True)
 class PolicyEntry(Entry):
     synthetic: bool = True  # the policy can add synthetic images, so a trial of it uses a generator
+    # Whether the policy's values add no synthetic image on any data set (real_ratio 1.0): its generator keys then
+    # take no part, and such trials are one real-only config whatever they say (fercore.config.inapplicable).
+    adds_none: Callable[[dict[str, Any]], bool] | None = None
 
 
 # Each entry's target: (real training counts per class, the augment section's values) -> MixPlan. plan_mix adds
@@ -53,9 +56,13 @@ CLASS_NAMES = "class_names"
 POLICIES: Registry[PolicyEntry] = Registry("mixing policy", "augment.policy", PolicyEntry)
 
 
-def uses_generator(policy: str) -> bool:
-    """Whether a trial of POLICY uses a generator (and so has generator.* keys and a synthetic pool)."""
-    return POLICIES.get(policy).synthetic
+def uses_generator(policy: str, values: dict[str, Any] | None = None) -> bool:
+    """Whether a trial of POLICY (with the augment section's VALUES, when known) uses a generator, and so has
+    generator.* keys and a synthetic pool."""
+    entry = POLICIES.get(policy)
+    if values is not None and entry.adds_none is not None and entry.adds_none(values):
+        return False
+    return entry.synthetic
 
 
 @POLICIES.register("none", synthetic=False, help="real images only")
@@ -70,6 +77,7 @@ def _balance(counts, values):
 
 @POLICIES.register(
     "real_ratio", params=(Param("real_ratio", 0.5, 0.0, 1.0, help="share of real images in the training set"),),
+    adds_none=lambda values: values["real_ratio"] >= 1.0,
     help="training set of the real set's size, a share r real and 1-r synthetic, class proportions kept (004)")
 def _real_ratio(counts, values):
     real = np.round(counts * values["real_ratio"]).astype(np.int64)
@@ -152,6 +160,7 @@ def _minority(counts, values):
 
 @POLICIES.register(
     "multiply", params=(Param("multiply_k", 1.0, 0.0, 20.0, help="synthetic images per real image"),),
+    adds_none=lambda values: values["multiply_k"] == 0,
     help="add k synthetic images per real image of every class (k * n_c, half rounded up), proportions kept")
 def _multiply(counts, values):
     # floor(x + 0.5) rather than np.round: halves go up, not to the nearest even count.
