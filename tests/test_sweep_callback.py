@@ -158,3 +158,23 @@ def test_the_last_report_tells_the_rows_value_and_the_epochs_table_keeps_the_epo
     stored = pq.read_table(out / "predictions.parquet").to_pylist()
     assert [(r["trial_id"], r["index"], r["true"], r["predicted"]) for r in stored] == [
         ("t1", 4, "angry", "angry"), ("t1", 9, "happy", "happy"), ("t1", 2, "neutral", "happy")]
+
+
+def test_a_stopped_trials_validation_figures_are_its_best_epochs_as_a_completed_trials_are():
+    """A trial ASHA stopped has no row of its own: its val_* come from the epoch the trainer would have tested (the
+    first best by classifier.early_stop), not from its last epoch, so a stopped and a completed row mean the same."""
+    from fercore.sweep.callback import best_epoch, trial_row
+
+    epochs = [{"epoch": 1, "val_macro_f1": 0.20, "val_loss": 1.9},
+              {"epoch": 2, "val_macro_f1": 0.31, "val_loss": 1.5, "val_weighted_loss": 1.8},
+              {"epoch": 3, "val_macro_f1": 0.31, "val_loss": 1.6, "val_weighted_loss": 1.7},
+              {"epoch": 4, "val_macro_f1": 0.25, "val_loss": 1.4, "val_weighted_loss": 1.75}]
+    by_f1 = {"classifier.early_stop": "val_macro_f1"}
+    row = trial_row("t1", by_f1, None, {**epochs[-1], "time_total_s": 9.0}, "stopped", "ASHA", 1, epochs)
+    assert (row["val_macro_f1"], row["val_loss"], row["best_epoch"], row["epochs_run"]) == (0.31, 1.5, 2, 4)
+    # By the validation loss trained on: the weighted one where it exists (epochs 2-4), else the plain one.
+    assert best_epoch(epochs, {"classifier.early_stop": "val_loss"})["epoch"] == 3
+    assert best_epoch(epochs[:1], {"classifier.early_stop": "val_loss"})["epoch"] == 1
+    assert best_epoch([{"epoch": 1, "val_macro_f1": float("nan")}], by_f1) is None
+    # No epochs (a trial that failed before its first): its last result, as before.
+    assert trial_row("t2", by_f1, None, {"val_macro_f1": 0.1}, "error", "boom", 1)["val_macro_f1"] == 0.1

@@ -219,9 +219,10 @@ class ResultsCallback(tune.Callback):
         config = self._config(trial)
         last = self._last.pop(trial.trial_id, {})
         artifacts = self._artifacts.pop(trial.trial_id, {})
+        epochs = self._epochs.pop(trial.trial_id, [])
         row = trial_row(trial.trial_id, config, artifacts.get("row"), last, status, reason,
-                        attempts if attempts is not None else trial.num_failures + 1)
-        self._staged.append(_Staged(trial.trial_id, config, row, artifacts, self._epochs.pop(trial.trial_id, [])))
+                        attempts if attempts is not None else trial.num_failures + 1, epochs)
+        self._staged.append(_Staged(trial.trial_id, config, row, artifacts, epochs))
         self.guard.trial_ended(status, trial.trial_id, reason)  # now, not at the commit: a failing sweep stops soon
 
     def _flush(self) -> bool:
@@ -264,17 +265,43 @@ class ResultsCallback(tune.Callback):
 
 
 def trial_row(trial_id: str, config: dict[str, Any], sent_row: dict[str, Any] | None, last: dict[str, Any],
-              status: str, reason: str, attempts: int) -> dict[str, Any]:
+              status: str, reason: str, attempts: int, epochs: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """One row of trials.parquet: the config, then the row the trial's last report sent (a completed trial's whole
-    result; it may hold the config keys too) or, for a stopped or failed trial, its last epoch's metrics, then the
-    driver's bookkeeping."""
-    summary = sent_row or {k: v for k, v in last.items() if k.startswith(("val_", "train_loss"))}
+    result; it may hold the config keys too) or, for a stopped or failed trial, the validation figures of its best
+    epoch (of EPOCHS, by the trial's early-stopping score, as a completed trial's are), then the driver's
+    bookkeeping."""
+    if sent_row:
+        summary = sent_row
+    else:
+        best = best_epoch(epochs, config) or last
+        summary = {k: v for k, v in best.items() if k.startswith(("val_", "train_loss"))}
+        if best.get("epoch"):
+            summary["best_epoch"] = best["epoch"]
     return {"trial_id": trial_id, **config, **summary, "status": status, "reason": reason,
             "epochs_run": last.get("epoch", 0), "node_ip": last.get("node_ip", ""),
             "node_id": last.get("node_id", ""),
             # Runs of this trial: a crash (not a divergence) is retried up to the sweep's max_failures times.
             "attempts": attempts,
             "train_seconds": summary.get("train_seconds", last.get("time_total_s"))}
+
+
+def best_epoch(epochs: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
+    """The epoch whose weights the trial would have tested (fercore.train.Trainer's rule): the first with the best
+    classifier.early_stop score, highest val_macro_f1 or lowest validation loss of the loss trained on (weighted
+    when class weights are on); None without epochs that have it."""
+    by_f1 = config.get("classifier.early_stop") == "val_macro_f1"
+
+    def score(e: dict[str, Any]) -> float | None:
+        value = e.get("val_macro_f1") if by_f1 else e.get("val_weighted_loss", e.get("val_loss"))
+        if value is None or value != value:  # absent or NaN: no score
+            return None
+        return value if by_f1 else -value
+
+    scored = [(score(e), i) for i, e in enumerate(epochs) if score(e) is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda si: (si[0], -si[1]))  # the first of equal scores, as the trainer keeps it
+    return epochs[best[1]]
 
 
 def _failure_status(line: str) -> str:
