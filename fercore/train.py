@@ -113,7 +113,7 @@ class Trainer:
         weight = torch.tensor(self.class_weights, dtype=torch.float32, device=device) \
             if self.class_weights is not None else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=classifier.label_smoothing)
-        self.steps_per_epoch = max(1, len(self.x) // classifier.batch_size + (len(self.x) % classifier.batch_size >= 2))
+        self.steps_per_epoch = steps_per_epoch(len(self.x), classifier.batch_size)
         self.opt = _optimizer(self.model, classifier)
         self.sched = _scheduler(self.opt, classifier, self.steps_per_epoch)
         self.epoch = 0
@@ -122,6 +122,11 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_epochs = 0
         self.stopped = False
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps taken so far: every epoch takes steps_per_epoch (a last batch of one image is skipped)."""
+        return self.epoch * self.steps_per_epoch
 
     def _autocast(self):
         # The same autocast on either device (CPU autocast runs train.precision=bf16 there too).
@@ -222,6 +227,12 @@ class Trainer:
 
     def load(self, path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimiser steps an epoch over IMAGES training images takes: a last batch of one image is skipped (batch norm
+    cannot train on it)."""
+    return max(1, images // batch_size + (images % batch_size >= 2))
 
 
 def default_class_names(num_classes: int) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ trained once per content key (fercore.cache.entries) and read on the same test i
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -41,7 +42,7 @@ from fercore.data import FaceSet
 from fercore.errors import ConfigError
 from fercore.metrics import Read, calc_metric, calc_metrics, confusion
 from fercore.synthetic import SyntheticPool, make_pool
-from fercore.train import Trainer, deterministic_algorithms, pick_device
+from fercore.train import Trainer, deterministic_algorithms, pick_device, steps_per_epoch
 
 # report(epoch, metrics, artifacts): metrics are flat scalars; artifacts (only with the last epoch) hold the
 # trial's whole result row (config keys included, as TrialResult.row), the confusion matrix, the per-image test
@@ -73,6 +74,7 @@ class Outcome:
     test_metrics: dict[str, Any]
     plan: MixPlan  # the trial's training counts per class
     counts: np.ndarray  # the real training split's counts per class
+    steps: int = 0  # the optimiser steps the trial's classifier took
     spent: list[float] = field(default_factory=list)  # seconds each comparison trained here (none on cache hits)
     # The test-set class probabilities of each model the trial was compared against ("baseline", "control",
     # "subset"), trained here or read from the cache: stored with the trial's own predictions.
@@ -170,7 +172,7 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, rem
 
     # Paired comparisons: each step trains or fetches what this trial is compared against.
     counts = np.bincount(data.split("train")[1], minlength=len(data.class_names))
-    outcome = Outcome(cfg, data, device, cache, test, test_metrics, plan, counts)
+    outcome = Outcome(cfg, data, device, cache, test, test_metrics, plan, counts, steps=trainer.steps)
     paired = {key: value for step in PAIRED for key, value in step(outcome).items()}
 
     last = epochs[-1]
@@ -179,6 +181,7 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, rem
         **{k: v for k, v in kept.items() if k.startswith("val_")},  # the best epoch's, whose weights were tested
         **test_metrics,
         "status": "completed", "reason": "", "best_epoch": trainer.best_epoch, "epochs_run": len(epochs),
+        "train_steps": trainer.steps,
         **_training_counts(data.class_names, plan),
         "classifier_seconds": classifier_seconds,
         # From the trial's start (its data set in hand) to its classifier's first step: dedupe, generator, mix.
@@ -276,31 +279,53 @@ def _predict_best(trainer: Trainer, images: np.ndarray, device: torch.device) ->
     return trainer.predict_proba(torch.from_numpy(images).to(device))
 
 
-def _train_and_read(o: Outcome, train: tuple[np.ndarray, np.ndarray]) -> Read:
-    """A classifier of the trial's config and seed trained on TRAIN, read on the same test images as the trial."""
+def _train_and_read(o: Outcome, train: tuple[np.ndarray, np.ndarray], cfg: TrialConfig | None = None
+                    ) -> tuple[Read, int]:
+    """A classifier of CFG (the trial's config by default) and the trial's seed trained on TRAIN, read on the same
+    test images as the trial; and the optimiser steps it took."""
     t0 = time.perf_counter()
-    trainer = _trainer(o.cfg, train, o.data, o.device)
+    trainer = _trainer(cfg or o.cfg, train, o.data, o.device)
     for _ in trainer.epochs():
         pass
     read = replace(o.test, proba=_predict_best(trainer, o.data.split("test")[0], o.device))
     o.spent.append(time.perf_counter() - t0)
-    return read
+    return read, trainer.steps
 
 
-def _trained_on(o: Outcome, plan: MixPlan) -> Callable[[], entries.Outcome]:
+def _trained_on(o: Outcome, plan: MixPlan, cfg: TrialConfig | None = None) -> Callable[[], entries.Outcome]:
     """What makes a compared classifier: trained on the real training images PLAN keeps (and draws again), with the
-    trial's mixing seed, so it keeps the very images the trial kept."""
+    trial's mixing seed, so it keeps the very images the trial kept; CFG: another classifier budget than the
+    trial's (the real subset's, in steps). Its metrics hold the optimiser steps it took (train_steps)."""
     def make() -> entries.Outcome:
         x, y, _ = mix(*o.data.split("train"), plan, {}, seed=o.cfg.seed)
-        read = _train_and_read(o, (x, y))
-        return read.proba, calc_metric("classification", read=read)
+        read, steps = _train_and_read(o, (x, y), cfg)
+        return read.proba, {**calc_metric("classification", read=read), "train_steps": steps}
     return make
 
 
+def _own_outcome(o: Outcome) -> entries.Outcome:
+    """The trial's own outcome, stored for the trials it is the baseline or control of."""
+    return o.test.proba, {**o.test_metrics, "train_steps": o.steps}
+
+
 def _figures(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """A compared classifier's own test figures as NAME_test_... row keys: accuracy, macro-F1, recall per class."""
+    """A compared classifier's own test figures as NAME_test_... row keys: accuracy, macro-F1, recall per class; and
+    its optimiser steps, NAME_train_steps (None for an entry stored before they were counted)."""
     return {f"{name}_{k}": v for k, v in metrics.items()
-            if k in ("test_accuracy", "test_macro_f1") or k.startswith("test_recall_")}
+            if k in ("test_accuracy", "test_macro_f1") or k.startswith("test_recall_")} \
+        | {f"{name}_train_steps": metrics.get("train_steps")}
+
+
+def step_matched(cfg: TrialConfig, trial_images: int, images: int) -> TrialConfig:
+    """CFG with its classifier's epochs (and patience) stretched so that IMAGES training images get the optimiser
+    steps TRIAL_IMAGES get in the trial: a real subset of a tenth of the images trains ten times the epochs, not a
+    tenth of the steps (which would make the trial's gain over it a gain of training longer)."""
+    bs = cfg.classifier.batch_size
+    factor = steps_per_epoch(trial_images, bs) / steps_per_epoch(images, bs)
+    epochs = min(1000, math.ceil(cfg.classifier.epochs * factor - 1e-9))
+    patience = min(1000, math.ceil(cfg.classifier.patience * factor - 1e-9))
+    return resolve({**cfg.flat(), "classifier.epochs": epochs, "classifier.patience": patience},
+                   drop_inapplicable=True)
 
 
 def paired_baseline(o: Outcome) -> dict[str, Any]:
@@ -308,14 +333,15 @@ def paired_baseline(o: Outcome) -> dict[str, Any]:
 
     A real-only trial is its own baseline: it stores its outcome for the trials that pair with it."""
     if o.real_only:
-        _, _, entry = entries.baseline(o.cfg, o.data, o.cache, o.device, lambda: (o.test.proba, o.test_metrics))
+        _, _, entry = entries.baseline(o.cfg, o.data, o.cache, o.device, lambda: _own_outcome(o))
         return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit}
     if not o.cfg.augment.paired_baseline:
         return {}
     real = MixPlan(o.counts, np.zeros_like(o.counts))
-    base_proba, _, entry = entries.baseline(o.cfg, o.data, o.cache, o.device, _trained_on(o, real))
+    base_proba, base_metrics, entry = entries.baseline(o.cfg, o.data, o.cache, o.device, _trained_on(o, real))
     o.compared["baseline"] = base_proba
     return {"baseline_key": entry.key, "baseline_cache_hit": entry.hit,
+            "baseline_train_steps": base_metrics.get("train_steps"),
             **calc_metric("uplift", read=o.test, baseline=base_proba)}
 
 
@@ -328,7 +354,7 @@ def paired_control(o: Outcome) -> dict[str, Any]:
         if not plan.duplicate.any():
             return {}
         key, parts = entries.control_key(o.cfg, o.data, o.device, plan.real, plan.total)
-        _, _, entry = entries.compared(key, parts, o.cache, lambda: (o.test.proba, o.test_metrics))
+        _, _, entry = entries.compared(key, parts, o.cache, lambda: _own_outcome(o))
         return {"control_key": entry.key, "control_cache_hit": entry.hit}
     drawn = plan.synthetic + plan.duplicate
     if not o.cfg.augment.paired_baseline or (drawn[plan.real == 0] > 0).any():
@@ -343,14 +369,16 @@ def paired_control(o: Outcome) -> dict[str, Any]:
 
 def paired_subset(o: Outcome) -> dict[str, Any]:
     """The real-subset control of a trial that trains on synthetic images and drops real ones (real_ratio): the real
-    images it kept, alone; and the trial's gain over it."""
+    images it kept, alone, trained for as many optimiser steps as the trial (step_matched); and the trial's gain
+    over it."""
     plan = o.plan
     if not plan.synthetic.any() or not o.cfg.augment.paired_baseline or (plan.real == o.counts).all() \
             or not plan.real.any():
         return {}
     subset = MixPlan(plan.real, np.zeros_like(plan.real))
-    key, parts = entries.subset_key(o.cfg, o.data, o.device, plan.real)
-    proba, metrics, entry = entries.compared(key, parts, o.cache, _trained_on(o, subset))
+    cfg = step_matched(o.cfg, int(plan.total.sum()), int(subset.total.sum()))
+    key, parts = entries.subset_key(cfg, o.data, o.device, plan.real)
+    proba, metrics, entry = entries.compared(key, parts, o.cache, _trained_on(o, subset, cfg))
     o.compared["subset"] = proba
     return {"subset_key": entry.key, "subset_cache_hit": entry.hit, **_figures("subset", metrics),
             **calc_metric("uplift", read=o.test, baseline=proba, prefix="gain_subset")}

@@ -276,6 +276,10 @@ def test_real_ratio_trials_show_the_gain_over_the_real_subset(grid, tmp_path):
     md = report(write_folder(tmp_path / "subset", ratio, true, preds), tmp_path / "out2")
     text = section(md, "2. Synthetic uplift")
     assert "the generator was trained on every real training image" in text
+    assert "These trials' real subsets predate that" in text  # no subset_train_steps: trained fewer steps
+    ratio.loc[aug, "subset_train_steps"] = 100
+    md = report(write_folder(tmp_path / "matched", ratio, true, preds), tmp_path / "out3")
+    assert "predate that" not in section(md, "2. Synthetic uplift")
     assert table_after(text, "per policy").set_index("policy").loc["real_ratio", "mean gain over real subset"] \
         == "+0.020"
     assert "mean gain over real subset [95 % CI]" in section(md, "2.1 Across seeds")

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from fercore import trial
-from fercore.cache import CacheStore
+from fercore.cache import CacheStore, entries
 from fercore.cache.entries import baseline_key, control_key, subset_key
 from fercore.config import resolve
 from fercore.labels import CLASSES
 from fercore.metrics.classification import classification_metrics
 from fercore.report.configs import Predictions
 from fercore.results import PREDICTIONS, ResultsStore
+from fercore.train import steps_per_epoch
 from tests.conftest import TINY_TRIAL
 
 ONE_EPOCH = {**TINY_TRIAL, "classifier.epochs": 1}
@@ -103,8 +104,15 @@ def test_real_ratio_is_paired_with_both_controls_trained_on_its_kept_images(runs
     assert np.array_equal(control_x[:kept], own_x[:kept]) and set(_ids(control_x)) <= set(_ids(own_x[:kept]))
     # The subset: exactly the real images the trial kept, nothing else.
     assert np.array_equal(subset_x, own_x[:kept]) and np.array_equal(subset_y, own_y[:kept])
+    # Optimiser steps, from the row: the control (the trial's counts) and the baseline (the whole real split: as
+    # many images as real_ratio's set) take the trial's; the subset, a share of the images, trains more epochs to
+    # take as many (within one of its epochs), not that share of them.
+    steps = row["train_steps"]
+    subset_epoch = steps_per_epoch(kept, resolve(ONE_EPOCH).classifier.batch_size)
+    assert steps > 0 and row["control_train_steps"] == steps == row["baseline_train_steps"]
+    assert steps <= row["subset_train_steps"] < steps + subset_epoch and subset_epoch < steps / row["epochs_run"]
     for name in ("control", "subset"):
-        assert row[f"{name}_key"].startswith(f"{name}-v1-")
+        assert row[f"{name}_key"].startswith(entries.RULES[name][0] + "-")
         assert row[f"gain_{name}_test_macro_f1"] == pytest.approx(row["test_macro_f1"] - row[f"{name}_test_macro_f1"])
         assert row[f"gain_{name}_test_macro_f1_low"] <= row[f"gain_{name}_test_macro_f1"] \
             <= row[f"gain_{name}_test_macro_f1_high"]
