@@ -271,3 +271,13 @@ def test_tensorboard_keeps_a_workers_confusion_png_and_reencodes_a_palette_png(t
     samples = ea.Images("samples/per_class_rows")[0]
     assert (samples.height, samples.width) == (6, 8)
     assert _png_to_array(samples.encoded_image_string).shape in ((6, 8), (6, 8, 3))
+
+
+def test_the_confusion_picture_ignores_the_processs_matplotlib_style():
+    """A driver that also drew a report (whose plots change rcParams) draws the matrix as a worker does."""
+    import matplotlib.pyplot as plt
+
+    matrix = np.arange(49).reshape(7, 7)
+    before = confusion_png(matrix)
+    with plt.rc_context({"font.size": 9, "axes.grid": True}):
+        assert np.array_equal(_png_to_array(confusion_png(matrix)), _png_to_array(before))

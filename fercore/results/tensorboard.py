@@ -157,13 +157,16 @@ def confusion_image(matrix: np.ndarray, class_names: tuple[str, ...] = CLASSES) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=80)
-    draw_confusion(ax, matrix, class_names)
-    ax.set_title("Test confusion (row-normalised colour, counts)")
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
+    # matplotlib's default style, whatever the process set (the report's plots change rcParams): a worker and a driver
+    # draw the same picture.
+    with plt.style.context("default"):
+        fig, ax = plt.subplots(figsize=(5, 4.5), dpi=80)
+        draw_confusion(ax, matrix, class_names)
+        ax.set_title("Test confusion (row-normalised colour, counts)")
+        fig.tight_layout()
+        fig.canvas.draw()
+        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        plt.close(fig)
     return image
 
 
