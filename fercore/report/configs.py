@@ -22,7 +22,7 @@ SEED_KEYS = ("seed", "data.fold")  # what repeats a config rather than changing 
 MAX_PAIRS = 40  # paired comparisons computed and listed (each a bootstrap over predictions)
 LEVEL = 0.05  # family-wise error rate of Holm's correction
 MIN_SEEDS_CLAIM = 5  # a difference is claimed (survives) only from this many seeds: below, the seed level is weak,
-#                      whatever its p (3 seeds give a t with 2 degrees of freedom, its interval 4.3 standard errors wide)
+#                      whatever its p (3 seeds give a t with 2 degrees of freedom: an interval of +-4.3 standard errors)
 
 
 @dataclass
