@@ -35,11 +35,14 @@ def write_sweep(tmp_path, **overrides):
 
 
 @pytest.mark.slow
-def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, local_ray):
+def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, local_ray, capsys):
     from fercore.sweep import run_sweep
 
     out = run_sweep(load_sweep(write_sweep(tmp_path)), tmp_path / "results")
     assert out == (tmp_path / "results" / "tiny").resolve()
+    # A trial's progress line shows validation only; test figures wait for the final summary.
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[") and "] trial " in line]
+    assert len(progress) == 3 and not any("test_" in line for line in progress), progress
 
     trials = pq.read_table(out / "trials.parquet").to_pylist()
     assert len(trials) == 3 and len({r["trial_id"] for r in trials}) == 3

@@ -127,8 +127,9 @@ class ResultsCallback(tune.Callback):
         for t in self._staged:
             self.tb.finish(t.trial_id, t.config, t.row, t.artifacts)
             self.finished += 1
-            metric = ", ".join(f"{k}={t.row[k]:.3f}" for k in ("val_macro_f1", "test_macro_f1")
-                               if t.row.get(k) is not None)
+            # Validation only while the sweep runs: a test figure in a live line invites choosing by it (issue 25);
+            # the final summary gives the test figures of the trial validation chose.
+            metric = f"val_macro_f1={t.row['val_macro_f1']:.3f}" if t.row.get("val_macro_f1") is not None else ""
             print(f"[{self.finished}/{self.total}] trial {t.trial_id} {t.row['status']} {metric} "
                   f"{t.row['reason']}".rstrip(), flush=True)
             inbox.artifact_path(self.folder, t.trial_id).unlink(missing_ok=True)
