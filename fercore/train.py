@@ -140,7 +140,7 @@ class Trainer:
             self.epoch += 1
             # The validation loss of the loss trained on: weighted by class when classifier.class_weights is on.
             val_loss = val.get("val_weighted_loss", val["val_loss"])
-            score = val["val_macro_f1"] if self.cfg.early_stop == "val_macro_f1" else -val_loss
+            score = early_stop_score(val, self.cfg.early_stop)
             if score > self.best_score:
                 self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
                 self.best_state = copy.deepcopy(self.model.state_dict())
@@ -227,6 +227,16 @@ class Trainer:
 
     def load(self, path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def early_stop_score(metrics: dict[str, Any], early_stop: str | None) -> float | None:
+    """The score an epoch's validation METRICS give under classifier.early_stop (higher is better; the first epoch
+    with the best one is kept): val_macro_f1, or minus the validation loss of the loss trained on (weighted by class
+    when classifier.class_weights is on). None when the metrics lack it."""
+    if early_stop == "val_macro_f1":
+        return metrics.get("val_macro_f1")
+    loss = metrics.get("val_weighted_loss", metrics.get("val_loss"))
+    return None if loss is None else -loss
 
 
 def steps_per_epoch(images: int, batch_size: int) -> int:

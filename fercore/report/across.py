@@ -1,8 +1,8 @@
 """Sections 2.1 and 2.2 of the report, the answers across seeds: each config's mean over its seeds (test macro-F1,
-uplift over real-only, gain over the oversampling control and over the real subset) with two-level bootstrap
-intervals, and the paired comparisons of configs that differ in one key. Holm's correction covers every test in both;
-a difference is claimed (✓) only from MIN_SEEDS_CLAIM seeds.
-The figures come from fercore.report.configs; this file words them.
+uplift over real-only, gain over the oversampling control and over the real subset) with t intervals over seeds
+(the test images' noise added), and the paired comparisons of configs that differ in one key. Holm's correction
+covers every test in both; a difference is claimed (✓) only from MIN_SEEDS_CLAIM seeds. The figures come from
+fercore.report.configs; this file words them.
 """
 from __future__ import annotations
 

@@ -212,11 +212,19 @@ def _estimate(values, mean: float, image_var: float, source: str, test: bool) ->
     return Estimate(mean, t.low, t.high, len(values), source, t.p if test else math.nan, df=t.df)
 
 
-def _interval_variance(lows: np.ndarray, highs: np.ndarray) -> float:
-    """The test images' variance of a mean over seeds from each seed's own 95 % interval. The seeds were scored on
-    the same test images, whose noise then moves them alike: their standard deviations are averaged, not their
-    variances (perfectly correlated: the larger, conservative figure)."""
-    return float(np.mean((highs - lows) / (2 * resample.Z95)) ** 2)
+def _shared_variance(sd: np.ndarray) -> float:
+    """The test images' variance of a mean over seeds from each seed's standard deviation over them (SD). The seeds
+    were scored on the same test images, whose noise then moves them alike: the standard deviations are averaged,
+    not the variances (perfectly correlated: the larger, conservative figure)."""
+    return float(np.mean(sd)) ** 2
+
+
+def _from_intervals(values: np.ndarray, mean: float, lows: np.ndarray, highs: np.ndarray, test: bool) -> Estimate:
+    """The estimate of per-seed VALUES whose test-image level is each seed's own 95 % interval (LOWS, HIGHS); the
+    seeds alone where any seed lacks one."""
+    if np.isfinite(lows).all() and np.isfinite(highs).all():
+        return _estimate(values, mean, _shared_variance((highs - lows) / (2 * resample.Z95)), "intervals", test)
+    return _estimate(values, mean, 0.0, "seeds", test)
 
 
 def f1_estimate(config: Config, predictions: Predictions | None, seed: int = 0) -> Estimate | None:
@@ -233,10 +241,8 @@ def f1_estimate(config: Config, predictions: Predictions | None, seed: int = 0) 
         var = resample.image_variance([a[1] for a in arrays], [a[2] for a in arrays], predictions.num_classes,
                                       shared_images=_aligned(arrays), seed=seed)
         return _estimate(values, mean, var, "predictions", test=False)
-    lows, highs = num(part, "test_macro_f1_ci_low").to_numpy(), num(part, "test_macro_f1_ci_high").to_numpy()
-    if np.isfinite(lows).all() and np.isfinite(highs).all():
-        return _estimate(values, mean, _interval_variance(lows, highs), "intervals", test=False)
-    return _estimate(values, mean, 0.0, "seeds", test=False)
+    return _from_intervals(values, mean, num(part, "test_macro_f1_ci_low").to_numpy(),
+                           num(part, "test_macro_f1_ci_high").to_numpy(), test=False)
 
 
 def comparison_estimate(config: Config, col: str, predictions: Predictions | None = None,
@@ -261,10 +267,8 @@ def comparison_estimate(config: Config, col: str, predictions: Predictions | Non
             var = resample.image_variance([a[1] for a in arrays], [a[2] for a in arrays], predictions.num_classes,
                                           pred_a=others, shared_images=_aligned(arrays), seed=seed)
             return _estimate(diffs, mean, var, "predictions", test=True)
-    lows, highs = num(part, f"{col}_low").to_numpy(), num(part, f"{col}_high").to_numpy()
-    if np.isfinite(lows).all() and np.isfinite(highs).all():
-        return _estimate(diffs, mean, _interval_variance(lows, highs), "intervals", test=True)
-    return _estimate(diffs, mean, 0.0, "seeds", test=True)
+    return _from_intervals(diffs, mean, num(part, f"{col}_low").to_numpy(), num(part, f"{col}_high").to_numpy(),
+                           test=True)
 
 
 def _order(values: list[Any]) -> list[Any]:
@@ -324,9 +328,7 @@ def pair_estimate(pair: Pair, predictions: Predictions | None, seed: int = 0) ->
     sd = np.array([[(figure(r[s], "test_macro_f1_ci_high") - figure(r[s], "test_macro_f1_ci_low")) / (2 * resample.Z95)
                     for s in pair.seeds] for r in (rows_a, rows_b)])
     if np.isfinite(sd).all():
-        spread = resample.Z95 * np.sqrt((sd ** 2).sum(0))
-        return _estimate(diffs, mean, _interval_variance(diffs - spread, diffs + spread), "unpaired intervals",
-                         test=True)
+        return _estimate(diffs, mean, _shared_variance(np.sqrt((sd ** 2).sum(0))), "unpaired intervals", test=True)
     return _estimate(diffs, mean, 0.0, "seeds", test=True)
 
 

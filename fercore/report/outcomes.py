@@ -175,9 +175,10 @@ def _comparison_note(aug: pd.DataFrame) -> list[str]:
                      "(gain_subset_*, the r share of real images alone, trained for as many optimiser steps as the "
                      "trial) is real_ratio's own comparison."
                      + ("" if has_column(ratio, "subset_train_steps")
-                        or not has_column(ratio, "gain_subset_test_macro_f1") else " These trials' real subsets predate that: each trained the trial's epochs on r of its "
-                             "images, so about r of its steps, and their gain over it counts training longer too; "
-                             "the gain over the oversampling control (the same steps) is the fair one here.")
+                        or not has_column(ratio, "gain_subset_test_macro_f1") else
+                        " These trials' real subsets predate that: each trained the trial's epochs on r of its "
+                        "images, so about r of its steps, and their gain over it counts training longer too; the "
+                        "gain over the oversampling control (the same steps) is the fair one here.")
                      + ("" if has_column(ratio, "gain_subset_test_macro_f1") else
                         " These real_ratio trials have no gain_subset_* columns (they predate the real-subset "
                         "control), so only the comparisons above are shown."))

@@ -36,5 +36,5 @@ from fercore.results.tensorboard import TensorBoardWriter, confusion_image, conf
 
 __all__ = ["CONFUSION", "EMBEDDINGS", "EPOCHS", "GENERATORS", "MANIFEST", "PER_CLASS", "PREDICTIONS", "SOURCES",
            "SWEEP_RECORD", "TRIALS", "ResultsStore", "TensorBoardWriter", "class_figure", "compact", "confusion_image",
-           "confusion_png", "count_rows", "draw_confusion", "generator_rows", "is_curve", "is_result_metric", "per_class_rows",
-           "read_table", "table_files", "write_table_atomic"]
+           "confusion_png", "count_rows", "draw_confusion", "generator_rows", "is_curve", "is_result_metric",
+           "per_class_rows", "read_table", "table_files", "write_table_atomic"]

@@ -26,6 +26,7 @@ from fercore.sweep import inbox, internals, state
 from fercore.sweep.guards import Guard
 from fercore.sweep.searchers import TESTED
 from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, trial_config
+from fercore.train import early_stop_score
 
 RAY_KEYS = internals.ray_result_keys() | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
                                           "time_this_iter_s", "timesteps_total", "episodes_total", TESTED}
@@ -287,22 +288,15 @@ def trial_row(trial_id: str, config: dict[str, Any], sent_row: dict[str, Any] | 
 
 
 def best_epoch(epochs: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
-    """The epoch whose weights the trial would have tested (fercore.train.Trainer's rule): the first with the best
-    classifier.early_stop score, highest val_macro_f1 or lowest validation loss of the loss trained on (weighted
-    when class weights are on); None without epochs that have it."""
-    by_f1 = config.get("classifier.early_stop") == "val_macro_f1"
-
-    def score(e: dict[str, Any]) -> float | None:
-        value = e.get("val_macro_f1") if by_f1 else e.get("val_weighted_loss", e.get("val_loss"))
-        if value is None or value != value:  # absent or NaN: no score
-            return None
-        return value if by_f1 else -value
-
-    scored = [(score(e), i) for i, e in enumerate(epochs) if score(e) is not None]
+    """The epoch whose weights the trial would have tested: the first with the best score under the trial's
+    classifier.early_stop (fercore.train.early_stop_score, the trainer's own rule); None without epochs that have
+    one (absent or NaN)."""
+    early_stop = config.get("classifier.early_stop")
+    scored = [(score, i) for i, e in enumerate(epochs)
+              if (score := early_stop_score(e, early_stop)) is not None and score == score]
     if not scored:
         return None
-    best = max(scored, key=lambda si: (si[0], -si[1]))  # the first of equal scores, as the trainer keeps it
-    return epochs[best[1]]
+    return epochs[max(scored, key=lambda si: (si[0], -si[1]))[1]]  # the first of equal scores, as the trainer keeps
 
 
 def _failure_status(line: str) -> str:
