@@ -151,6 +151,25 @@ def test_fercore_search_tells_fail_where_ray_would_leave_a_trial_running():
     assert states(storage) == ["FAIL", "FAIL", "COMPLETE"]
 
 
+def test_a_trial_told_by_a_killed_driver_and_run_again_reports_epochs_without_failing():
+    """The driver told the trial's end to its persistent study, then was killed before Ray saved that the trial had
+    ended: the resumed sweep runs it again under the same Ray id, and its epochs reach a finished Optuna trial."""
+    from fercore.sweep.searchers import _Search
+
+    storage = optuna.storages.InMemoryStorage()
+    search = _Search(space=space, metric="m", mode="max", study_name="s", storage=storage, seed=0)
+    search.suggest("a")
+    search.suggest("b")
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.tell(study.trials[0].number, 0.5)  # what the killed driver told
+    search.on_trial_result("a", {"m": 0.3, "training_iteration": 1})
+    search.on_trial_complete("a", {"m": 0.4, TESTED: True})
+    assert states(storage) == ["COMPLETE", "RUNNING"]
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].value == 0.5, "the first telling stands"
+    study.tell(study.trials[1].number, state=optuna.trial.TrialState.FAIL)
+    search.on_trial_result("b", {"m": 0.3, "training_iteration": 1})  # a failed telling stands too
+
+
 def test_a_trial_the_scheduler_stopped_is_told_pruned_and_a_tested_one_its_rows_value():
     from fercore.sweep.searchers import RESUMED, STOPPED, _Search
 

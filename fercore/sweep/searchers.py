@@ -54,7 +54,13 @@ class _Search(OptunaSearch):
             return  # An objective measured only at the end, or a trial's report that it failed.
         if result.get(RESUMED):
             return  # A finished trial's recorded values, re-reported after a resume: told on completion.
-        super().on_trial_result(trial_id, result)
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Resumed with a persistent study: the killed driver told this trial's end after Ray's last save of its
+            # state, so Ray runs it again; the study keeps what it was told, and on_trial_complete tells nothing.
+            if not internals.told_before(self, trial_id):
+                raise
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         try:
