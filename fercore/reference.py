@@ -1,6 +1,8 @@
-"""The reference classifier: a cnn3 trained on the real training split only (validation picks its epoch), the one
-judge of every trial's synthetic images. Its penultimate layer is the feature space of fercore.metrics.quality
-(FID, embedding distance); its class probabilities are the score of the classifier_confidence quality filter.
+"""The reference classifier: a cnn3 trained on the real training split only, less a held-out part (HOLDOUT_SHARE of
+each class, drawn with its seed) that measures its own accuracy on faces it never trained on (validation picks its
+epoch), the one judge of every trial's synthetic images. Its penultimate layer is the feature space of
+fercore.metrics.quality (FID, embedding distance); its class probabilities are the score of the
+classifier_confidence quality filter.
 
 Here live the model wrapper, its training, save and load; fercore.cache.entries keeps one per data set.
 """
@@ -44,10 +46,17 @@ class PenultimateFeatures(nn.Module):
         return self.penultimate(images_u8).double()
 
 
+HOLDOUT_SHARE = 0.1  # of each class of the training split, kept out of the reference's training
+
+
 @dataclass
 class ReferenceClassifier:
     model: CNN3
     device: torch.device
+    # Its accuracy on the held-out part of the training split (faces it never trained on, nor chose its epoch by),
+    # and that part's size; NaN and 0 for a reference saved before it held any out.
+    heldout_accuracy: float = float("nan")
+    heldout_n: int = 0
 
     @torch.no_grad()
     def features_and_proba(self, images: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +80,7 @@ class ReferenceClassifier:
         meta = {"backbone": "cnn3", "width": first.out_channels, "dropout": self.model.head[3].p}
         if first.in_channels != 1:  # Colour; a gray reference's file stays as it was.
             meta["in_channels"] = first.in_channels
+        meta |= {"heldout_accuracy": self.heldout_accuracy, "heldout_n": self.heldout_n}
         atomic_write(folder / "config.json", lambda f: f.write(json.dumps(meta).encode()))
 
     def feature_module(self) -> PenultimateFeatures:
@@ -95,21 +105,41 @@ def load_reference_classifier(folder: Path, image_size: int, num_classes: int,
     model = CNN3(image_size, num_classes, dropout=meta["dropout"], width=meta["width"],
                  in_channels=meta.get("in_channels", in_channels))
     model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
-    return ReferenceClassifier(model.to(device).eval(), device)
+    return ReferenceClassifier(model.to(device).eval(), device, float(meta.get("heldout_accuracy", float("nan"))),
+                               int(meta.get("heldout_n", 0)))
+
+
+def heldout_mask(labels: np.ndarray, seed: int, share: float = HOLDOUT_SHARE) -> np.ndarray:
+    """Which training images the reference holds out: SHARE of each class (rounded down; none of a class with fewer
+    than 2 images, which it needs to train on), drawn with SEED."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n = int(len(members) * share) if len(members) >= 2 else 0
+        held[rng.choice(members, n, replace=False)] = True
+    return held
 
 
 def train_reference_classifier(data: FaceSet, seed: int = 0, epochs: int = 6,
                                device: torch.device | None = None) -> ReferenceClassifier:
-    """A cnn3 trained on the real training split (validation picks its epoch); never sees synthetic or test images."""
+    """A cnn3 trained on the real training split less its held-out part (heldout_mask; validation picks its epoch),
+    with its accuracy on that part; never sees synthetic or test images."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = resolve({"classifier.backbone": "cnn3", "classifier.epochs": epochs, "classifier.lr": 1e-3,
                    "data.image_size": data.image_size})
     torch.manual_seed(seed)
     model = CNN3(data.image_size, len(data.class_names), dropout=cfg.classifier.dropout, width=cfg.classifier.width,
                  in_channels=data.channels)
-    trainer = Trainer(model, data.split("train"), data.split("val"), cfg.classifier, cfg.train, seed, device,
-                      len(data.class_names), class_names=data.class_names)
+    train_x, train_y = data.split("train")
+    held = heldout_mask(train_y, seed)
+    trainer = Trainer(model, (train_x[~held], train_y[~held]), data.split("val"), cfg.classifier, cfg.train, seed,
+                      device, len(data.class_names), class_names=data.class_names)
     for _ in trainer.epochs():
         pass
     trainer.restore_best()
-    return ReferenceClassifier(trainer.model, device)
+    reference = ReferenceClassifier(trainer.model, device)
+    if held.any():
+        predicted = reference.features_and_proba(train_x[held])[1].argmax(1)
+        reference.heldout_accuracy, reference.heldout_n = float((predicted == train_y[held]).mean()), int(held.sum())
+    return reference

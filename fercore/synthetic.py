@@ -2,19 +2,22 @@
 holding exactly the counts the mixing policy needs after the quality filter (cached).
 
 A generator is scored once, not per trial: on an unfiltered, class-matched sample - per class the real class's
-training count capped at QUALITY_N, the same cap for every generator, drawn with the fixed QUALITY_SEED from both
-the generator and the real training split - by the reference classifier (fercore.metrics.quality.sample_quality).
-Every trial that uses the generator copies those figures; the filtered pool's own quality would measure the filter
-and the policy's class mix instead (a confidence filter makes its own judge's accuracy ~1 by construction). What the
-filter did is reported as its acceptance and the conditional accuracy of what it kept.
+validation count capped at QUALITY_N, the same cap for every generator, drawn with the fixed QUALITY_SEED from both
+the generator and the real validation split - by the reference classifier (fercore.metrics.quality.sample_quality).
+The real side is validation because neither the generator nor the reference classifier trained on it: against the
+generator's own training faces, one that memorised them would score as perfect. Every trial that uses the generator
+copies those figures; the filtered pool's own quality would measure the filter and the policy's class mix instead
+(a confidence filter makes its own judge's accuracy ~1 by construction). What the filter did is reported as its
+acceptance and the conditional accuracy of what it kept.
 
-Everything here sees the training split only; the reference classifier was trained on it, with validation picking
-its epoch. The row keys this adds: generator_key / generator_cache_hit, quality_key / quality_cache_hit, pool_key /
-pool_cache_hit, reference_key / reference_cache_hit (when a reference was needed), filter_acceptance[_<class>],
-filter_generated and filter_kept_conditional_accuracy (a filter other than none), and the generator's figures:
-gen_quality_n, gen_fid, gen_kid, gen_kid_std, gen_precision, gen_recall (each also per class, missing below
-fercore.metrics.quality.MIN_PER_CLASS with gen_quality_note_<class> saying why), gen_conditional_accuracy (macro
-over classes) and gen_embedding_jsd[_<class>].
+The generator and the reference classifier train on the training split only (the reference less a held-out part,
+its accuracy on which is in the row; validation picks its epoch). The row keys this adds: generator_key /
+generator_cache_hit, quality_key / quality_cache_hit, pool_key / pool_cache_hit, reference_key /
+reference_cache_hit / reference_heldout_accuracy / reference_heldout_n (when a reference was needed),
+filter_acceptance[_<class>], filter_generated and filter_kept_conditional_accuracy (a filter other than none), and
+the generator's figures: gen_quality_n, gen_fid, gen_kid, gen_kid_std, gen_precision, gen_recall (each also per
+class, missing below fercore.metrics.quality.MIN_PER_CLASS with gen_quality_note_<class> saying why),
+gen_conditional_accuracy (macro over classes) and gen_embedding_jsd[_<class>].
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ EMBEDDING_POINTS = 100  # per class and source: the points of embeddings.parquet
 # generator of a sweep (and of any sweep on the same data) is scored on samples of the same sizes: FID depends on n.
 QUALITY_N = 500
 QUALITY_SEED = 987_654_000  # its draws; far from the pools' cfg.seed * 1000 + c so they are other images
+QUALITY_REAL_SPLIT = "val"  # where the quality sample's real faces come from: no generator or reference trained on it
 
 
 @dataclass
@@ -104,14 +108,16 @@ def generator_quality(gen: Generator, gen_key: str, data: FaceSet, store: CacheS
     """GEN's figures (row keys) and embedding points on its fixed quality sample, measured once per generator key,
     cap and reference; the row keys quality_key / quality_cache_hit say which entry and whether it was found."""
     names = data.class_names
-    train_x, train_y = data.split("train")
-    counts = np.minimum(np.bincount(train_y, minlength=len(names)), QUALITY_N)
+    # The real side: validation faces, which neither the generator nor the reference trained on. Against the
+    # generator's own training faces, a generator that hands back training faces would look perfect.
+    real_x, real_y = data.split(QUALITY_REAL_SPLIT)
+    counts = np.minimum(np.bincount(real_y, minlength=len(names)), QUALITY_N)
     parts = {"generator": gen_key, "n": QUALITY_N, "seed": QUALITY_SEED, "reference": entries.reference_key(data)[0],
-             "points_per_class": EMBEDDING_POINTS}
+             "points_per_class": EMBEDDING_POINTS, "real": QUALITY_REAL_SPLIT}
 
     def make() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         rng = np.random.default_rng(QUALITY_SEED)
-        real_idx = np.concatenate([rng.choice(np.flatnonzero(train_y == c), n, replace=False)
+        real_idx = np.concatenate([rng.choice(np.flatnonzero(real_y == c), n, replace=False)
                                    for c, n in enumerate(counts)])
         drawn, notes = [], {}
         for c, n in enumerate(counts):
@@ -121,7 +127,7 @@ def generator_quality(gen: Generator, gen_key: str, data: FaceSet, store: CacheS
                 drawn.append(empty_images(data.image_size, data.channels))
                 notes[f"gen_quality_note_{names[c]}"] = f"no synthetic images: {e}"
         syn_y = np.concatenate([np.full(len(x), c) for c, x in enumerate(drawn)])
-        figures, points = sample_quality(reference(), (train_x[real_idx], train_y[real_idx]),
+        figures, points = sample_quality(reference(), (real_x[real_idx], real_y[real_idx]),
                                          (np.concatenate(drawn), syn_y), names,
                                          points_per_class=EMBEDDING_POINTS, seed=QUALITY_SEED)
         return {"gen_quality_n": QUALITY_N} | figures | notes, points
@@ -170,7 +176,9 @@ def make_pool(cfg: TrialConfig, data: FaceSet, needed: np.ndarray, store: CacheS
     quality, points = generator_quality(gen, gen_entry.key, data, store, reference)
     row |= quality
     if reference.entry is not None:
-        row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit}
+        row |= {"reference_key": reference.entry.key, "reference_cache_hit": reference.entry.hit,
+                "reference_heldout_accuracy": reference.model.heldout_accuracy,
+                "reference_heldout_n": reference.model.heldout_n}
     else:  # Figures found in the cache, no filter to judge: the reference that measured them, not loaded this time.
         row["reference_key"] = entries.reference_key(data)[0]
     return SyntheticPool(images, grid, row, time.perf_counter() - t0, generator_seconds, points,

@@ -198,7 +198,7 @@ def _run(cfg: TrialConfig, data: FaceSet, report: Report, cache: CacheStore, rem
     }
     final["train_seconds"] = time.perf_counter() - started
     row = {**cfg.flat(applicable_only=True), **final}  # keys the trial did not use are there, empty
-    predictions = _predictions(test, outcome.compared)
+    predictions = _predictions(test, data.split_ids("test"), outcome.compared)
     artifacts = _artifacts(pool, test, row, predictions)
     # The last epoch's own keys keep its values (the epochs table stays true); the row, whose val_ metrics are the
     # best epoch's, travels whole as an artifact, so a driver can record the trial from the report stream alone.
@@ -227,14 +227,18 @@ def _training_counts(class_names: tuple[str, ...], plan: MixPlan) -> dict[str, i
     return counts
 
 
-def _predictions(test: Read, compared: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+def _predictions(test: Read, face_ids: np.ndarray, compared: Mapping[str, np.ndarray] | None = None
+                 ) -> dict[str, Any]:
     """Per-image test predictions, so any two trials can be compared paired after the fact: each image's index in
-    the test split, its true and predicted class ids and every class's probability; and under "paired", those of
+    the test split and its data-set-wide id (FACE_IDS: the same face in every fold and trial has the same id, so
+    k-fold trials pair and resample by face, not by position in their fold's test split), its true and predicted
+    class ids and every class's probability; and under "paired", those of
     each model the trial was compared against (COMPARED: name -> class probabilities on the same test images), so
     the report resamples the test images for its uplift and gains too."""
     paired = {name: {"predicted": proba.argmax(1).astype(np.int64), "proba": np.asarray(proba, dtype=np.float32)}
               for name, proba in (compared or {}).items()}
-    return {"index": np.arange(len(test.labels), dtype=np.int64), "true": np.asarray(test.labels, dtype=np.int64),
+    return {"index": np.arange(len(test.labels), dtype=np.int64), "face_id": np.asarray(face_ids, dtype=np.int64),
+            "true": np.asarray(test.labels, dtype=np.int64),
             "predicted": test.predicted.astype(np.int64), "proba": test.proba.astype(np.float32), "paired": paired}
 
 

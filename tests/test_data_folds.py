@@ -67,6 +67,20 @@ def test_folds_cover_every_image_once_and_keep_subjects_apart(ck_folds):
         data.for_fold(3)
 
 
+def test_every_face_keeps_its_data_set_wide_id_in_each_fold_and_after_images_are_dropped(ck_folds):
+    data = ck_folds
+    tested = np.concatenate([data.for_fold(i).split_ids("test") for i in range(3)])
+    assert sorted(tested.tolist()) == list(range(len(data.images))), "each face in one fold's test split, by its id"
+    fold = data.for_fold(1)
+    ids = fold.split_ids("test")
+    np.testing.assert_array_equal(fold.images[ids], fold.split("test")[0])  # the id is the face's place in the set
+    drop = np.zeros(len(data.images), dtype=bool)
+    drop[::3] = True
+    less = data.without(drop, "a test").for_fold(1)
+    np.testing.assert_array_equal(less.split_ids("test"), ids[ids % 3 != 0])  # the same faces keep the same ids
+    np.testing.assert_array_equal(data.images[less.split_ids("test")], less.split("test")[0])
+
+
 def test_folds_without_group_are_stratified_and_jaffe_folds_by_subject(ck, tmp_path):
     plain = load(str(ck), use_cache=False, options=DataOptions(folds=4))
     assert plain.groups is None and ((plain.folds == 2).sum(axis=1) == 1).all()

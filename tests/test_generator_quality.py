@@ -2,6 +2,7 @@
 figures; a filter's effect is its acceptance and the conditional accuracy of what it kept."""
 import numpy as np
 import pytest
+import torch
 
 from fercore import trial
 from fercore.cache import CacheStore
@@ -24,4 +25,42 @@ def test_policies_and_filters_share_the_generator_figures(tiny_faces, tmp_path):
     kept = filtered["filter_kept_conditional_accuracy"]
     assert np.isfinite(kept) and 0 <= kept <= 1
     assert "filter_kept_conditional_accuracy" not in plain and 0 < filtered["filter_acceptance"] <= 1
-    assert store.counts_by_kind()["quality-v1", "built"] == 1
+    assert store.counts_by_kind()["quality-v2", "built"] == 1
+
+
+class Memorising:
+    """A generator that hands back its training faces: the memorisation quality figures must not reward."""
+
+    def __init__(self, data):
+        self.train_x, self.train_y = data.split("train")
+
+    def sample(self, n, label, seed=0):
+        faces = self.train_x[self.train_y == label]
+        return faces[np.random.default_rng(seed).choice(len(faces), n, replace=n > len(faces))]
+
+
+def test_a_memorising_generator_scores_worse_on_held_out_faces_than_against_its_training_faces(tiny_faces,
+                                                                                                tmp_path):
+    """Issue 24 item 4: the quality sample's real side is validation, which no generator or reference trained on.
+    Against the training faces (the sample's real side before), a generator that copies them looks near perfect."""
+    from fercore.metrics.quality import sample_quality
+    from fercore.synthetic import EMBEDDING_POINTS, QUALITY_N, QUALITY_SEED, _Reference, generator_quality
+
+    store = CacheStore(tmp_path / "cache")
+    reference = _Reference(tiny_faces, store, torch.device("cpu"))
+    gen = Memorising(tiny_faces)
+    now, _ = generator_quality(gen, "memorising", tiny_faces, store, reference)
+    # What the same generator scored with the real side drawn from the training split, as fercore did before.
+    train_x, train_y = tiny_faces.split("train")
+    counts = np.minimum(np.bincount(train_y, minlength=len(tiny_faces.class_names)), QUALITY_N)
+    rng = np.random.default_rng(QUALITY_SEED)
+    idx = np.concatenate([rng.choice(np.flatnonzero(train_y == c), n, replace=False) for c, n in enumerate(counts)])
+    drawn = [gen.sample(int(n), c, seed=QUALITY_SEED + c) for c, n in enumerate(counts)]
+    before, _ = sample_quality(reference(), (train_x[idx], train_y[idx]),
+                               (np.concatenate(drawn), np.repeat(np.arange(len(counts)), counts)),
+                               tiny_faces.class_names, points_per_class=EMBEDDING_POINTS, seed=QUALITY_SEED)
+    assert now["gen_fid"] > 1.5 * before["gen_fid"], (now["gen_fid"], before["gen_fid"])
+    assert now["gen_kid"] > before["gen_kid"]
+    # The judge's own accuracy on faces it never trained on is in the row of every trial that uses it.
+    ref = reference()
+    assert 0 < ref.heldout_n < len(train_y) and 0 <= ref.heldout_accuracy <= 1

@@ -168,7 +168,8 @@ def _predictions(n: int, seed: int) -> dict:
     """A trial's artifacts["predictions"] in the format fercore.trial sends them (the issue 15 contract)."""
     rng = np.random.default_rng(seed)
     proba = rng.dirichlet(np.ones(len(CLASSES)), size=n).astype(np.float32)
-    return {"index": np.arange(n, dtype=np.int64) * 3, "true": rng.integers(0, len(CLASSES), n).astype(np.int64),
+    return {"index": np.arange(n, dtype=np.int64) * 3, "face_id": seed * 10_000 + rng.permutation(n).astype(np.int64),
+            "true": rng.integers(0, len(CLASSES), n).astype(np.int64),
             "predicted": proba.argmax(1).astype(np.int64), "proba": proba}
 
 
@@ -177,6 +178,7 @@ def test_predictions_are_a_table_of_one_row_per_trial_and_test_image(tmp_path):
 
     store = ResultsStore(tmp_path)
     sent = {f"t{i}": _predictions(3000, i) for i in range(6)}  # 3,000 x 11 cells a trial (FER2013: 3,589): parts
+    del sent["t5"]["face_id"]  # a trial of an older fercore sent no face ids: null
     for trial_id, predictions in sent.items():
         store.add_trial({"trial_id": trial_id, "status": "completed"})
         store.add_artifacts(trial_id, {"predictions": predictions, "row": {}})
@@ -188,7 +190,7 @@ def test_predictions_are_a_table_of_one_row_per_trial_and_test_image(tmp_path):
 
     def check():
         table = read_table(tmp_path, PREDICTIONS)
-        assert table.column_names == ["trial_id", "model", "index", "true", "predicted",
+        assert table.column_names == ["trial_id", "model", "index", "face_id", "true", "predicted",
                                       *(f"p_{c}" for c in CLASSES)]
         assert set(table["model"].to_pylist()) == {"trial"}  # no paired models sent here
         assert str(table.schema.field("index").type) == "int64" and str(table.schema.field("p_sad").type) == "float"
@@ -196,6 +198,8 @@ def test_predictions_are_a_table_of_one_row_per_trial_and_test_image(tmp_path):
         for trial_id, predictions in sent.items():
             mine = [r for r in rows if r["trial_id"] == trial_id]
             assert [r["index"] for r in mine] == predictions["index"].tolist()
+            assert [r["face_id"] for r in mine] == (predictions["face_id"].tolist() if "face_id" in predictions
+                                                    else [None] * len(mine))
             assert [r["true"] for r in mine] == [CLASSES[i] for i in predictions["true"]]
             assert [r["predicted"] for r in mine] == [CLASSES[i] for i in predictions["predicted"]]
             proba = np.array([[r[f"p_{c}"] for c in CLASSES] for r in mine], dtype=np.float32)

@@ -3,11 +3,8 @@ trials.parquet exactly once, the trials recorded before the kill were not run ag
 searcher's state) holds every recorded trial. Ray saves its state periodically here (every 2 s or more), and the
 rows are committed with those saves: the kill lands after a commit, with trials running that finished or not since."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 import yaml
 
 from fercore.results import read_table
+from tests.killed_driver import ENV, kill_when
 
 pytestmark = pytest.mark.slow  # every test here starts Ray, a subprocess or real training
 
@@ -48,26 +46,10 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
     sweep = write_sweep(tmp_path, sampler)
     storage = tmp_path / "results"
     out = storage / "resumable"
-    # Its own local Ray instance, not one a test left running. Ray saves its state every 2 s or more (not its 10 s,
-    # which these short trials would outlast: every row would be committed at the sweep's end).
-    env = {**os.environ, "RAY_ADDRESS": "", "TUNE_GLOBAL_CHECKPOINT_S": "2"}
-    driver = subprocess.Popen([str(FERSWEEP), "run", str(sweep), "--storage", str(storage)], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        # Rows are committed with Ray's saves of its state (10 s apart or more), often several trials at once.
-        while len(rows(out)) < 1:  # a commit made: the kill lands mid-sweep
-            assert driver.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, "no trial finished within 5 minutes"
-            time.sleep(0.5)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        # The driver's local Ray processes share its session; a killed driver leaves them to be stopped.
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    # Rows are committed with Ray's saves of its state (every 2 s here), often several trials at once: the kill lands
+    # after a commit, mid-sweep.
+    kill_when([str(FERSWEEP), "run", str(sweep), "--storage", str(storage)], tmp_path, lambda: len(rows(out)) >= 1,
+              "trial committed")
     before = {r["trial_id"]: r for r in rows(out)}
     assert 1 <= len(before) < TRIALS
     # Ray copies its state into tune/ in place, from a thread of its own: a kill during that copy leaves this.
@@ -75,7 +57,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
     ray_copy.write_bytes(ray_copy.read_bytes()[: ray_copy.stat().st_size // 2])
 
     resumed = subprocess.run([str(FERSWEEP), "run", str(sweep), "--storage", str(storage), "--resume"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{len(before)} trials already recorded" in resumed.stdout, resumed.stdout[-3000:]
     after = rows(out)

@@ -158,7 +158,7 @@ def test_concurrent_trials_train_a_shared_generator_once(tmp_path, local_ray):
     events = CacheStore(out / "cache").counts_by_kind()
     assert events["generator-v1", "built"] == 1 and events["generator-v1", "hit"] == 2
     assert events["generator-v1", "waited"] == 1  # the concurrent one; the third came after the build
-    assert events["baseline-v3", "built"] == 1 and events["reference-v2", "built"] == 1
+    assert events["baseline-v3", "built"] == 1 and events["reference-v3", "built"] == 1
 
 
 @pytest.mark.slow

@@ -149,6 +149,7 @@ def test_the_last_report_carries_per_image_test_predictions(runs, tiny_faces):
     test_y = tiny_faces.split("test")[1]
     n = len(test_y)
     assert p["index"].dtype == np.int64 and np.array_equal(p["index"], np.arange(n))
+    assert p["face_id"].dtype == np.int64 and np.array_equal(p["face_id"], np.flatnonzero(tiny_faces.splits == 2))
     assert p["true"].dtype == np.int64 and np.array_equal(p["true"], test_y)
     assert p["predicted"].dtype == np.int64 and np.array_equal(p["predicted"], p["proba"].argmax(1))
     assert p["proba"].dtype == np.float32 and p["proba"].shape == (n, len(CLASSES))

@@ -42,11 +42,11 @@ def test_augmented_trial_records_quality_leakage_and_uplift(tiny_faces, tmp_path
     assert again["test_macro_f1"] == row["test_macro_f1"] and again["gen_fid"] == row["gen_fid"]
     assert again["quality_cache_hit"] and again["gen_kid"] == row["gen_kid"]
     events = store.counts_by_kind()
-    for kind in ("generator-v1", "quality-v1", "pool-v1", "baseline-v3", "control-v2"):
+    for kind in ("generator-v1", "quality-v2", "pool-v2", "baseline-v3", "control-v2"):
         assert events[kind, "built"] == 1 and events[kind, "hit"] == 1, (kind, events)
     # The generator's figures were found and no filter needs a judge; the audit's feature neighbours still ask the
     # reference, from the cache, trained once.
-    assert events["reference-v2", "built"] == 1 and events["reference-v2", "hit"] == 1, events
+    assert events["reference-v3", "built"] == 1 and events["reference-v3", "hit"] == 1, events
     assert again["leak_feature_synthetic_test"] == row["leak_feature_synthetic_test"]
     assert again["reference_key"] == row["reference_key"] and "reference_cache_hit" not in again
 
@@ -129,4 +129,4 @@ def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
     # Every 'synthetic' image is a training image: memorised, all of them.
     assert row["gen_memorised_share"] == 1.0
     # The filter used the same cached reference classifier that judges the pool's quality.
-    assert store.counts_by_kind()["reference-v2", "built"] == 1 and row["reference_cache_hit"] is False
+    assert store.counts_by_kind()["reference-v3", "built"] == 1 and row["reference_cache_hit"] is False

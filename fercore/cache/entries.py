@@ -44,10 +44,12 @@ COMPARED_RULES = ("fercore/train.py", "fercore/classifiers", "fercore/transforms
                   "fercore/trial.py:_predict_best")
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "generator": ("generator-v1", ("fercore/generators", "fercore/images.py")),
-    "reference": ("reference-v2", ("fercore/reference.py", "fercore/train.py", "fercore/classifiers/simple.py",
+    # reference v3: trained without a held-out part of the training split, its accuracy there stored with it;
+    # quality v2: the sample's real side from validation, judged by that reference.
+    "reference": ("reference-v3", ("fercore/reference.py", "fercore/train.py", "fercore/classifiers/simple.py",
                                    "fercore/transforms.py", "fercore/images.py")),
-    "pool": ("pool-v1", ("fercore/synthetic.py", "fercore/augment/filters.py", "fercore/generators")),
-    "quality": ("quality-v1", ("fercore/metrics/quality.py", "fercore/metrics/kid.py",
+    "pool": ("pool-v2", ("fercore/synthetic.py", "fercore/augment/filters.py", "fercore/generators")),
+    "quality": ("quality-v2", ("fercore/metrics/quality.py", "fercore/metrics/kid.py",
                                "fercore/metrics/precision_recall.py", "fercore/synthetic.py")),
     # v3 / v2: the early-stopping score's weighted loss includes label smoothing (issue 24), and 8bb89d9 changed
     # macro-F1 and that score without a new version.

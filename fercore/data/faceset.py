@@ -31,6 +31,9 @@ class FaceSet:
     # then fold 0's); None without folds. for_fold(i) gives the data set of one fold.
     folds: np.ndarray | None = None
     fold: int | None = None  # the fold this data set is (for_fold's result), else None
+    # Each image's id in the data set as loaded (int64, N): its position there, kept by every fold and by without(),
+    # so predictions of any fold or trial name the same face by the same id. None: the positions themselves.
+    ids: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.images)
@@ -44,6 +47,13 @@ class FaceSet:
             raise ValueError(f"{self.source}: groups must have one entry per image ({n})")
         if self.folds is not None and (self.folds.ndim != 2 or len(self.folds) != n):
             raise ValueError(f"{self.source}: folds must be N x K, one row per image ({n})")
+        if self.ids is not None and self.ids.shape != (n,):
+            raise ValueError(f"{self.source}: ids must have one entry per image ({n})")
+
+    @property
+    def face_ids(self) -> np.ndarray:
+        """Each image's data-set-wide id (see ids)."""
+        return np.arange(len(self.images), dtype=np.int64) if self.ids is None else self.ids
 
     @property
     def n_folds(self) -> int:
@@ -71,7 +81,8 @@ class FaceSet:
         h.update(np.packbits(keep).tobytes())
         pick = lambda arr: None if arr is None else np.ascontiguousarray(arr[keep])  # noqa: E731
         return replace(self, images=pick(self.images), labels=pick(self.labels), splits=pick(self.splits),
-                       groups=pick(self.groups), folds=pick(self.folds), fingerprint=h.hexdigest())
+                       groups=pick(self.groups), folds=pick(self.folds), ids=pick(self.face_ids),
+                       fingerprint=h.hexdigest())
 
     def subjects(self) -> dict[str, int] | None:
         """Distinct subjects per split ({"train": n, ...}), or None when subjects are not known."""
@@ -92,6 +103,10 @@ class FaceSet:
         """Images and labels of one split ("train", "val" or "test")."""
         mask = self.splits == SPLIT_INDEX[name]
         return self.images[mask], self.labels[mask]
+
+    def split_ids(self, name: str) -> np.ndarray:
+        """The data-set-wide ids (face_ids) of one split's images, in split()'s order."""
+        return self.face_ids[self.splits == SPLIT_INDEX[name]]
 
     def counts(self) -> dict[str, list[int]]:
         """Image count per class for each split: {"train": [n_angry, ...], ...}."""

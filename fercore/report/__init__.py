@@ -2,8 +2,8 @@
 (the same blocks rendered twice) with PNG plots beside them.
 
     tables.py       load the folder, compute the figures (pandas)
-    outcomes.py     sections 0-5: header and leak warning, best trials (by validation), uplift and gain over the
-                    oversampling control, real share, early stopping, recall
+    outcomes.py     sections 0-5: header and leak warning, search and confirmation, best trials (by validation),
+                    uplift and gain over the oversampling control, real share, early stopping, recall
     configs.py      trials grouped into configs over seeds, pairs of configs differing in one key, Holm's correction
     resample.py     the two-level bootstrap (seeds, then test images) and p-values, numpy only
     across.py       sections 2.1 and 2.2: per-config means over seeds, paired comparisons
@@ -23,6 +23,7 @@ from fercore.report import across, diagnostics, outcomes
 from fercore.report.configs import compare
 from fercore.report.render import Block, Image, to_html, to_markdown
 from fercore.report.tables import load
+from fercore.results.rows import CONFIRM, SEARCH
 
 MARKDOWN = "report.md"
 HTML = "report.html"
@@ -40,13 +41,19 @@ def build(results_dir: str | Path, out: str | Path) -> tuple[str, list[Block]]:
     res = load(results_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    comparisons = compare(res, across.MAX_CONFIGS)
-    blocks = [*outcomes.header(res), *outcomes.best(res), *outcomes.uplift(res, out),
-              *across.seeds_section(res, comparisons), *across.pairs_section(res, comparisons),
-              *outcomes.real_share_section(res, out), *outcomes.epochs_section(res, out),
-              *outcomes.recall_section(res, out), *diagnostics.confusion_section(res, out),
-              *diagnostics.quality_section(res, out), *diagnostics.embeddings_section(res, out),
-              *diagnostics.importance_section(res, out), *diagnostics.leakage_section(res)]
+    # A sweep that confirmed claims from its confirmation trials only: the search chose its configs on its own
+    # trials, whose figures lean upward (the winner's curse; under ASHA, stopped seeds drop out). The search's trials
+    # are exploration: how its configs were chosen, and which keys mattered to it.
+    claims = res.of_phase(CONFIRM) if res.confirmed else res
+    search = res.of_phase(SEARCH)
+    comparisons = compare(claims, across.MAX_CONFIGS)
+    blocks = [*outcomes.header(res), *outcomes.phases_section(res, search, claims), *outcomes.best(claims),
+              *outcomes.uplift(claims, out), *across.seeds_section(claims, comparisons),
+              *across.pairs_section(claims, comparisons), *outcomes.real_share_section(claims, out),
+              *outcomes.epochs_section(claims, out), *outcomes.recall_section(claims, out),
+              *diagnostics.confusion_section(claims, out), *diagnostics.quality_section(claims, out),
+              *diagnostics.embeddings_section(claims, out), *diagnostics.importance_section(search, out),
+              *diagnostics.leakage_section(res)]
     return f"Sweep report: {res.name}", blocks
 
 

@@ -102,7 +102,8 @@ def seeds_section(res: Results, comp: Comparisons) -> list[Block]:
         text += (" k-fold (data.folds): a config is aggregated over its folds before configs are compared: its "
                  "figures are the mean over folds of each fold's mean over seeds (data.fold is not a config key "
                  "here), the spread is the standard deviation of the folds' means, the t's units are the (seed, "
-                 "fold) trials, and the test images' level draws each fold's own test images.")
+                 "fold) trials, and the test images' level draws each fold's own test faces (by their data-set-wide "
+                 "face_id, shared by the fold's seeds, independently of the other folds, whose faces are others).")
     if present:
         text += f" For the uplift and the gains, {_comparisons_how(configs)}. The gain over control is the column " \
                 f"that answers \"did the synthetic content help\". " + _tests_line(comp)

@@ -76,9 +76,11 @@ TRIAL_MODEL = "trial"  # a trial's own rows; rows of a folder written before the
 
 
 class Predictions:
-    """predictions.parquet as arrays per trial: test index, true class id, predicted class id (sorted by index); and
-    the predicted class ids of the models each trial was compared against (its real-only baseline and controls), on
-    the same test images, where the folder has them (its model column)."""
+    """predictions.parquet as arrays per trial: each image's key, true class id, predicted class id (sorted by key);
+    and the predicted class ids of the models each trial was compared against (its real-only baseline and
+    controls), on the same test images, where the folder has them (its model column). An image's key is its
+    data-set-wide face_id, the same face's in every fold and trial; in a folder written before that column, its index
+    in its trial's test split (which names different faces in different folds)."""
 
     def __init__(self, frame: pd.DataFrame):
         probs = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
@@ -95,8 +97,9 @@ class Predictions:
         self._by_trial: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._paired: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for (trial, model), part in frame.groupby([frame["trial_id"].astype(str), models], sort=False):
-            part = part.sort_values("index")
-            arrays = (part["index"].to_numpy(np.int64), part["true"].astype(str).map(ids).to_numpy(np.int64),
+            keyed = "face_id" in part and part["face_id"].notna().all()
+            part = part.assign(_key=part["face_id"] if keyed else part["index"]).sort_values("_key")
+            arrays = (part["_key"].to_numpy(np.int64), part["true"].astype(str).map(ids).to_numpy(np.int64),
                       part["predicted"].astype(str).map(ids).to_numpy(np.int64))
             if model == TRIAL_MODEL:
                 self._by_trial[trial] = arrays
@@ -200,9 +203,28 @@ def fold_spread(config: "Config", column: str = "test_macro_f1") -> tuple[int, f
 
 
 def _aligned(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bool:
-    """Whether every seed's predictions cover the same test indices (one image draw then serves all)."""
+    """Whether every seed's predictions cover the same test images (keys: one image draw then serves all)."""
     first = arrays[0][0]
     return all(len(a[0]) == len(first) and np.array_equal(a[0], first) for a in arrays)
+
+
+def image_variance(units: list[Any], arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int,
+                   pred_a: list[np.ndarray] | None = None, seed: int = 0) -> float:
+    """The test images' variance of a config's mean (of macro-F1 of ARRAYS' predictions, minus PRED_A's, paired),
+    one entry per repeat in UNITS. Outside k-fold, one bootstrap of the test images, one draw serving every seed
+    scored on the same images. In a k-fold sweep the mean is the mean over the F folds of each fold's mean over its
+    seeds, and the folds' test faces are disjoint: each fold is resampled within its own faces (shared by its seeds)
+    and independently of the others, and the variances combine as that mean does: sum over folds / F^2."""
+    folds: dict[Any, list[int]] = {}
+    for i, unit in enumerate(units):
+        folds.setdefault(unit[1] if isinstance(unit, tuple) else None, []).append(i)
+    total = 0.0
+    for positions in folds.values():
+        part = [arrays[i] for i in positions]
+        total += resample.image_variance([a[1] for a in part], [a[2] for a in part], num_classes,
+                                         pred_a=[pred_a[i] for i in positions] if pred_a is not None else None,
+                                         shared_images=_aligned(part), seed=seed)
+    return total / len(folds) ** 2
 
 
 def _estimate(values, mean: float, image_var: float, source: str, test: bool) -> Estimate:
@@ -237,9 +259,7 @@ def f1_estimate(config: Config, predictions: Predictions | None, seed: int = 0) 
     values = num(part, "test_macro_f1").to_numpy()
     ids = part["trial_id"].astype(str).tolist()
     if predictions is not None and all(t in predictions for t in ids):
-        arrays = [predictions[t] for t in ids]
-        var = resample.image_variance([a[1] for a in arrays], [a[2] for a in arrays], predictions.num_classes,
-                                      shared_images=_aligned(arrays), seed=seed)
+        var = image_variance(_units(part), [predictions[t] for t in ids], predictions.num_classes, seed=seed)
         return _estimate(values, mean, var, "predictions", test=False)
     return _from_intervals(values, mean, num(part, "test_macro_f1_ci_low").to_numpy(),
                            num(part, "test_macro_f1_ci_high").to_numpy(), test=False)
@@ -263,9 +283,8 @@ def comparison_estimate(config: Config, col: str, predictions: Predictions | Non
         ids = part["trial_id"].astype(str).tolist()
         others = [predictions.paired(t, model) for t in ids]
         if all(o is not None for o in others):
-            arrays = [predictions[t] for t in ids]
-            var = resample.image_variance([a[1] for a in arrays], [a[2] for a in arrays], predictions.num_classes,
-                                          pred_a=others, shared_images=_aligned(arrays), seed=seed)
+            var = image_variance(_units(part), [predictions[t] for t in ids], predictions.num_classes, pred_a=others,
+                                 seed=seed)
             return _estimate(diffs, mean, var, "predictions", test=True)
     return _from_intervals(diffs, mean, num(part, f"{col}_low").to_numpy(), num(part, f"{col}_high").to_numpy(),
                            test=True)
@@ -319,9 +338,8 @@ def pair_estimate(pair: Pair, predictions: Predictions | None, seed: int = 0) ->
     if predictions is not None and all(a in predictions and b in predictions for a, b in ids):
         arrays = [(predictions[a], predictions[b]) for a, b in ids]
         if all(np.array_equal(ia, ib) and np.array_equal(ta, tb) for (ia, ta, _), (ib, tb, _) in arrays):
-            var = resample.image_variance([a[1] for a, _ in arrays], [b[2] for _, b in arrays],
-                                          predictions.num_classes, pred_a=[a[2] for a, _ in arrays],
-                                          shared_images=_aligned([a for a, _ in arrays]), seed=seed)
+            var = image_variance(list(pair.seeds), [b for _, b in arrays], predictions.num_classes,
+                                 pred_a=[a[2] for a, _ in arrays], seed=seed)
             return _estimate(diffs, mean, var, "predictions", test=True)
     # Each seed's difference's standard deviation over its test images, from the two trials' own 95 % intervals
     # combined as if independent (wider than the paired truth, as the two models share their test images' noise).

@@ -102,9 +102,7 @@ def quality_section(res: Results, out: Path) -> list[Block]:
             "no augmented trial has generator quality figures (gen_fid, gen_conditional_accuracy)"
         return blocks + [Paragraph(f"Nothing to relate: {why}.")]
     gain, gain_name = _gain_column(aug)
-    points = pd.DataFrame({"group": group_labels(aug, "generator.type"),
-                           "uplift": num(aug, gain), "low": num(aug, f"{gain}_low"), "high": num(aug, f"{gain}_high"),
-                           **{c: num(aug, c) for c, _, _ in measures}})
+    points = _generator_points(aug, gain, [c for c, _, _ in measures])
     parts = []
     for c, name, _ in measures:
         ok = points[[c, "uplift"]].dropna()
@@ -113,26 +111,51 @@ def quality_section(res: Results, out: Path) -> list[Block]:
             parts.append(f"{name} ρ = {rho:+.2f}")
     if parts:
         title = f"Spearman correlation with the {gain_name}: " + ", ".join(parts) + \
-            f" ({plural(len(points.dropna(subset=['uplift'])), 'trial')})"
+            f" ({plural(len(points.dropna(subset=['uplift'])), 'generator')}, each once)"
     elif len(points) < 3:
-        title = f"Too few augmented trials ({len(points)}) to correlate generator quality with the {gain_name}"
+        title = f"Too few generators ({len(points)}) to correlate generator quality with the {gain_name}"
     else:
-        title = (f"Generator quality or the {gain_name} is the same in all {len(points)} augmented trials: nothing "
+        title = (f"Generator quality or the {gain_name} is the same for all {len(points)} generators: nothing "
                  f"to correlate")
     plots.quality_scatter(points, [(c, label) for c, _, label in measures], out / "quality_vs_uplift.png", title,
-                          ylabel=f"test macro-F1 {gain_name} (95 % interval)")
+                          ylabel=f"test macro-F1 {gain_name}: its trials' mean (their range)")
     return blocks + [
-        Paragraph("Each generator is scored once, on a fixed unfiltered sample matched to the real training split's "
-                  "classes (per class up to gen_quality_n images from each side), in the reference classifier's "
-                  "features: FID, KID (± its spread over subsets), precision and recall (k-NN manifolds, "
+        Paragraph("Each generator is scored once, on a fixed unfiltered sample matched to the real validation split's "
+                  "classes (per class up to gen_quality_n images from each side: faces neither the generator nor the "
+                  "reference classifier trained on, so a generator that copies its training faces gains nothing by "
+                  "it), in the reference classifier's features" + _reference_note(aug) + ": FID, KID (± its spread "
+                  "over subsets), precision and recall (k-NN manifolds, "
                   "Kynkaanniemi et al. 2019: few good images give high precision and low recall, many poor ones the "
                   "reverse) and conditional accuracy before any filter. A filter's own effect is its acceptance and "
-                  f"the accuracy of what it kept. Gains are the test macro-F1 {gain_name}, the mean over the "
+                  f"the accuracy of what it kept. The correlations count each generator once (its figures against "
+                  f"its trials' mean gain), not once per trial that used it. Gains are the test macro-F1 {gain_name}, "
+                  f"the mean over the "
                   f"generator's trials (which differ in policy, ratio and filter) and that of the trial its "
                   f"{res.selection[0]} chose (validation); generators in the order of that trial's "
                   f"{res.selection[0]}."),
         _generator_table(aug, gain, res.selection),
         Image("quality_vs_uplift.png", "generator quality against uplift", title + ".")]
+
+
+def _generator_points(aug: pd.DataFrame, gain: str, measures: list[str]) -> pd.DataFrame:
+    """One point per generator (generator_key; the trial where a folder lacks it): its type, its figures (the same
+    in every trial that used it), its trials' mean GAIN and their range (low, high)."""
+    key = aug["generator_key"].fillna(aug["trial_id"]) if "generator_key" in aug else aug["trial_id"]
+    frame = pd.DataFrame({"key": key, "group": group_labels(aug, "generator.type"), "gain": num(aug, gain),
+                          **{c: num(aug, c) for c in measures}})
+    grouped = frame.groupby("key", sort=False)
+    return pd.DataFrame({"group": grouped["group"].first(), "uplift": grouped["gain"].mean(),
+                         "low": grouped["gain"].min(), "high": grouped["gain"].max(),
+                         **{c: grouped[c].first() for c in measures}}).reset_index(drop=True)
+
+
+def _reference_note(aug: pd.DataFrame) -> str:
+    """The reference classifier's accuracy on the training faces it held out, as the rows record it ('' without)."""
+    accuracy, n = num(aug, "reference_heldout_accuracy").dropna(), num(aug, "reference_heldout_n").dropna()
+    if accuracy.empty:
+        return ""
+    return (f" (its accuracy on {int(n.iloc[0]) if not n.empty else '?'} training faces it held out: "
+            f"{fmt(accuracy.iloc[0])})")
 
 
 def _generator_table(aug: pd.DataFrame, gain: str, objective: tuple[str, str]) -> Table:

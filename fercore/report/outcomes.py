@@ -6,6 +6,7 @@ Each section returns its blocks and writes its PNGs into OUT; when the sweep has
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 
 from fercore.numbers import finite
 from fercore.report import plots
+from fercore.report.configs import describe, group_configs, varying_config_keys
 from fercore.report.render import Block, Heading, Image, Paragraph, Table
 from fercore.report.tables import (
     COMPARISONS, DASH, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, fmt,
@@ -84,9 +86,12 @@ def header(res: Results) -> list[Block]:
         space = f"space {rec['space']}" if rec.get("space") else \
             " x ".join(f"{k} ({len(v)} values)" for k, v in grid.items()) if grid else "a fixed config"
         fixed = rec.get("fixed") or {}
+        confirm = rec.get("confirm") or {}
         data = fixed.get("data.source", "?") + (f" (scale {fixed['data.scale']})" if "data.scale" in fixed else "")
         lines.append(f"Sampler {rec.get('sampler', '?')} over {space}; scheduler {scheduler}; "
                      f"{plural(int(rec.get('seeds') or 1), 'seed')} per config; data {data}"
+                     + (f"; then a confirmation phase: the top {confirm['top']} configs on "
+                        f"{plural(int(confirm.get('seeds', 5)), 'fresh seed')}" if confirm.get("top") else "")
                      + ("; a smoke run (tiny trials: figures say nothing about the method)" if rec.get("smoke") else "")
                      + ".")
     blocks.append(Paragraph(" ".join(lines)))
@@ -104,6 +109,42 @@ def header(res: Results) -> list[Block]:
             f"Note: the data set's own real training images nearly copy up to {int(real_leak.max())} test images "
             f"(leak_real_test); this touches every trial trained on that data alike (section 10)."))
     return blocks
+
+
+def phases_section(res: Results, search: Results, claims: Results) -> list[Block]:
+    """Where the claims come from: the confirmation trials (the search's best configs by validation, again on fresh
+    seeds, run to completion), beside what the search saw of the same configs; or, without a confirmation phase,
+    why the figures that follow lean upward."""
+    blocks: list[Block] = [Heading("Search and confirmation")]
+    metric, mode = res.selection
+    if not res.confirmed:
+        return blocks + [Paragraph(
+            "No confirmation phase: every figure below comes from the trials the search chose among, so the best "
+            "of them lean upward (the winner's curse) and, under ASHA, lack the seeds it stopped. A sweep file's "
+            "confirm: {top: K, seeds: S} runs the search's K best configs again on S fresh seeds, to completion, "
+            "and the report then claims from those trials only.")]
+    confirmed = group_configs(claims.completed, (metric, mode))
+    searched = {tuple(sorted(c.values.items())): c for c in group_configs(search.completed, (metric, mode))}
+    keys = varying_config_keys(confirmed) or [k for k in DESCRIBED if any(k in c.values for c in confirmed)]
+    ranked = []
+    for c in confirmed:
+        seen = searched.get(tuple(sorted(c.values.items())))
+        before = seen.objective if seen is not None else float("nan")
+        ranked.append((before, [describe(c.values, keys), f"{fmt(before)} ({len(seen.trials) if seen else 0})",
+                                f"{fmt(c.objective)} ({len(c.trials)})", fmt(c.objective - before, signed=True)]))
+    sign = -1 if mode == "max" else 1  # in the search's order: how it ranked them
+    rows = [row for before, row in sorted(ranked, key=lambda r: sign * r[0] if finite(r[0]) else math.inf)]
+    seeds = sorted({int(v) for v in num(claims.trials, "seed").dropna()})
+    stopped = int((search.trials["status"] == "stopped").sum())
+    text = (f"This sweep confirmed: after its search ({plural(len(search.trials), 'trial')}, {stopped} stopped by "
+            f"the scheduler), the {plural(len(confirmed), 'config')} it ranked best by {metric} (the mean over each "
+            f"config's seeds) ran again on fresh seeds ({', '.join(map(str, seeds))}), to completion: "
+            f"{plural(len(claims.trials), 'confirmation trial')}. Sections 1-8 read these trials only. The search "
+            f"chose them on its own trials, so its figures of them lean upward (the winner's curse) and, under ASHA, "
+            f"lack the seeds it stopped: the table shows by how much. The search's trials are exploration; section 9 "
+            f"(which keys mattered) reads them.")
+    return blocks + [Paragraph(text), Table(["config", f"search {metric} (seeds)", f"confirmation {metric} (seeds)",
+                                             "confirmation - search"], rows)]
 
 
 def _short(text, limit: int = 160) -> str:

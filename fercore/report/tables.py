@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from fercore.errors import UserError
 from fercore.labels import CLASSES
 from fercore.numbers import finite
 from fercore.results import CONFUSION, EMBEDDINGS, SWEEP_RECORD, TRIALS, read_table
+from fercore.results.rows import CONFIRM, PHASE, SEARCH
 from fercore.sections import AUGMENT
 
 DEFAULT_OBJECTIVE = ("val_macro_f1", "max")
@@ -79,6 +80,21 @@ class Results:
     def completed(self) -> pd.DataFrame:
         return completed(self.trials)
 
+    @property
+    def confirmed(self) -> bool:
+        """Whether the sweep ran a confirmation phase that recorded trials (fercore.sweep.confirm)."""
+        return bool((self.trials[PHASE] == CONFIRM).any())
+
+    def of_phase(self, phase: str) -> Results:
+        """These results restricted to the trials of PHASE (search or confirm), every table."""
+        ids = set(self.trials.loc[self.trials[PHASE] == phase, "trial_id"])
+
+        def kept(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["trial_id"].isin(ids)].reset_index(drop=True) if "trial_id" in df else df
+
+        return replace(self, trials=kept(self.trials), confusion=kept(self.confusion),
+                       embeddings=kept(self.embeddings), predictions=kept(self.predictions))
+
 
 def completed(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of completed trials (every row when the table has no status column)."""
@@ -115,6 +131,8 @@ def load(folder: str | Path) -> Results:
         trials["trial_id"] = [f"row_{i}" for i in range(len(trials))]
     if "status" not in trials:
         trials["status"] = "completed"
+    # Rows from before the confirmation phase existed were all the search's.
+    trials[PHASE] = trials[PHASE].fillna(SEARCH) if PHASE in trials else SEARCH
     trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
     record: dict[str, Any] = {}
     if (folder / SWEEP_RECORD).exists():

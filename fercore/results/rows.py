@@ -30,6 +30,13 @@ EMBEDDINGS = "embeddings.parquet"
 PREDICTIONS = "predictions.parquet"
 SWEEP_RECORD = "sweep.json"  # what the sweep asked for, written by fercore.sweep, read by fercore.report
 SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
+PHASE = "phase"  # trials.parquet's column: the sweep phase that ran the trial (fercore.sweep.confirm)
+SEARCH, CONFIRM = "search", "confirm"
+
+
+def phase_of(row: dict[str, Any]) -> str:
+    """A row's phase; rows from before the confirmation phase existed were all the search's."""
+    return row.get(PHASE) or SEARCH
 
 
 # A split's per-class classification figure (val_recall_<class>, uplift_test_f1_<class>, ...), whatever the class:

@@ -271,22 +271,26 @@ TRIAL_MODEL = "trial"  # predictions.parquet's model of a trial's own rows (and 
 
 
 def predictions_table(trial_id: str, predictions: dict[str, Any], classes: tuple[str, ...] = CLASSES) -> pa.Table:
-    """A trial's rows of predictions.parquet, from its artifacts["predictions"] ({"index": test index, "true" and
+    """A trial's rows of predictions.parquet, from its artifacts["predictions"] ({"index": test index, "face_id":
+    the image's id in the whole data set (absent from older trials' artifacts: null), "true" and
     "predicted": class ids, "proba": n x classes, and under "paired" the "predicted" and "proba" of each model it was
     compared against}): trial_id, model ("trial" for its own rows; "baseline", "control", "subset" for the compared
-    models', on the same test images), index, true, predicted (class names), and p_<class>, each class's probability,
-    so two trials, or a trial and its baseline or controls, are compared image by image (paired) after the sweep.
+    models', on the same test images), index, face_id, true, predicted (class names), and p_<class>, each class's
+    probability, so two trials, or a trial and its baseline or controls, are compared image by image (paired) after
+    the sweep.
 
     The model column is always there, so every part written now has one schema; parts of an older folder, written
     before it, grow it (fercore.results.parts, as null: read as "trial")."""
     index = np.asarray(predictions["index"], dtype=np.int64)
+    face_id = predictions.get("face_id")
+    face_id = pa.array(np.asarray(face_id, dtype=np.int64)) if face_id is not None else pa.nulls(len(index), pa.int64())
     models = {TRIAL_MODEL: predictions, **(predictions.get("paired") or {})}
-    return pa.concat_tables([_model_rows(trial_id, model, index, predictions["true"], p["predicted"], p["proba"],
-                                         classes) for model, p in models.items()])
+    return pa.concat_tables([_model_rows(trial_id, model, index, face_id, predictions["true"], p["predicted"],
+                                         p["proba"], classes) for model, p in models.items()])
 
 
-def _model_rows(trial_id: str, model: str, index: np.ndarray, true: Any, predicted: Any, proba: Any,
-                classes: tuple[str, ...]) -> pa.Table:
+def _model_rows(trial_id: str, model: str, index: np.ndarray, face_id: pa.Array, true: Any, predicted: Any,
+                proba: Any, classes: tuple[str, ...]) -> pa.Table:
     proba = np.asarray(proba, dtype=np.float32).reshape(len(index), -1)
     if proba.shape[1] > len(classes):
         raise ValueError(f"predictions: {proba.shape[1]} class probabilities per image, but there are "
@@ -296,6 +300,7 @@ def _model_rows(trial_id: str, model: str, index: np.ndarray, true: Any, predict
         "trial_id": pa.array([trial_id] * len(index), pa.string()),
         "model": pa.array([model] * len(index), pa.string()),
         "index": pa.array(index),
+        "face_id": face_id,
         "true": pa.array(names[np.asarray(true, dtype=int)], pa.string()),
         "predicted": pa.array(names[np.asarray(predicted, dtype=int)], pa.string()),
         **{f"p_{c}": pa.array(proba[:, i]) for i, c in enumerate(classes[:proba.shape[1]])}})

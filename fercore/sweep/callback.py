@@ -23,6 +23,7 @@ from fercore.errors import UserError
 from fercore.results import ResultsStore, TensorBoardWriter
 from fercore.results import artifact_file
 from fercore.sweep import inbox, internals, state
+from fercore.sweep.confirm import PHASE, SEARCH
 from fercore.sweep.guards import Guard
 from fercore.sweep.searchers import TESTED
 from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, trial_config
@@ -50,8 +51,11 @@ class ResultsCallback(tune.Callback):
     the artifact tables, together."""
 
     def __init__(self, folder: Path, total: int, time_budget_s: float | None = None,
-                 after_flush: Callable[[], None] | None = None, guard: Guard | None = None):
+                 after_flush: Callable[[], None] | None = None, guard: Guard | None = None, phase: str = SEARCH,
+                 samples: int | None = None):
         self.folder = folder
+        self.phase = phase  # every row's `phase` column (fercore.sweep.confirm)
+        self.samples = total if samples is None else samples  # Ray's trials in this phase (total: in the sweep)
         self.guard = guard or Guard()  # shared with the RunConfig's GuardStopper, which stops every trial
         self.after_flush = after_flush  # ResultsStore's hook: SweepFolder.push uploads the tables to a URI
         self.total = total
@@ -66,12 +70,12 @@ class ResultsCallback(tune.Callback):
     def setup(self, **info):
         # Ray calls this before the first trial, in a new run and in a restored one (which unpickles this callback
         # as it was when the sweep started): the tables are read here, as they are now, earlier runs' rows included.
-        if getattr(self, "resuming", False) and info.get("total_num_samples") not in (None, self.total):
+        if getattr(self, "resuming", False) and info.get("total_num_samples") not in (None, self._samples):
             # Ray failed to restore its state (it logs why) and carries on as a new experiment of this many trials,
             # which would end with the sweep's missing trials never run: stop before any trial starts.
             raise UserError(f"--resume: Ray Tune could not restore the sweep from {self.folder / TUNE_DIR} (its "
                             f"message is above) and would start a new experiment of "
-                            f"{info.get('total_num_samples')} trials instead of finishing these {self.total}; "
+                            f"{info.get('total_num_samples')} trials instead of finishing these {self._samples}; "
                             f"nothing was run")
         self.store = ResultsStore(self.folder, after_flush=self.after_flush)
         self.tb = TensorBoardWriter(self.folder / "tb")
@@ -103,7 +107,7 @@ class ResultsCallback(tune.Callback):
         snapshot = state.snapshot(staging)
         if snapshot is None:
             return False
-        self.store.attach(state.ATTACHMENT, snapshot, ".zip")
+        self.store.attach(state.attachment(self._phase), snapshot, ".zip")
         self._commit()
         self._known = {t.trial_id for t in trials}
         return True
@@ -135,6 +139,14 @@ class ResultsCallback(tune.Callback):
                   f"{t.row['reason']}".rstrip(), flush=True)
             inbox.artifact_path(self.folder, t.trial_id).unlink(missing_ok=True)
         self._staged = []
+
+    @property
+    def _phase(self) -> str:
+        return getattr(self, "phase", SEARCH)  # a callback pickled before phases existed ran a search
+
+    @property
+    def _samples(self) -> int:
+        return getattr(self, "samples", self.total)
 
     def __getstate__(self):
         # Ray pickles its callbacks with every save of its state: what is staged or in flight stays out (a resumed
@@ -224,6 +236,7 @@ class ResultsCallback(tune.Callback):
         epochs = self._epochs.pop(trial.trial_id, [])
         row = trial_row(trial.trial_id, config, artifacts.get("row"), last, status, reason,
                         attempts if attempts is not None else trial.num_failures + 1, epochs)
+        row[PHASE] = self._phase
         self._staged.append(_Staged(trial.trial_id, config, row, artifacts, epochs))
         self.guard.trial_ended(status, trial.trial_id, reason)  # now, not at the commit: a failing sweep stops soon
 

@@ -31,8 +31,10 @@ from fercore.errors import UserError  # noqa: E402
 from fercore.results import SWEEP_RECORD, ResultsStore, count_rows  # noqa: E402
 from fercore.redact import redact  # noqa: E402
 from fercore.results.rows import TRIALS  # noqa: E402
-from fercore.sweep import internals, state  # noqa: E402
+from fercore.sections import DESCRIBED  # noqa: E402
+from fercore.sweep import confirm, internals, state  # noqa: E402
 from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
+from fercore.sweep.confirm_search import ConfirmSearcher  # noqa: E402
 from fercore.sweep.guards import Guard, GuardStopper, space_problem  # noqa: E402
 from fercore.sweep.inbox import start_inbox  # noqa: E402
 from fercore.sweep.searchers import make_searcher  # noqa: E402
@@ -114,11 +116,8 @@ def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, starte
                                                   objectives=tuple(spec.metrics), finished=finished, inbox=inbox),
                              resources)
     try:
-        if resume:
-            callback = _resume(fn, spec, location, len(finished), lease)
-        else:
-            callback = _start(fn, spec, fixed, n, study_storage, location, max_concurrent or spec.max_concurrent,
-                              reuse_actors, lease)
+        callback = _run_phases(fn, spec, fixed, n, study_storage, location, max_concurrent or spec.max_concurrent,
+                               reuse_actors, lease, resume, len(finished))
     finally:
         ray.kill(inbox)  # its process, in a Ray instance that may run more sweeps
     return _finish_sweep(spec, out, callback.store, study_storage, cache, started, location, callback.guard)
@@ -179,6 +178,21 @@ def _recorded_objectives(spec: SweepSpec, out: Path) -> dict[str, dict[str, Any]
             for row in ResultsStore(out).trial_rows(columns=("status", *spec.metrics))}
 
 
+def _run_phases(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, location: SweepFolder,
+                max_concurrent: int, reuse_actors: bool, lease, resume: bool, recorded: int) -> ResultsCallback:
+    """The search, then the confirmation phase when the sweep has one; a resumed sweep picks up in the phase its
+    driver stopped in (the confirmation phase's Ray state exists once it has started). The last phase's callback."""
+    if resume and tune.Tuner.can_restore(str(location.local / confirm.TUNE_DIR)):
+        return _resume(fn, spec, location, recorded, lease, phase=confirm.CONFIRM)
+    if resume:
+        callback = _resume(fn, spec, location, recorded, lease)
+    else:
+        callback = _start(fn, spec, fixed, n, study_storage, location, max_concurrent, reuse_actors, lease)
+    if not spec.confirm_trials or callback.guard.reason is not None:
+        return callback  # a stopped search is finished by --resume first
+    return _confirm(fn, spec, location, max_concurrent, reuse_actors, lease, callback)
+
+
 def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, location: SweepFolder,
            max_concurrent: int, reuse_actors: bool, lease) -> ResultsCallback:
     """Run a new sweep of N sampled configs (times seeds); its results callback, whose store holds every row."""
@@ -203,6 +217,47 @@ def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, lo
     return callback
 
 
+def _confirm(fn, spec: SweepSpec, location: SweepFolder, max_concurrent: int, reuse_actors: bool, lease,
+             search: ResultsCallback) -> ResultsCallback:
+    """The confirmation phase (fercore.sweep.confirm): the search's best configs by validation again, on fresh
+    seeds, run to completion: no scheduler, no time budget. Its callback (the search's when nothing is confirmed)."""
+    out = location.local
+    rows = search.store.trial_rows()
+    top, seeds = spec.setting("confirm.top"), spec.setting("confirm.seeds")
+    ranked = confirm.ranked_configs(rows, spec.metric, spec.mode)[:top]
+    configs = confirm.plan(rows, spec.metric, spec.mode, top, seeds)
+    if not configs:
+        print(f"Confirmation: no config of the search completed every seed with a value of {spec.metric}; nothing "
+              f"to confirm", flush=True)
+        return search
+    guard = Guard(spec.min_free_gb, spec.max_consecutive_errors)
+    callback = ResultsCallback(out, len(rows) + len(configs), after_flush=location.push_soon, guard=guard,
+                               phase=confirm.CONFIRM, samples=len(configs))
+    searcher = ConfirmSearcher(configs, spec.metrics, spec.modes, spec.name, spec.storage_url(out))
+    tuner = tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=None, num_samples=len(configs),
+                                    max_concurrent_trials=max_concurrent, trial_dirname_creator=_trial_dirname,
+                                    reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(name=confirm.TUNE_DIR, storage_path=str(out), callbacks=[callback], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                  stop=GuardStopper(guard)),
+    )
+    guard.lease = lease
+    fresh = sorted({c["seed"] for c in configs})
+    seeds_text = f"{fresh[0]}-{fresh[-1]}" if len(fresh) > 1 else f"{fresh[0]}"
+    print(f"Confirming the {len(ranked)} best config{'s' if len(ranked) != 1 else ''} of the search by "
+          f"{spec.metric} on {len(fresh)} fresh seed{'s' if len(fresh) != 1 else ''} ({seeds_text}): "
+          f"{len(configs)} trial{'s' if len(configs) != 1 else ''} run to completion", flush=True)
+    shown = [k for k in DESCRIBED if any(k in c for c, _, _ in ranked)]
+    shown += [k for k in confirm.differing([c for c, _, _ in ranked]) if k not in shown]
+    for rank, (config, mean, n) in enumerate(ranked, 1):
+        print(f"  {rank}. {spec.metric}={mean:.4f} (search, {n} seed{'s' if n != 1 else ''}): "
+              f"{', '.join(f'{k}={config.get(k)}' for k in shown)}", flush=True)
+    tuner.fit()
+    return callback
+
+
 def _scheduler(spec: SweepSpec, fixed: dict[str, Any]):
     """ASHA on the first objective, reported every epoch (load_sweep checked that it is), or None."""
     from ray.tune.schedulers import ASHAScheduler
@@ -216,20 +271,24 @@ def _scheduler(spec: SweepSpec, fixed: dict[str, Any]):
                          reduction_factor=spec.setting("scheduler.reduction_factor"))
 
 
-def _resume(fn, spec: SweepSpec, location: SweepFolder, recorded: int, lease) -> ResultsCallback:
-    """Finish a stopped sweep: the searcher, scheduler and results callback come back from Ray's saved state."""
+def _resume(fn, spec: SweepSpec, location: SweepFolder, recorded: int, lease,
+            phase: str = confirm.SEARCH) -> ResultsCallback:
+    """Finish PHASE of a stopped sweep: the searcher, scheduler and results callback come back from Ray's saved
+    state."""
     out = location.local
+    tune_dir = out / (TUNE_DIR if phase == confirm.SEARCH else confirm.TUNE_DIR)
     # Ray's copy in tune/ may be half written (a kill during its copy thread's write) or newer than the rows: put
     # back the snapshot committed with them.
-    snapshot = state.committed(out)
+    snapshot = state.committed(out, phase)
     if snapshot is not None:
-        state.restore(snapshot, out / TUNE_DIR)
-    state.check(out / TUNE_DIR)
-    tuner = tune.Tuner.restore(str(out / TUNE_DIR), fn, resume_unfinished=True, resume_errored=False,
+        state.restore(snapshot, tune_dir)
+    state.check(tune_dir)
+    tuner = tune.Tuner.restore(str(tune_dir), fn, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     callback = _repoint_callback(tuner, location, spec)
     callback.guard.lease = lease
-    print(f"Resuming sweep {spec.name!r}: {recorded} trials already recorded", flush=True)
+    print(f"Resuming sweep {spec.name!r}{' in its confirmation phase' if phase != confirm.SEARCH else ''}: "
+          f"{recorded} trials already recorded", flush=True)
     tuner.fit()
     return callback
 
@@ -261,7 +320,8 @@ def _write_sweep_record(out: Path, spec: SweepSpec, fixed: dict[str, Any], smoke
     """What the sweep asked for, beside its tables: a report names the objectives and the grid from it."""
     record = {"name": spec.name, "description": spec.description, "sweep_file": str(spec.path),
               "metrics": spec.metrics, "modes": spec.modes, "sampler": spec.sampler, "space": spec.space,
-              "grid": spec.grid, "fixed": fixed, "scheduler": spec.scheduler, "seeds": spec.seeds, "smoke": smoke}
+              "grid": spec.grid, "fixed": fixed, "scheduler": spec.scheduler, "seeds": spec.seeds, "smoke": smoke,
+              "confirm": spec.confirm}
     atomic_write(out / SWEEP_RECORD, lambda f: f.write(json.dumps(record, indent=1, default=str).encode()))
 
 

@@ -22,6 +22,7 @@ SMOKE_AT_MOST = {"generator.width": 8, "classifier.width": 8, "generator.samplin
                  "generator.noise_steps": 100, "data.scale": 0.015, "generator.resolution": 32,
                  "augment.filter_tau": 0.0, "augment.multiply_k": 1.0}
 SMOKE_TRIALS = 2
+SMOKE_CONFIRM = {"top": 1, "seeds": 1}  # a sweep that confirms confirms its best smoke trial once more
 # Targets counted in images per class scale with a procedural set's size, so a smoke run of a top-up to 1,500 per
 # class trains on as many images relative to its data as the full sweep would.
 SMOKE_COUNT_KEYS = ("augment.per_class_target", "augment.minority_target")
@@ -30,7 +31,8 @@ SMOKE_COUNT_DRAWN = 300  # such a target when a space draws it (its range is for
 
 def smoke_spec(spec: SweepSpec, trials: int | None = None) -> SweepSpec:
     """SPEC shrunk for `--smoke`: TRIALS (default SMOKE_TRIALS) trials of SMOKE_SET epochs, sizes capped by
-    SMOKE_AT_MOST (in `fixed`, or for a key the grid varies, the grid's values within the cap), one seed, on the
+    SMOKE_AT_MOST (in `fixed`, or for a key the grid varies, the grid's values within the cap), one seed (a sweep that
+    confirms confirms SMOKE_CONFIRM), on the
     procedural set the per-class count targets scaled with its size, and a grid cut to its first points in the
     file's order (_first_points)."""
     fixed, data, grid = _capped(spec)
@@ -45,7 +47,9 @@ def smoke_spec(spec: SweepSpec, trials: int | None = None) -> SweepSpec:
             fixed[key] = SMOKE_COUNT_DRAWN
     fixed.update(SMOKE_SET)
     n = trials or min(spec.num_samples, SMOKE_TRIALS)
-    return dataclasses.replace(spec, fixed=fixed, data=data, grid=_first_points(grid, n), num_samples=n, seeds=1)
+    confirm = dict(SMOKE_CONFIRM) if spec.confirm_trials else {}
+    return dataclasses.replace(spec, fixed=fixed, data=data, grid=_first_points(grid, n), num_samples=n, seeds=1,
+                               confirm=confirm)
 
 
 def _capped(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, Any], dict[str, list]]:

@@ -48,6 +48,7 @@ class SweepSpec:
     metrics: list[str] = field(default_factory=lambda: [keys.default("metric")])
     modes: list[str] = field(default_factory=lambda: [keys.default("mode")])
     scheduler: dict[str, Any] = _default("scheduler")  # none by default with several metrics
+    confirm: dict[str, int] = _default("confirm")  # confirm.top configs again on confirm.seeds fresh seeds
     num_samples: int = keys.default("num_samples")
     max_concurrent: int = keys.default("max_concurrent")
     resources: dict[str, float] = _default("resources")
@@ -74,6 +75,11 @@ class SweepSpec:
     @property
     def multi_objective(self) -> bool:
         return len(self.metrics) > 1
+
+    @property
+    def confirm_trials(self) -> int:
+        """Trials of the confirmation phase: confirm.top configs times confirm.seeds (0: no such phase)."""
+        return self.setting("confirm.top") * self.setting("confirm.seeds")
 
     @property
     def grid_size(self) -> int:
@@ -143,6 +149,7 @@ def load_sweep(path: str | Path, space_file: str | Path | None = None) -> SweepS
     _read_objectives(raw, spec, errors)
     _read_scheduler(raw, spec, errors)
     _read_mapping("resources", spec.resources, errors)
+    _read_mapping("confirm", spec.confirm, errors)
     base_ok = _check_base(spec, errors)
     if spec.sampler == "grid":
         _read_grid(raw, spec, errors, check_grid if base_ok else None)

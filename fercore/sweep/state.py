@@ -77,12 +77,19 @@ def snapshot(staging: str | Path) -> bytes | None:
     return buffer.getvalue()
 
 
-def committed(folder: str | Path) -> Path | None:
-    """The snapshot committed with the results of the sweep folder FOLDER (the manifest's attachment), or, in a folder
-    from before snapshots were committed with the rows, its tune_state.zip; None when it has neither."""
+def attachment(phase: str = "search") -> str:
+    """The manifest attachment of the snapshot of PHASE's Ray Tune run (the confirmation phase has a run of its
+    own: fercore.sweep.confirm)."""
+    return ATTACHMENT if phase == "search" else f"{ATTACHMENT}_{phase}"
+
+
+def committed(folder: str | Path, phase: str = "search") -> Path | None:
+    """The snapshot of PHASE's Ray Tune run committed with the results of the sweep folder FOLDER (the manifest's
+    attachment), or, in a folder from before snapshots were committed with the rows, its tune_state.zip; None when
+    it has neither."""
     manifest = read_manifest(folder)
-    path = manifest.attachment(folder, ATTACHMENT) if manifest is not None else None
-    if path is None and (Path(folder) / TUNE_STATE).exists():
+    path = manifest.attachment(folder, attachment(phase)) if manifest is not None else None
+    if path is None and phase == "search" and (Path(folder) / TUNE_STATE).exists():
         path = Path(folder) / TUNE_STATE
     return path
 

@@ -18,7 +18,7 @@ def open_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | No
     url = spec.storage_url(out)
     if url is None:
         return None
-    storage = _open(url)
+    storage = open_url(url)
     try:
         study_id = storage.get_study_id_from_name(spec.name)
     except KeyError:
@@ -32,7 +32,7 @@ def open_storage(spec: SweepSpec, out: Path) -> optuna.storages.BaseStorage | No
     return storage
 
 
-def _open(url: str) -> optuna.storages.BaseStorage:
+def open_url(url: str) -> optuna.storages.BaseStorage:
     """Optuna's storage at URL: its journal file (a shared file system) or a database (SQLite, PostgreSQL, MySQL)."""
     if url.startswith(JOURNAL):
         path = Path(url.removeprefix(JOURNAL + "//"))

@@ -9,7 +9,9 @@ from fercore.cache import CacheStore
 from fercore.numbers import finite
 from fercore.redact import redact
 from fercore.results import EPOCHS, PREDICTIONS, TRIALS, ResultsStore
+from fercore.results.rows import CONFIRM, SEARCH, phase_of
 from fercore.sections import DESCRIBED
+from fercore.sweep.confirm import config_label, config_of, differing
 from fercore.sweep.spec import SweepSpec
 from fercore.sweep.storage import SweepFolder
 
@@ -28,8 +30,11 @@ def print_summary(out: Path, store: ResultsStore, spec: SweepSpec, seconds: floa
             print(f"Note: no completed trial has a value of {m}; is the sweep's metric spelt as the rows' columns?")
     for line in leak_lines(rows):
         print(line)
+    confirmed = [r for r in done if phase_of(r) == CONFIRM]
     if spec.multi_objective:
         _print_front(rows, done, spec)
+    elif confirmed:
+        _print_confirmed(confirmed, [r for r in done if phase_of(r) == SEARCH], spec)
     elif any(finite(r.get(spec.metric)) for r in done):
         _print_best(done, spec)
     _print_cache(cache)
@@ -89,8 +94,38 @@ def _print_best(done: list[dict], spec: SweepSpec) -> None:
     print("  " + ", ".join(f"{k}={best[k]}" for k in DESCRIBED if k in best))
 
 
+def _print_confirmed(confirmed: list[dict], search: list[dict], spec: SweepSpec) -> None:
+    """The confirmed configs, best first by their mean of the first objective over the confirmation's seeds, each
+    with its search figure (chosen on those very trials: it leans upward) and its test figures' means."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in confirmed:
+        groups.setdefault(config_label(config_of(r)), []).append(r)
+    searched: dict[tuple, list[float]] = {}
+    for r in search:
+        if finite(r.get(spec.metric)):
+            searched.setdefault(config_label(config_of(r)), []).append(float(r[spec.metric]))
+
+    def mean(rows: list[dict], key: str) -> float:
+        values = [float(r[key]) for r in rows if finite(r.get(key))]
+        return sum(values) / len(values) if values else float("nan")
+
+    order = sorted(groups, key=lambda g: mean(groups[g], spec.metric), reverse=spec.mode == "max")
+    shown = [k for k in DESCRIBED if any(k in dict(g) for g in order)]
+    shown += [k for k in differing([dict(g) for g in order]) if k not in shown]
+    print(f"Confirmed by {spec.metric} (the confirmation phase: fresh seeds, run to completion; the search's figure "
+          f"chose them and leans upward):")
+    for rank, g in enumerate(order, 1):
+        seen = searched.get(g, [])
+        search_mean = f"{sum(seen) / len(seen):.4f}" if seen else "-"
+        seeds = f"{len(groups[g])} seed{'s' if len(groups[g]) != 1 else ''}"
+        print(f"  {rank}. {spec.metric}={mean(groups[g], spec.metric):.4f} over {seeds} (search "
+              f"{search_mean}), test_macro_f1={mean(groups[g], 'test_macro_f1'):.4f}, "
+              f"test_accuracy={mean(groups[g], 'test_accuracy'):.4f}; "
+              + ", ".join(f"{k}={dict(g).get(k)}" for k in shown))
+
+
 def _print_cache(cache: CacheStore) -> None:
-    # Kinds are generator-v1, pool-v1, reference-v2, baseline-v3 (entries.RULES): what the cache saved this sweep.
+    # Kinds are generator-v1, pool-v2, reference-v3, baseline-v3 (entries.RULES): what the cache saved this sweep.
     counts = cache.counts_by_kind()
     kinds = sorted({kind for kind, _ in counts})
     if kinds:

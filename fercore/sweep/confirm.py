@@ -1,0 +1,80 @@
+"""The confirmation phase (sweep key `confirm: {top: K, seeds: S}`): once the search has ended, the K configs its
+validation objective ranks best are run again to completion (no scheduler stops them) on S fresh seeds, each trial
+with its own baseline and controls. The report's claims come from these trials: the search chose its configs on
+the very trials it would otherwise report, so their figures carry the winner's curse and, under ASHA, the seeds it
+stopped drop out of them.
+
+Rows carry PHASE (search or confirm); a persistent Optuna study gets a sibling study `<name>.confirm` holding the
+confirmation trials, and the search study's user attribute `phase` says it was the search
+(fercore.sweep.confirm_search). No Ray here: which trials the phase runs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+from fercore.config import all_keys
+from fercore.numbers import finite
+from fercore.results.rows import CONFIRM, PHASE, SEARCH, phase_of
+
+__all__ = ["CONFIRM", "PHASE", "SEARCH", "phase_of"]  # (what the rest of the sweep layer takes from here too)
+TUNE_DIR = "tune-confirm"  # the confirmation phase's Ray Tune state, beside the search's tune/
+STUDY_SUFFIX = ".confirm"  # the confirmation study's name: the sweep's name and this
+NOT_A_CHOICE = ("seed",)  # a config is the same config whatever its seed
+
+
+def config_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The config keys of a trials.parquet ROW that have a value (inapplicable keys are empty there)."""
+    known = all_keys()
+    return {k: _plain(v) for k, v in row.items() if k in known and v is not None and not _nan(v)}
+
+
+def config_label(config: dict[str, Any]) -> tuple:
+    """What tells configs apart: every key but the seed, as a hashable, ordered tuple."""
+    return tuple(sorted((k, v) for k, v in config.items() if k not in NOT_A_CHOICE))
+
+
+def ranked_configs(rows: Iterable[dict[str, Any]], metric: str, mode: str) -> list[tuple[dict[str, Any], float, int]]:
+    """The search's configs, best first by the mean of METRIC over their seeds (ties: the earliest trial first),
+    each as (config without its seed, mean, seeds). Only configs whose every seed completed with a finite METRIC
+    are ranked: a config with a seed the scheduler stopped or that failed has no honest mean."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: str(r.get("trial_id", ""))):
+        if phase_of(row) == SEARCH:
+            groups.setdefault(config_label(config_of(row)), []).append(row)
+    ranked = []
+    for label, members in groups.items():
+        if all(r.get("status") == "completed" and finite(r.get(metric)) for r in members):
+            ranked.append((dict(label), sum(float(r[metric]) for r in members) / len(members), len(members)))
+    sign = -1 if mode == "max" else 1
+    return sorted(ranked, key=lambda c: sign * c[1])  # stable: equal means keep the earliest trial first
+
+
+def differing(configs: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> list[str]:
+    """The keys whose values differ among CONFIGS (a key one lacks differs), sorted, but those in LEAVE_OUT."""
+    keys = {k for c in configs for k in c} - set(leave_out)
+    return sorted(k for k in keys if len({repr(c.get(k)) for c in configs}) > 1)
+
+
+def fresh_seeds(rows: Iterable[dict[str, Any]], n: int) -> list[int]:
+    """N seeds after every seed any trial used (the search's seeds and repeats): no confirmation trial shares a seed
+    with a trial that chose it."""
+    used = [int(r["seed"]) for r in rows if finite(r.get("seed"))]
+    first = max(used) + 1 if used else 0
+    return list(range(first, first + n))
+
+
+def plan(rows: list[dict[str, Any]], metric: str, mode: str, top: int, seeds: int) -> list[dict[str, Any]]:
+    """The confirmation trials' configs: the TOP configs (ranked_configs) times SEEDS fresh seeds, seed by seed (a
+    phase cut short leaves every config with as many seeds)."""
+    chosen = [config for config, _, _ in ranked_configs(rows, metric, mode)[:top]]
+    return [{**config, "seed": seed} for seed in fresh_seeds(rows, seeds) for config in chosen]
+
+
+def _nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _plain(v: Any) -> Any:
+    """A Parquet value as the config holds it (numpy scalars as Python's)."""
+    return v.item() if hasattr(v, "item") else v
