@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
                      help="GPUs per trial, overriding resources.gpu: a fraction in (0, 1] packs trials onto one GPU, "
                           "a whole number gives each trial that many")
+    run.add_argument("--verbose", action="store_true",
+                     help="Ray Tune's own banners and tables too (fercore's progress view is shown either way)")
     run.set_defaults(func=_cmd_run)
 
     trial = sub.add_parser("trial", help="run one trial in this process, without Ray; prints its metrics as JSON")
@@ -76,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     trial.add_argument("--storage", default=None, help="also write the trial's row to DIR/trials.parquet and keep what "
                                                          "it trained in DIR/cache for later trials")
     trial.set_defaults(func=_cmd_trial)
+
+    status = sub.add_parser("status", help="a running or finished sweep's progress, from any terminal")
+    status.add_argument("results", metavar="RESULTS", help="a sweep's results folder (e.g. results/quickstart) or its "
+                                                          "URI (s3://bucket/prefix/quickstart)")
+    status.set_defaults(func=_cmd_status)
 
     lst = sub.add_parser("list", help="every name a config can use, and the keys each declares")
     lst.set_defaults(func=_cmd_list)
@@ -116,7 +123,15 @@ def _cmd_run(args) -> int:
 
     run_sweep(spec, args.storage, address=args.address, num_samples=args.num_samples,
               max_concurrent=args.max_concurrent, smoke=args.smoke, resume=args.resume,
-              trust_storage=args.trust_storage)
+              trust_storage=args.trust_storage, verbose=args.verbose)
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from fercore.sweep.status import sweep_status
+
+    for line in sweep_status(args.results):
+        print(line)
     return 0
 
 

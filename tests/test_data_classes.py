@@ -230,6 +230,7 @@ def test_a_trial_on_a_ck_like_tree_names_contempt_everywhere(tmp_path):
 
     from fercore import trial
     from fercore.results import ResultsStore, TensorBoardWriter
+    from fercore.results.tensorboard import run_dir
 
     root = write_tree(tmp_path / "ck", CK)
     data = load(str(root), options=options(classes="folders"))
@@ -260,7 +261,7 @@ def test_a_trial_on_a_ck_like_tree_names_contempt_everywhere(tmp_path):
     tb = TensorBoardWriter(tmp_path / "tb")
     tb.epoch("t1", 1, result.epochs[0])
     tb.finish("t1", {k: v for k, v in row.items() if "." in k}, row, result.artifacts)
-    acc = EventAccumulator(str(tmp_path / "tb" / "t1"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(run_dir(tmp_path / "tb", "t1")), size_guidance={"images": 0})
     acc.Reload()
     scalars = acc.Tags()["scalars"]
     assert "result/test_macro_f1" in scalars and not any("contempt" in t for t in scalars)

@@ -6,7 +6,7 @@ that measures it:
   numbers only what its scheduler and searcher read (the objectives, the epoch);
 - the rows are committed with a snapshot of Ray's state that knows every trial that has a row;
 - nothing is left in incoming/ once the sweep ends;
-- benchmarks/driver_scale.py runs end to end at a tiny size and prints the figures the README quotes."""
+- benchmarks/driver_scale.py runs end to end at a tiny size and prints the figures docs/clusters.md quotes."""
 import json
 import subprocess
 import sys

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
+
+from fercore.errors import UserError
 import torch
 import yaml
 
@@ -206,8 +208,14 @@ def test_a_trial_asking_for_cuda_without_it_is_an_error_row_without_a_retry(tmp_
     from fercore.sweep import run_sweep
 
     spec = write_sweep(tmp_path, "no_cuda", {"classifier.lr": [1e-3]}, gpu=0.25, **{"train.device": "cuda"})
-    out = run_sweep(spec, tmp_path / "results")
+    # Its only trial failed: the sweep ends non-zero (issue 25), with that trial's one line and the path of its log.
+    with pytest.raises(UserError, match=r"every trial failed \(1\); the first, trial \w+: ConfigError: "
+                                        r"train\.device=cuda.*full log: .*/logs/\w+\.log"):
+        run_sweep(spec, tmp_path / "results")
+    out = tmp_path / "results" / "no_cuda"
     (row,) = pq.read_table(out / "trials.parquet").to_pylist()
     assert row["status"] == "error" and row["attempts"] == 1, row
     assert row["reason"].startswith("ConfigError: train.device=cuda: CUDA is not available here")
     assert "CUDA_VISIBLE_DEVICES=0" in row["reason"] and "Traceback" not in row["reason"]
+    log = (out / row["log"]).read_text()  # the full traceback went to the trial's log
+    assert log.startswith(row["reason"]) and "Traceback (most recent call last)" in log

@@ -1,7 +1,7 @@
 """The core's imports flow one way (shared/architecture.md): the ground floor (params, registry, errors) imports
 nothing above it, the registries stand on fercore.params and never on fercore.config, config imports the registries
 the ordinary way, and fercore.metrics measures without importing training code; and every import of the package
-keeps to the layer table of fercore/layers.py (the README's layout section). Read from the source files' import
+keeps to the layer table of fercore/layers.py (docs/development.md's layout section). Read from the source files' import
 statements (every one, also those inside functions), followed transitively, so no module needs importing here."""
 from functools import cache
 from pathlib import Path

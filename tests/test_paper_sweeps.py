@@ -143,7 +143,8 @@ def test_optuna_full_searches_everything_with_tpe_and_asha(specs):
 
 @pytest.mark.parametrize("path", sorted((REPO_ROOT / "benchmarks" / "cpu_sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_cpu_sized_variants_validate_and_keep_their_sweeps_grid(path):
-    """benchmarks/cpu_sweeps/<sweep>_cpu.yaml: the README's CPU runs of a report's sweep, smaller but the same design."""
+    """benchmarks/cpu_sweeps/<sweep>_cpu.yaml: docs/results-builtin.md's CPU runs of a report's sweep, smaller but the
+    same design."""
     spec = load_sweep(path)
     original = load_sweep(REPO_ROOT / "sweeps" / f"{path.stem.removesuffix('_cpu')}.yaml")
     for key, values in spec.grid.items():

@@ -60,7 +60,8 @@ def record(store, row, epochs=2, flush=True):
 
 def readers(path: Path) -> dict[str, pd.DataFrame]:
     """The table at PATH (folder/table) as pyarrow, pandas, DuckDB and Polars read the files its folder's manifest
-    names, as the README shows (DuckDB and Polars without union_by_name: every part must have the same columns)."""
+    names, as docs/results-tables.md shows (DuckDB and Polars without union_by_name: every part must have the same
+    columns)."""
     files = [str(f) for f in table_files(path.parent, path.name)]
     return {"pyarrow": pq.read_table(files).to_pandas(), "pandas": pd.read_parquet(files),
             "duckdb": duckdb.sql(f"SELECT * FROM read_parquet({files})").df(),

@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fercore.augment.policies import uses_generator
 from fercore.labels import CLASSES
 from fercore.results import confusion_png
-from fercore.results.tensorboard import _png_to_array
+from fercore.results.tensorboard import _png_to_array, run_dir
 from fercore.sweep.spec import load_sweep
 from tests.conftest import TINY_TRIAL
 
@@ -67,7 +67,9 @@ def test_small_sweep_writes_every_trial_to_parquet_and_tensorboard(tmp_path, loc
 
     confusion = pq.read_table(out / "confusion.parquet").to_pylist()
     for row in trials:
-        ea = EventAccumulator(str(out / "tb" / row["trial_id"]), size_guidance={"images": 0})
+        run = run_dir(out / "tb", row["trial_id"])  # named by what the trial was, then its id
+        assert run.name.startswith(f"{row['classifier.backbone']}_") and f"_s{row['seed']}_" in run.name, run.name
+        ea = EventAccumulator(str(run), size_guidance={"images": 0})
         ea.Reload()
         steps = [s.step for s in ea.Scalars("val/macro_f1")]
         assert steps[0] == 1 and len(steps) >= row["epochs_run"] if row["status"] == "completed" else steps
@@ -338,7 +340,14 @@ def test_a_crashed_trial_is_retried_and_recorded_and_the_sweep_goes_on(tmp_path,
     assert rows[1e-3]["status"] == "completed" and rows[1e-3]["attempts"] == 1
     assert rows[2e-3]["status"] == "error" and rows[2e-3]["attempts"] == 2, rows[2e-3]
     assert rows[2e-3]["reason"] == "RuntimeError: a crash inside the trial (after 2 attempts)"
-    assert f"[retry] trial {rows[2e-3]['trial_id']} crashed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"[retry] trial {rows[2e-3]['trial_id']} crashed" in printed
+    # One line a person can act on: the trial, the message, where it was raised, its full log (issue 25).
+    line = next(line for line in printed.splitlines() if f"trial {rows[2e-3]['trial_id']} error" in line)
+    assert f"RuntimeError: a crash inside the trial (after 2 attempts) (at {__file__}:" in line
+    assert f"full log: {out / rows[2e-3]['log']})" in line and "Traceback" not in line
+    log = (out / rows[2e-3]["log"]).read_text()
+    assert "Traceback (most recent call last)" in log and "a crash inside the trial" in log
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The sweep-file keys declared as data (fercore.sweep.keys): each check's message names the key and what was expected,
-SweepSpec's defaults are the table's, README.md's key table is the table's, and sweep-file validation and
+SweepSpec's defaults are the table's, docs/sweeps.md's key table is the table's, and sweep-file validation and
 `fersweep list` run without importing Ray."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import yaml
 from fercore.sweep import keys
 from fercore.sweep.spaces import REPO_ROOT
 from fercore.sweep.spec import SweepSpec, load_sweep
+from tests.test_docs import MAX_CELL
 
 
 @pytest.mark.parametrize("name, bad, expected", [
@@ -79,11 +81,28 @@ def test_the_specs_defaults_are_the_tables():
     assert SweepSpec(name="u", path=Path("u.yaml")).data == {}
 
 
-def test_the_readme_table_is_the_declared_one():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert keys.markdown_table() in readme, (
-        "README.md's sweep-file key table differs from fercore.sweep.keys: paste the output of "
-        "`python -c 'from fercore.sweep.keys import markdown_table; print(markdown_table())'` in its place")
+def docs_key_table() -> str:
+    """keys.markdown_table() as docs/sweeps.md holds it: a cell longer than docs may have (tests/test_docs.py's
+    MAX_CELL) reads "below the table", and its text follows the table as a list item, so no key's words are lost."""
+    header, rule, *rows = keys.markdown_table().splitlines()
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    lines, notes = [header, rule], []
+    for row in rows:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip()[1:-1])]  # an escaped \| stays in its cell
+        for i, cell in enumerate(cells):
+            if len(cell) > MAX_CELL:
+                notes.append(f"- {cells[0]}, {columns[i]}: {cell}")
+                cells[i] = "below the table"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""] + notes)
+
+
+def test_the_docs_table_is_the_declared_one():
+    page = (REPO_ROOT / "docs" / "sweeps.md").read_text()
+    assert docs_key_table() in page, (
+        "docs/sweeps.md's sweep-file key table differs from fercore.sweep.keys: paste the output of "
+        "`.venv/bin/python -c 'from tests.test_sweep_keys import docs_key_table; print(docs_key_table())'` (from the "
+        "repository root) in its place")
     assert keys.text_table() in keys.__doc__
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from fercore.labels import CLASSES
 from fercore.results import TensorBoardWriter
+from fercore.results.tensorboard import LAYOUT_RUN, run_name
 from fercore.trial import grid_png
 
 READY_DEADLINE_S = 180  # a bound on waiting for the server, not a timing assertion
@@ -36,6 +37,8 @@ CONFIGS = {
            "augment.policy": "balance", "generator.type": "diffusion", "generator.steps": 50, "seed": 2},
 }
 VAL_F1 = {"t1": [0.30, 0.50, 0.40], "t2": [0.20, 0.60, 0.55], "t3": [0.10, 0.15]}  # best epoch is not the last
+# Each trial's run, named by what it was (backbone, generator, policy, seed) and its id, as a reviewer finds it.
+RUNS = {"t1": "cnn3_real_none_s0_t1", "t2": "resnet18_cgan_balance_s1_t2", "t3": "resnet18_diffusion_balance_s2_t3"}
 
 
 def _final(trial_id: str) -> dict:
@@ -54,6 +57,7 @@ def _final(trial_id: str) -> dict:
     if trial_id == "t2":
         row |= {"gen_fid": 12.5, "gen_conditional_accuracy": 0.7, "gen_embedding_jsd": 0.2,
                 "uplift_test_macro_f1": 0.03, "uplift_test_macro_f1_low": -0.01, "generator_seconds": 4.0,
+                "gain_control_test_macro_f1": -0.02, "gain_control_test_macro_f1_low": -0.05,
                 "filter_acceptance": 0.8, "generator_key": "generator-v1-abc", "generator_cache_hit": False}
         row |= {f"gen_fid_{c}": 10.0 + k for k, c in enumerate(CLASSES)}
         row |= {f"uplift_test_recall_{c}": 0.01 for c in CLASSES}
@@ -76,7 +80,7 @@ def _write_events(tb_dir: Path) -> None:
                        **{f"val_recall_{c}": f1 for c in CLASSES}}
             if epoch == len(curve):  # the last report carries the row too, as fercore.trial sends it
                 metrics |= {k: v for k, v in final.items() if not k.startswith("val_")}
-            tb.epoch(trial_id, epoch, metrics)
+            tb.epoch(trial_id, epoch, metrics, config)  # the config arrives with the first report
         artifacts = {}
         if trial_id != "t3":
             artifacts["confusion"] = confusion
@@ -94,7 +98,7 @@ def _mark_loaded(tb_dir: Path) -> None:
     TensorBoardWriter wrote for the run has been read. (So waiting does not depend on what the writer writes.)"""
     from torch.utils.tensorboard import SummaryWriter
 
-    for run in CONFIGS:
+    for run in RUNS.values():
         w = SummaryWriter(str(tb_dir / run), filename_suffix=".sentinel")
         w.add_scalar(LOADED, 1.0, 0)
         w.close()
@@ -162,7 +166,7 @@ def server(request, tmp_path_factory):
             assert proc.poll() is None, f"tensorboard exited: {_tail(log)}"
             try:
                 tags = client.get("/data/plugin/scalars/tags")
-                if all(LOADED in tags.get(run, {}) for run in CONFIGS):
+                if all(LOADED in tags.get(run, {}) for run in RUNS.values()):
                     break
             except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
                 pass
@@ -205,7 +209,8 @@ def test_hparams_experiment_is_the_union_of_all_trials_configs(server):
     assert infos["generator.steps"]["type"] == "DATA_TYPE_FLOAT64"  # one trial has it; still a column
 
     tags = {m["name"]["tag"] for m in exp["metricInfos"]}
-    for tag in ("result/val_macro_f1", "result/test_macro_f1", "result/uplift_test_macro_f1", "result/gen_fid",
+    for tag in ("result/val_macro_f1", "result/test_macro_f1", "result/uplift_test_macro_f1",
+                "result/gain_control_test_macro_f1", "result/gen_fid",
                 "result/gen_conditional_accuracy", "result/train_seconds", "result/generator_seconds",
                 "result/test_macro_f1_ci_low", "result/uplift_test_macro_f1_low", "result/filter_acceptance",
                 "val/macro_f1", "train/loss", "lr"):
@@ -218,10 +223,10 @@ def test_hparams_experiment_is_the_union_of_all_trials_configs(server):
 def test_hparams_session_groups_one_per_trial_with_its_own_config_and_figures(server):
     response = server.session_groups()
     groups = {g["name"]: g for g in response["sessionGroups"]}
-    assert response["totalSize"] == 3 and set(groups) == set(CONFIGS)
+    assert response["totalSize"] == 3 and set(groups) == set(RUNS.values())
     for trial_id, config in CONFIGS.items():
-        group = groups[trial_id]
-        assert [s["name"] for s in group["sessions"]] == [trial_id]
+        group = groups[RUNS[trial_id]]
+        assert [s["name"] for s in group["sessions"]] == [RUNS[trial_id]]
         assert group["hparams"] == config  # exactly its own keys, with their types
         final = _final(trial_id)
         metrics = _metrics(group["sessions"][0])
@@ -233,24 +238,26 @@ def test_hparams_session_groups_one_per_trial_with_its_own_config_and_figures(se
             assert "result/test_macro_f1" not in metrics
         else:
             assert metrics["result/test_macro_f1"] == pytest.approx(final["test_macro_f1"])
-    assert _metrics(groups["t2"])["result/gen_fid"] == pytest.approx(12.5)
-    assert _metrics(groups["t2"])["result/uplift_test_macro_f1"] == pytest.approx(0.03)
-    assert "result/gen_fid" not in _metrics(groups["t1"])  # a real-only trial has no generator figures
+    t1, t2, t3 = RUNS.values()
+    assert _metrics(groups[t2])["result/gen_fid"] == pytest.approx(12.5)
+    assert _metrics(groups[t2])["result/uplift_test_macro_f1"] == pytest.approx(0.03)
+    assert _metrics(groups[t2])["result/gain_control_test_macro_f1"] == pytest.approx(-0.02)  # beside the uplift
+    assert "result/gen_fid" not in _metrics(groups[t1])  # a real-only trial has no generator figures
 
     statuses = {s["name"]: s["status"] for g in response["sessionGroups"] for s in g["sessions"]}
-    assert statuses == {"t1": "STATUS_SUCCESS", "t2": "STATUS_SUCCESS", "t3": "STATUS_FAILURE"}
+    assert statuses == {t1: "STATUS_SUCCESS", t2: "STATUS_SUCCESS", t3: "STATUS_FAILURE"}
     succeeded = server.session_groups(["STATUS_SUCCESS"])
-    assert sorted(g["name"] for g in succeeded["sessionGroups"]) == ["t1", "t2"]
+    assert sorted(g["name"] for g in succeeded["sessionGroups"]) == sorted([t1, t2])
 
 
 def test_scalars_plugin_lists_curves_and_results_and_keeps_the_curves_whole(server):
     tags = server.get("/data/plugin/scalars/tags")
-    assert set(tags) == set(CONFIGS)
-    for trial_id in CONFIGS:
-        assert {"train/loss", "val/macro_f1", "val/loss", "lr", "result/val_macro_f1"} <= set(tags[trial_id])
-        assert not [t for t in tags[trial_id] if "recall" in t]
+    assert set(RUNS.values()) <= set(tags) and not set(tags) - set(RUNS.values()) - {LAYOUT_RUN}
+    for run in RUNS.values():
+        assert {"train/loss", "val/macro_f1", "val/loss", "lr", "result/val_macro_f1"} <= set(tags[run])
+        assert not [t for t in tags[run] if "recall" in t]
     for trial_id, curve in VAL_F1.items():
-        query = urllib.parse.urlencode({"run": trial_id, "tag": "val/macro_f1"})
+        query = urllib.parse.urlencode({"run": RUNS[trial_id], "tag": "val/macro_f1"})
         points = server.get(f"/data/plugin/scalars/scalars?{query}")
         assert [p[1] for p in points] == list(range(1, len(curve) + 1))
         assert [p[2] for p in points] == pytest.approx(curve)
@@ -258,12 +265,12 @@ def test_scalars_plugin_lists_curves_and_results_and_keeps_the_curves_whole(serv
 
 def test_images_plugin_has_the_sample_grid_and_the_confusion_matrix(server):
     tags = server.get("/data/plugin/images/tags")
-    assert set(tags.get("t2", {})) == {"samples/per_class_rows", "confusion/test"}
-    assert set(tags.get("t1", {})) == {"confusion/test"}
-    assert not tags.get("t3")
+    assert set(tags.get(RUNS["t2"], {})) == {"samples/per_class_rows", "confusion/test"}
+    assert set(tags.get(RUNS["t1"], {})) == {"confusion/test"}
+    assert not tags.get(RUNS["t3"])
     images = {}
     for tag in ("samples/per_class_rows", "confusion/test"):
-        query = urllib.parse.urlencode({"run": "t2", "tag": tag, "sample": 0})
+        query = urllib.parse.urlencode({"run": RUNS["t2"], "tag": tag, "sample": 0})
         [entry] = server.get(f"/data/plugin/images/images?{query}")
         png = server.raw(f"/data/plugin/images/individualImage?{entry['query']}")
         images[tag] = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
@@ -273,3 +280,23 @@ def test_images_plugin_has_the_sample_grid_and_the_confusion_matrix(server):
     assert (images["samples/per_class_rows"] == grid[..., None]).all()
     confusion = images["confusion/test"]
     assert min(confusion.shape[:2]) > 100 and confusion.std() > 10  # a rendered picture, not a blank
+
+
+def test_runs_are_named_by_what_the_trial_was():
+    assert {t: run_name(t, c) for t, c in CONFIGS.items()} == RUNS
+
+
+def test_custom_scalars_put_each_trials_uplift_beside_its_gain_over_the_control(server):
+    layout = server.get("/data/plugin/custom_scalars/layout")
+    charts = {c["title"]: c for cat in layout["category"] for c in cat["chart"]}
+    tags = charts["uplift and gains, test macro-F1"]["multiline"]["tag"]
+    assert r"result/uplift_test_macro_f1$" in tags and r"result/gain_control_test_macro_f1$" in tags, layout
+    # The chart's two series for a trial, as the dashboard asks for them: its uplift and its gain.
+    points = {}
+    for regex in tags[:2]:  # the chart's own tag regexes, as the dashboard sends them
+        query = urllib.parse.urlencode({"run": RUNS["t2"], "tag": regex})
+        answer = server.get(f"/data/plugin/custom_scalars/scalars?{query}")
+        assert answer["regex_valid"], answer
+        points |= {tag: [p[2] for p in events] for tag, events in answer["tag_to_events"].items()}
+    assert points == {"result/uplift_test_macro_f1": pytest.approx([0.03]),
+                      "result/gain_control_test_macro_f1": pytest.approx([-0.02])}

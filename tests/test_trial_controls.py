@@ -182,8 +182,8 @@ def test_the_compared_models_predictions_travel_with_the_trial_and_reproduce_its
     store.flush()
     stored = Predictions(pd.read_parquet(tmp_path / PREDICTIONS))
     for name, result in (("over", over), ("balance", balance), ("ratio", ratio)):
-        row, (index, true, own) = result.row, stored[name]
-        assert np.array_equal(index, result.predictions["index"]) and _macro_f1(true, own) == row["test_macro_f1"]
+        row, (key, true, own) = result.row, stored[name]  # the report's key of an image: its face id
+        assert np.array_equal(key, result.predictions["face_id"]) and _macro_f1(true, own) == row["test_macro_f1"]
         for model, sent in result.predictions["paired"].items():
             assert sent["predicted"].dtype == np.int64 and np.array_equal(sent["predicted"], sent["proba"].argmax(1))
             predicted = stored.paired(name, model)

@@ -114,13 +114,14 @@ def test_a_folder_of_altered_test_copies_is_counted_whole(tiny_faces, tmp_path):
 
 def test_classifier_confidence_filter_records_acceptance(tiny_faces, tmp_path):
     """Real training images as the 'synthetic' source: the reference classifier is confident on many, not all.
-    Only happy, the class a reference trained on ~300 images learns first, is topped up."""
+    Only happy, the class a reference trained on ~270 images learns first, is topped up (its probability of happy
+    on them: 0.21-0.25, so tau 0.22 keeps some)."""
     store = CacheStore(tmp_path / "cache")
     path = write_folder(tmp_path / "made", *tiny_faces.split("train"))
     row = trial.run({**MADE_ELSEWHERE, "generator.type": "folder", "generator.path": path,
                      "augment.policy": "minority", "augment.minority_classes": "happy",
                      "augment.minority_target": 200,
-                     "augment.filter": "classifier_confidence", "augment.filter_tau": 0.3,
+                     "augment.filter": "classifier_confidence", "augment.filter_tau": 0.22,
                      "augment.filter_rounds": 10, "augment.paired_baseline": False},
                     tiny_faces, lambda *a: None, store).row
     assert 0 < row["filter_acceptance"] < 1 and row["filter_generated"] > row["n_train_synthetic"]

@@ -242,7 +242,9 @@ def union_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 # What finish() writes as the trial's result (`result/<key>`, the HParams table's comparison columns): overall
 # figures only, the per-class ones would make the table unreadable (they are in per_class.parquet).
-RESULT_PREFIXES = ("val_", "test_", "uplift_", "gen_", "filter_acceptance", "leak_")
+# The HParams tab's metric columns (TensorBoard's result/ tags): gain_control_ and gain_subset_ among them, the
+# comparisons that say whether the synthetic content helped.
+RESULT_PREFIXES = ("val_", "test_", "uplift_", "gain_", "gen_", "filter_acceptance", "leak_")
 RESULT_KEYS = ("train_seconds", "generator_seconds", "classifier_seconds")
 
 

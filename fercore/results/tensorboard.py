@@ -1,5 +1,8 @@
-"""TensorBoard event files of a sweep, under tb/<trial_id>/, written by the driver: learning curves per epoch, then an
-HParams session per trial with its result figures, its grid of synthetic samples and its test confusion matrix."""
+"""TensorBoard event files of a sweep, under tb/<run>/, written by the driver: learning curves per epoch, then an
+HParams session per trial with its result figures, its grid of synthetic samples and its test confusion matrix. A
+run is named by what its trial was (backbone, generator, policy, seed) and ends with the trial's id (run_name), and
+tb/ holds a custom-scalars layout that puts each trial's uplift over real-only beside its gain over the oversampling
+control."""
 from __future__ import annotations
 
 import io
@@ -30,16 +33,21 @@ class TensorBoardWriter:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._writers: dict[str, Any] = {}
+        self._layout_written = False
 
-    def _writer(self, trial_id: str):
+    def _writer(self, trial_id: str, config: dict[str, Any] | None):
         if trial_id not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writers[trial_id] = SummaryWriter(str(self.folder / trial_id))
+            if not self._layout_written:
+                write_layout(self.folder)
+                self._layout_written = True
+            self._writers[trial_id] = SummaryWriter(str(self.folder / run_name(trial_id, config or {})))
         return self._writers[trial_id]
 
-    def epoch(self, trial_id: str, epoch: int, metrics: dict[str, Any]) -> None:
-        w = self._writer(trial_id)
+    def epoch(self, trial_id: str, epoch: int, metrics: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+        """One epoch's curves; CONFIG (the trial's, once known) names its run when this is its first event."""
+        w = self._writer(trial_id, config)
         for k, v in metrics.items():
             if is_curve(k) and finite(v):
                 w.add_scalar(_tag(k), v, epoch)
@@ -47,7 +55,7 @@ class TensorBoardWriter:
 
     def finish(self, trial_id: str, config: dict[str, Any], final: dict[str, Any], artifacts: dict[str, Any]) -> None:
         """Write the trial's HParams session (its config, status and result figures) and its images, then close."""
-        w = self._writer(trial_id)
+        w = self._writer(trial_id, config)
         hp = {k: v for k, v in config.items() if isinstance(v, (bool, str)) or finite(v)}
         status = final.get("status", "completed")
         for summary in _session_summaries(hp, status):
@@ -74,6 +82,52 @@ class TensorBoardWriter:
         for w in self._writers.values():
             w.close()
         self._writers.clear()
+
+
+RUN_KEYS = ("classifier.backbone", "generator.type", "augment.policy")  # what a run's name says, then the seed
+LAYOUT_RUN = ".layout"  # tb/'s run holding the custom-scalars layout alone
+
+
+def run_name(trial_id: str, config: dict[str, Any]) -> str:
+    """A trial's run: its backbone, generator (real: none), policy and seed, then its id (unique, and what the
+    tables call it), e.g. resnet18_cgan_balance_s2_8f3a21c0."""
+    parts = [str(config.get("classifier.backbone") or ""), str(config.get("generator.type") or "real"),
+             str(config.get("augment.policy") or "")]
+    if config.get("seed") is not None:
+        parts.append(f"s{config['seed']}")
+    named = "_".join(p for p in parts if p and p != "None")
+    safe = "".join(c if c.isalnum() or c in "-._" else "-" for c in named)
+    return f"{safe}_{trial_id}" if config else trial_id
+
+
+def run_dir(folder: Path, trial_id: str) -> Path | None:
+    """The run folder of TRIAL_ID under tb/ FOLDER (named by run_name), None when it has none."""
+    for path in Path(folder).glob(f"*{trial_id}"):
+        if path.is_dir() and (path.name == trial_id or path.name.endswith(f"_{trial_id}")):
+            return path
+    return None
+
+
+def write_layout(folder: Path) -> None:
+    """tb/'s custom-scalars layout: per trial, its uplift over the real-only baseline beside its gain over the
+    oversampling control (and over the real subset, for real_ratio), macro-F1 and accuracy; then its validation and
+    test figures. Written once per sweep, in a run of its own."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    layout = {
+        "Did the synthetic images help? (per trial: uplift over real-only, gain over the oversampling control)": {
+            "uplift and gains, test macro-F1": ["Multiline", [r"result/uplift_test_macro_f1$",
+                                                              r"result/gain_control_test_macro_f1$",
+                                                              r"result/gain_subset_test_macro_f1$"]],
+            "uplift and gains, test accuracy": ["Multiline", [r"result/uplift_test_accuracy$",
+                                                              r"result/gain_control_test_accuracy$",
+                                                              r"result/gain_subset_test_accuracy$"]]},
+        "Validation against test (per trial)": {
+            "validation and test macro-F1": ["Multiline", [r"result/val_macro_f1$", r"result/test_macro_f1$"]],
+            "learning curve": ["Multiline", [r"val/macro_f1$", r"train/loss$", r"val/loss$"]]},
+    }
+    with SummaryWriter(str(Path(folder) / LAYOUT_RUN)) as w:
+        w.add_custom_scalars(layout)
 
 
 def _session_summaries(hp: dict[str, Any], status: str) -> list[Any]:

@@ -12,12 +12,14 @@ its progress line is printed then. The cost of a commit does not grow with the s
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ray import tune
 
+from fercore.atomic import atomic_write
 from fercore.config import resolve
 from fercore.errors import UserError
 from fercore.results import ResultsStore, TensorBoardWriter
@@ -25,13 +27,15 @@ from fercore.results import artifact_file
 from fercore.sweep import inbox, internals, state
 from fercore.sweep.confirm import PHASE, SEARCH
 from fercore.sweep.guards import Guard
+from fercore.sweep.progress import FAILED, Progress
 from fercore.sweep.searchers import TESTED
-from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, trial_config
+from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, TRACEBACK, trial_config
 from fercore.train import early_stop_score
 
 RAY_KEYS = internals.ray_result_keys() | {"done", "trial_id", "experiment_tag", "should_checkpoint", "artifacts",
                                           "time_this_iter_s", "timesteps_total", "episodes_total", TESTED}
 TUNE_DIR = "tune"  # Ray Tune's experiment state, under the sweep's results folder
+LOGS_DIR = "logs"  # a failed trial's full log (reason and traceback), under the sweep's results folder
 # What TensorBoardWriter.finish reads of a trial's artifacts (confusion_png: the matrix as its worker rendered it).
 TENSORBOARD_ARTIFACTS = ("classes", "samples_png", "confusion", "confusion_png")
 
@@ -52,8 +56,10 @@ class ResultsCallback(tune.Callback):
 
     def __init__(self, folder: Path, total: int, time_budget_s: float | None = None,
                  after_flush: Callable[[], None] | None = None, guard: Guard | None = None, phase: str = SEARCH,
-                 samples: int | None = None):
+                 samples: int | None = None, view: dict[str, Any] | None = None):
         self.folder = folder
+        # What the progress view needs (fercore.sweep.progress): the sweep's name, metric, mode and concurrency.
+        self.view = view or {}
         self.phase = phase  # every row's `phase` column (fercore.sweep.confirm)
         self.samples = total if samples is None else samples  # Ray's trials in this phase (total: in the sweep)
         self.guard = guard or Guard()  # shared with the RunConfig's GuardStopper, which stops every trial
@@ -64,7 +70,8 @@ class ResultsCallback(tune.Callback):
         self._epochs: dict[str, list[dict[str, Any]]] = {}  # trial id -> its epochs so far (running trials only)
         self._artifacts: dict[str, dict] = {}
         self._configs: dict[str, dict[str, Any]] = {}  # trial id -> the resolved config its worker sent
-        self._outcome: dict[str, tuple[str, str]] = {}  # trial id -> (status, reason) the trial reported itself
+        # trial id -> (status, reason, traceback) the trial reported itself
+        self._outcome: dict[str, tuple[str, str, str]] = {}
         self._running: set[str] = set()  # started and not yet recorded
 
     def setup(self, **info):
@@ -86,10 +93,16 @@ class ResultsCallback(tune.Callback):
         self._state_stamp: tuple[int, int] | None = None  # ... as last seen
         self._known: set[str] = set()  # the trials the last committed snapshot of Ray's state holds
         inbox.clear(self.folder)  # an earlier driver's uncommitted artifact files: their trials run again
+        view = getattr(self, "view", None) or {}  # (a callback pickled before the view existed has none)
+        metric = view.get("metric", "val_macro_f1")
+        self.progress = Progress(self.folder, view.get("name", self.folder.name), self.total, metric,
+                                 view.get("mode", "max"), self._phase, recorded=self.store.trial_rows(),
+                                 concurrency=view.get("concurrency", 1), live=view.get("live"))
 
     def on_step_end(self, iteration, trials, **info):
         if trials:
             self._commit_with_saved_state(trials)
+        self.progress.refresh()
 
     def _commit_with_saved_state(self, trials) -> bool:
         """When Ray saved its state since the last look (it saves in its loop's step, before this callback's
@@ -132,11 +145,8 @@ class ResultsCallback(tune.Callback):
         for t in self._staged:
             self.tb.finish(t.trial_id, t.config, t.row, t.artifacts)
             self.finished += 1
-            # Validation only while the sweep runs: a test figure in a live line invites choosing by it (issue 25);
-            # the final summary gives the test figures of the trial validation chose.
-            metric = f"val_macro_f1={t.row['val_macro_f1']:.3f}" if t.row.get("val_macro_f1") is not None else ""
-            print(f"[{self.finished}/{self.total}] trial {t.trial_id} {t.row['status']} {metric} "
-                  f"{t.row['reason']}".rstrip(), flush=True)
+            # Validation only while the sweep runs (fercore.sweep.progress); the final summary gives test figures.
+            self.progress.trial_recorded(t.trial_id, t.row)
             inbox.artifact_path(self.folder, t.trial_id).unlink(missing_ok=True)
         self._staged = []
 
@@ -151,7 +161,7 @@ class ResultsCallback(tune.Callback):
     def __getstate__(self):
         # Ray pickles its callbacks with every save of its state: what is staged or in flight stays out (a resumed
         # sweep runs those trials again).
-        transient = ("store", "tb", "_staged", "_artifacts", "_last", "_epochs", "_configs", "_outcome")
+        transient = ("store", "tb", "_staged", "_artifacts", "_last", "_epochs", "_configs", "_outcome", "progress")
         return {k: v for k, v in self.__dict__.items() if k not in transient}
 
     def __setstate__(self, saved):
@@ -160,6 +170,8 @@ class ResultsCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._running.add(trial.trial_id)
+        if trial.trial_id not in self._recorded:
+            self.progress.trial_started(trial.trial_id)
         self.guard.check_space(self.folder)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -170,7 +182,8 @@ class ResultsCallback(tune.Callback):
             self._configs[trial.trial_id] = dict(artifacts.pop(CONFIG))
         where = {"node_ip": result.get("node_ip", ""), "node_id": result.get("node_id", "")}
         if "epoch" not in result:  # The trial's own account of its end: it diverged, or its config cannot run.
-            self._outcome[trial.trial_id] = (result.get("status", "error"), result.get("reason", ""))
+            self._outcome[trial.trial_id] = (result.get("status", "error"), result.get("reason", ""),
+                                             result.get(TRACEBACK) or "")
             self._last.setdefault(trial.trial_id, where)
             return
         metrics = {k: v for k, v in result.items() if k not in RAY_KEYS and v is not None}
@@ -190,7 +203,10 @@ class ResultsCallback(tune.Callback):
         # crash retried): that attempt's epochs replace those from it on.
         epochs = self._epochs.setdefault(trial.trial_id, [])
         epochs[:] = [e for e in epochs if e.get("epoch", 0) < epoch.get("epoch", 0)] + [epoch]
-        self.tb.epoch(trial.trial_id, int(metrics.get("epoch", result.get("training_iteration", 0))), metrics)
+        self.tb.epoch(trial.trial_id, int(metrics.get("epoch", result.get("training_iteration", 0))), metrics,
+                      self._configs.get(trial.trial_id))
+        self.progress.trial_epoch(trial.trial_id, int(metrics.get("epoch", 0)), metrics.get(self.progress.metric),
+                                  self._configs.get(trial.trial_id))
 
     def _read_artifacts(self, trial_id: str, arrays: bool = True) -> dict[str, Any]:
         path = inbox.artifact_path(self.folder, trial_id)
@@ -202,14 +218,15 @@ class ResultsCallback(tune.Callback):
             return {}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        trace = ""
         if trial.trial_id in self._outcome:
-            status, reason = self._outcome.pop(trial.trial_id)
+            status, reason, trace = self._outcome.pop(trial.trial_id)
         elif "row" in self._artifacts.get(trial.trial_id, {}):
             status, reason = "completed", ""
         else:
             epoch = self._last.get(trial.trial_id, {}).get("epoch", 0)
             status, reason = "stopped", f"stopped early by the scheduler after epoch {epoch}"
-        self._finish(trial, status, reason)
+        self._finish(trial, status, reason, trace=trace)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         print(f"[retry] trial {trial.trial_id} crashed ({_error_line(trial)}); starting attempt "
@@ -218,9 +235,10 @@ class ResultsCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         line = _error_line(trial)
         attempts = f" (after {trial.num_failures} attempts)" if trial.num_failures > 1 else ""
-        self._finish(trial, _failure_status(line), line + attempts, attempts=trial.num_failures)
+        self._finish(trial, _failure_status(line), line + attempts, attempts=trial.num_failures,
+                     trace=_error_text(trial))
 
-    def _finish(self, trial, status: str, reason: str, attempts: int | None = None) -> None:
+    def _finish(self, trial, status: str, reason: str, attempts: int | None = None, trace: str = "") -> None:
         self._running.discard(trial.trial_id)
         # Ray called this callback last (after its scheduler and searcher): what it keeps of the trial from now on
         # is kept for the whole sweep and saved with its state at every save, so only what it still needs stays.
@@ -237,8 +255,21 @@ class ResultsCallback(tune.Callback):
         row = trial_row(trial.trial_id, config, artifacts.get("row"), last, status, reason,
                         attempts if attempts is not None else trial.num_failures + 1, epochs)
         row[PHASE] = self._phase
+        if status in FAILED:  # its one line names the log that holds the rest
+            row["log"], row["at"] = self._write_log(trial.trial_id, reason, trace), _fault_site(trace)
         self._staged.append(_Staged(trial.trial_id, config, row, artifacts, epochs))
         self.guard.trial_ended(status, trial.trial_id, reason)  # now, not at the commit: a failing sweep stops soon
+
+    def _write_log(self, trial_id: str, reason: str, trace: str) -> str:
+        """The failed trial's full log, LOGS_DIR/<trial id>.log in the results folder: its reason and traceback.
+        Returns its path relative to the folder ('' when it could not be written: a full disk)."""
+        rel = f"{LOGS_DIR}/{trial_id}.log"
+        text = f"{reason}\n\n{trace or '(no traceback: the trial reported how it ended)'}\n"
+        try:
+            atomic_write(self.folder / rel, lambda f: f.write(text.encode()))
+        except OSError:
+            return ""
+        return rel
 
     def _flush(self) -> bool:
         """Commit the staged rows; a write that fails (a full disk) commits nothing and stops the sweep cleanly."""
@@ -277,6 +308,7 @@ class ResultsCallback(tune.Callback):
             self._staged = [t for t in self._staged if t.trial_id in self._known]
             self._commit()
         self.tb.close()
+        self.progress.close(self.guard.reason)
 
 
 def trial_row(trial_id: str, config: dict[str, Any], sent_row: dict[str, Any] | None, last: dict[str, Any],
@@ -321,6 +353,23 @@ def _failure_status(line: str) -> str:
     if "OutOfMemoryError" in exception or "out of memory" in line.lower():
         return "oom"
     return "error"
+
+
+def _error_text(trial) -> str:
+    """The whole of Ray's error file of TRIAL (its traceback), or ''."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        return Path(path).read_text(errors="replace")
+    return ""
+
+
+def _fault_site(trace: str) -> str:
+    """Where a traceback's innermost frame is (file:line), '' without one."""
+    sites = re.findall(r'File "([^"]+)", line (\d+)', trace or "")
+    if not sites:
+        return ""
+    file, line = sites[-1]
+    return f"{file}:{line}"
 
 
 def _error_line(trial) -> str:

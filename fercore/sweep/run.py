@@ -37,6 +37,7 @@ from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
 from fercore.sweep.confirm_search import ConfirmSearcher  # noqa: E402
 from fercore.sweep.guards import Guard, GuardStopper, space_problem  # noqa: E402
 from fercore.sweep.inbox import start_inbox  # noqa: E402
+from fercore.sweep.progress import FAILED, mark_ended  # noqa: E402
 from fercore.sweep.searchers import make_searcher  # noqa: E402
 from fercore.sweep.smoke import smoke_spec  # noqa: E402
 from fercore.sweep.spec import SweepSpec  # noqa: E402
@@ -51,7 +52,7 @@ MAX_T_WITHOUT_EPOCHS = 100  # ASHA's last rung when neither scheduler.max_t nor 
 def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str | None = None,
               num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False,
               resume: bool = False, trainable: Callable | None = None, reuse_actors: bool = True,
-              trust_storage: bool = False) -> Path:
+              trust_storage: bool = False, verbose: bool = False) -> Path:
     """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/. STORAGE may be a URI
     (s3://bucket/prefix ...): results are then uploaded to URI/<sweep name>/ and the folder returned is the driver's
     working copy of it (fercore.sweep.storage).
@@ -65,9 +66,10 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     the sweep layer).
     reuse_actors: run a trial in a finished trial's worker process when it needs the same resources; False starts
     a fresh process per trial (~1.5 s each on 2 CPU cores; benchmarks/sweep_overhead.py compares).
+    verbose: Ray Tune's own banners and tables too (`--verbose`); without, fercore's progress view alone.
     """
     started = time.time()
-    _quiet_libraries()
+    _quiet_libraries(verbose)
     if resume and is_uri(storage) and not trust_storage:
         raise UserError(f"--resume from {redact(str(storage))}: resuming unpickles Ray Tune's state as stored there, "
                         f"and whoever can write to it could run code on this machine; add --trust-storage if only you "
@@ -199,7 +201,8 @@ def _start(fn, spec: SweepSpec, fixed: dict[str, Any], n: int, study_storage, lo
     searcher = make_searcher(spec, fixed, study_storage)
     n *= spec.seeds
     guard = Guard(spec.min_free_gb, spec.max_consecutive_errors)
-    callback = ResultsCallback(location.local, n, spec.time_budget_s, after_flush=location.push_soon, guard=guard)
+    callback = ResultsCallback(location.local, n, spec.time_budget_s, after_flush=location.push_soon, guard=guard,
+                               view=_view(spec, max_concurrent))
     tuner = tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(spec, fixed), num_samples=n,
@@ -232,7 +235,7 @@ def _confirm(fn, spec: SweepSpec, location: SweepFolder, max_concurrent: int, re
         return search
     guard = Guard(spec.min_free_gb, spec.max_consecutive_errors)
     callback = ResultsCallback(out, len(rows) + len(configs), after_flush=location.push_soon, guard=guard,
-                               phase=confirm.CONFIRM, samples=len(configs))
+                               phase=confirm.CONFIRM, samples=len(configs), view=_view(spec, max_concurrent))
     searcher = ConfirmSearcher(configs, spec.metrics, spec.modes, spec.name, spec.storage_url(out))
     tuner = tune.Tuner(
         fn,
@@ -256,6 +259,11 @@ def _confirm(fn, spec: SweepSpec, location: SweepFolder, max_concurrent: int, re
               f"{', '.join(f'{k}={config.get(k)}' for k in shown)}", flush=True)
     tuner.fit()
     return callback
+
+
+def _view(spec: SweepSpec, max_concurrent: int) -> dict[str, Any]:
+    """What the results callback's progress view shows (fercore.sweep.progress)."""
+    return {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "concurrency": max_concurrent}
 
 
 def _scheduler(spec: SweepSpec, fixed: dict[str, Any]):
@@ -329,6 +337,7 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
                   started: float, location: SweepFolder, guard: Guard) -> Path:
     fail_running(spec, study_storage)  # trials a time budget cut off are still RUNNING in a kept study
     if guard.reason is not None:  # what is committed stays as it is; --resume finishes the sweep
+        mark_ended(out, f"stopped: {guard.reason}; --resume finishes it")
         location.finish_uploads()
         guard.raise_if_stopped(out)
     if spec.multi_objective:  # The front, over every completed row (a resumed sweep's earlier ones too).
@@ -337,8 +346,10 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
             store.add_trial({**row, "pareto": on})
         store.flush()
     store.compact()  # One part per table, nothing the manifest does not name: any Parquet reader takes the folder.
+    mark_ended(out, f"finished in {time.time() - started:.0f} s")
     uploaded = location.finish_uploads()  # The last commits, events and the merged parts, to a URI.
     print_summary(out, store, spec, time.time() - started, cache, spec.storage_url(out), location, uploaded)
+    _refuse_all_failed(out, store)
     if not uploaded:
         raise UserError(f"the sweep ended but its results are not all at {redact(location.uri or '')}: they are in "
                         f"{out}; `fersweep run {spec.path} --storage URI --resume --trust-storage` uploads them once "
@@ -346,12 +357,28 @@ def _finish_sweep(spec: SweepSpec, out: Path, store: ResultsStore, study_storage
     return out
 
 
+def _refuse_all_failed(out: Path, store: ResultsStore) -> None:
+    """A sweep whose every trial failed ends non-zero, with the first failure's line: nothing it measured stands."""
+    rows = store.trial_rows()
+    if not rows or any(r.get("status") not in FAILED for r in rows):
+        return
+    first = rows[0]
+    where = "; ".join(p for p in (f"at {first['at']}" if first.get("at") else "",
+                                  f"full log: {out / first['log']}" if first.get("log") else "") if p)
+    raise UserError(f"every trial failed ({len(rows)}); the first, trial {first['trial_id']}: {first.get('reason')}"
+                    + (f" ({where})" if where else ""))
+
+
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"  # Ray's default packs the config into the name and runs past path limits.
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(verbose: bool = False) -> None:
     import logging
+
+    # Ray Tune's output engine prints its own banner and result tables even at verbose=0; the old one, at 0, prints
+    # nothing: fercore's progress view (fercore.sweep.progress) is the sweep's.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
 
     import optuna
 

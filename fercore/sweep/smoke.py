@@ -13,7 +13,9 @@ from typing import Any
 from fercore.config import DATA
 from fercore.sweep.spec import SweepSpec
 
-SMOKE_SET = {"classifier.epochs": 2, "generator.epochs": 1}  # config keys, set in `fixed`
+# Config keys, set in `fixed`: one epoch of each (a smoke run checks that the sweep runs, not what it learns; the
+# confirmation phase's trial made a smoke run cost a third more, and every report sweep's smoke runs in CI).
+SMOKE_SET = {"classifier.epochs": 1, "generator.epochs": 1}
 # These sizes at most wherever they apply (a key a trial's generator or backbone does not have is dropped when its
 # config is resolved). A smoke run's generators train one epoch and make noise that a quality filter rightly rejects
 # whole (the trial then fails with FilterShortfall): its filters keep every image (tau 0), so the scoring runs while

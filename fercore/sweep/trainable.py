@@ -8,6 +8,7 @@ retry would end the same way. Anything else it raises is a crash, which Ray retr
 """
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from fercore.sweep.searchers import RESUMED, STOPPED, TESTED
 from fercore.sweep.spaces import flat_config
 
 CONFIG = "config"  # the artifacts key of the resolved flat config, sent with the trial's first report
+TRACEBACK = "traceback"  # the result key of a trial's traceback, in the report of its own end
 # Ray keeps running statistics of every number in a result (Trial.update_last_result: max, min, means of the last 5
 # and 10), for every trial, for the whole sweep, and saves them with its state. So only what Ray's scheduler and
 # searcher read goes as numbers (the objectives, the epoch); the epoch's figures all travel under EPOCH_METRICS as
@@ -82,9 +84,11 @@ class _Reporter:
             raise RuntimeError("a sweep trial's artifacts need the sweep's inbox (fercore.sweep.inbox)")
         ray.get(self.inbox.put.remote(tune.get_context().get_trial_id(), artifact_file.encode(artifacts)))
 
-    def ended(self, status: str, reason: str) -> None:
-        """The trial's last result, without an epoch: it diverged, or its config cannot run."""
-        self._report({**self.unmeasured, "status": status, "reason": reason, "node_id": self.node_id}, None)
+    def ended(self, status: str, reason: str, trace: str = "") -> None:
+        """The trial's last result, without an epoch: it diverged, or its config cannot run; TRACE, the traceback,
+        goes to the trial's log on the driver (fercore.sweep.callback)."""
+        self._report({**self.unmeasured, "status": status, "reason": reason, "node_id": self.node_id,
+                      TRACEBACK: trace}, None)
 
     def _report(self, result: dict[str, Any], artifacts: dict | None) -> None:
         if self.config is not None:
@@ -125,7 +129,7 @@ def trainable(config: dict[str, Any], data: FaceSet | None = None, cache: CacheS
         # An outcome of this config and seed, not a crash: a retry would end the same way. Reported as the trial's
         # last result (without an epoch), so the trial ends normally and FailureConfig does not retry it.
         reason = str(e) if isinstance(e, Diverged) else f"{type(e).__name__}: {e}"
-        report.ended("diverged" if isinstance(e, Diverged) else "error", reason)
+        report.ended("diverged" if isinstance(e, Diverged) else "error", reason, traceback.format_exc())
     finally:
         if cache is not None:
             cache.release()  # the entries this trial used may be evicted once no trial holds them
