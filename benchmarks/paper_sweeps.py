@@ -1,5 +1,5 @@
 """Run every sweep in sweeps/ with --smoke (more trials where they are cheap), write its report, and print what each
-grid key's values did, as Markdown: the figures behind README's "Results on the built-in data set".
+grid key's values did, as Markdown: the figures behind docs/results-builtin.md.
 
     .venv/bin/python benchmarks/paper_sweeps.py [--storage DIR] [--only NAME ...]
 

@@ -1,5 +1,5 @@
 """Reference results and costs on real FER2013 (the Kaggle image release: train 28,709 / PublicTest 3,589 as
-validation / PrivateTest 3,589 as test), for README's "Results on real FER2013". Every part runs real sweeps
+validation / PrivateTest 3,589 as test), for docs/results-fer2013.md. Every part runs real sweeps
 (`fersweep run`) or real trials on the whole data set, prints what it measured with its seeds and wall time, and
 ends with one line of JSON.
 

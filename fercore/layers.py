@@ -1,5 +1,6 @@
 """The layers of fercore and what each may import, as data: tests/test_layers.py checks the whole package's import
-graph against it, benchmarks/code_shape.py prints what runs against it, and the README's layout section describes it.
+graph against it, benchmarks/code_shape.py prints what runs against it, and docs/development.md's layout section
+describes it.
 
 Layers are listed bottom first; a module may import its own layer and the layers below it, unless its layer names the
 only ones it may import (`only`). Imports inside functions count, and so does a module path written as a string

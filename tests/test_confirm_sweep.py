@@ -17,7 +17,7 @@ from tests.killed_driver import ENV, kill_when
 pytestmark = pytest.mark.slow  # starts Ray in a subprocess, trains
 
 FERSWEEP = Path(sys.executable).parent / "fersweep"
-SEARCH, TOP, SEEDS, EPOCHS = 3, 2, 2, 5
+SEARCH, TOP, SEEDS, EPOCHS = 2, 2, 2, 5
 
 
 def write_sweep(tmp_path: Path) -> Path:

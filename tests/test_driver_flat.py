@@ -77,7 +77,8 @@ def test_the_driver_benchmark_runs_and_prints_its_figures(tmp_path):
                          timeout=600, env={"RAY_ADDRESS": "", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figures = json.loads(run.stdout.strip().splitlines()[-1])
-    assert figures["trials"] == 4 and figures["tensorboard_files"] == 4
+    # One event file per trial, and tb/.layout's (the custom-scalars layout).
+    assert figures["trials"] == 4 and figures["tensorboard_files"] == 4 + 1
     assert {"driver_ms_per_trial_at_100", "driver_ms_per_trial_at_4", "driver_rss_mb_at_4",
             "rss_kb_per_trial"} <= set(figures)
     # Seven tables of one part each, the manifest, the snapshot, sweep.json and Ray's few state files: not a file

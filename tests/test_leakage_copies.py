@@ -177,3 +177,4 @@ def test_feature_neighbours_of_no_candidates_or_no_references_are_none():
     test = rng.integers(0, 256, (5, 48, 48), dtype=np.uint8)
     rows = copy_rows(test[:2], np.zeros((0, 48, 48), np.uint8), test, features=lambda x: x.reshape(len(x), -1) + 1.0)
     assert rows["leak_feature_real_test"] == 0 and rows["leak_feature_synthetic_test"] == 2
+

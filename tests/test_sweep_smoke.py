@@ -36,7 +36,7 @@ def test_smoke_shrinks_sizes_but_keeps_the_sweeps_design():
     smoke = smoke_spec(spec)
     assert smoke.num_samples == 2 and smoke.seeds == 1
     assert smoke.data["scale"] == SMOKE_AT_MOST["data.scale"]
-    # Per-class targets scale with the procedural set: 722 (the largest class at 0.1) -> 108 (at 0.015).
+    # Per-class targets scale with the procedural set: 722 (the largest class at 0.1) -> 72 (at 0.01).
     factor = SMOKE_AT_MOST["data.scale"] / spec.data["scale"]
     assert smoke.grid["augment.per_class_target"] == \
         [round(v * factor) for v in spec.grid["augment.per_class_target"]][:2]  # the grid's first two points

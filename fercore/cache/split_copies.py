@@ -13,7 +13,9 @@ from fercore.cache.split_hashes import split_digest, split_hashes_key, split_ind
 from fercore.cache.store import CacheStore, content_key
 from fercore.metrics import copies
 
-KIND = "split-copies-v1"  # bump when what counts as a copy changes without the split hashes' key changing
+# Bump when what counts as a copy changes without the split hashes' key changing (v2: the geometric refinement no
+# longer fails on a flat image, where v1 raised).
+KIND = "split-copies-v2"
 _MEMO: dict[str, dict[str, np.ndarray]] = {}
 
 

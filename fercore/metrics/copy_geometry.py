@@ -104,10 +104,18 @@ def align(cand: torch.Tensor, ref: torch.Tensor, which: torch.Tensor, m: torch.T
     x, y = coords[..., 0], coords[..., 1]
     sd = torch.stack([gx * x + gy * y, gy * x - gx * y, gx, gy], -1).reshape(len(c), -1, 4)
     sd_t = sd.transpose(1, 2)
-    h_inv = torch.linalg.inv(sd_t @ sd + 1e-4 * torch.eye(4))
+    # A ridge relative to the Hessian's own scale: a nearly flat candidate (its std just above the clamp) has
+    # gradients thousands of times a face's, and a fixed 1e-4 vanishes beside them in float32: singular (a smoke run
+    # of real_ratio_grid at data.scale 0.01, its one-epoch generator's images, failed so). ~1e-6 of a face's own.
+    hess = sd_t @ sd
+    ridge = 1e-4 + 1e-6 * hess.diagonal(dim1=-2, dim2=-1).sum(-1)
+    h_inv = torch.linalg.inv(hess + ridge[:, None, None] * torch.eye(4))
     for _ in range(steps):
         err = (_standard(_sample(r, coords, m)) - template[which]).reshape(len(r), -1, 1)
         dp = (h_inv[which] @ (sd_t[which] @ err))[..., 0]
+        # No step where it is not finite, and none past half a scale or turn, so the similarity stays invertible
+        # (det (1+a)^2 + b^2 >= 1/4); a refinement step is far smaller.
+        dp = torch.nan_to_num(dp, nan=0.0, posinf=0.0, neginf=0.0).clamp(-0.5, 0.5)
         m = m @ torch.linalg.inv(_similarity(dp))
     corr = (_standard(_sample(r, coords, m)) * template[which]).mean((-3, -2, -1))
     return m, corr

@@ -11,8 +11,8 @@ by replacing manifest.json whole (written beside it, synced, renamed, the folder
 Parts a commit stops naming are kept GRACE_S seconds more (the manifest's `garbage`), so a reader that took the files
 of the previous manifest can finish; then removed. When a sweep ends every table is merged into one part and all
 garbage goes, so that any Parquet reader given the folder itself (pd.read_parquet("results/x/trials.parquet")) reads
-each row once. During a sweep, read through the manifest (table_files, read_table; the README shows pandas, pyarrow,
-DuckDB and Polars).
+each row once. During a sweep, read through the manifest (table_files, read_table; docs/results-tables.md shows
+pandas, pyarrow, DuckDB and Polars).
 
 A commit may also name attachments: whole files that must change together with the rows (the sweep layer's snapshot
 of Ray Tune's state, which must know every trial that has a row). Each is written under attachments/ with a new name

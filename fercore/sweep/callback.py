@@ -266,6 +266,7 @@ class ResultsCallback(tune.Callback):
         rel = f"{LOGS_DIR}/{trial_id}.log"
         text = f"{reason}\n\n{trace or '(no traceback: the trial reported how it ended)'}\n"
         try:
+            (self.folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)
             atomic_write(self.folder / rel, lambda f: f.write(text.encode()))
         except OSError:
             return ""
@@ -359,7 +360,7 @@ def _error_text(trial) -> str:
     """The whole of Ray's error file of TRIAL (its traceback), or ''."""
     path = trial.error_file
     if path and Path(path).exists():
-        return Path(path).read_text(errors="replace")
+        return re.sub(r"\x1b\[[0-9;]*m", "", Path(path).read_text(errors="replace"))  # Ray colours its frames
     return ""
 
 

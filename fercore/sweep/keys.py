@@ -1,6 +1,6 @@
 """The keys of a sweep file (sweeps/*.yaml), declared as data: each key's kind, range or choices, default and help,
 as fercore.config's Param declares a config key. One table serves load_sweep (each value is checked against its
-key here; the error names the key and what was expected), `fersweep list`, README.md's key table
+key here; the error names the key and what was expected), `fersweep list`, docs/sweeps.md's key table
 (tests/test_sweep_keys.py keeps it the same as markdown_table()) and the end of this docstring. Rules that tie keys
 together (one mode per metric, asha with one objective, a grid or a space) are in fercore.sweep.spec. No Ray here.
 """
@@ -268,7 +268,7 @@ def text_table() -> str:
 
 
 def markdown_table() -> str:
-    """The keys as README.md's table."""
+    """The keys as docs/sweeps.md's table."""
     lines = ["| key | valid values | default | what it does |", "| --- | --- | --- | --- |"]
     lines += [f"| `{key.name}` | {_cell(key.expected)} | {_cell(key.default_label)} | {_cell(key.help)} |"
               for key in KEYS]

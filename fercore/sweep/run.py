@@ -104,11 +104,11 @@ def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, starte
     fixed = spec.base_config()
     _write_sweep_record(out, spec, fixed, smoke)
     n = _trial_count(spec, num_samples)
+    study_storage = open_storage(spec, out)  # a database that cannot be reached fails here, before Ray starts
     resources = _start_ray(spec, address)
     data = _load_data(fixed)
     folds = [data.for_fold(i) for i in range(data.n_folds)] or [data]
     check_class_objectives(spec.metrics, data.class_names, [f.counts()["val"] for f in folds])
-    study_storage = open_storage(spec, out)
     cache = CacheStore(out / "cache", enabled=spec.cache,
                        max_bytes=spec.cache_max_gb * 1e9 if spec.cache_max_gb else None)
     # Resumed: Ray may not know these finished (a driver killed between our row and Ray's next save of its state).
@@ -385,3 +385,6 @@ def _quiet_libraries(verbose: bool = False) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # With Ray's own loggers off, the result grid warns that it finds no result.json; our tables are the results.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # A failed trial is fercore's one line (its log holds the traceback); Ray's "Trial task failed" with its traceback
+    # only with --verbose.
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.INFO if verbose else logging.CRITICAL)

@@ -21,7 +21,7 @@ SMOKE_SET = {"classifier.epochs": 1, "generator.epochs": 1}
 # whole (the trial then fails with FilterShortfall): its filters keep every image (tau 0), so the scoring runs while
 # the threshold does not bite.
 SMOKE_AT_MOST = {"generator.width": 8, "classifier.width": 8, "generator.sampling_steps": 2,
-                 "generator.noise_steps": 100, "data.scale": 0.015, "generator.resolution": 32,
+                 "generator.noise_steps": 100, "data.scale": 0.01, "generator.resolution": 32,
                  "augment.filter_tau": 0.0, "augment.multiply_k": 1.0}
 SMOKE_TRIALS = 2
 SMOKE_CONFIRM = {"top": 1, "seeds": 1}  # a sweep that confirms confirms its best smoke trial once more
