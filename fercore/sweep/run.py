@@ -80,14 +80,14 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     try:
         return _run_holding_the_lease(spec, location, lease, started, address=address, num_samples=num_samples,
                                       max_concurrent=max_concurrent, smoke=smoke, resume=resume,
-                                      trainable=trainable, reuse_actors=reuse_actors)
+                                      trainable=trainable, reuse_actors=reuse_actors, verbose=verbose)
     finally:
         location.stop_uploader()
         lease.release()
 
 
 def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, started: float, *, address, num_samples,
-                           max_concurrent, smoke, resume, trainable, reuse_actors) -> Path:
+                           max_concurrent, smoke, resume, trainable, reuse_actors, verbose=False) -> Path:
     out = location.local
     location.pull()  # A URI's tables, optuna.db and Ray state, into the working copy the driver writes.
     if resume and not tune.Tuner.can_restore(str(out / TUNE_DIR)):
@@ -105,7 +105,7 @@ def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, starte
     _write_sweep_record(out, spec, fixed, smoke)
     n = _trial_count(spec, num_samples)
     study_storage = open_storage(spec, out)  # a database that cannot be reached fails here, before Ray starts
-    resources = _start_ray(spec, address)
+    resources = _start_ray(spec, address, verbose)
     data = _load_data(fixed)
     folds = [data.for_fold(i) for i in range(data.n_folds)] or [data]
     check_class_objectives(spec.metrics, data.class_names, [f.counts()["val"] for f in folds])
@@ -133,14 +133,14 @@ def _trial_count(spec: SweepSpec, num_samples: int | None) -> int:
     return n
 
 
-def _start_ray(spec: SweepSpec, address: str | None) -> dict[str, float]:
+def _start_ray(spec: SweepSpec, address: str | None, verbose: bool = False) -> dict[str, float]:
     """Start or join Ray; the resources each trial asks for."""
     for line in internals.untested_versions():
         print(f"Warning: {line}: the private Ray and Optuna attributes fercore/sweep/internals.py lists were "
               f"checked on those versions only", flush=True)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
-                 logging_level="WARNING")
+                 logging_level="WARNING" if verbose else "ERROR")  # its start-up notes only with --verbose
     resources = {"cpu": spec.setting("resources.cpu"), "gpu": spec.setting("resources.gpu")}
     # Only a local instance started here is known to lack GPUs; a cluster (--address, or a Ray job's RAY_ADDRESS)
     # may add GPU nodes once trials ask for them.
