@@ -147,7 +147,8 @@ def main() -> int:
         def watch() -> None:
             seen = 0
             while not done.is_set():
-                n = sum(1 for _ in (out / "tb").iterdir()) if (out / "tb").is_dir() else 0
+                # A trial's run per trial (tb/.layout, the custom-scalars layout, is none).
+                n = sum(not p.name.startswith(".") for p in (out / "tb").iterdir()) if (out / "tb").is_dir() else 0
                 for _ in range(seen, n):
                     finished.append((time.perf_counter(), rss_kb()))
                 seen = n
