@@ -5,8 +5,9 @@ grid key's values did, as Markdown: the figures behind docs/results-builtin.md.
 
 Smoke size (fercore.sweep.smoke.smoke_spec): 1 classifier epoch, generators of 1 epoch and width 8, the procedural set
 at scale 0.01, and a confirmation of the best config on one fresh seed. (docs/results-builtin.md's figures were taken
-at 2 epochs and scale 0.015, before the confirmation phase.) It checks that each report's experiment runs end to end and shows what the report's tables would
-hold; at this size the intervals are wide, and the figures say nothing about FER2013.
+at 2 epochs and scale 0.015, before the confirmation phase.) It checks that each report's experiment runs end to end
+and shows what the report's tables would hold; at this size the intervals are wide, and the figures say nothing about
+FER2013.
 """
 from __future__ import annotations
 
