@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
                      help="GPUs per trial, overriding resources.gpu: a fraction in (0, 1] packs trials onto one GPU, "
                           "a whole number gives each trial that many")
+    run.add_argument("--confirm", type=_confirm_arg, default=None, metavar="TOP,SEEDS",
+                     help="the confirmation phase's size in place of the sweep file's confirm (also with --smoke, "
+                          "whose own is 1,1): the TOP configs again on SEEDS fresh seeds; 0,1: none")
     run.add_argument("--verbose", action="store_true",
                      help="Ray Tune's own banners and tables too (fercore's progress view is shown either way)")
     run.set_defaults(func=_cmd_run)
@@ -123,8 +126,19 @@ def _cmd_run(args) -> int:
 
     run_sweep(spec, args.storage, address=args.address, num_samples=args.num_samples,
               max_concurrent=args.max_concurrent, smoke=args.smoke, resume=args.resume,
-              trust_storage=args.trust_storage, verbose=args.verbose)
+              trust_storage=args.trust_storage, verbose=args.verbose, confirm=args.confirm)
     return 0
+
+
+def _confirm_arg(text: str) -> tuple[int, int]:
+    """`--confirm TOP,SEEDS`: two whole numbers, TOP >= 0 and SEEDS >= 1."""
+    try:
+        top, seeds = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TOP,SEEDS (e.g. 3,5), got {text!r}") from None
+    if top < 0 or seeds < 1:
+        raise argparse.ArgumentTypeError(f"expected TOP >= 0 and SEEDS >= 1, got {text!r}")
+    return top, seeds
 
 
 def _cmd_status(args) -> int:

@@ -100,3 +100,19 @@ def test_confirmation_trials_are_recorded_in_a_study_of_their_own(tmp_path):
         ("COMPLETE", [0.4], {"classifier.lr": 0.01, "seed": 2}), ("FAIL", None, {"classifier.lr": 0.02, "seed": 2})]
     assert study.user_attrs == {PHASE: CONFIRM, "search_study": "s"}
     assert optuna.load_study(study_name="s", storage=url).user_attrs == {PHASE: "search"}
+
+
+def test_confirm_on_the_command_line_reaches_the_sweep(tmp_path, monkeypatch, capsys):
+    """`fersweep run --confirm TOP,SEEDS` sizes the confirmation phase in place of the file's (and --smoke's)."""
+    import fercore.sweep.run as run
+    from fercore.cli import main
+
+    seen = {}
+    monkeypatch.setattr(run, "run_sweep", lambda spec, storage, **kwargs: seen.update(kwargs))
+    path = write(tmp_path, confirm={"top": 3, "seeds": 5})
+    assert main(["run", str(path), "--smoke", "--confirm", "8,5"]) == 0 and seen["confirm"] == (8, 5)
+    assert main(["run", str(path)]) == 0 and seen["confirm"] is None
+    for bad in ("8", "8,0", "-1,5", "a,b"):
+        with pytest.raises(SystemExit):
+            main(["run", str(path), "--confirm", bad])
+    assert "expected TOP" in capsys.readouterr().err

@@ -7,6 +7,7 @@ sweep whose driver stopped, from Ray's saved state (fercore.sweep.state).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -52,7 +53,7 @@ MAX_T_WITHOUT_EPOCHS = 100  # ASHA's last rung when neither scheduler.max_t nor 
 def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str | None = None,
               num_samples: int | None = None, max_concurrent: int | None = None, smoke: bool = False,
               resume: bool = False, trainable: Callable | None = None, reuse_actors: bool = True,
-              trust_storage: bool = False, verbose: bool = False) -> Path:
+              trust_storage: bool = False, verbose: bool = False, confirm: tuple[int, int] | None = None) -> Path:
     """Run SPEC with Ray Tune; returns the results folder storage/<sweep name>/. STORAGE may be a URI
     (s3://bucket/prefix ...): results are then uploaded to URI/<sweep name>/ and the folder returned is the driver's
     working copy of it (fercore.sweep.storage).
@@ -67,6 +68,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     reuse_actors: run a trial in a finished trial's worker process when it needs the same resources; False starts
     a fresh process per trial (~1.5 s each on 2 CPU cores; benchmarks/sweep_overhead.py compares).
     verbose: Ray Tune's own banners and tables too (`--verbose`); without, fercore's progress view alone.
+    confirm: (top, seeds) in place of the sweep file's `confirm`, --smoke's too (`--confirm TOP,SEEDS`).
     """
     started = time.time()
     _quiet_libraries(verbose)
@@ -80,14 +82,16 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "results", *, address: str 
     try:
         return _run_holding_the_lease(spec, location, lease, started, address=address, num_samples=num_samples,
                                       max_concurrent=max_concurrent, smoke=smoke, resume=resume,
-                                      trainable=trainable, reuse_actors=reuse_actors, verbose=verbose)
+                                      trainable=trainable, reuse_actors=reuse_actors, verbose=verbose,
+                                      confirm=confirm)
     finally:
         location.stop_uploader()
         lease.release()
 
 
 def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, started: float, *, address, num_samples,
-                           max_concurrent, smoke, resume, trainable, reuse_actors, verbose=False) -> Path:
+                           max_concurrent, smoke, resume, trainable, reuse_actors, verbose=False,
+                           confirm=None) -> Path:
     out = location.local
     location.pull()  # A URI's tables, optuna.db and Ray state, into the working copy the driver writes.
     if resume and not tune.Tuner.can_restore(str(out / TUNE_DIR)):
@@ -101,6 +105,8 @@ def _run_holding_the_lease(spec: SweepSpec, location: SweepFolder, lease, starte
     out.mkdir(parents=True, exist_ok=True)
     if smoke:
         spec = smoke_spec(spec, num_samples)
+    if confirm is not None:  # after --smoke's own: a smoke run can confirm at the sweep's size of confirmation
+        spec = dataclasses.replace(spec, confirm={"top": confirm[0], "seeds": confirm[1]})
     fixed = spec.base_config()
     _write_sweep_record(out, spec, fixed, smoke)
     n = _trial_count(spec, num_samples)
