@@ -41,16 +41,18 @@ def test_configs_are_ranked_by_their_validation_mean_over_seeds_and_incomplete_o
 
 
 def test_confirmation_trials_are_the_top_configs_on_fresh_seeds_seed_by_seed():
-    configs = plan(ROWS, "val_macro_f1", "max", top=2, seeds=3)
+    configs = plan(ROWS, ranked_configs(ROWS, "val_macro_f1", "max")[:2], seeds=3)
     assert [(c["classifier.lr"], c["seed"]) for c in configs] == [
         (0.01, 2), (0.02, 2), (0.01, 3), (0.02, 3), (0.01, 4), (0.02, 4)]
     assert all(c["classifier.backbone"] == "cnn3" and c["augment.policy"] == "none" for c in configs)
     # Seeds after every seed a trial used, confirmation trials of an earlier run included.
     assert fresh_seeds(ROWS + [row("x", 0.01, 9, 0.1, **{PHASE: CONFIRM})], 2) == [10, 11]
     # Confirmation rows are not ranked again (a resumed sweep plans from the search's rows only).
-    again = plan(ROWS + [row("c1", 0.05, 2, 0.99, **{PHASE: CONFIRM})], "val_macro_f1", "max", top=1, seeds=1)
+    both = ROWS + [row("c1", 0.05, 2, 0.99, **{PHASE: CONFIRM})]
+    again = plan(both, ranked_configs(both, "val_macro_f1", "max")[:1], seeds=1)
     assert [c["classifier.lr"] for c in again] == [0.01]
-    assert plan([row("s", 0.01, 0, 0.5, status="error")], "val_macro_f1", "max", 2, 2) == []
+    failed = [row("s", 0.01, 0, 0.5, status="error")]
+    assert plan(failed, ranked_configs(failed, "val_macro_f1", "max")[:2], 2) == []
 
 
 def test_a_row_config_holds_only_config_keys_with_a_value():
@@ -88,7 +90,7 @@ def test_confirmation_trials_are_recorded_in_a_study_of_their_own(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="s", storage=url, direction="maximize")
-    configs = plan(ROWS, "val_macro_f1", "max", top=2, seeds=1)
+    configs = plan(ROWS, ranked_configs(ROWS, "val_macro_f1", "max")[:2], seeds=1)
     searcher = ConfirmSearcher(configs, ["val_macro_f1"], ["max"], "s", url)
     assert [searcher.suggest(t) for t in ("a", "b", "c")] == [configs[0], configs[1], "FINISHED"]
     assert searcher.suggest("a") == configs[0], "a restored trial asks again for its own config"

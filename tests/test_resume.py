@@ -10,10 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
-from fercore.results import read_table
-from tests.killed_driver import ENV, kill_when
+from tests.killed_driver import ENV, committed_rows, kill_when, write_lr_sweep
 
 pytestmark = pytest.mark.slow  # every test here starts Ray, a subprocess or real training
 
@@ -22,23 +20,8 @@ TRIALS = 6
 
 
 def write_sweep(tmp_path: Path, sampler: str = "tpe") -> Path:
-    (tmp_path / "search_spaces").mkdir()
-    (tmp_path / "search_spaces" / "lr.py").write_text(
-        "def space(trial):\n    trial.suggest_float('classifier.lr', 1e-3, 1e-2, log=True)\n")
-    (tmp_path / "sweeps").mkdir()
-    sweep = {"name": "resumable", "data": {"source": "procedural", "scale": 0.01}, "space": "lr",
-             "fixed": {"augment.policy": "none", "classifier.backbone": "cnn3", "classifier.width": 8,
-                       "classifier.epochs": 6, "classifier.batch_size": 32},
-             "sampler": sampler, "scheduler": {"type": "none"}, "num_samples": TRIALS, "max_concurrent": 1,
-             "resources": {"cpu": 1}, "optuna_storage": True}
-    path = tmp_path / "sweeps" / "resumable.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
-
-
-def rows(out: Path) -> list[dict]:
-    table = read_table(out, "trials.parquet") if out.is_dir() else None  # committed rows, while the sweep runs
-    return table.to_pylist() if table is not None else []
+    return write_lr_sweep(tmp_path, "resumable", 1e-2, 6, sampler=sampler, scheduler={"type": "none"},
+                          num_samples=TRIALS, max_concurrent=1, resources={"cpu": 1}, optuna_storage=True)
 
 
 # NSGA-II: Ray unpickles the searcher's saved state, the sampler's too (Optuna 5.1's NSGA-II holds a lock that pickle
@@ -52,9 +35,9 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
     out = storage / "resumable"
     # Rows are committed with Ray's saves of its state (every 2 s here), often several trials at once: the kill lands
     # after a commit, mid-sweep.
-    kill_when([str(FERSWEEP), "run", str(sweep), "--storage", str(storage)], tmp_path, lambda: len(rows(out)) >= 1,
-              "trial committed")
-    before = {r["trial_id"]: r for r in rows(out)}
+    kill_when([str(FERSWEEP), "run", str(sweep), "--storage", str(storage)], tmp_path,
+              lambda: len(committed_rows(out)) >= 1, "trial committed")
+    before = {r["trial_id"]: r for r in committed_rows(out)}
     assert 1 <= len(before) < TRIALS
     # Ray copies its state into tune/ in place, from a thread of its own: a kill during that copy leaves this.
     ray_copy = max((out / "tune").glob("experiment_state-*.json"))
@@ -64,7 +47,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, samp
                              cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{len(before)} trials already recorded" in resumed.stdout, resumed.stdout[-3000:]
-    after = rows(out)
+    after = committed_rows(out)
     ids = [r["trial_id"] for r in after]
     # On failure, what the resumed driver said (its trials and summary) is the first thing to read.
     assert len(ids) == TRIALS and len(set(ids)) == TRIALS, (Counter(ids), sorted(before), resumed.stdout[-3000:])

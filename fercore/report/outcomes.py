@@ -20,6 +20,7 @@ from fercore.report.tables import (
     COMPARISONS, DASH, PAIRED_BASELINE, REAL_ONLY, Results, applies, augmented, best_trials, class_uplift, fmt,
     fmt_ci, fmt_value, group_labels, has_column, leak_trials, num, real_share, recall_by_setting, share_curves,
     uplift_groups, uplift_trials, varying_keys)
+from fercore.results.rows import FAILED
 from fercore.sections import DESCRIBED
 
 MAX_INLINE_KEYS = 4  # more varying keys than this share one "other varying keys" column
@@ -95,7 +96,7 @@ def header(res: Results) -> list[Block]:
                      + ("; a smoke run (tiny trials: figures say nothing about the method)" if rec.get("smoke") else "")
                      + ".")
     blocks.append(Paragraph(" ".join(lines)))
-    failed = res.trials[res.trials["status"].isin(["error", "diverged", "oom"])]
+    failed = res.trials[res.trials["status"].isin(FAILED)]
     if not failed.empty:
         why = failed["reason"] if "reason" in failed else pd.Series("", failed.index)
         listed = list(zip(failed["trial_id"], failed["status"], why))

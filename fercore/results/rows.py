@@ -32,6 +32,7 @@ SWEEP_RECORD = "sweep.json"  # what the sweep asked for, written by fercore.swee
 SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
 PHASE = "phase"  # trials.parquet's column: the sweep phase that ran the trial (fercore.sweep.confirm)
 SEARCH, CONFIRM = "search", "confirm"
+FAILED = ("diverged", "error", "oom")  # the statuses of a trial that failed (trials.parquet's status column)
 
 
 def phase_of(row: dict[str, Any]) -> str:

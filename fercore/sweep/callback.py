@@ -27,7 +27,8 @@ from fercore.results import artifact_file
 from fercore.sweep import inbox, internals, state
 from fercore.sweep.confirm import PHASE, SEARCH
 from fercore.sweep.guards import Guard
-from fercore.sweep.progress import FAILED, Progress
+from fercore.results.rows import FAILED
+from fercore.sweep.progress import Progress
 from fercore.sweep.searchers import TESTED
 from fercore.sweep.trainable import CONFIG, EPOCH_METRICS, TRACEBACK, trial_config
 from fercore.train import early_stop_score
@@ -87,7 +88,6 @@ class ResultsCallback(tune.Callback):
         self.store = ResultsStore(self.folder, after_flush=self.after_flush)
         self.tb = TensorBoardWriter(self.folder / "tb")
         self._recorded = set(self.store.trial_ids())
-        self.finished = len(self._recorded)
         self._staged: list[_Staged] = []  # finished, rows staged, not committed yet
         self._state_file: Path | None = None  # Ray's experiment state in its driver staging folder
         self._state_stamp: tuple[int, int] | None = None  # ... as last seen
@@ -144,7 +144,6 @@ class ResultsCallback(tune.Callback):
         file goes."""
         for t in self._staged:
             self.tb.finish(t.trial_id, t.config, t.row, t.artifacts)
-            self.finished += 1
             # Validation only while the sweep runs (fercore.sweep.progress); the final summary gives test figures.
             self.progress.trial_recorded(t.trial_id, t.row)
             inbox.artifact_path(self.folder, t.trial_id).unlink(missing_ok=True)

@@ -11,7 +11,7 @@ confirmation trials, and the search study's user attribute `phase` says it was t
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from fercore.config import all_keys
 from fercore.numbers import finite
@@ -23,9 +23,10 @@ STUDY_SUFFIX = ".confirm"  # the confirmation study's name: the sweep's name and
 NOT_A_CHOICE = ("seed",)  # a config is the same config whatever its seed
 
 
-def config_of(row: dict[str, Any]) -> dict[str, Any]:
-    """The config keys of a trials.parquet ROW that have a value (inapplicable keys are empty there)."""
-    known = all_keys()
+def config_of(row: dict[str, Any], known: Collection[str] | None = None) -> dict[str, Any]:
+    """The config keys of a trials.parquet ROW that have a value (inapplicable keys are empty there). KNOWN: every
+    config key (fercore.config.all_keys(), which walks the registries: a caller of many rows passes it once)."""
+    known = all_keys() if known is None else known
     return {k: _plain(v) for k, v in row.items() if k in known and v is not None and not _nan(v)}
 
 
@@ -39,9 +40,10 @@ def ranked_configs(rows: Iterable[dict[str, Any]], metric: str, mode: str) -> li
     each as (config without its seed, mean, seeds). Only configs whose every seed completed with a finite METRIC
     are ranked: a config with a seed the scheduler stopped or that failed has no honest mean."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
+    known = all_keys()
     for row in sorted(rows, key=lambda r: str(r.get("trial_id", ""))):
         if phase_of(row) == SEARCH:
-            groups.setdefault(config_label(config_of(row)), []).append(row)
+            groups.setdefault(config_label(config_of(row, known)), []).append(row)
     ranked = []
     for label, members in groups.items():
         if all(r.get("status") == "completed" and finite(r.get(metric)) for r in members):
@@ -64,11 +66,11 @@ def fresh_seeds(rows: Iterable[dict[str, Any]], n: int) -> list[int]:
     return list(range(first, first + n))
 
 
-def plan(rows: list[dict[str, Any]], metric: str, mode: str, top: int, seeds: int) -> list[dict[str, Any]]:
-    """The confirmation trials' configs: the TOP configs (ranked_configs) times SEEDS fresh seeds, seed by seed (a
-    phase cut short leaves every config with as many seeds)."""
-    chosen = [config for config, _, _ in ranked_configs(rows, metric, mode)[:top]]
-    return [{**config, "seed": seed} for seed in fresh_seeds(rows, seeds) for config in chosen]
+def plan(rows: list[dict[str, Any]], chosen: list[tuple[dict[str, Any], float, int]],
+         seeds: int) -> list[dict[str, Any]]:
+    """The confirmation trials' configs: the CHOSEN configs (the top of ranked_configs(ROWS, ...)) times SEEDS fresh
+    seeds after every seed of ROWS, seed by seed (a phase cut short leaves every config with as many seeds)."""
+    return [{**config, "seed": seed} for seed in fresh_seeds(rows, seeds) for config, _, _ in chosen]
 
 
 def _nan(v: Any) -> bool:

@@ -21,11 +21,11 @@ from typing import Any, Iterable, TextIO
 
 from fercore.atomic import atomic_write
 from fercore.numbers import finite
+from fercore.results.rows import FAILED
 from fercore.sections import DESCRIBED
 
 PROGRESS_FILE = "progress.json"
 WRITE_EVERY_S = 2.0  # progress.json at most this often (and at every trial's start and end)
-FAILED = ("diverged", "error", "oom")
 MAX_CONFIG_KEYS = 4  # config keys a line shows besides DESCRIBED's
 
 

@@ -38,7 +38,8 @@ from fercore.sweep.callback import TUNE_DIR, ResultsCallback  # noqa: E402
 from fercore.sweep.confirm_search import ConfirmSearcher  # noqa: E402
 from fercore.sweep.guards import Guard, GuardStopper, space_problem  # noqa: E402
 from fercore.sweep.inbox import start_inbox  # noqa: E402
-from fercore.sweep.progress import FAILED, mark_ended  # noqa: E402
+from fercore.results.rows import FAILED  # noqa: E402
+from fercore.sweep.progress import mark_ended  # noqa: E402
 from fercore.sweep.searchers import make_searcher  # noqa: E402
 from fercore.sweep.smoke import smoke_spec  # noqa: E402
 from fercore.sweep.spec import SweepSpec  # noqa: E402
@@ -234,7 +235,7 @@ def _confirm(fn, spec: SweepSpec, location: SweepFolder, max_concurrent: int, re
     rows = search.store.trial_rows()
     top, seeds = spec.setting("confirm.top"), spec.setting("confirm.seeds")
     ranked = confirm.ranked_configs(rows, spec.metric, spec.mode)[:top]
-    configs = confirm.plan(rows, spec.metric, spec.mode, top, seeds)
+    configs = confirm.plan(rows, ranked, seeds)
     if not configs:
         print(f"Confirmation: no config of the search completed every seed with a value of {spec.metric}; nothing "
               f"to confirm", flush=True)

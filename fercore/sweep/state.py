@@ -27,6 +27,7 @@ from pathlib import Path
 from fercore.atomic import atomic_write
 from fercore.errors import UserError
 from fercore.results.manifest import read_manifest
+from fercore.results.rows import SEARCH
 
 TUNE_STATE = "tune_state.zip"  # where folders from before snapshots were committed with the rows kept theirs
 ATTACHMENT = "tune_state"  # the results manifest's attachment that names the snapshot committed with the rows
@@ -77,19 +78,19 @@ def snapshot(staging: str | Path) -> bytes | None:
     return buffer.getvalue()
 
 
-def attachment(phase: str = "search") -> str:
+def attachment(phase: str = SEARCH) -> str:
     """The manifest attachment of the snapshot of PHASE's Ray Tune run (the confirmation phase has a run of its
     own: fercore.sweep.confirm)."""
-    return ATTACHMENT if phase == "search" else f"{ATTACHMENT}_{phase}"
+    return ATTACHMENT if phase == SEARCH else f"{ATTACHMENT}_{phase}"
 
 
-def committed(folder: str | Path, phase: str = "search") -> Path | None:
+def committed(folder: str | Path, phase: str = SEARCH) -> Path | None:
     """The snapshot of PHASE's Ray Tune run committed with the results of the sweep folder FOLDER (the manifest's
     attachment), or, in a folder from before snapshots were committed with the rows, its tune_state.zip; None when
     it has neither."""
     manifest = read_manifest(folder)
     path = manifest.attachment(folder, attachment(phase)) if manifest is not None else None
-    if path is None and phase == "search" and (Path(folder) / TUNE_STATE).exists():
+    if path is None and phase == SEARCH and (Path(folder) / TUNE_STATE).exists():
         path = Path(folder) / TUNE_STATE
     return path
 

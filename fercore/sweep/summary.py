@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fercore.cache import CacheStore
+from fercore.config import all_keys
 from fercore.numbers import finite
 from fercore.redact import redact
 from fercore.results import EPOCHS, PREDICTIONS, TRIALS, ResultsStore
@@ -98,12 +99,13 @@ def _print_confirmed(confirmed: list[dict], search: list[dict], spec: SweepSpec)
     """The confirmed configs, best first by their mean of the first objective over the confirmation's seeds, each
     with its search figure (chosen on those very trials: it leans upward) and its test figures' means."""
     groups: dict[tuple, list[dict]] = {}
+    known = all_keys()
     for r in confirmed:
-        groups.setdefault(config_label(config_of(r)), []).append(r)
+        groups.setdefault(config_label(config_of(r, known)), []).append(r)
     searched: dict[tuple, list[float]] = {}
     for r in search:
         if finite(r.get(spec.metric)):
-            searched.setdefault(config_label(config_of(r)), []).append(float(r[spec.metric]))
+            searched.setdefault(config_label(config_of(r, known)), []).append(float(r[spec.metric]))
 
     def mean(rows: list[dict], key: str) -> float:
         values = [float(r[key]) for r in rows if finite(r.get(key))]
