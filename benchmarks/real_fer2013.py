@@ -6,7 +6,7 @@ ends with one line of JSON.
     python benchmarks/real_fer2013.py overhead [--data ../shared/data/fer2013-images.tar.gz]
     python benchmarks/real_fer2013.py epochs   [--epochs 7]
     python benchmarks/real_fer2013.py cnn3_003 [--seeds 0 1 2] [--runs b:none b:drop a:none a:drop]
-    python benchmarks/real_fer2013.py q001 | q002 [--seeds 0 1 2]
+    python benchmarks/real_fer2013.py q001 | q002 [--seeds 0 1 2] [--confirm 2,5]
     python benchmarks/real_fer2013.py recipe | best2h [--seeds 0 1 2]
 
 - overhead: a sweep of two real-only cnn3 trials (one epoch each, one at a time) with empty caches. Each trial's
@@ -74,9 +74,10 @@ def fer2013_folder(data: Path, work: Path) -> Path:
 
 
 def run_sweep(name: str, source: Path, work: Path, grid: dict, fixed: dict, seeds: list[int],
-              max_concurrent: int) -> tuple[list[dict], float]:
+              max_concurrent: int, confirm: str | None = None) -> tuple[list[dict], float]:
     """A grid sweep over GRID x SEEDS on SOURCE with FIXED values, run by `fersweep run` into WORK, MAX_CONCURRENT
-    trials sharing the machine's cores (each with one torch thread): its rows and its wall time."""
+    trials sharing the machine's cores (each with one torch thread): its rows and its wall time. CONFIRM ("TOP,SEEDS")
+    adds a confirmation phase (`fersweep run --confirm`); on a sweep already begun in WORK it runs after that search."""
     cpu = min(1.0, int(100 * (os.cpu_count() or 1) / max_concurrent) / 100)  # 0.66 x 3 fits 2 cores; 0.67 x 3 not
     sweep = {"name": name, "data": {"source": str(source)}, "sampler": "grid",
              "grid": {**grid, "seed": seeds}, "fixed": {"train.threads": 1, **fixed}, "metric": "val_macro_f1",
@@ -88,8 +89,9 @@ def run_sweep(name: str, source: Path, work: Path, grid: dict, fixed: dict, seed
     # time is then the resumed part's only.
     resume = ["--resume"] if (work / "results" / name / "tune").is_dir() else []
     started = time.perf_counter()
-    subprocess.run([str(FERSWEEP), "run", str(path), "--storage", str(work / "results"), *resume], check=True,
-                   env=env, cwd=ROOT)
+    confirming = ["--confirm", confirm] if confirm else []
+    subprocess.run([str(FERSWEEP), "run", str(path), "--storage", str(work / "results"), *resume, *confirming],
+                   check=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - started
     import pyarrow.parquet as pq
 
@@ -205,18 +207,30 @@ PAIRED = ("test_macro_f1", "uplift_test_macro_f1", "gain_control_test_macro_f1",
 def part_question(name: str):
     def run(source: Path, work: Path, args) -> dict:
         grid, fixed = QUESTIONS[name]
-        rows, wall = run_sweep(name, source, work, grid, fixed, args.seeds, max_concurrent=args.max_concurrent)
+        rows, wall = run_sweep(name, source, work, grid, fixed, args.seeds, max_concurrent=args.max_concurrent,
+                               confirm=args.confirm)
         key = next(iter(grid))
         out = {}
-        for value in grid[key]:
-            done = [r for r in rows if r[key] == value and r["status"] == "completed"]
-            figures = {m: t_interval([r[m] for r in done]) for m in PAIRED if done and m in done[0]}
-            print(f"{name} {key}={value}: {len(done)} seeds {sorted(r['seed'] for r in done)}, " + ", ".join(
-                f"{m} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for m, v in figures.items()), flush=True)
-            out[str(value)] = {m: [round(x, 4) for x in v] for m, v in figures.items()}
+        for phase in ("search", "confirm"):
+            of_phase = [r for r in rows if (r.get("phase") or "search") == phase]  # rows before phases: search
+            out[phase] = _question_figures(f"{name} {phase}", key, grid[key], of_phase)
         print(f"{name}: {len(rows)} trials, {wall:.0f} s wall; t intervals over seeds (S - 1 degrees of freedom)")
         return out
     return run
+
+
+def _question_figures(name: str, key: str, values: list, rows: list[dict]) -> dict:
+    """Per value of KEY: the paired figures' means over the completed seeds of ROWS, with t intervals (printed)."""
+    out = {}
+    if rows:
+        for value in values:
+            done = [r for r in rows if r[key] == value and r["status"] == "completed"]
+            figures = {m: t_interval([r[m] for r in done]) for m in PAIRED if done and m in done[0]}
+            print(f"{name} {key}={value}: {len(done)} seeds "
+                  f"{sorted(r['seed'] for r in done)}, " + ", ".join(
+                      f"{m} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for m, v in figures.items()), flush=True)
+            out[str(value)] = {m: [round(x, 4) for x in v] for m, v in figures.items()}
+    return out
 
 
 # Report 003's CNN trained as long as the question allows rather than 20 epochs (its best epochs were 18-20 of 20):
@@ -265,6 +279,9 @@ def main() -> None:
                    help="cnn3_003: SETTING:DEDUPE each, setting a (lr 1e-3, batch 32) or b (lr 5e-4, batch 64, "
                         "wd 1e-3), dedupe none or drop")
     p.add_argument("--max-concurrent", type=int, default=3, help="trials at once (3 seeds of a setting together)")
+    p.add_argument("--confirm", default=None, metavar="TOP,SEEDS",
+                   help="q001, q002: a confirmation phase after the grid (fersweep run --confirm), e.g. 2,5; figures "
+                        "are printed for the search's seeds and the confirmation's apart")
     args = p.parse_args()
     if not args.data.exists():
         sys.exit(f"{args.data}: not found (the FER2013 archive, ../shared/data/fer2013-images.tar.gz)")
