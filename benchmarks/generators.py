@@ -1,18 +1,22 @@
 """Every generator type on the built-in faces for a fixed CPU budget: training speed, sampling speed and quality.
 
-Quality is judged as a sweep judges it (fercore.synthetic.generator_quality): in the feature space of a cnn3 trained
-on the real training split only, on a class-matched sample of fixed size - per class min(real training count,
---quality-n) images from each side, unfiltered - by FID and KID (± its spread over subsets; lower is better),
-precision and recall (k-NN manifolds, k=3: few good images give high precision and low recall, many poor ones the
-reverse) and conditional accuracy macro-averaged over classes (the share of generated images the reference
-classifier assigns to the class they were drawn for). Three reference rows, measured in the same run, bracket the
-figures:
-- real validation images: the floor a perfect generator would reach;
+Quality is judged as a sweep judges it (fercore.synthetic.generator_quality): against real faces neither the
+generator nor the reference classifier trained on (the validation split, QUALITY_REAL_SPLIT), in the feature space of
+a cnn3 trained on the real training split less a held-out tenth (fercore.reference), on a class-matched sample of
+fixed size - per class min(real validation count, --quality-n) images from each side, unfiltered - by FID and KID (±
+its spread over subsets; lower is better), precision and recall (k-NN manifolds, k=3: few good images give high
+precision and low recall, many poor ones the reverse) and conditional accuracy macro-averaged over classes (the share
+of generated images the reference classifier assigns to the class they were drawn for). Four reference rows,
+measured in the same run, bracket the figures:
+- real held-out training faces (the reference's held-out tenth): the floor a perfect generator would reach;
+- real training faces as they are: a generator that memorised its training set (before issue 24 the real side was
+  the training split, where this row scored a perfect FID of 0);
 - per-class mean image plus noise: a generator that learnt only the average face of each class;
-- real training images with shuffled labels: perfect images, no class information.
+- real training faces with shuffled labels: perfect images, no class information.
 
 Usage: python benchmarks/generators.py [--budget SECONDS] [--scale 0.1] [--types cgan,stylegan,...] [--quality-n 500]
        python benchmarks/generators.py --data DIR/fer2013 --budget 300     (real FER2013: its training split)
+       ... --epochs cgan=14,stylegan=3   (those types train so many epochs instead of what the budget holds)
 
 On real data the `folder` type (images made elsewhere) is left out: there is no elsewhere to read real faces from
 that is not the data set itself.
@@ -34,8 +38,8 @@ from fercore.data import load
 from fercore.generators import GENERATORS, build_generator
 from fercore.labels import CLASSES
 from fercore.metrics.quality import sample_quality
-from fercore.reference import train_reference_classifier
-from fercore.synthetic import QUALITY_N, QUALITY_SEED
+from fercore.reference import heldout_mask, train_reference_classifier
+from fercore.synthetic import QUALITY_N, QUALITY_REAL_SPLIT, QUALITY_SEED
 
 SAMPLES_PER_CLASS = 1000 // len(CLASSES) + 1  # ~1,000 images in all, for the speed and quality figures
 # Small, CPU-sized settings per type; the budget sets the epochs.
@@ -79,9 +83,9 @@ def sample_all(gen, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     return np.concatenate(xs), labels, seconds * 1000 / len(labels)
 
 
-def quality_counts(train_y: np.ndarray, n: int) -> np.ndarray:
-    """Per class: the real class's training count capped at N, the same for every generator."""
-    return np.minimum(np.bincount(train_y, minlength=len(CLASSES)), n)
+def quality_counts(real_y: np.ndarray, n: int) -> np.ndarray:
+    """Per class: the real side's count capped at N, the same for every generator."""
+    return np.minimum(np.bincount(real_y, minlength=len(CLASSES)), n)
 
 
 def matched_real(x: np.ndarray, y: np.ndarray, counts: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,16 +102,17 @@ def matched_sample(gen, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate([np.full(len(x), c) for c, x in enumerate(xs)])
 
 
-def run_type(gtype: str, data, budget: float, device, extra: dict, counts: np.ndarray | None = None) -> dict:
-    """Train GTYPE for about BUDGET seconds and time its sampling; with COUNTS (per class), also draw the
-    class-matched sample its quality is scored on (benchmarks/gpu_check.py times speeds only and passes none)."""
+def run_type(gtype: str, data, budget: float, device, extra: dict, counts: np.ndarray | None = None,
+             epochs: int | None = None) -> dict:
+    """Train GTYPE for about BUDGET seconds (or EPOCHS epochs) and time its sampling; with COUNTS (per class), also
+    draw the class-matched sample its quality is scored on (benchmarks/gpu_check.py times speeds only, passes none)."""
     train_x, train_y = data.split("train")
-    # Time one epoch on a throw-away instance, then train a fresh one for as many epochs as the budget holds.
-    probe = build_generator(values_for(gtype, 1, extra), data.image_size, len(CLASSES), device)
-    t0 = time.perf_counter()
-    probe.fit(train_x, train_y, seed=0)
-    per_epoch = max(time.perf_counter() - t0, 1e-3)
-    epochs = max(1, int(budget / per_epoch)) if gtype != "folder" else 1
+    if epochs is None:  # one epoch timed on a throw-away instance, then a fresh one for as many as the budget holds
+        probe = build_generator(values_for(gtype, 1, extra), data.image_size, len(CLASSES), device)
+        t0 = time.perf_counter()
+        probe.fit(train_x, train_y, seed=0)
+        per_epoch = max(time.perf_counter() - t0, 1e-3)
+        epochs = max(1, int(budget / per_epoch)) if gtype != "folder" else 1
     gen = build_generator(values_for(gtype, epochs, extra), data.image_size, len(CLASSES), device)
     t0 = time.perf_counter()
     gen.fit(train_x, train_y, seed=0)
@@ -125,7 +130,10 @@ def main() -> int:
     p.add_argument("--types", default=",".join(t for t in SETTINGS if t in GENERATORS))
     p.add_argument("--quality-n", type=int, default=QUALITY_N, help="quality sample's cap per class (a sweep's)")
     p.add_argument("--data", default=None, help="a data source (e.g. DIR/fer2013) instead of the procedural faces")
+    p.add_argument("--epochs", default="", metavar="TYPE=N,...",
+                   help="train these types N epochs instead of what the budget holds (to repeat an earlier run)")
     args = p.parse_args()
+    fixed_epochs = {t: int(n) for t, n in (item.split("=") for item in args.epochs.split(",") if item)}
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load(args.data) if args.data else load("procedural", scale=args.scale, seed=0)
@@ -144,16 +152,20 @@ def main() -> int:
           f"{(p_val.argmax(1) == val_y).mean():.3f}\n", flush=True)
 
     rng = np.random.default_rng(0)
-    counts = quality_counts(train_y, args.quality_n)
-    real = matched_real(train_x, train_y, counts, QUALITY_SEED)
+    real_x, real_y = data.split(QUALITY_REAL_SPLIT)
+    counts = quality_counts(real_y, args.quality_n)
+    real = matched_real(real_x, real_y, counts, QUALITY_SEED)
+    held = heldout_mask(train_y, 0)  # the reference's held-out tenth (seed 0, as trained above)
 
     def quality(synthetic: tuple[np.ndarray, np.ndarray]) -> dict:
         return sample_quality(ref, real, synthetic, CLASSES, seed=QUALITY_SEED)[0]
 
     rows = []
     # Reference rows.
-    rows.append(("real validation images (floor)", np.nan, np.nan, np.nan,
-                 quality(matched_real(val_x, val_y, counts, 1))))
+    rows.append(("real held-out training faces (floor)", np.nan, np.nan, np.nan,
+                 quality(matched_real(train_x[held], train_y[held], counts, 1))))
+    rows.append(("real training faces (memorised)", np.nan, np.nan, np.nan,
+                 quality(matched_real(train_x[~held], train_y[~held], counts, 1))))
     means = np.stack([train_x[train_y == c].mean(0) for c in range(len(CLASSES))])
     mean_y = np.repeat(np.arange(len(CLASSES)), counts)
     mean_x = np.clip(means[mean_y] + rng.normal(0, 20, (len(mean_y), *means.shape[1:])), 0, 255).astype(np.uint8)
@@ -165,7 +177,8 @@ def main() -> int:
         extra_by_type = {"folder": {"generator.path": str(write_folder_tree(Path(tmp) / "folder", args.scale))}}
         for gtype in [t for t in args.types.split(",") if t]:
             print(f"training {gtype} ...", flush=True)
-            r = run_type(gtype, data, args.budget, device, extra_by_type.get(gtype, {}), counts)
+            r = run_type(gtype, data, args.budget, device, extra_by_type.get(gtype, {}), counts,
+                         fixed_epochs.get(gtype))
             q = quality(r["images"])
             rows.append((f"{gtype} ({r['epochs']} epochs, {r['train_s']:.0f} s)", r["train_img_s"],
                          r["sample_s_per_1000"], r["epochs"], q))
@@ -182,8 +195,8 @@ def main() -> int:
               f"{fmt(q['gen_precision'], '7.3f'):>7}{fmt(q['gen_recall'], '8.3f'):>8}"
               f"{fmt(q['gen_conditional_accuracy'], '10.3f'):>10}")
     sample = ", ".join(f"{c} {n}" for c, n in zip(CLASSES, counts))
-    print(f"\nQuality sample per class (training count capped at {args.quality_n}; the real rows use up to as many): "
-          f"{sample}. FID and KID in the reference cnn3's penultimate features (256-d), lower is better; precision "
+    print(f"\nQuality sample per class ({QUALITY_REAL_SPLIT} count capped at {args.quality_n}; the real rows use up to "
+          f"as many): {sample}. FID and KID in the reference cnn3's penultimate features (256-d), lower is better; precision "
           f"and recall: k-NN manifolds, k=3. cond acc: macro over classes, before any filter; chance is 1/7 = 0.143.")
     return 0
 
