@@ -17,6 +17,8 @@ Trials run --concurrent at a time. The driver's time per trial is taken from the
 --bare runs the same number of trials through Ray Tune alone (tune.Tuner, random search, no scheduler, Ray's own
 experiment state, reuse_actors on as fercore runs it), each reporting the same 30 epochs of figures as (key, value)
 pairs, with no artifacts and no fercore callback: what Ray's driver itself costs per trial on this machine.
+--bare --segments K runs them as K consecutive Tuner runs in the one driver process (trials / K each): whether the
+memory Ray Tune's controller holds per trial is given back when a run ends (a sweep in segments would then be flat).
 
 Last line, JSON: driver_ms_per_trial_at_100, driver_ms_per_trial_at_<trials>, driver_rss_mb_at_100,
 driver_rss_mb_at_<trials>, rss_kb_per_trial (the slope after trial 100), files_in_results (after the sweep; of
@@ -102,13 +104,16 @@ def run_bare(args, root: Path, finished: list[tuple[float, int]]) -> None:
         def on_trial_complete(self, iteration, trials, trial, **info):
             finished.append((time.perf_counter(), rss_kb()))
 
-    tuner = tune.Tuner(
-        tune.with_resources(bare_trial, {"cpu": 0.1}),
-        param_space={"i": tune.randint(0, 2**31 - 1), "lr": tune.loguniform(1e-4, 1e-1)},
-        tune_config=tune.TuneConfig(num_samples=args.trials, max_concurrent_trials=args.concurrent,
-                                    metric="val_macro_f1", mode="max", reuse_actors=True),
-        run_config=tune.RunConfig(name="bare", storage_path=str(root / "results"), callbacks=[Watch()], verbose=0))
-    tuner.fit()
+    for segment in range(args.segments):
+        tuner = tune.Tuner(
+            tune.with_resources(bare_trial, {"cpu": 0.1}),
+            param_space={"i": tune.randint(0, 2**31 - 1), "lr": tune.loguniform(1e-4, 1e-1)},
+            tune_config=tune.TuneConfig(num_samples=args.trials // args.segments, max_concurrent_trials=args.concurrent,
+                                        metric="val_macro_f1", mode="max", reuse_actors=True),
+            run_config=tune.RunConfig(name=f"bare{segment}", storage_path=str(root / "results"), callbacks=[Watch()],
+                                      verbose=0))
+        tuner.fit()
+        del tuner
 
 
 def rss_kb() -> int:
@@ -124,6 +129,7 @@ def main() -> int:
     p.add_argument("--concurrent", type=int, default=8)
     p.add_argument("--test", type=int, default=3589, help="test faces whose predictions each trial reports")
     p.add_argument("--bare", action="store_true", help="Ray Tune alone, the same epochs, no artifacts, no fercore")
+    p.add_argument("--segments", type=int, default=1, help="--bare: as this many consecutive Tuner runs")
     args = p.parse_args()
     import ray
 
@@ -188,7 +194,8 @@ def main() -> int:
                "driver_rss_mb_at_100": round(rss[at] / 1024), f"driver_rss_mb_at_{n}": round(rss[-1] / 1024),
                "rss_kb_per_trial": round(slope, 1), "files_in_results": files["all"],
                "files_in_results_but_tensorboard": files["all"] - files["tb"], "tensorboard_files": files["tb"]}
-    what = "Ray Tune alone (--bare)" if args.bare else f"{args.test} test predictions x 4 models each"
+    what = (f"Ray Tune alone (--bare, {args.segments} Tuner run{'s' if args.segments > 1 else ''})" if args.bare
+            else f"{args.test} test predictions x 4 models each")
     print(f"{n} trials, {args.concurrent} at a time, {what}, on {os.cpu_count()} CPU cores: {seconds:.0f} s")
     print(json.dumps(figures))
     return 0
