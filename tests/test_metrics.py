@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             precision_recall_fscore_support, roc_auc_score)
 
 from fercore.errors import ConfigError
 from fercore.labels import CLASSES
 from fercore.metrics import Read, calc_metric, calc_metrics
-from fercore.metrics.classification import bootstrap_intervals, class_weights, classification_metrics, macro_auroc
+from fercore.metrics.classification import (bootstrap_intervals, class_weights, classification_metrics, confusion,
+                                            macro_auroc)
 from fercore.metrics.uplift import uplift_metrics
 from fercore.train import metrics_from_proba
 
@@ -36,6 +38,34 @@ def test_metrics_match_scikit_learn():
     assert m["test_weighted_f1"] == pytest.approx(f1_score(y, pred, average="weighted"))
     assert m["test_auroc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
     assert m["test_recall_disgust"] == pytest.approx(((pred == 1) & (y == 1)).sum() / (y == 1).sum())
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_numpy_figures_equal_scikit_learns_with_absent_classes_and_tied_scores(case):
+    """fercore computes its figures in NumPy (a worker need not import scikit-learn); scikit-learn is the oracle, on
+    splits where some classes have no true image, some are never predicted, one class is predicted but absent, and
+    probabilities rounded so that scores tie."""
+    rng = np.random.default_rng(case)
+    n, k = int(rng.integers(5, 120)), 7
+    classes = rng.choice(k, size=int(rng.integers(2, k + 1)), replace=False)  # the classes with true images
+    y = rng.choice(classes, n)
+    pred = np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n))
+    proba = np.round(rng.dirichlet(np.ones(k), n), 1)  # ties
+    m = classification_metrics(y, pred, "val", proba=proba)
+    labels = np.arange(k)
+    present = np.isin(labels, y)
+    assert (confusion(y, pred) == confusion_matrix(y, pred, labels=labels)).all()
+    assert m["val_accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["val_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["val_macro_f1"] == pytest.approx(f1_score(y, pred, labels=labels[present], average="macro",
+                                                       zero_division=0))
+    assert m["val_weighted_f1"] == pytest.approx(f1_score(y, pred, labels=labels, average="weighted", zero_division=0))
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    for i, name in enumerate(CLASSES):
+        got = [m[f"val_{f}_{name}"] for f in ("precision", "recall", "f1")]
+        assert got == pytest.approx([precision[i], recall[i], f1[i]]) if present[i] else all(np.isnan(got))
+    expected = np.mean([roc_auc_score(y == c, proba[:, c]) for c in np.unique(y)])
+    assert m["val_auroc"] == pytest.approx(expected)
 
 
 def test_per_class_figures_by_hand():

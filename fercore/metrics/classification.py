@@ -1,5 +1,7 @@
-"""Classification metrics from labels and predicted probabilities, computed with scikit-learn, named for result rows:
-`<split>_<metric>` (test_macro_f1, test_recall_disgust, ...).
+"""Classification metrics from labels and predicted probabilities, named for result rows: `<split>_<metric>`
+(test_macro_f1, test_recall_disgust, ...). Computed in NumPy from the confusion matrix (and ranks for AUROC), to
+scikit-learn's definitions (tests/test_metrics.py checks them against it): importing scikit-learn took a trial's
+worker process over a second on 2 CPU cores, paid by every trial.
 
 Macro figures are over the classes PRESENT in the split (at least one true image): a class with no image in it has
 no recall or F1 (NaN), is listed in `<split>_absent_classes`, and is left out of macro-F1 and its intervals, rather
@@ -10,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             precision_recall_fscore_support, roc_auc_score)
 
 from fercore.labels import CLASSES
 
@@ -26,25 +26,36 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, split: str,
     """Accuracy, balanced accuracy, macro- and weighted-F1, per-class precision / recall / F1 and, given
     probabilities, macro one-vs-rest AUROC (004). A class with no image in Y_TRUE has NaN per-class figures, is
     named in `<split>_absent_classes` (comma-separated, '' when none) and is left out of the macro mean."""
-    labels = np.arange(len(class_names))
+    cm = confusion(y_true, y_pred, len(class_names))
     present = present_classes(y_true, len(class_names))
+    precision, recall, f1 = _per_class(cm)
+    support = cm.sum(1)
     nan = float("nan")
     out = {
-        f"{split}_accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else nan,
-        f"{split}_balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else nan,
-        f"{split}_macro_f1": float(f1_score(y_true, y_pred, labels=labels[present], average="macro", zero_division=0))
-        if present.any() else nan,
-        f"{split}_weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        f"{split}_accuracy": float(np.trace(cm) / cm.sum()) if len(y_true) else nan,
+        f"{split}_balanced_accuracy": float(recall[present].mean()) if len(y_true) else nan,  # over true classes
+        f"{split}_macro_f1": float(f1[present].mean()) if present.any() else nan,
+        f"{split}_weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() else 0.0,
     }
     if proba is not None:
         out[f"{split}_auroc"] = macro_auroc(y_true, proba)
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     for i, name in enumerate(class_names):
         out[f"{split}_precision_{name}"] = float(precision[i]) if present[i] else nan
         out[f"{split}_recall_{name}"] = float(recall[i]) if present[i] else nan
         out[f"{split}_f1_{name}"] = float(f1[i]) if present[i] else nan
     out[f"{split}_absent_classes"] = ",".join(n for n, p in zip(class_names, present) if not p)
     return out
+
+
+def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall and F1 of a confusion matrix (rows true), 0 where undefined (scikit-learn's
+    zero_division=0)."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted, true = cm.sum(0), cm.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
+    f1 = np.divide(2 * tp, predicted + true, out=np.zeros_like(tp), where=(predicted + true) > 0)
+    return precision, recall, f1
 
 
 def mean_cross_entropy(y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -58,13 +69,26 @@ def macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> float:
     present = np.unique(y_true)
     if len(present) < 2:
         return float("nan")
-    aucs = [roc_auc_score(y_true == c, proba[:, c]) for c in present]
+    aucs = [_binary_auroc(y_true == c, proba[:, c]) for c in present]
     return float(np.mean(aucs))
 
 
+def _binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
+    """The area under the ROC curve of SCORE for the boolean labels POSITIVE (both present): the Mann-Whitney U over
+    the scores' ranks, tied scores sharing their mean rank (scikit-learn's roc_auc_score, ties counted half)."""
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]  # 1-based mean rank of each score among its ties
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
-    """Rows: true class, columns: predicted class."""
-    return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+    """Rows: true class, columns: predicted class (labels outside 0..NUM_CLASSES-1 are left out)."""
+    t, p = np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel()
+    keep = (t >= 0) & (t < num_classes) & (p >= 0) & (p < num_classes)
+    return np.bincount(t[keep] * num_classes + p[keep], minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
 def macro_f1_from_confusion(cm: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
