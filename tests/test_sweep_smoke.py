@@ -16,6 +16,12 @@ from fercore.sweep.spec import load_sweep
 
 SWEEPS = sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml"))
 AUGMENTED = {"confidence_filter", "cgan_minority", "balance_targets", "real_ratio_grid", "fer2013_cpu"}
+# Sweeps whose smoke run here goes on into its confirmation phase: a space searched by TPE under ASHA, a grid whose
+# generator keys do not apply at every point, a cGAN top-up, a real-only grid. The others' confirmation trial would
+# repeat one of these paths (fer2013_cpu is cgan_minority's design; confidence_filter's and balance_targets' grids are
+# confirmed as theirs are) at ~15 s each of CI's 20 minutes: they run their search only, and their smoke specs are
+# checked to confirm (below; tests/test_confirm.py plans a smoke confirmation, tests/test_confirm_sweep.py runs one).
+CONFIRMED_HERE = {"optuna_full", "real_ratio_grid", "cgan_minority", "weighted_loss"}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +35,7 @@ def local_ray():
 
 def test_every_sweep_file_is_covered():
     assert {"quickstart", "optuna_full"} | AUGMENTED | {"weighted_loss"} == set(SWEEPS)
+    assert CONFIRMED_HERE < set(SWEEPS)
 
 
 def test_smoke_shrinks_sizes_but_keeps_the_sweeps_design():
@@ -62,13 +69,13 @@ def test_sweep_runs_with_smoke(tmp_path, local_ray, name):
 
     spec = load_sweep(REPO_ROOT / "sweeps" / f"{name}.yaml")
     smoke = smoke_spec(spec)
-    out = run_sweep(spec, tmp_path / "results", smoke=True)
+    # Every report sweep confirms (issue 24): its smoke run confirms its best trial's config once, on a fresh seed.
+    assert (spec.confirm_trials > 0) == (name != "quickstart") and smoke.confirm_trials == int(name != "quickstart")
+    confirms = name in CONFIRMED_HERE
+    out = run_sweep(spec, tmp_path / "results", smoke=True, confirm=None if confirms else (0, 0))
 
     rows = pq.read_table(out / "trials.parquet").to_pylist()
-    # Every report sweep confirms (issue 24): the smoke run confirms its best trial's config once, on a fresh seed.
-    confirms = spec.confirm_trials > 0
-    assert confirms == (name != "quickstart") and smoke.confirm_trials == int(confirms)
-    assert len(rows) == 2 + smoke.confirm_trials, [r["trial_id"] for r in rows]
+    assert len(rows) == 2 + confirms, [r["trial_id"] for r in rows]
     assert [r["status"] for r in rows] == ["completed"] * len(rows), [r["reason"] for r in rows]
     search = [r for r in rows if r["phase"] == "search"]
     if confirms:
