@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from fercore.results.rows import CONFIRM, SEARCH, phase_of
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "fer2013-images.tar.gz"
 FERSWEEP = Path(sys.executable).parent / "fersweep"
@@ -211,8 +213,8 @@ def part_question(name: str):
                                confirm=args.confirm)
         key = next(iter(grid))
         out = {}
-        for phase in ("search", "confirm"):
-            of_phase = [r for r in rows if (r.get("phase") or "search") == phase]  # rows before phases: search
+        for phase in (SEARCH, CONFIRM):
+            of_phase = [r for r in rows if phase_of(r) == phase]
             out[phase] = _question_figures(f"{name} {phase}", key, grid[key], of_phase)
         print(f"{name}: {len(rows)} trials, {wall:.0f} s wall; t intervals over seeds (S - 1 degrees of freedom)")
         return out
@@ -226,9 +228,8 @@ def _question_figures(name: str, key: str, values: list, rows: list[dict]) -> di
         for value in values:
             done = [r for r in rows if r[key] == value and r["status"] == "completed"]
             figures = {m: t_interval([r[m] for r in done]) for m in PAIRED if done and m in done[0]}
-            print(f"{name} {key}={value}: {len(done)} seeds "
-                  f"{sorted(r['seed'] for r in done)}, " + ", ".join(
-                      f"{m} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for m, v in figures.items()), flush=True)
+            print(f"{name} {key}={value}: {len(done)} seeds {sorted(r['seed'] for r in done)}, " + ", ".join(
+                f"{m} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for m, v in figures.items()), flush=True)
             out[str(value)] = {m: [round(x, 4) for x in v] for m, v in figures.items()}
     return out
 

@@ -48,10 +48,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, split: str,
 
 
 def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class precision, recall and F1 of a confusion matrix (rows true), 0 where undefined (scikit-learn's
-    zero_division=0)."""
-    tp = np.diag(cm).astype(np.float64)
-    predicted, true = cm.sum(0), cm.sum(1)
+    """Per-class precision, recall and F1 of confusion matrices (..., K, K), rows true, 0 where undefined
+    (scikit-learn's zero_division=0)."""
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
+    predicted, true = cm.sum(-2), cm.sum(-1)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
     f1 = np.divide(2 * tp, predicted + true, out=np.zeros_like(tp), where=(predicted + true) > 0)
@@ -96,10 +96,7 @@ def macro_f1_from_confusion(cm: np.ndarray, present: np.ndarray | None = None) -
     boolean mask PRESENT (default: all K); a class with no true and no predicted image scores 0, as scikit-learn's
     f1_score(labels=<those classes>, zero_division=0). Resamples pass the whole split's present classes, so each
     resample averages over the same classes as the point figure."""
-    k = cm.shape[-1]
-    tp = cm[..., np.arange(k), np.arange(k)]
-    denom = cm.sum(-1) + cm.sum(-2)  # (tp + fn) + (tp + fp)
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    f1 = _per_class(cm)[2]
     if present is None:
         return f1.mean(-1)
     return f1[..., present].mean(-1) if present.any() else np.full(f1.shape[:-1], np.nan)
