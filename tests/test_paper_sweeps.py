@@ -150,3 +150,6 @@ def test_cpu_sized_variants_validate_and_keep_their_sweeps_grid(path):
     for key, values in spec.grid.items():
         assert set(values) <= set(original.grid[key]), key
     assert f"fersweep run benchmarks/cpu_sweeps/{path.name}" in path.read_text()
+    # Like the report sweeps, they confirm every point of their grid on 5 fresh seeds: the figures quoted come from those.
+    grid_points = int(np.prod([len(values) for values in spec.grid.values()]))
+    assert spec.setting("confirm.top") == grid_points and spec.setting("confirm.seeds") == 5
