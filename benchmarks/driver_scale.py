@@ -18,7 +18,8 @@ Trials run --concurrent at a time. The driver's time per trial is taken from the
 experiment state, reuse_actors on as fercore runs it), each reporting the same 30 epochs of figures as (key, value)
 pairs, with no artifacts and no fercore callback: what Ray's driver itself costs per trial on this machine.
 --bare --segments K runs them as K consecutive Tuner runs in the one driver process (trials / K each): whether the
-memory Ray Tune's controller holds per trial is given back when a run ends (a sweep in segments would then be flat).
+memory Ray Tune's controller holds per trial is given back when a run ends (a sweep in segments would then be flat);
+its JSON adds rss_mb_at_run_ends.
 
 Last line, JSON: driver_ms_per_trial_at_100, driver_ms_per_trial_at_<trials>, driver_rss_mb_at_100,
 driver_rss_mb_at_<trials>, rss_kb_per_trial (the slope after trial 100), files_in_results (after the sweep; of
@@ -194,6 +195,10 @@ def main() -> int:
                "driver_rss_mb_at_100": round(rss[at] / 1024), f"driver_rss_mb_at_{n}": round(rss[-1] / 1024),
                "rss_kb_per_trial": round(slope, 1), "files_in_results": files["all"],
                "files_in_results_but_tensorboard": files["all"] - files["tb"], "tensorboard_files": files["tb"]}
+    if args.bare and args.segments > 1:
+        # Whether a run's end gives its memory back: the RSS after each run's last trial (flat if it does).
+        per_run = n // args.segments
+        figures["rss_mb_at_run_ends"] = [round(rss[min(n, (k + 1) * per_run) - 1] / 1024) for k in range(args.segments)]
     what = (f"Ray Tune alone (--bare, {args.segments} Tuner run{'s' if args.segments > 1 else ''})" if args.bare
             else f"{args.test} test predictions x 4 models each")
     print(f"{n} trials, {args.concurrent} at a time, {what}, on {os.cpu_count()} CPU cores: {seconds:.0f} s")
