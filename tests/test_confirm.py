@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fercore.results.rows import CONFIRM, PHASE
-from fercore.sweep.confirm import config_of, fresh_seeds, plan, ranked_configs
+from fercore.sweep.confirm import config_of, fresh_seeds, plan, ranked_configs, repeats_text, shown_keys
 from fercore.sweep.keys import SweepError
 from fercore.sweep.smoke import smoke_spec
 from fercore.sweep.spec import load_sweep
@@ -53,6 +53,28 @@ def test_confirmation_trials_are_the_top_configs_on_fresh_seeds_seed_by_seed():
     assert [c["classifier.lr"] for c in again] == [0.01]
     failed = [row("s", 0.01, 0, 0.5, status="error")]
     assert plan(failed, ranked_configs(failed, "val_macro_f1", "max")[:2], 2) == []
+
+
+def test_k_fold_configs_are_ranked_over_their_folds_and_confirmed_on_each():
+    # lr 0.02 has the best single fold (0.80 on fold 0) but the worse mean over its folds: choosing a fold is choosing
+    # on noise, so the config is ranked over every fold and seed, and confirmed on the folds it searched.
+    folds = [row("a", 0.01, 0, 0.60, **{"data.fold": 0}), row("b", 0.01, 0, 0.50, **{"data.fold": 1}),
+             row("c", 0.01, 1, 0.60, **{"data.fold": 0}), row("d", 0.01, 1, 0.50, **{"data.fold": 1}),
+             row("e", 0.02, 0, 0.80, **{"data.fold": 0}), row("f", 0.02, 0, 0.20, **{"data.fold": 1}),
+             row("g", 0.02, 1, 0.80, **{"data.fold": 0}), row("h", 0.02, 1, 0.20, **{"data.fold": 1})]
+    ranked = ranked_configs(folds, "val_macro_f1", "max")
+    assert [(c["classifier.lr"], round(m, 3), n) for c, m, n in ranked] == [(0.01, 0.55, 4), (0.02, 0.5, 4)]
+    assert all("data.fold" not in c for c, _, _ in ranked)
+    configs = plan(folds, ranked[:1], seeds=2)
+    assert [(c["classifier.lr"], c["data.fold"], c["seed"]) for c in configs] == [
+        (0.01, 0, 2), (0.01, 1, 2), (0.01, 0, 3), (0.01, 1, 3)]
+    # A fold its search never ran is not confirmed on either (a sweep of folds 0 and 1 of 5 stays on those).
+    assert {c["data.fold"] for c in plan(folds, ranked, seeds=1)} == {0, 1}
+    # What the driver prints of a confirmed config: the key the search varied, even with one config confirmed, and
+    # its trials counted by seeds and folds.
+    assert "classifier.lr" in shown_keys(folds, ("classifier.backbone",))
+    assert "classifier.lr" not in shown_keys(folds[:4], ("classifier.backbone",))
+    assert repeats_text(folds[:4]) == "2 seeds x 2 folds" and repeats_text(ROWS[:2]) == "2 seeds"
 
 
 def test_a_row_config_holds_only_config_keys_with_a_value():

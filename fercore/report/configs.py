@@ -17,8 +17,9 @@ import pandas as pd
 from fercore.labels import CLASSES
 from fercore.report import resample
 from fercore.report.tables import COMPARISONS, Results, config_keys, distinct, fmt_value, num
+from fercore.results.rows import REPEAT_KEYS
 
-SEED_KEYS = ("seed", "data.fold")  # what repeats a config rather than changing it: its seeds and, k-fold, its folds
+SEED_KEYS = REPEAT_KEYS  # what repeats a config rather than changing it: its seeds and, k-fold, its folds
 MAX_PAIRS = 40  # paired comparisons computed and listed (each a bootstrap over predictions)
 LEVEL = 0.05  # family-wise error rate of Holm's correction
 MIN_SEEDS_CLAIM = 5  # a difference is claimed (survives) only from this many seeds: below, the seed level is weak,

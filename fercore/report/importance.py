@@ -21,12 +21,13 @@ import pandas as pd
 
 from fercore import pareto
 from fercore.report.tables import Results, distinct, num, varying_keys
+from fercore.results.rows import REPEAT_KEYS
 from fercore.sections import DESCRIBED
 
 MIN_TRIALS = 3  # fewer completed trials than this say nothing about importance
 LOG_SPAN = 10.0  # a positive range wider than this factor gets a log scale
 COST_OBJECTIVES = (("val_macro_f1", "max"), ("train_seconds", "min"))
-REPEATS = ("seed", "data.fold")  # what repeats a config (as report.configs.SEED_KEYS): noise, not a choice to rank
+REPEATS = REPEAT_KEYS  # what repeats a config: noise, not a choice to rank
 
 
 @dataclass

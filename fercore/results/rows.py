@@ -32,6 +32,9 @@ SWEEP_RECORD = "sweep.json"  # what the sweep asked for, written by fercore.swee
 SOURCES = ("real", "synthetic")  # embeddings.parquet's source column, by embedding_sample's source index
 PHASE = "phase"  # trials.parquet's column: the sweep phase that ran the trial (fercore.sweep.confirm)
 SEARCH, CONFIRM = "search", "confirm"
+# What repeats a config rather than changing it: its seeds and, k-fold, its folds. A config is ranked, confirmed
+# and reported over all of them (fercore.sweep.confirm, fercore.report.configs, fercore.report.importance).
+REPEAT_KEYS = ("seed", "data.fold")
 FAILED = ("diverged", "error", "oom")  # the statuses of a trial that failed (trials.parquet's status column)
 
 

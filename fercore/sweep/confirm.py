@@ -15,12 +15,12 @@ from typing import Any, Collection, Iterable
 
 from fercore.config import all_keys
 from fercore.numbers import finite
-from fercore.results.rows import CONFIRM, PHASE, SEARCH, phase_of
+from fercore.results.rows import CONFIRM, PHASE, REPEAT_KEYS, SEARCH, phase_of
 
 __all__ = ["CONFIRM", "PHASE", "SEARCH", "phase_of"]  # (what the rest of the sweep layer takes from here too)
 TUNE_DIR = "tune-confirm"  # the confirmation phase's Ray Tune state, beside the search's tune/
 STUDY_SUFFIX = ".confirm"  # the confirmation study's name: the sweep's name and this
-NOT_A_CHOICE = ("seed",)  # a config is the same config whatever its seed
+FOLD = "data.fold"  # k-fold: a config is ranked over its folds and confirmed on each of them
 
 
 def config_of(row: dict[str, Any], known: Collection[str] | None = None) -> dict[str, Any]:
@@ -31,14 +31,17 @@ def config_of(row: dict[str, Any], known: Collection[str] | None = None) -> dict
 
 
 def config_label(config: dict[str, Any]) -> tuple:
-    """What tells configs apart: every key but the seed, as a hashable, ordered tuple."""
-    return tuple(sorted((k, v) for k, v in config.items() if k not in NOT_A_CHOICE))
+    """What tells configs apart: every key but the seed and the fold (a config is the same config whatever its seed
+    or test fold: choosing the fold whose validation happened to score best would be choosing on noise), as a
+    hashable, ordered tuple."""
+    return tuple(sorted((k, v) for k, v in config.items() if k not in REPEAT_KEYS))
 
 
 def ranked_configs(rows: Iterable[dict[str, Any]], metric: str, mode: str) -> list[tuple[dict[str, Any], float, int]]:
-    """The search's configs, best first by the mean of METRIC over their seeds (ties: the earliest trial first),
-    each as (config without its seed, mean, seeds). Only configs whose every seed completed with a finite METRIC
-    are ranked: a config with a seed the scheduler stopped or that failed has no honest mean."""
+    """The search's configs, best first by the mean of METRIC over their seeds and, k-fold, their folds (ties: the
+    earliest trial first), each as (config without its seed and fold, mean, trials). Only configs whose every trial
+    completed with a finite METRIC are ranked: a config with a seed the scheduler stopped or that failed has no
+    honest mean."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     known = all_keys()
     for row in sorted(rows, key=lambda r: str(r.get("trial_id", ""))):
@@ -58,6 +61,24 @@ def differing(configs: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> l
     return sorted(k for k in keys if len({repr(c.get(k)) for c in configs}) > 1)
 
 
+def shown_keys(search_rows: Iterable[dict[str, Any]], described: Iterable[str]) -> list[str]:
+    """The keys a printed config names: those of DESCRIBED it holds, then every key the search varied among its
+    configs (so a confirmed config shows the values it was chosen for, even when it is the only one confirmed)."""
+    known = all_keys()
+    configs = [dict(config_label(config_of(r, known))) for r in search_rows if phase_of(r) == SEARCH]
+    keys = [k for k in described if any(k in c for c in configs)]
+    return keys + [k for k in differing(configs) if k not in keys]
+
+
+def repeats_text(rows: Iterable[dict[str, Any]]) -> str:
+    """How many trials ROWS (one config's) are, by what repeats them: "5 seeds", or k-fold "5 seeds x 3 folds"."""
+    rows = list(rows)
+    seeds = len({r.get("seed") for r in rows})
+    folds = len({int(r[FOLD]) for r in rows if finite(r.get(FOLD))})
+    text = f"{seeds} seed{'s' if seeds != 1 else ''}"
+    return text + (f" x {folds} fold{'s' if folds != 1 else ''}" if folds else "")
+
+
 def fresh_seeds(rows: Iterable[dict[str, Any]], n: int) -> list[int]:
     """N seeds after every seed any trial used (the search's seeds and repeats): no confirmation trial shares a seed
     with a trial that chose it."""
@@ -69,8 +90,21 @@ def fresh_seeds(rows: Iterable[dict[str, Any]], n: int) -> list[int]:
 def plan(rows: list[dict[str, Any]], chosen: list[tuple[dict[str, Any], float, int]],
          seeds: int) -> list[dict[str, Any]]:
     """The confirmation trials' configs: the CHOSEN configs (the top of ranked_configs(ROWS, ...)) times SEEDS fresh
-    seeds after every seed of ROWS, seed by seed (a phase cut short leaves every config with as many seeds)."""
-    return [{**config, "seed": seed} for seed in fresh_seeds(rows, seeds) for config, _, _ in chosen]
+    seeds after every seed of ROWS, seed by seed (a phase cut short leaves every config with as many seeds); k-fold,
+    each config on every fold its search trials tested on, so its confirmed figures pool the same folds."""
+    folds = _folds_searched(rows)
+    return [{**config, **fold, "seed": seed} for seed in fresh_seeds(rows, seeds) for config, _, _ in chosen
+            for fold in folds.get(config_label(config), ({},))]
+
+
+def _folds_searched(rows: Iterable[dict[str, Any]]) -> dict[tuple, list[dict[str, int]]]:
+    """Per config label, the folds its search trials tested on, each as {data.fold: k} (no entry: not k-fold)."""
+    folds: dict[tuple, set[int]] = {}
+    known = all_keys()
+    for row in rows:
+        if phase_of(row) == SEARCH and finite(row.get(FOLD)):
+            folds.setdefault(config_label(config_of(row, known)), set()).add(int(row[FOLD]))
+    return {label: [{FOLD: k} for k in sorted(ks)] for label, ks in folds.items()}
 
 
 def _nan(v: Any) -> bool:

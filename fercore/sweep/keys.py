@@ -205,12 +205,12 @@ KEYS: tuple[SweepKey, ...] = (
              help="a confirmation phase after the search: the keys confirm.* below. The report's claims come from "
                   "its trials only; the search's are shown as exploration"),
     SweepKey("confirm.top", "int", 0, low=0,
-             help="the configs the search ranks best by the first metric (its mean over a config's seeds; configs "
-                  "with a seed stopped or failed are not ranked) run again to completion, with no scheduler and no "
-                  "time budget; 0: no confirmation phase"),
+             help="the configs the search ranks best by the first metric (its mean over a config's seeds and, "
+                  "k-fold, its folds; configs with a seed stopped or failed are not ranked) run again to completion, "
+                  "with no scheduler and no time budget; 0: no confirmation phase"),
     SweepKey("confirm.seeds", "int", 5, low=1,
-             help="fresh seeds (after every seed the search used) each confirmed config runs with; the report "
-                  "makes no claim on fewer than 5"),
+             help="fresh seeds (after every seed the search used) each confirmed config runs with, k-fold on every "
+                  "fold its search ran; the report makes no claim on fewer than 5"),
     SweepKey("num_samples", "int", 8, low=1, default_text="8 (a grid: its number of points)",
              help="trials to run (times seeds)"),
     SweepKey("max_concurrent", "int", 2, low=1, help="trials running at once"),

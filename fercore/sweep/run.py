@@ -259,10 +259,9 @@ def _confirm(fn, spec: SweepSpec, location: SweepFolder, max_concurrent: int, re
     print(f"Confirming the {len(ranked)} best config{'s' if len(ranked) != 1 else ''} of the search by "
           f"{spec.metric} on {len(fresh)} fresh seed{'s' if len(fresh) != 1 else ''} ({seeds_text}): "
           f"{len(configs)} trial{'s' if len(configs) != 1 else ''} run to completion", flush=True)
-    shown = [k for k in DESCRIBED if any(k in c for c, _, _ in ranked)]
-    shown += [k for k in confirm.differing([c for c, _, _ in ranked]) if k not in shown]
+    shown = confirm.shown_keys(rows, DESCRIBED)
     for rank, (config, mean, n) in enumerate(ranked, 1):
-        print(f"  {rank}. {spec.metric}={mean:.4f} (search, {n} seed{'s' if n != 1 else ''}): "
+        print(f"  {rank}. {spec.metric}={mean:.4f} (search, mean of {n} trial{'s' if n != 1 else ''}): "
               f"{', '.join(f'{k}={config.get(k)}' for k in shown)}", flush=True)
     tuner.fit()
     return callback

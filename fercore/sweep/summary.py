@@ -12,7 +12,7 @@ from fercore.redact import redact
 from fercore.results import EPOCHS, PREDICTIONS, TRIALS, ResultsStore
 from fercore.results.rows import CONFIRM, SEARCH, phase_of
 from fercore.sections import DESCRIBED
-from fercore.sweep.confirm import config_label, config_of, differing
+from fercore.sweep.confirm import config_label, config_of, repeats_text, shown_keys
 from fercore.sweep.spec import SweepSpec
 from fercore.sweep.storage import SweepFolder
 
@@ -112,15 +112,13 @@ def _print_confirmed(confirmed: list[dict], search: list[dict], spec: SweepSpec)
         return sum(values) / len(values) if values else float("nan")
 
     order = sorted(groups, key=lambda g: mean(groups[g], spec.metric), reverse=spec.mode == "max")
-    shown = [k for k in DESCRIBED if any(k in dict(g) for g in order)]
-    shown += [k for k in differing([dict(g) for g in order]) if k not in shown]
+    shown = shown_keys(search, DESCRIBED)
     print(f"Confirmed by {spec.metric} (the confirmation phase: fresh seeds, run to completion; the search's figure "
           f"chose them and leans upward):")
     for rank, g in enumerate(order, 1):
         seen = searched.get(g, [])
         search_mean = f"{sum(seen) / len(seen):.4f}" if seen else "-"
-        seeds = f"{len(groups[g])} seed{'s' if len(groups[g]) != 1 else ''}"
-        print(f"  {rank}. {spec.metric}={mean(groups[g], spec.metric):.4f} over {seeds} (search "
+        print(f"  {rank}. {spec.metric}={mean(groups[g], spec.metric):.4f} over {repeats_text(groups[g])} (search "
               f"{search_mean}), test_macro_f1={mean(groups[g], 'test_macro_f1'):.4f}, "
               f"test_accuracy={mean(groups[g], 'test_accuracy'):.4f}; "
               + ", ".join(f"{k}={dict(g).get(k)}" for k in shown))
