@@ -19,6 +19,7 @@ POINTS = {
     "compact-before-commit": "the end-of-sweep merge has written the merged parts, and not committed them",
     "compact-after-commit": "the end-of-sweep merge has committed, and not removed the merged parts' inputs",
     "upload-midway": "an upload to a URI has sent some of the changed files, not all",
+    "upload-after-commit": "an upload to a URI has sent a new manifest: the trials it commits are in the store",
 }
 FAILURES = {
     "write-part": (errno.ENOSPC, "No space left on device"),  # a results part written to a full disk

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -112,18 +111,17 @@ def test_an_s3_sweep_killed_midway_resumes_from_the_bucket_alone(tmp_path, s3_se
         paths = [f"results/sweeps/uri/trials.parquet/{p}" for p in parts]
         return pq.read_table(paths, filesystem=s3).to_pylist() if paths else []
 
-    # Ray saves its state (and fercore commits) at every step, and each commit is uploaded at once: the kill lands
-    # between trials rather than after a sweep of three short trials committed and uploaded all at its end.
-    env = {**os.environ, "RAY_ADDRESS": "", "TUNE_GLOBAL_CHECKPOINT_S": "0", "FERCORE_UPLOAD_EVERY_S": "0"}
+    # Ray saves its state (and fercore commits) at every step, and each commit is uploaded at once; the driver kills
+    # itself (SIGKILL) once its first manifest is up: between trials, whatever the machine's load (one trial at a
+    # time, so that commit holds one trial, two if the upload thread was late), not after a sweep of three short
+    # trials committed and uploaded all at its end.
+    env = {**os.environ, "RAY_ADDRESS": "", "TUNE_GLOBAL_CHECKPOINT_S": "0", "FERCORE_UPLOAD_EVERY_S": "0",
+           "FERCORE_KILL_AT": "upload-after-commit"}
     driver = subprocess.Popen([str(FERSWEEP), "run", str(sweep), "--storage", uri], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not rows():
-            assert driver.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, "no trial reached the bucket within 2 minutes"
-            time.sleep(0.2)
-    finally:  # the driver and the Ray processes of its session
+        assert driver.wait(timeout=300) == -signal.SIGKILL, "the driver was not killed at its first upload"
+    finally:  # the Ray processes of the driver's session (and the driver, if it outlived the wait)
         try:
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:

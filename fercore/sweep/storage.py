@@ -227,6 +227,7 @@ class SweepFolder:
                     snapshot.write_bytes(committed)
                     self._put(snapshot, MANIFEST)
                     self._uploaded_manifest = committed
+                    faults.point("upload-after-commit")  # the store holds this commit's trials, not the next's
             except OSError as e:
                 # A store briefly unreachable must not end a sweep of many hours: the rest waits for the next
                 # push, in order (the tables after what they rely on, the manifest last).
