@@ -19,7 +19,6 @@ from fercore.report import resample
 from fercore.report.tables import COMPARISONS, Results, config_keys, distinct, fmt_value, num
 from fercore.results.rows import REPEAT_KEYS
 
-SEED_KEYS = REPEAT_KEYS  # what repeats a config rather than changing it: its seeds and, k-fold, its folds
 MAX_PAIRS = 40  # paired comparisons computed and listed (each a bootstrap over predictions)
 LEVEL = 0.05  # family-wise error rate of Holm's correction
 MIN_SEEDS_CLAIM = 5  # a difference is claimed (survives) only from this many seeds: below, the seed level is weak,
@@ -130,7 +129,7 @@ class Predictions:
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
-    return [k for k in config_keys(df) if k not in SEED_KEYS]
+    return [k for k in config_keys(df) if k not in REPEAT_KEYS]
 
 
 def _value(v: Any) -> Any:
@@ -162,7 +161,7 @@ def group_configs(done: pd.DataFrame, objective: tuple[str, str]) -> list[Config
 
 def seed_of(row: pd.Series) -> Any:
     """The repeat a trial is of its config: its seed, or (seed, fold) in a k-fold sweep (data.folds > 0)."""
-    seed, fold = (_value(row[k]) if k in row else None for k in SEED_KEYS)
+    seed, fold = (_value(row[k]) if k in row else None for k in REPEAT_KEYS)
     if fold is not None and _value(row.get("data.folds")) not in (None, 0):
         return (seed if seed is not None else 0, fold)
     return seed if seed is not None else 0  # a table without seeds: each config ran once

@@ -27,7 +27,6 @@ from fercore.sections import DESCRIBED
 MIN_TRIALS = 3  # fewer completed trials than this say nothing about importance
 LOG_SPAN = 10.0  # a positive range wider than this factor gets a log scale
 COST_OBJECTIVES = (("val_macro_f1", "max"), ("train_seconds", "min"))
-REPEATS = REPEAT_KEYS  # what repeats a config: noise, not a choice to rank
 
 
 @dataclass
@@ -79,7 +78,7 @@ def param_importances(res: Results, seed: int = 0) -> Importance:
         out.reason = (f"{have} a value of {objective}; at least {MIN_TRIALS} are needed to say which "
                       f"hyperparameters mattered.")
         return out
-    keys = [k for k in varying_keys(done) if k not in REPEATS]
+    keys = [k for k in varying_keys(done) if k not in REPEAT_KEYS]  # seeds and folds: noise, not a choice
     everywhere = [k for k in keys if done[k].notna().all()]
     out.left_out = [k for k in keys if k not in everywhere]
     if not everywhere:
