@@ -51,6 +51,19 @@ def test_claims_come_from_the_confirmation_trials_and_the_search_is_exploration(
     assert f"{len(table)} trials" in md.split("## Search and confirmation")[0]
 
 
+def test_a_confirmation_cut_short_counts_its_completed_trials_only(tmp_path):
+    # The sweep ended (Ctrl-C) while its last fresh seed ran: those trials are `stopped` rows, and carry no claim.
+    table, true, preds, search, confirm = confirmed_sweep(np.random.default_rng(3))
+    last = confirm["seed"].max()
+    cut = (table["phase"] == "confirm") & (table["seed"] == last)
+    table.loc[cut, "status"] = "stopped"
+    md = report(write_folder(tmp_path / "r", table, true, preds), tmp_path / "out")
+    phases = section(md, "Search and confirmation")
+    done = sorted(confirm["seed"][confirm["seed"] != last].unique())
+    assert f"fresh seeds ({', '.join(map(str, done))})" in phases  # the cut-off seed not among them
+    assert f"{len(confirm) - cut.sum()} confirmation trials ({cut.sum()} more did not complete" in phases
+
+
 def test_a_sweep_without_confirmation_says_its_figures_lean_upward(tmp_path):
     table, true, preds = build_trials(np.random.default_rng(3))
     md = report(write_folder(tmp_path / "r", table, true, preds), tmp_path / "out")

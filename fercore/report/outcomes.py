@@ -135,15 +135,20 @@ def phases_section(res: Results, search: Results, claims: Results) -> list[Block
                                 f"{fmt(c.objective)} ({len(c.trials)})", fmt(c.objective - before, signed=True)]))
     sign = -1 if mode == "max" else 1  # in the search's order: how it ranked them
     rows = [row for before, row in sorted(ranked, key=lambda r: sign * r[0] if finite(r[0]) else math.inf)]
-    seeds = sorted({int(v) for v in num(claims.trials, "seed").dropna()})
+    # Only completed trials carry claims: one cut off when the sweep ended (or failed) is counted apart.
+    seeds = sorted({int(v) for v in num(claims.completed, "seed").dropna()})
+    unfinished = len(claims.trials) - len(claims.completed)
     stopped = int((search.trials["status"] == "stopped").sum())
     text = (f"This sweep confirmed: after its search ({plural(len(search.trials), 'trial')}, {stopped} stopped by "
             f"the scheduler), the {plural(len(confirmed), 'config')} it ranked best by {metric} (the mean over each "
             f"config's seeds) ran again on fresh seeds ({', '.join(map(str, seeds))}), to completion: "
-            f"{plural(len(claims.trials), 'confirmation trial')}. Sections 1-8 read these trials only. The search "
-            f"chose them on its own trials, so its figures of them lean upward (the winner's curse) and, under ASHA, "
-            f"lack the seeds it stopped: the table shows by how much. The search's trials are exploration; section 9 "
-            f"(which keys mattered) reads them.")
+            f"{plural(len(claims.completed), 'confirmation trial')}"
+            + (f" ({unfinished} more did not complete: failed, or cut off when the sweep ended; --resume runs what "
+               f"was cut off)" if unfinished else "")
+            + ". Sections 1-8 read these trials only. The search "
+            "chose them on its own trials, so its figures of them lean upward (the winner's curse) and, under ASHA, "
+            "lack the seeds it stopped: the table shows by how much. The search's trials are exploration; section 9 "
+            "(which keys mattered) reads them.")
     return blocks + [Paragraph(text), Table(["config", f"search {metric} (seeds)", f"confirmation {metric} (seeds)",
                                              "confirmation - search"], rows)]
 
