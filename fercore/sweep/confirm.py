@@ -42,17 +42,22 @@ def ranked_configs(rows: Iterable[dict[str, Any]], metric: str, mode: str) -> li
     earliest trial first), each as (config without its seed and fold, mean, trials). Only configs whose every trial
     completed with a finite METRIC are ranked: a config with a seed the scheduler stopped or that failed has no
     honest mean."""
+    ranked = []
+    for label, members in _search_groups(rows).items():
+        if all(r.get("status") == "completed" and finite(r.get(metric)) for r in members):
+            ranked.append((dict(label), sum(float(r[metric]) for r in members) / len(members), len(members)))
+    sign = -1 if mode == "max" else 1
+    return sorted(ranked, key=lambda c: sign * c[1])  # stable: equal means keep the earliest trial first
+
+
+def _search_groups(rows: Iterable[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The search's rows of ROWS by config label, in trial-id order (the order ties are broken in)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     known = all_keys()
     for row in sorted(rows, key=lambda r: str(r.get("trial_id", ""))):
         if phase_of(row) == SEARCH:
             groups.setdefault(config_label(config_of(row, known)), []).append(row)
-    ranked = []
-    for label, members in groups.items():
-        if all(r.get("status") == "completed" and finite(r.get(metric)) for r in members):
-            ranked.append((dict(label), sum(float(r[metric]) for r in members) / len(members), len(members)))
-    sign = -1 if mode == "max" else 1
-    return sorted(ranked, key=lambda c: sign * c[1])  # stable: equal means keep the earliest trial first
+    return groups
 
 
 def differing(configs: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> list[str]:
@@ -64,8 +69,7 @@ def differing(configs: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> l
 def shown_keys(search_rows: Iterable[dict[str, Any]], described: Iterable[str]) -> list[str]:
     """The keys a printed config names: those of DESCRIBED it holds, then every key the search varied among its
     configs (so a confirmed config shows the values it was chosen for, even when it is the only one confirmed)."""
-    known = all_keys()
-    configs = [dict(config_label(config_of(r, known))) for r in search_rows if phase_of(r) == SEARCH]
+    configs = [dict(label) for label in _search_groups(search_rows)]
     keys = [k for k in described if any(k in c for c in configs)]
     return keys + [k for k in differing(configs) if k not in keys]
 
@@ -99,12 +103,9 @@ def plan(rows: list[dict[str, Any]], chosen: list[tuple[dict[str, Any], float, i
 
 def _folds_searched(rows: Iterable[dict[str, Any]]) -> dict[tuple, list[dict[str, int]]]:
     """Per config label, the folds its search trials tested on, each as {data.fold: k} (no entry: not k-fold)."""
-    folds: dict[tuple, set[int]] = {}
-    known = all_keys()
-    for row in rows:
-        if phase_of(row) == SEARCH and finite(row.get(FOLD)):
-            folds.setdefault(config_label(config_of(row, known)), set()).add(int(row[FOLD]))
-    return {label: [{FOLD: k} for k in sorted(ks)] for label, ks in folds.items()}
+    folds = {label: sorted({int(r[FOLD]) for r in members if finite(r.get(FOLD))})
+             for label, members in _search_groups(rows).items()}
+    return {label: [{FOLD: k} for k in ks] for label, ks in folds.items() if ks}
 
 
 def _nan(v: Any) -> bool:
